@@ -1,0 +1,573 @@
+"""The Migration API: pydantic models for spec and status.
+
+This is the only place where raw dictionaries from the cluster become typed objects, and the single
+source of the CRD schema (``cutover.crd`` turns these models into ``crds/``). Field descriptions are
+what ``kubectl explain migration.spec...`` prints, so they are written for users.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from cutover.core.durations import DURATION_PATTERN, parse_duration
+
+GROUP = "cutover.io"
+VERSION = "v1alpha1"
+KIND = "Migration"
+PLURAL = "migrations"
+SINGULAR = "migration"
+SHORT_NAMES = ["mig"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Manual control goes through this annotation so that a GitOps sync of the spec never fights it:
+# the CLI writes it, the operator acts on it once (remembering its id in status) and clears it.
+REQUEST_ANNOTATION = "cutover.io/request"
+
+HISTORY_LIMIT = 50
+MAX_STEPS = 100
+MAX_GATES = 20
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    Field(
+        json_schema_extra={"pattern": DURATION_PATTERN},
+        description="A duration such as 30s, 2m or 1h30m.",
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Router(enum.StrEnum):
+    replicas = "replicas"
+    service = "service"
+    gatewayapi = "gatewayapi"
+    istio = "istio"
+    nginx = "nginx"
+
+
+class DeploymentRef(_Model):
+    deployment: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Name of a Deployment in the Migration's namespace.",
+    )
+    service: str | None = Field(
+        default=None,
+        description="Service that selects only this version's pods (needed by weighted routers).",
+    )
+
+
+class GatewayAPIRoute(_Model):
+    http_route: str = Field(min_length=1, description="Name of the HTTPRoute to re-weight.")
+    rule: str | None = Field(
+        default=None,
+        description="Name of the rule holding the backendRefs; default: the only rule.",
+    )
+
+
+class IstioRoute(_Model):
+    virtual_service: str = Field(min_length=1, description="Name of the VirtualService.")
+    route: str | None = Field(
+        default=None, description="Name of the http route; default: the only http route."
+    )
+
+
+class NginxRoute(_Model):
+    ingress: str = Field(
+        min_length=1, description="Name of the stable Ingress; a canary copy is created for green."
+    )
+
+
+class HeaderMatch(_Model):
+    name: str = Field(min_length=1, description="Header name, or cookie name with `cookie`.")
+    exact: str | None = Field(default=None, description="Exact value to match.")
+    regex: str | None = Field(default=None, description="RE2 regular expression to match.")
+    cookie: bool = Field(default=False, description="Match a cookie instead of a header.")
+
+
+class TrafficSpec(_Model):
+    router: Router = Field(
+        description="How traffic is shifted: replicas | service | gatewayapi | istio | nginx."
+    )
+    service: str | None = Field(
+        default=None,
+        description="Service in front of both versions (required by the service router).",
+    )
+    gateway_api: GatewayAPIRoute | None = Field(
+        default=None, alias="gatewayAPI", description="Settings of the gatewayapi router."
+    )
+    istio: IstioRoute | None = Field(default=None, description="Settings of the istio router.")
+    nginx: NginxRoute | None = Field(default=None, description="Settings of the nginx router.")
+    match: list[HeaderMatch] = Field(
+        default_factory=list,
+        description="Requests matching any of these always go to green during the run.",
+    )
+
+    @model_validator(mode="after")
+    def _router_block_present(self) -> TrafficSpec:
+        needs = {
+            Router.service: ("service", self.service),
+            Router.gatewayapi: ("gatewayAPI", self.gateway_api),
+            Router.istio: ("istio", self.istio),
+            Router.nginx: ("nginx", self.nginx),
+        }
+        if self.router in needs:
+            block, value = needs[self.router]
+            if value is None:
+                raise ValueError(f"router {self.router.value!r} needs the {block!r} field")
+        return self
+
+
+class PauseStep(_Model):
+    duration: Duration | None = Field(
+        default=None, description="How long to hold; omit to wait for `cutover promote`."
+    )
+
+
+class Step(_Model):
+    set_weight: int | None = Field(
+        default=None, ge=0, le=100, description="Percentage of traffic to send to green."
+    )
+    pause: PauseStep | None = Field(default=None, description="Hold the current weight.")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step has exactly one of setWeight or pause")
+        return self
+
+
+class Threshold(_Model):
+    min: float | None = Field(default=None, description="The check fails below this value.")
+    max: float | None = Field(default=None, description="The check fails above this value.")
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1, description="Secret in the Migration's namespace.")
+    key: str = Field(min_length=1, description="Key inside the Secret.")
+
+
+class PrometheusAuth(_Model):
+    bearer_token: SecretKeyRef | None = Field(default=None, description="Bearer token.")
+    username: SecretKeyRef | None = Field(default=None, description="Basic-auth user name.")
+    password: SecretKeyRef | None = Field(default=None, description="Basic-auth password.")
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> PrometheusAuth:
+        basic = self.username is not None or self.password is not None
+        if basic and (self.username is None or self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        if basic and self.bearer_token is not None:
+            raise ValueError("use either bearerToken or username/password, not both")
+        return self
+
+
+class PrometheusQuery(_Model):
+    address: str = Field(
+        pattern=r"^https?://", description="Base URL of Prometheus, e.g. http://prometheus:9090."
+    )
+    query: str = Field(
+        min_length=1,
+        description=(
+            "PromQL returning one value. Variables: {{namespace}}, {{migration}}, {{blue}}, "
+            "{{green}}, {{service}} and {{args.NAME}}."
+        ),
+    )
+    args: dict[str, str] = Field(
+        default_factory=dict, description="User variables, used as {{args.NAME}} in queries."
+    )
+    auth: PrometheusAuth | None = Field(default=None, description="Credentials from Secrets.")
+    insecure_skip_verify: bool = Field(default=False, description="Skip TLS verification.")
+    ca: SecretKeyRef | None = Field(default=None, description="CA bundle for TLS.")
+    timeout: Duration = Field(default="5s", description="Query timeout.")
+
+
+class CompareTest(enum.StrEnum):
+    ratio = "ratio"
+    mannwhitney = "mannwhitney"
+
+
+class Compare(_Model):
+    baseline: str = Field(min_length=1, description="PromQL for blue's value, same shape as query.")
+    max_increase: float = Field(
+        ge=0, description="Green passes when value <= baseline * (1 + maxIncrease) + tolerance."
+    )
+    tolerance: float = Field(default=0.0, ge=0, description="Absolute slack added to the bound.")
+    test: CompareTest = Field(default=CompareTest.ratio, description="ratio | mannwhitney.")
+    confidence: float = Field(
+        default=0.95, gt=0, lt=1, description="Confidence level of the mannwhitney test."
+    )
+    window: Duration = Field(default="1m", description="Range of samples for mannwhitney.")
+
+
+class NoDataPolicy(enum.StrEnum):
+    fail = "fail"
+    inconclusive = "inconclusive"
+    pass_ = "pass"
+
+
+class ErrorPolicy(enum.StrEnum):
+    rollback = "rollback"
+    pause = "pause"
+
+
+class Gate(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Unique name of the gate (DNS label).",
+    )
+    prometheus: PrometheusQuery = Field(description="Where and what to query.")
+    threshold: Threshold | None = Field(default=None, description="Absolute bounds on the value.")
+    compare: Compare | None = Field(default=None, description="Compare green with blue.")
+    interval: Duration = Field(default="30s", description="Time between two checks.")
+    failure_limit: int = Field(
+        default=0, ge=0, description="Roll back after more than this many failed checks."
+    )
+    inconclusive_limit: int = Field(
+        default=0, ge=0, description="Pause after more than this many inconclusive checks."
+    )
+    consecutive_error_limit: int = Field(
+        default=4, ge=0, description="Provider errors tolerated in a row before onError applies."
+    )
+    on_no_data: NoDataPolicy = Field(
+        default=NoDataPolicy.inconclusive,
+        description="What an empty result or NaN counts as: fail | inconclusive | pass.",
+    )
+    on_error: ErrorPolicy = Field(
+        default=ErrorPolicy.pause,
+        description="What happens once provider errors pass the limit: rollback | pause.",
+    )
+
+    @model_validator(mode="after")
+    def _one_judgement(self) -> Gate:
+        if (self.threshold is None) == (self.compare is None):
+            raise ValueError("a gate needs exactly one of threshold or compare")
+        if parse_duration(self.interval) < 1:
+            raise ValueError(f"interval {self.interval!r} is shorter than 1s")
+        return self
+
+
+class Rollback(_Model):
+    automatic: bool = Field(
+        default=True, description="Roll back on a failed gate; false pauses instead."
+    )
+    scale_down_green: bool = Field(
+        default=True, description="Scale green to zero once traffic is back on blue."
+    )
+
+
+class MigrationSpec(_Model):
+    blue: DeploymentRef = Field(description="The live version.")
+    green: DeploymentRef = Field(description="The candidate version.")
+    traffic: TrafficSpec = Field(description="How traffic moves between the versions.")
+    steps: list[Step] = Field(
+        min_length=1, max_length=MAX_STEPS, description="Weights and pauses, in order."
+    )
+    gates: list[Gate] = Field(
+        default_factory=list, max_length=MAX_GATES, description="Health checks during the run."
+    )
+    rollback: Rollback = Field(default_factory=Rollback, description="What a failed gate does.")
+    progress_deadline: Duration = Field(
+        default="10m", description="Green not ready this long after a step starts: roll back."
+    )
+    bake: Duration = Field(
+        default="0s", description="After weight 100, keep blue scaled and gates running this long."
+    )
+    paused: bool = Field(default=False, description="Hold the run where it is.")
+
+    @field_validator("steps")
+    @classmethod
+    def _weights_well_ordered(cls, steps: list[Step]) -> list[Step]:
+        previous = 0
+        last_weight: int | None = None
+        for index, step in enumerate(steps):
+            if step.set_weight is None:
+                continue
+            if step.set_weight < previous:
+                raise ValueError(
+                    f"[{index}].setWeight: {step.set_weight} is lower than the previous"
+                    f" weight {previous}: weights must not decrease"
+                )
+            previous = last_weight = step.set_weight
+        if last_weight != 100:
+            raise ValueError("the last setWeight must be 100")
+        return steps
+
+    @field_validator("gates")
+    @classmethod
+    def _unique_gate_names(cls, gates: list[Gate]) -> list[Gate]:
+        seen: set[str] = set()
+        for index, gate in enumerate(gates):
+            if gate.name in seen:
+                raise ValueError(f"[{index}].name: {gate.name!r} is used twice")
+            seen.add(gate.name)
+        return gates
+
+    @model_validator(mode="after")
+    def _versions_differ(self) -> MigrationSpec:
+        if self.blue.deployment == self.green.deployment:
+            raise ValueError("blue and green name the same Deployment")
+        if self.traffic.router is Router.service:
+            for index, step in enumerate(self.steps):
+                if step.set_weight not in (None, 0, 100):
+                    raise ValueError(
+                        f"steps[{index}].setWeight {step.set_weight}: the service router switches"
+                        " all traffic at once, so only weights 0 and 100 are possible"
+                    )
+        return self
+
+    @property
+    def weights(self) -> list[int]:
+        return [s.set_weight for s in self.steps if s.set_weight is not None]
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+class _StatusModel(_Model):
+    # The decision engine builds a new status by editing a deep copy, so status models are mutable.
+    model_config = ConfigDict(frozen=False, validate_assignment=False)
+
+
+class Phase(enum.StrEnum):
+    # Accepted, not yet validated or started.
+    pending = "Pending"
+    # Shifting traffic step by step, gates running.
+    progressing = "Progressing"
+    # Held where it is: by spec.paused, a pause request, an indefinite pause step or a gate.
+    paused = "Paused"
+    # A gate failed or the run was aborted: traffic is being returned to blue.
+    rolling_back = "RollingBack"
+    # All traffic is back on blue; terminal until `retry` or a new spec.
+    rolled_back = "RolledBack"
+    # All traffic is on green and blue is retired; terminal.
+    succeeded = "Succeeded"
+    # The run cannot start or go on (e.g. an invalid spec); terminal until fixed or retried.
+    failed = "Failed"
+
+
+TERMINAL_PHASES = frozenset({Phase.rolled_back, Phase.succeeded, Phase.failed})
+
+
+class ConditionType(enum.StrEnum):
+    ready = "Ready"
+    progressing = "Progressing"
+    paused = "Paused"
+    complete = "Complete"
+    rolled_back = "RolledBack"
+    invalid_spec = "InvalidSpec"
+
+
+class Condition(_StatusModel):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class Verdict(enum.StrEnum):
+    passed = "Passed"
+    failed = "Failed"
+    inconclusive = "Inconclusive"
+    error = "Error"
+
+
+class GateOutcome(enum.StrEnum):
+    # No check yet in this run.
+    pending = "Pending"
+    # Checks within their limits.
+    running = "Running"
+    # More inconclusive checks than inconclusiveLimit.
+    inconclusive = "Inconclusive"
+    # More consecutive provider errors than consecutiveErrorLimit.
+    error = "Error"
+    # More failed checks than failureLimit.
+    failed = "Failed"
+
+
+class GateStatus(_StatusModel):
+    name: str
+    outcome: GateOutcome = GateOutcome.pending
+    last_verdict: Verdict | None = None
+    last_value: float | None = None
+    last_baseline: float | None = None
+    last_p_value: float | None = None
+    last_message: str | None = None
+    last_evaluated_at: datetime | None = None
+    last_passed_at: datetime | None = None
+    next_check_at: datetime | None = None
+    passed: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    inconclusive: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    consecutive_errors: int = Field(default=0, ge=0)
+    # Checks a person excused by resuming or promoting a held run; limits count the rest.
+    excused_failed: int = Field(default=0, ge=0)
+    excused_inconclusive: int = Field(default=0, ge=0)
+
+
+class HistoryEntry(_StatusModel):
+    time: datetime
+    phase: Phase
+    step: int
+    weight: int
+    reason: str
+    message: str = ""
+
+
+class MigrationStatus(_StatusModel):
+    phase: Phase = Field(default=Phase.pending, description="Where the run is, for humans.")
+    reason: str | None = Field(default=None, description="Why the run is in this phase.")
+    observed_generation: int | None = Field(default=None, description="Generation acted on.")
+    run_id: str | None = Field(default=None, description="Identifies this run (retry: new id).")
+    current_step_index: int = Field(default=0, ge=0, description="Index into spec.steps.")
+    weight: int = Field(default=0, ge=0, le=100, description="Green's share of traffic, percent.")
+    total_replicas: int | None = Field(default=None, ge=0, description="Blue's size at start.")
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    step_started_at: datetime | None = Field(default=None, description="When this step began.")
+    step_ready_at: datetime | None = Field(
+        default=None, description="When green was ready at this step's weight."
+    )
+    paused_at: datetime | None = Field(default=None, description="When a pause began.")
+    full_promotion: bool = Field(default=False, description="Promoted with --full.")
+    last_request: str | None = Field(default=None, description="Last manual request handled.")
+    rollback_reason: str | None = None
+    message: str = ""
+    conditions: list[Condition] = Field(default_factory=list)
+    gates: list[GateStatus] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+
+    def gate(self, name: str) -> GateStatus | None:
+        return next((g for g in self.gates if g.name == name), None)
+
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type is type_), None)
+
+
+class Migration(_Model):
+    """The whole object, as the CRD and ``cutover lint`` see it."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+    api_version: Literal["cutover.io/v1alpha1"] = "cutover.io/v1alpha1"
+    kind: Literal["Migration"] = "Migration"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: MigrationSpec
+    status: MigrationStatus | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Migration:
+        """A whole manifest (e.g. a file for ``cutover lint``); errors name ``spec...`` paths."""
+        try:
+            return cls.model_validate(dict(manifest))
+        except ValidationError as error:
+            raise SpecInvalid(describe_errors(error, root="")) from None
+
+
+# --- turning raw dictionaries into models ---------------------------------------------------
+
+
+def _location(loc: tuple[int | str, ...], root: str) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith("function-after") or part in {"enum", "literal_error"}:
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path or "(root)"
+
+
+def describe_errors(error: ValidationError, root: str = "spec") -> list[str]:
+    """One line per problem, each starting with the field path users write in YAML.
+
+    A validator on a list may name the element at fault by starting its message with ``[i]``;
+    that continues the path (``spec.steps`` + ``[1].setWeight: ...``).
+    """
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        path = _location(item["loc"], root)
+        lines.append(f"{path}{message}" if message.startswith("[") else f"{path}: {message}")
+    return lines
+
+
+class SpecInvalid(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def parse_spec(raw: Mapping[str, Any]) -> MigrationSpec:
+    try:
+        return MigrationSpec.model_validate(dict(raw))
+    except ValidationError as error:
+        raise SpecInvalid(describe_errors(error)) from None
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> MigrationStatus:
+    """The stored status, ignoring fields written by others (e.g. Kopf's own bookkeeping).
+
+    A status that no longer parses raises ``StatusCorrupt``: starting over would repeat steps.
+    """
+    if not raw:
+        return MigrationStatus()
+    known = {k: v for k, v in raw.items() if k in _STATUS_FIELDS}
+    try:
+        return MigrationStatus.model_validate(known)
+    except ValidationError as error:
+        raise StatusCorrupt(describe_errors(error, root="status")) from None
+
+
+class StatusCorrupt(SpecInvalid):
+    pass
+
+
+_STATUS_FIELDS = {field.alias or name for name, field in MigrationStatus.model_fields.items()}

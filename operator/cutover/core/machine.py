@@ -1,0 +1,775 @@
+"""The decision engine: ``decide(spec, status, observations, now) -> Decision``.
+
+Pure: no I/O, no clock. Phases move only along ``TRANSITIONS`` (data, drawn in
+docs/state-machine.md); what happens inside a phase (which step, which weight, when to wake) is
+computed by ``_Run``. The result is a new status and the actions that bring the cluster in line
+with it; every action is idempotent, so applying a decision twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cutover.api import (
+    HISTORY_LIMIT,
+    TERMINAL_PHASES,
+    Condition,
+    ConditionType,
+    ErrorPolicy,
+    Gate,
+    GateOutcome,
+    GateStatus,
+    HistoryEntry,
+    MigrationSpec,
+    MigrationStatus,
+    Phase,
+    Router,
+    SpecInvalid,
+)
+from cutover.core import gates as gate_rules
+from cutover.core.durations import parse_duration
+from cutover.core.plan import green_replicas_needed
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+class RequestVerb(enum.StrEnum):
+    promote = "promote"
+    promote_full = "promote-full"
+    pause = "pause"
+    resume = "resume"
+    abort = "abort"
+    retry = "retry"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A manual request (from ``cutover promote`` etc.); ``id`` makes it act once only."""
+
+    id: str
+    verb: RequestVerb
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int  # spec.replicas
+    available: int  # status.availableReplicas
+
+
+@dataclass(frozen=True)
+class Observations:
+    generation: int
+    blue: DeploymentState | None = None  # None: the Deployment does not exist
+    green: DeploymentState | None = None
+    router_weight: int | None = None  # what the router reads from the cluster; None: cannot tell
+    readings: Mapping[str, gate_rules.Reading] = field(default_factory=dict)
+    request: Request | None = None
+    preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    weight: int
+    total_replicas: int
+
+
+@dataclass(frozen=True)
+class PrepareGreen:
+    """Scale green so that it can take any weight (routers that shift by weight, not pods)."""
+
+    total_replicas: int
+
+
+@dataclass(frozen=True)
+class RestoreBlue:
+    """All traffic back to blue in one router write, then green scaled down if asked."""
+
+    total_replicas: int
+    scale_down_green: bool
+
+
+@dataclass(frozen=True)
+class RetireBlue:
+    """After success: blue is no longer needed."""
+
+    total_replicas: int
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = SetWeight | PrepareGreen | RestoreBlue | RetireBlue | EmitEvent
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: MigrationStatus
+    actions: tuple[Action, ...]
+    requeue_after: float | None  # seconds until something is due; None: only a change wakes it
+
+
+# --- the phase table --------------------------------------------------------------------------
+
+
+class Event(enum.StrEnum):
+    start = "start"
+    spec_invalid = "spec_invalid"
+    preflight_failed = "preflight_failed"
+    spec_changed = "spec_changed"
+    pause = "pause"
+    resume = "resume"
+    promote = "promote"
+    abort = "abort"
+    retry = "retry"
+    gate_failed = "gate_failed"
+    gate_failed_hold = "gate_failed_hold"
+    gate_error = "gate_error"
+    gate_error_hold = "gate_error_hold"
+    gate_inconclusive = "gate_inconclusive"
+    deadline_exceeded = "deadline_exceeded"
+    green_missing = "green_missing"
+    blue_missing = "blue_missing"
+    steps_done = "steps_done"
+    traffic_restored = "traffic_restored"
+
+
+P = Phase
+E = Event
+_ACTIVE_BREAKS = {
+    E.gate_failed: P.rolling_back,
+    E.gate_error: P.rolling_back,
+    E.deadline_exceeded: P.rolling_back,
+    E.green_missing: P.rolling_back,
+    E.abort: P.rolling_back,
+    E.gate_failed_hold: P.paused,
+    E.gate_error_hold: P.paused,
+    E.gate_inconclusive: P.paused,
+    E.blue_missing: P.paused,
+    E.spec_invalid: P.paused,
+    E.spec_changed: P.pending,
+}
+TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
+    P.pending: {
+        E.start: P.progressing,
+        E.spec_invalid: P.failed,
+        E.preflight_failed: P.failed,
+        # Nothing moved yet: traffic is already all on blue.
+        E.abort: P.rolled_back,
+        E.spec_changed: P.pending,
+    },
+    P.progressing: {
+        **_ACTIVE_BREAKS,
+        E.pause: P.paused,
+        E.steps_done: P.succeeded,
+    },
+    P.paused: {
+        **_ACTIVE_BREAKS,
+        E.resume: P.progressing,
+        E.promote: P.progressing,
+    },
+    P.rolling_back: {E.traffic_restored: P.rolled_back},
+    P.rolled_back: {E.retry: P.pending, E.spec_changed: P.pending, E.spec_invalid: P.failed},
+    P.succeeded: {E.spec_changed: P.pending, E.spec_invalid: P.failed},
+    P.failed: {E.retry: P.pending, E.spec_changed: P.pending, E.spec_invalid: P.failed},
+}
+
+# Reasons a phase was entered with; they become condition reasons and Event reasons.
+REASONS: dict[Event, str] = {
+    E.start: "Started",
+    E.spec_invalid: "InvalidSpec",
+    E.preflight_failed: "PreflightFailed",
+    E.spec_changed: "SpecChanged",
+    E.pause: "PausedByUser",
+    E.resume: "Resumed",
+    E.promote: "Promoted",
+    E.abort: "Aborted",
+    E.retry: "Retried",
+    E.gate_failed: "GateFailed",
+    E.gate_failed_hold: "GateFailed",
+    E.gate_error: "GateError",
+    E.gate_error_hold: "GateError",
+    E.gate_inconclusive: "InconclusiveGate",
+    E.deadline_exceeded: "ProgressDeadlineExceeded",
+    E.green_missing: "GreenMissing",
+    E.blue_missing: "BlueMissing",
+    E.steps_done: "Succeeded",
+    E.traffic_restored: "TrafficRestored",
+}
+PAUSED_BY_SPEC = "PausedBySpec"
+_INVALID_REASONS = frozenset({"InvalidSpec", "PreflightFailed"})
+PAUSE_STEP = "PauseStep"
+
+# Rounds of "tick" per decision: a transition can enable the next (start -> first weight).
+_MAX_ROUNDS = 8
+_READINESS_POLL = 1.0
+_ROLLBACK_RETRY = 1.0
+
+
+def decide(
+    spec: MigrationSpec | SpecInvalid,
+    status: MigrationStatus,
+    observations: Observations,
+    now: datetime,
+) -> Decision:
+    return _Run(spec, status, observations, now).decide()
+
+
+def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> list[Gate]:
+    """Gates whose next check is due: the shell measures these before calling ``decide``."""
+    if status.phase not in (Phase.progressing, Phase.paused) or status.weight == 0:
+        return []
+    due = []
+    for gate in spec.gates:
+        record = status.gate(gate.name)
+        if record and record.next_check_at is not None and record.next_check_at <= now:
+            due.append(gate)
+    return due
+
+
+class _Run:
+    def __init__(
+        self,
+        spec: MigrationSpec | SpecInvalid,
+        status: MigrationStatus,
+        observations: Observations,
+        now: datetime,
+    ) -> None:
+        self.spec = spec
+        self.s = status.model_copy(deep=True)
+        self.obs = observations
+        self.now = now
+        self.actions: list[Action] = []
+        self.problems: list[str] = []
+        self.started_in = status.phase
+
+    # --- entry point ---
+
+    def decide(self) -> Decision:
+        if isinstance(self.spec, SpecInvalid):
+            self._spec_invalid(self.spec)
+        else:
+            self._valid(self.spec)
+        self.s.observed_generation = self.obs.generation
+        self._conditions()
+        return Decision(self.s, tuple(self.actions), self._requeue())
+
+    def _spec_invalid(self, error: SpecInvalid) -> None:
+        self.problems = list(error.problems)
+        message = "invalid spec: " + "; ".join(error.problems)
+        if self.s.phase is Phase.paused and self.s.reason == "InvalidSpec":
+            self.s.message = message
+            return
+        self._fire(Event.spec_invalid, message)
+
+    def _valid(self, spec: MigrationSpec) -> None:
+        generation_changed = (
+            self.s.observed_generation is not None
+            and self.s.observed_generation != self.obs.generation
+        )
+        if generation_changed:
+            self._fire(Event.spec_changed, "the spec changed: starting again from the first step")
+        self._handle_request(spec)
+        for _ in range(_MAX_ROUNDS):
+            before = self._fingerprint()
+            self._tick(spec)
+            if self._fingerprint() == before:
+                break
+
+    def _fingerprint(self) -> tuple[object, ...]:
+        return (
+            self.s.phase,
+            self.s.current_step_index,
+            self.s.weight,
+            self.s.step_ready_at,
+            len(self.actions),
+        )
+
+    # --- transitions ---
+
+    def _fire(self, event: Event, message: str) -> bool:
+        source = self.s.phase
+        target = TRANSITIONS[source].get(event)
+        if target is None:
+            return False
+        reason = REASONS[event]
+        if target is Phase.paused and source is Phase.paused:
+            # Already held: keep the first reason (the one a person must act on).
+            return False
+        self.s.phase = target
+        self.s.reason = reason
+        self.s.message = message
+        if target is Phase.paused:
+            self.s.paused_at = self.now
+        if source is Phase.paused and target is Phase.progressing:
+            self._resume_clocks()
+        if target is Phase.rolling_back:
+            self._enter_rollback(message)
+        if target is Phase.pending:
+            self._reset_run()
+        if target is Phase.succeeded:
+            self.s.completed_at = self.now
+        if target is Phase.rolled_back:
+            self.s.completed_at = self.now
+            self.s.rollback_reason = self.s.rollback_reason or message
+        self._history(reason, message)
+        warning = target in (Phase.rolling_back, Phase.failed) or (
+            target is Phase.paused and reason not in (PAUSED_BY_SPEC, "PausedByUser", PAUSE_STEP)
+        )
+        self._event("Warning" if warning else "Normal", reason, message)
+        return True
+
+    def _history(self, reason: str, message: str) -> None:
+        self.s.history.append(
+            HistoryEntry(
+                time=self.now,
+                phase=self.s.phase,
+                step=self.s.current_step_index,
+                weight=self.s.weight,
+                reason=reason,
+                message=message,
+            )
+        )
+        del self.s.history[:-HISTORY_LIMIT]
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(EmitEvent(type_, reason, message))
+
+    def _enter_rollback(self, message: str) -> None:
+        assert isinstance(self.spec, MigrationSpec)
+        self.s.rollback_reason = message
+        self.s.weight = 0
+        self.s.step_ready_at = None
+        self.actions.append(
+            RestoreBlue(
+                total_replicas=self._total(),
+                scale_down_green=self.spec.rollback.scale_down_green,
+            )
+        )
+
+    def _reset_run(self) -> None:
+        self.s.started_at = None
+        self.s.completed_at = None
+        self.s.step_started_at = None
+        self.s.step_ready_at = None
+        self.s.paused_at = None
+        self.s.rollback_reason = None
+        self.s.full_promotion = False
+
+    def _resume_clocks(self) -> None:
+        """Give back the time spent paused, so timed pauses and deadlines lose nothing."""
+        if self.s.paused_at is not None and self.s.step_started_at is not None:
+            self.s.step_started_at += self.now - self.s.paused_at
+        self.s.paused_at = None
+        assert isinstance(self.spec, MigrationSpec)
+        # A person looked at the held run and let it go on: gates get a fresh budget.
+        for index, record in enumerate(self.s.gates):
+            gate = self._gate_spec(record.name)
+            if gate is not None:
+                self.s.gates[index] = gate_rules.excuse(record, gate)
+
+    # --- manual requests ---
+
+    def _handle_request(self, spec: MigrationSpec) -> None:
+        request = self.obs.request
+        if request is None or request.id == self.s.last_request:
+            return
+        self.s.last_request = request.id
+        verb = request.verb
+        handled = False
+        if verb is RequestVerb.abort:
+            handled = self._fire(Event.abort, "aborted by request: returning all traffic to blue")
+        elif verb is RequestVerb.retry:
+            handled = self._fire(Event.retry, "retry requested: starting a new run")
+        elif verb is RequestVerb.pause:
+            handled = self._fire(Event.pause, "paused by request")
+        elif verb is RequestVerb.resume:
+            handled = self._resume(spec, "resumed by request")
+        elif verb in (RequestVerb.promote, RequestVerb.promote_full):
+            handled = self._promote(spec, full=verb is RequestVerb.promote_full)
+        if not handled:
+            self._event(
+                "Normal",
+                "RequestIgnored",
+                f"request {verb.value} has no effect in phase {self.s.phase.value}",
+            )
+
+    def _resume(self, spec: MigrationSpec, message: str) -> bool:
+        if self.s.phase is not Phase.paused:
+            return False
+        if spec.paused:
+            return False
+        if self.s.reason == PAUSE_STEP:
+            return self._promote(spec, full=False)
+        return self._fire(Event.resume, message)
+
+    def _promote(self, spec: MigrationSpec, *, full: bool) -> bool:
+        if self.s.phase not in (Phase.progressing, Phase.paused) or spec.paused:
+            return False
+        if full:
+            self.s.full_promotion = True
+            self._advance_to(len(spec.steps), "promoted fully: skipping remaining steps and gates")
+        else:
+            self._advance_to(self.s.current_step_index + 1, "promoted: skipping to the next step")
+        if self.s.phase is Phase.paused:
+            self._fire(Event.promote, "promoted by request")
+        return True
+
+    # --- one round of progress ---
+
+    def _tick(self, spec: MigrationSpec) -> None:
+        phase = self.s.phase
+        if phase is Phase.pending:
+            self._start(spec)
+        elif phase in (Phase.progressing, Phase.paused):
+            self._active(spec)
+        elif phase is Phase.rolling_back:
+            self._rolling_back()
+
+    def _start(self, spec: MigrationSpec) -> None:
+        if self.obs.preflight_errors:
+            self.problems = list(self.obs.preflight_errors)
+            self._fire(Event.preflight_failed, "; ".join(self.obs.preflight_errors))
+            return
+        missing = [
+            f"Deployment {ref.deployment!r} ({role}) not found"
+            for role, ref, state in (
+                ("blue", spec.blue, self.obs.blue),
+                ("green", spec.green, self.obs.green),
+            )
+            if state is None
+        ]
+        if missing:
+            # GitOps tools may apply the Migration before its Deployments: wait for them.
+            self.s.reason = "WaitingForDeployments"
+            self.s.message = "; ".join(missing)
+            return
+        assert self.obs.blue is not None and self.obs.green is not None
+        total = self.obs.blue.replicas or self.obs.green.replicas or 1
+        previous_attempt = 0
+        if self.s.run_id and self.s.run_id.startswith(f"{self.obs.generation}-"):
+            previous_attempt = int(self.s.run_id.rsplit("-", 1)[1])
+        self.s.run_id = f"{self.obs.generation}-{previous_attempt + 1}"
+        self.s.total_replicas = total
+        self.s.current_step_index = 0
+        self.s.started_at = self.now
+        self.s.step_started_at = self.now
+        self.s.step_ready_at = None
+        self.s.gates = [GateStatus(name=g.name) for g in spec.gates]
+        self._fire(
+            Event.start,
+            f"run {self.s.run_id} started: {len(spec.steps)} steps,"
+            f" {spec.blue.deployment} -> {spec.green.deployment}",
+        )
+        if spec.traffic.router is not Router.replicas:
+            self.actions.append(PrepareGreen(total))
+        if spec.paused:
+            self._fire(Event.pause, "spec.paused is true")
+            self.s.reason = PAUSED_BY_SPEC
+
+    def _active(self, spec: MigrationSpec) -> None:
+        if self.obs.green is None:
+            self._fire(Event.green_missing, f"green Deployment {spec.green.deployment!r} is gone")
+            return
+        if self.obs.blue is None and self.s.weight < 100:
+            self._fire(
+                Event.blue_missing,
+                f"blue Deployment {spec.blue.deployment!r} is gone: cannot roll back;"
+                " promote to go on with green, or recreate blue and resume",
+            )
+            return
+        self._spec_pause(spec)
+        if self._judge_gates(spec):
+            return
+        if self.s.phase is Phase.progressing:
+            self._progress(spec)
+
+    def _spec_pause(self, spec: MigrationSpec) -> None:
+        if spec.paused and self.s.phase is Phase.progressing:
+            self._fire(Event.pause, "spec.paused is true")
+            self.s.reason = PAUSED_BY_SPEC
+        elif not spec.paused and self.s.phase is Phase.paused and self.s.reason == PAUSED_BY_SPEC:
+            self._fire(Event.resume, "spec.paused is false again")
+
+    def _judge_gates(self, spec: MigrationSpec) -> bool:
+        """Record due readings; returns True when a gate stopped the run."""
+        if self.s.weight == 0:
+            return False
+        due = {g.name for g in gates_due(spec, self.s, self.now)}
+        worst: tuple[int, Event, str] | None = None
+        for gate in spec.gates:
+            record = self.s.gate(gate.name)
+            if record is None:
+                record = GateStatus(name=gate.name)
+                self.s.gates.append(record)
+            reading = self.obs.readings.get(gate.name)
+            if reading is not None and gate.name in due:
+                judgement = gate_rules.judge(reading, gate)
+                updated = gate_rules.record(record, gate, reading, judgement, self.now)
+                self.s.gates[self.s.gates.index(record)] = updated
+                record = updated
+            candidate = self._gate_event(gate, record)
+            if candidate and (worst is None or candidate[0] > worst[0]):
+                worst = candidate
+        if worst is None:
+            return False
+        _, event, message = worst
+        return self._fire(event, message) and self.s.phase is not Phase.progressing
+
+    def _gate_event(self, gate: Gate, record: GateStatus) -> tuple[int, Event, str] | None:
+        assert isinstance(self.spec, MigrationSpec)
+        when = record.last_evaluated_at.isoformat() if record.last_evaluated_at else "?"
+        detail = f"gate {gate.name} at {when}: {record.last_message}"
+        if record.outcome is GateOutcome.failed:
+            counts = f"({record.failed} failed checks, failureLimit {gate.failure_limit})"
+            if self.spec.rollback.automatic:
+                return 3, Event.gate_failed, f"{detail} {counts}: rolling back"
+            return 3, Event.gate_failed_hold, f"{detail} {counts}: paused (automatic rollback off)"
+        if record.outcome is GateOutcome.error:
+            counts = (
+                f"({record.consecutive_errors} errors in a row,"
+                f" consecutiveErrorLimit {gate.consecutive_error_limit})"
+            )
+            if gate.on_error is ErrorPolicy.rollback and self.spec.rollback.automatic:
+                return 2, Event.gate_error, f"{detail} {counts}: rolling back (onError: rollback)"
+            return 2, Event.gate_error_hold, f"{detail} {counts}: paused"
+        if record.outcome is GateOutcome.inconclusive:
+            counts = (
+                f"({record.inconclusive} inconclusive checks,"
+                f" inconclusiveLimit {gate.inconclusive_limit})"
+            )
+            return 1, Event.gate_inconclusive, f"{detail} {counts}: paused, promote or resume"
+        return None
+
+    def _progress(self, spec: MigrationSpec) -> None:
+        index = self.s.current_step_index
+        finishing = index >= len(spec.steps)
+        step = None if finishing else spec.steps[index]
+        if finishing:
+            target = 100
+        elif step is not None and step.set_weight is not None:
+            target = step.set_weight
+        else:
+            target = self.s.weight
+        if not self._weight_applied(target):
+            return
+        if self.s.step_ready_at is None and not self._green_ready(spec, target):
+            return
+        if finishing:
+            self._finish(spec)
+            return
+        assert step is not None
+        if step.set_weight is not None:
+            if self._gates_passed_since(spec, self.s.step_ready_at):
+                self._advance_to(index + 1, f"weight {target}% held and gates passed")
+            return
+        assert step.pause is not None
+        if step.pause.duration is None:
+            self._fire(Event.pause, f"step {index + 1}: paused until promoted")
+            self.s.reason = PAUSE_STEP
+            return
+        end = self._pause_end(step.pause.duration)
+        if self.now >= end and self._gates_passed_since(spec, self.s.step_ready_at):
+            self._advance_to(index + 1, f"pause of {step.pause.duration} over")
+
+    def _weight_applied(self, target: int) -> bool:
+        """Sets the weight when the status or the cluster disagree with ``target``."""
+        router_weight = self.obs.router_weight
+        in_cluster = router_weight is None or router_weight == target
+        if self.s.weight == target and (in_cluster or self._wrote_weight()):
+            return True
+        self.actions.append(SetWeight(target, self._total()))
+        if self.s.weight != target:
+            self.s.weight = target
+            self.s.step_ready_at = None
+            self._history("WeightSet", f"green weight set to {target}%")
+        return False
+
+    def _wrote_weight(self) -> bool:
+        return any(isinstance(a, SetWeight) for a in self.actions)
+
+    def _green_ready(self, spec: MigrationSpec, target: int) -> bool:
+        green = self.obs.green
+        needed = green_replicas_needed(spec, self._total(), target)
+        if green is not None and green.available >= needed:
+            self.s.step_ready_at = self.now
+            if target > 0:
+                self._schedule_first_checks(spec)
+            return True
+        deadline = parse_duration(spec.progress_deadline)
+        started = self.s.step_started_at or self.now
+        if (self.now - started).total_seconds() > deadline:
+            have = green.available if green is not None else 0
+            self._fire(
+                Event.deadline_exceeded,
+                f"green {spec.green.deployment} has {have}/{needed} replicas available"
+                f" {spec.progress_deadline} after the step started (progressDeadline)",
+            )
+        return False
+
+    def _schedule_first_checks(self, spec: MigrationSpec) -> None:
+        for gate in spec.gates:
+            record = self.s.gate(gate.name)
+            if record is not None and record.next_check_at is None:
+                record.next_check_at = self.now + timedelta(seconds=parse_duration(gate.interval))
+
+    def _gates_passed_since(self, spec: MigrationSpec, since: datetime | None) -> bool:
+        if self.s.weight == 0 or since is None:
+            return True
+        for gate in spec.gates:
+            record = self.s.gate(gate.name)
+            if record is None or record.last_passed_at is None or record.last_passed_at <= since:
+                return False
+        return True
+
+    def _pause_end(self, duration: str) -> datetime:
+        started = self.s.step_started_at or self.now
+        return started + timedelta(seconds=parse_duration(duration))
+
+    def _advance_to(self, index: int, message: str) -> None:
+        assert isinstance(self.spec, MigrationSpec)
+        index = min(index, len(self.spec.steps))
+        self.s.current_step_index = index
+        self.s.step_started_at = self.now
+        self.s.step_ready_at = None
+        label = "finishing" if index >= len(self.spec.steps) else f"step {index + 1}"
+        self._history("StepStarted", f"{message}; {label} of {len(self.spec.steps)}")
+        self._event("Normal", "StepStarted", f"{message}; {label} of {len(self.spec.steps)}")
+
+    def _finish(self, spec: MigrationSpec) -> None:
+        bake = 0.0 if self.s.full_promotion else parse_duration(spec.bake)
+        ready = self.s.step_ready_at or self.now
+        if bake > 0:
+            if (self.now - ready).total_seconds() < bake:
+                return
+            if not self._gates_passed_since(spec, ready):
+                return
+        self.actions.append(RetireBlue(self._total()))
+        self._fire(
+            Event.steps_done,
+            f"all traffic on {spec.green.deployment}; {spec.blue.deployment} retired",
+        )
+
+    def _rolling_back(self) -> None:
+        router_weight = self.obs.router_weight
+        acted_before = self.started_in is Phase.rolling_back
+        if router_weight == 0 or (router_weight is None and acted_before):
+            self._fire(Event.traffic_restored, f"all traffic on blue; {self.s.rollback_reason}")
+            self.s.message = f"rolled back: {self.s.rollback_reason}"
+        elif acted_before and not any(isinstance(a, RestoreBlue) for a in self.actions):
+            assert isinstance(self.spec, MigrationSpec)
+            self.actions.append(RestoreBlue(self._total(), self.spec.rollback.scale_down_green))
+
+    # --- helpers ---
+
+    def _total(self) -> int:
+        return self.s.total_replicas or 1
+
+    def _gate_spec(self, name: str) -> Gate | None:
+        assert isinstance(self.spec, MigrationSpec)
+        return next((g for g in self.spec.gates if g.name == name), None)
+
+    # --- conditions and timing ---
+
+    def _conditions(self) -> None:
+        phase = self.s.phase
+        reason = self.s.reason or phase.value
+        message = self.s.message
+        old_invalid = self.s.condition(ConditionType.invalid_spec)
+        still_invalid = (phase is Phase.failed and reason in _INVALID_REASONS) or (
+            phase is Phase.paused and reason == "InvalidSpec"
+        )
+        if not self.problems and still_invalid and old_invalid and old_invalid.status == "True":
+            self.problems = [old_invalid.message]
+        invalid = bool(self.problems)
+        wanted: dict[ConditionType, tuple[bool, str, str]] = {
+            ConditionType.ready: (phase is Phase.succeeded, reason, message),
+            ConditionType.progressing: (
+                phase in (Phase.pending, Phase.progressing, Phase.rolling_back),
+                reason,
+                message,
+            ),
+            ConditionType.paused: (phase is Phase.paused, reason, message),
+            ConditionType.complete: (phase is Phase.succeeded, reason, message),
+            ConditionType.rolled_back: (
+                phase is Phase.rolled_back,
+                _rollback_code(self.s) if phase is Phase.rolled_back else reason,
+                message,
+            ),
+            ConditionType.invalid_spec: (
+                invalid,
+                reason if invalid else "SpecValid",
+                "; ".join(self.problems) if invalid else "",
+            ),
+        }
+        if isinstance(self.spec, SpecInvalid):
+            wanted[ConditionType.invalid_spec] = (True, "InvalidSpec", "; ".join(self.problems))
+        conditions = []
+        for type_, (truth, why, text) in wanted.items():
+            status = "True" if truth else "False"
+            old = self.s.condition(type_)
+            changed = old is None or old.status != status
+            conditions.append(
+                Condition(
+                    type=type_,
+                    status=status,
+                    reason=why,
+                    message=text,
+                    last_transition_time=self.now
+                    if changed or old is None
+                    else old.last_transition_time,
+                    observed_generation=self.obs.generation,
+                )
+            )
+        self.s.conditions = conditions
+
+    def _requeue(self) -> float | None:
+        phase = self.s.phase
+        if phase in TERMINAL_PHASES:
+            return None
+        if phase is Phase.rolling_back or phase is Phase.pending:
+            return _ROLLBACK_RETRY
+        if isinstance(self.spec, SpecInvalid):
+            return None  # only a new spec can move it on, and that wakes the operator anyway
+        candidates: list[float] = []
+        if self.s.weight > 0:
+            candidates += [
+                (g.next_check_at - self.now).total_seconds()
+                for g in self.s.gates
+                if g.next_check_at is not None
+            ]
+        if phase is Phase.progressing:
+            wake = self._progress_wake(self.spec)
+            if wake is not None:
+                candidates.append(wake)
+        positive = [max(c, 0.0) for c in candidates]
+        return min(positive) if positive else None
+
+    def _progress_wake(self, spec: MigrationSpec) -> float | None:
+        if self.s.step_ready_at is None:
+            return _READINESS_POLL
+        index = self.s.current_step_index
+        if index >= len(spec.steps):
+            bake = parse_duration(spec.bake)
+            return max((self.s.step_ready_at - self.now).total_seconds() + bake, 0.0)
+        step = spec.steps[index]
+        if step.pause is not None and step.pause.duration is not None:
+            return (self._pause_end(step.pause.duration) - self.now).total_seconds()
+        # Otherwise the next gate check (already a candidate) is what moves the step on.
+        return None
+
+
+def _rollback_code(status: MigrationStatus) -> str:
+    for entry in reversed(status.history):
+        if entry.phase is Phase.rolling_back:
+            return entry.reason
+    return "RolledBack"

@@ -1,0 +1,106 @@
+"""The schedule a spec implies: replica splits, holds and the shortest possible run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cutover.api import MigrationSpec, Router
+from cutover.core.durations import parse_duration
+
+
+def replica_split(total: int, green_weight: int) -> tuple[int, int]:
+    """(blue, green) replicas that carry ``green_weight`` percent of traffic out of ``total``.
+
+    A version that should get any traffic gets at least one pod, so a split can exceed ``total``
+    by one when ``total`` is 1 (one pod each) -- the only way to send some traffic to both.
+    """
+    if not 0 <= green_weight <= 100:
+        raise ValueError(f"weight {green_weight} is outside 0..100")
+    total = max(total, 1)
+    if green_weight == 0:
+        return total, 0
+    if green_weight == 100:
+        return 0, total
+    if total == 1:
+        return 1, 1
+    green = min(max(round(total * green_weight / 100), 1), total - 1)
+    return total - green, green
+
+
+def effective_weight(blue: int, green: int) -> int:
+    """Green's share of traffic (percent, rounded) when pods share traffic evenly."""
+    if blue + green == 0:
+        return 0
+    return round(100 * green / (blue + green))
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    index: int
+    weight: int
+    hold_seconds: float | None  # None: waits for `cutover promote`
+    gates: tuple[str, ...]  # gates that must pass before the next step
+    kind: str  # "setWeight" or "pause"
+
+    @property
+    def indefinite(self) -> bool:
+        return self.hold_seconds is None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: tuple[PlannedStep, ...]
+    bake_seconds: float
+    minimum_seconds: float
+    waits_for_promotion: bool
+
+
+def gate_wait(spec: MigrationSpec) -> float:
+    """How long a step with traffic on green waits at least: one interval of the slowest gate."""
+    return max((parse_duration(g.interval) for g in spec.gates), default=0.0)
+
+
+def schedule(spec: MigrationSpec) -> Schedule:
+    weight = 0
+    planned: list[PlannedStep] = []
+    minimum = 0.0
+    gate_names = tuple(g.name for g in spec.gates)
+    for index, step in enumerate(spec.steps):
+        if step.set_weight is not None:
+            weight = step.set_weight
+            gated = gate_names if weight > 0 else ()
+            hold = gate_wait(spec) if gated else 0.0
+            planned.append(PlannedStep(index, weight, hold, gated, "setWeight"))
+        else:
+            assert step.pause is not None
+            hold_or_none = (
+                parse_duration(step.pause.duration) if step.pause.duration is not None else None
+            )
+            gated = gate_names if weight > 0 else ()
+            planned.append(PlannedStep(index, weight, hold_or_none, gated, "pause"))
+            hold = hold_or_none or 0.0
+            if gated:
+                hold = max(hold, gate_wait(spec))
+        minimum += hold
+    bake = parse_duration(spec.bake)
+    minimum += max(bake, gate_wait(spec)) if bake > 0 else 0.0
+    return Schedule(
+        steps=tuple(planned),
+        bake_seconds=bake,
+        minimum_seconds=minimum,
+        waits_for_promotion=any(s.indefinite for s in planned),
+    )
+
+
+def green_replicas_needed(spec: MigrationSpec, total: int, weight: int) -> int:
+    """Green pods that must be available before ``weight`` percent of traffic may reach green."""
+    if spec.traffic.router is Router.replicas:
+        return replica_split(total, weight)[1]
+    # Other routers send traffic by weight to a green scaled to full size up front.
+    return max(total, 1) if weight > 0 else 0
+
+
+def blue_replicas_needed(spec: MigrationSpec, total: int, weight: int) -> int:
+    if spec.traffic.router is Router.replicas:
+        return replica_split(total, weight)[0]
+    return max(total, 1) if weight < 100 else 0

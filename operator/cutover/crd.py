@@ -1,0 +1,181 @@
+"""The CustomResourceDefinition, generated from the pydantic models in ``cutover.api``.
+
+pydantic emits JSON Schema 2020-12; a Kubernetes API server accepts only *structural* OpenAPI v3
+schemas: no ``$ref``/``$defs``, every field typed, ``nullable`` instead of ``anyOf [.., null]``,
+boolean ``exclusiveMinimum``. ``structural`` does that translation; ``crd`` wraps the result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from cutover import api
+
+_DROP = {"title", "default", "examples"}
+# The list of conditions is a map keyed by type, so server-side apply merges it correctly.
+_LIST_MAP_KEYS = {"conditions": ["type"], "gates": ["name"]}
+
+
+def _deref(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        target = dict(defs[name])
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        target.update(extra)
+        return target
+    return schema
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    schema = _deref(schema, defs)
+    out: dict[str, Any] = {}
+    any_of = schema.get("anyOf")
+    if any_of is not None:
+        options = [o for o in any_of if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express a union of {len(options)} types structurally")
+        inner = structural(options[0], defs)
+        inner["nullable"] = True
+        for key in ("description",):
+            if key in schema:
+                inner[key] = schema[key]
+        _describe_default(inner, schema)
+        return inner
+    for key, value in schema.items():
+        if key in _DROP or key in {"$defs", "additionalProperties", "anyOf"}:
+            continue
+        if key == "properties":
+            out["properties"] = {
+                name: _with_list_keys(name, structural(prop, defs)) for name, prop in value.items()
+            }
+        elif key == "items":
+            out["items"] = structural(value, defs)
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "exclusiveMinimum":
+            out["minimum"] = value
+            out["exclusiveMinimum"] = True
+        elif key == "exclusiveMaximum":
+            out["maximum"] = value
+            out["exclusiveMaximum"] = True
+        else:
+            out[key] = value
+    additional = schema.get("additionalProperties")
+    if isinstance(additional, dict):
+        out["additionalProperties"] = structural(additional, defs)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    _describe_default(out, schema)
+    return out
+
+
+def _with_list_keys(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    if name in _LIST_MAP_KEYS and schema.get("type") == "array":
+        schema["x-kubernetes-list-type"] = "map"
+        schema["x-kubernetes-list-map-keys"] = _LIST_MAP_KEYS[name]
+    return schema
+
+
+def _describe_default(out: dict[str, Any], source: dict[str, Any]) -> None:
+    """Defaults are applied by the operator, not the API server; ``kubectl explain`` shows them."""
+    default = source.get("default")
+    if default is None or default in ("", [], {}):
+        return
+    text = json.dumps(default) if not isinstance(default, str) else default
+    description = out.get("description", "")
+    if "Default:" not in description:
+        out["description"] = f"{description} Default: {text}.".strip()
+
+
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return structural(raw, defs)
+
+
+def openapi_schema() -> dict[str, Any]:
+    spec = _model_schema(api.MigrationSpec)
+    spec["description"] = "The desired migration: versions, traffic router, steps and gates."
+    status = _model_schema(api.MigrationStatus)
+    status["description"] = "What the operator observed and did; written only by the operator."
+    return {
+        "type": "object",
+        "description": "A blue-green Migration: shifts traffic from blue to green in steps, "
+        "checks health gates and rolls back on a breach.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": list(api.SHORT_NAMES),
+                "categories": ["all"],
+            },
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Step",
+                            "type": "integer",
+                            "jsonPath": ".status.currentStepIndex",
+                            "description": "Index of the current step (0-based).",
+                        },
+                        {
+                            "name": "Weight",
+                            "type": "integer",
+                            "jsonPath": ".status.weight",
+                            "description": "Percent of traffic on green.",
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """No YAML anchors: shared sub-schemas are written out in full, as kubectl users expect."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def crd_yaml() -> str:
+    header = "# Generated by `make crds` from operator/cutover/api.py. Do not edit by hand.\n"
+    return header + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=False, width=100)

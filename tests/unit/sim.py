@@ -1,0 +1,127 @@
+"""A simulated cluster for driving the decision engine with a fake clock, as the reconciler does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cutover.api import MigrationSpec, MigrationStatus, SpecInvalid
+from cutover.core.gates import Reading
+from cutover.core.machine import (
+    Action,
+    Decision,
+    DeploymentState,
+    EmitEvent,
+    Observations,
+    PrepareGreen,
+    Request,
+    RequestVerb,
+    RestoreBlue,
+    RetireBlue,
+    SetWeight,
+    decide,
+    gates_due,
+)
+from cutover.core.plan import replica_split
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ReadingFn = Callable[[str, datetime], Reading]
+
+
+def healthy(_gate: str, _now: datetime) -> Reading:
+    return Reading.of(0.0)
+
+
+@dataclass
+class Sim:
+    spec: MigrationSpec | SpecInvalid
+    blue: int = 4
+    green: int = 0
+    ready_delay: float = 0.0  # seconds before scaled pods become available
+    readings: ReadingFn = healthy
+    generation: int = 1
+    green_exists: bool = True
+    blue_exists: bool = True
+    preflight_errors: tuple[str, ...] = ()
+    now: datetime = T0
+    status: MigrationStatus = field(default_factory=MigrationStatus)
+    weight_in_cluster: int = 0
+    actions: list[Action] = field(default_factory=list)
+    weight_writes: list[int] = field(default_factory=list)
+    request: Request | None = None
+    _scaled_at: datetime = T0
+    _requests: int = 0
+
+    def observe(self) -> Observations:
+        available = self.ready_delay <= (self.now - self._scaled_at).total_seconds()
+        spec = self.spec if isinstance(self.spec, MigrationSpec) else None
+        due = gates_due(spec, self.status, self.now) if spec else []
+        return Observations(
+            generation=self.generation,
+            blue=DeploymentState(self.blue, self.blue) if self.blue_exists else None,
+            green=DeploymentState(self.green, self.green if available else 0)
+            if self.green_exists
+            else None,
+            router_weight=self.weight_in_cluster,
+            readings={g.name: self.readings(g.name, self.now) for g in due},
+            request=self.request,
+            preflight_errors=self.preflight_errors,
+        )
+
+    def act(self, action: Action) -> None:
+        self.actions.append(action)
+        if isinstance(action, SetWeight):
+            self.weight_writes.append(action.weight)
+            self.blue, self.green = replica_split(action.total_replicas, action.weight)
+            self.weight_in_cluster = action.weight
+            self._scaled_at = self.now
+        elif isinstance(action, RestoreBlue):
+            self.weight_writes.append(0)
+            self.weight_in_cluster = 0
+            self.blue = action.total_replicas
+            if action.scale_down_green:
+                self.green = 0
+        elif isinstance(action, PrepareGreen):
+            self.green = action.total_replicas
+            self._scaled_at = self.now
+        elif isinstance(action, RetireBlue):
+            self.blue = 0
+
+    def reconcile(self) -> Decision:
+        """One wake-up: decide and act until no more actions, as the reconciler does."""
+        decision = decide(self.spec, self.status, self.observe(), self.now)
+        for _ in range(4):
+            self.status = decision.status
+            self.request = (
+                None
+                if self.request and self.request.id == decision.status.last_request
+                else self.request
+            )
+            real = [a for a in decision.actions if not isinstance(a, EmitEvent)]
+            for action in decision.actions:
+                self.act(action)
+            if not real:
+                break
+            decision = decide(self.spec, self.status, self.observe(), self.now)
+        self.status = decision.status
+        return decision
+
+    def ask(self, verb: RequestVerb) -> Decision:
+        self._requests += 1
+        self.request = Request(id=f"req-{self._requests}", verb=verb)
+        return self.reconcile()
+
+    def run(self, until: Callable[[Sim], bool], limit: float = 3600, tick: float = 0.5) -> Decision:
+        """Reconcile at every wake-up the engine asks for until ``until`` holds."""
+        decision = self.reconcile()
+        deadline = self.now + timedelta(seconds=limit)
+        while not until(self) and self.now < deadline:
+            wait = decision.requeue_after if decision.requeue_after is not None else tick
+            self.now += timedelta(seconds=max(wait, 0.05))
+            decision = self.reconcile()
+        return decision
+
+    @property
+    def events(self) -> list[EmitEvent]:
+        return [a for a in self.actions if isinstance(a, EmitEvent)]
