@@ -1,22 +1,127 @@
-"""The ``cutover`` command (also installed as ``kubectl-cutover``)."""
+"""The ``cutover`` command (also installed as ``kubectl-cutover``).
+
+Exit codes: 0 success; 1 user error (bad file, not found, forbidden, refused request) or a watched
+run that ended RolledBack/Failed; 2 ``status --watch`` timed out (click also uses 2 for bad
+command-line usage); 3 the operator did not act on a request in time; 4 the cluster is
+unreachable. ``CUTOVER_DEBUG=1`` shows tracebacks instead of one-line errors.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
+import os
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 import yaml
 
-from cutover import api
+from cutover import __version__, api
+from cutover.cli_client import EXIT_USER, CliError, Cluster, Target, request_id
+from cutover.cli_plan import build_plan, lint_problems
+from cutover.cli_render import (
+    console,
+    dump,
+    list_rows,
+    list_table,
+    plan_renderable,
+    report_renderable,
+)
+from cutover.cli_report import build_report
+from cutover.core import promql
+from cutover.core.durations import DurationError, parse_duration
+from cutover.core.machine import RequestVerb
 from cutover.crd import crd_yaml
+
+EXIT_WATCH_TIMEOUT = 2
+EXIT_NOT_HANDLED = 3
 
 app = typer.Typer(
     help="Blue-green migrations with health gates.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _debug() -> bool:
+    return os.environ.get("CUTOVER_DEBUG", "") not in ("", "0")
+
+
+def _fail(message: str, code: int = EXIT_USER) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """One line on stderr and an exit code instead of a traceback (unless CUTOVER_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except CliError as error:
+            if _debug():
+                raise
+            raise _fail(error.message, error.code) from None
+        except api.SpecInvalid as error:
+            # Includes StatusCorrupt: a status this CLI cannot read (e.g. a newer operator's).
+            if _debug():
+                raise
+            raise _fail(str(error)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except Exception as error:
+            if _debug():
+                raise
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise _fail(
+                f"unexpected {type(error).__name__}: {detail} (CUTOVER_DEBUG=1 shows more)"
+            ) from None
+
+    return wrapper
+
+
+class Output(enum.StrEnum):
+    json = "json"
+    yaml = "yaml"
+
+
+KubeconfigOpt = Annotated[
+    str | None,
+    typer.Option("--kubeconfig", help="Path to the kubeconfig (default: $KUBECONFIG, ~/.kube)."),
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context to use.")]
+NamespaceOpt = Annotated[
+    str | None,
+    typer.Option("-n", "--namespace", help="Namespace (default: the context's, or default)."),
+]
+OutputOpt = Annotated[
+    Output | None, typer.Option("-o", "--output", help="Machine-readable output: json | yaml.")
+]
+NameArg = Annotated[str, typer.Argument(help="Name of the Migration.")]
+FileOpt = Annotated[Path, typer.Option("-f", "--filename", help="Manifest file, or - for stdin.")]
+
+
+def _seconds(text: str, option: str) -> float:
+    try:
+        return parse_duration(text)
+    except DurationError as error:
+        raise CliError(f"{option}: {error}") from None
+
+
+# --- offline commands -------------------------------------------------------------------------
 
 
 def _load_documents(path: Path) -> list[dict[str, Any]]:
@@ -24,43 +129,338 @@ def _load_documents(path: Path) -> list[dict[str, Any]]:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except OSError as error:
-        raise typer.BadParameter(f"cannot read {path}: {error.strerror}") from None
+        raise CliError(f"cannot read {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise typer.BadParameter(f"{path} is not valid YAML: {error}") from None
+        first = str(error).splitlines()[0] if str(error) else "parse error"
+        raise CliError(f"{path} is not valid YAML: {first}") from None
     return [d for d in documents if isinstance(d, dict) and d.get("kind") == api.KIND]
 
 
+def _migrations(path: Path) -> list[dict[str, Any]]:
+    migrations = _load_documents(path)
+    if not migrations:
+        raise CliError(f"{path}: no Migration found")
+    return migrations
+
+
+def _name(document: dict[str, Any]) -> str:
+    return str((document.get("metadata") or {}).get("name", "<unnamed>"))
+
+
 @app.command()
+@guarded
 def crd() -> None:
     """Print the Migration CustomResourceDefinition."""
     typer.echo(crd_yaml(), nl=False)
 
 
 @app.command()
-def lint(
-    file: Annotated[Path, typer.Option("-f", "--filename", help="Manifest file, or - for stdin.")],
-) -> None:
-    """Validate Migration manifests; exit 1 on any error."""
-    migrations = _load_documents(file)
-    if not migrations:
-        typer.echo(f"{file}: no Migration found", err=True)
-        raise typer.Exit(1)
+@guarded
+def version() -> None:
+    """Print the version of the CLI."""
+    typer.echo(f"cutover {__version__}")
+
+
+@app.command()
+@guarded
+def lint(file: FileOpt) -> None:
+    """Validate Migration manifests (schema and gate query templates); exit 1 on any error."""
     failed = False
-    for document in migrations:
-        name = document.get("metadata", {}).get("name", "<unnamed>")
-        try:
-            api.Migration.from_manifest(document)
-        except api.SpecInvalid as error:
-            failed = True
-            for problem in error.problems:
-                typer.echo(f"{file}: Migration {name}: {problem}")
-        else:
+    for document in _migrations(file):
+        name = _name(document)
+        problems = lint_problems(document)
+        failed = failed or bool(problems)
+        for problem in problems:
+            typer.echo(f"{file}: Migration {name}: {problem}")
+        if not problems:
             typer.echo(f"{file}: Migration {name}: valid")
     raise typer.Exit(1 if failed else 0)
 
 
+@app.command()
+@guarded
+def plan(file: FileOpt, output: OutputOpt = None) -> None:
+    """Validate manifests offline and print each one's schedule, gates and rollback effects."""
+    out = console()
+    plans = []
+    failed = False
+    for document in _migrations(file):
+        problems = lint_problems(document)
+        if problems:
+            failed = True
+            for problem in problems:
+                typer.echo(f"{file}: Migration {_name(document)}: {problem}", err=True)
+            continue
+        try:
+            plans.append(build_plan(document))
+        except (api.SpecInvalid, promql.TemplateError) as error:  # pragma: no cover - linted
+            failed = True
+            typer.echo(f"{file}: Migration {_name(document)}: {error}", err=True)
+    if output is not None:
+        data = [dataclasses.asdict(p) for p in plans]
+        typer.echo(dump(data, output.value), nl=False)
+    else:
+        for index, item in enumerate(plans):
+            if index:
+                out.print()
+            out.print(plan_renderable(item))
+    raise typer.Exit(1 if failed else 0)
+
+
+# --- reading the cluster ----------------------------------------------------------------------
+
+
+def _cluster(kubeconfig: str | None, context: str | None, namespace: str | None) -> Cluster:
+    return Cluster(Target(kubeconfig=kubeconfig, context=context, namespace=namespace))
+
+
+@app.command("list")
+@guarded
+def list_(
+    all_namespaces: Annotated[
+        bool, typer.Option("-A", "--all-namespaces", help="List across all namespaces.")
+    ] = False,
+    output: OutputOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """List Migrations with their phase, step, weight and age."""
+    with _cluster(kubeconfig, context, namespace) as cluster:
+        items = cluster.list(all_namespaces)
+        where = "any namespace" if all_namespaces else f"namespace {cluster.namespace}"
+    rows = list_rows(items, datetime.now(UTC))
+    rows.sort(key=lambda r: (r["namespace"], r["name"]))
+    if output is not None:
+        typer.echo(dump(rows, output.value), nl=False)
+    elif not rows:
+        typer.echo(f"No Migrations found in {where}.", err=True)
+    else:
+        console().print(list_table(rows, all_namespaces))
+
+
+@app.command()
+@guarded
+def status(
+    name: NameArg,
+    watch: Annotated[
+        bool, typer.Option("-w", "--watch", help="Redraw until the run ends (exit 0/1/2).")
+    ] = False,
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help="Give up watching after this long (e.g. 10m).")
+    ] = None,
+    interval: Annotated[
+        str, typer.Option("--interval", help="How often --watch polls.", hidden=True)
+    ] = "1s",
+    output: OutputOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """The migration report: status, progress, gates, issues, next steps, risk and rollback."""
+    limit = _seconds(timeout, "--timeout") if timeout else None
+    poll = max(_seconds(interval, "--interval"), 0.05)
+    with _cluster(kubeconfig, context, namespace) as cluster:
+        if not watch:
+            report = build_report(cluster.get(name))
+            if output is not None:
+                typer.echo(dump(report.to_data(), output.value), nl=False)
+            else:
+                console().print(report_renderable(report))
+            return
+        code = _watch(cluster, name, limit, poll, output)
+    raise typer.Exit(code)
+
+
+def _watch(
+    cluster: Cluster, name: str, limit: float | None, poll: float, output: Output | None
+) -> int:
+    from rich.live import Live
+
+    deadline = None if limit is None else time.monotonic() + limit
+    out = console()
+    report = build_report(cluster.get(name))
+    live = None if output is not None else Live(report_renderable(report), console=out)
+    if live is not None:
+        live.start()
+    try:
+        while not report.terminal:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0)))
+            report = build_report(cluster.get(name))
+            if live is not None:
+                live.update(report_renderable(report))
+    finally:
+        if live is not None:
+            live.stop()
+    if output is not None:
+        typer.echo(dump(report.to_data(), output.value), nl=False)
+    if not report.terminal:
+        typer.echo(f"timed out: {name} is still {report.phase} after {limit:g}s", err=True)
+        return EXIT_WATCH_TIMEOUT
+    return 0 if report.phase == api.Phase.succeeded.value else 1
+
+
+# --- manual control ---------------------------------------------------------------------------
+
+
+_ALLOWED: dict[RequestVerb, set[api.Phase]] = {
+    RequestVerb.promote: {api.Phase.progressing, api.Phase.paused},
+    RequestVerb.promote_full: {api.Phase.progressing, api.Phase.paused},
+    RequestVerb.pause: {api.Phase.progressing},
+    RequestVerb.resume: {api.Phase.paused},
+    RequestVerb.abort: {api.Phase.pending, api.Phase.progressing, api.Phase.paused},
+    RequestVerb.retry: {api.Phase.rolled_back, api.Phase.failed},
+}
+
+
+def _refusal(verb: RequestVerb, obj: dict[str, Any]) -> str | None:
+    """Why the operator would ignore ``verb`` now (its rules in core/machine.py), or None."""
+    raw_status = obj.get("status") or {}
+    phase = api.Phase(raw_status.get("phase") or api.Phase.pending.value)
+    if phase not in _ALLOWED[verb]:
+        allowed = ", ".join(sorted(p.value for p in _ALLOWED[verb]))
+        return f"{verb.value} has no effect in phase {phase.value} (possible in: {allowed})"
+    spec_paused = bool((obj.get("spec") or {}).get("paused"))
+    if spec_paused and verb in (RequestVerb.promote, RequestVerb.promote_full, RequestVerb.resume):
+        return f"{verb.value} has no effect while spec.paused is true: set it to false instead"
+    return None
+
+
+def _effect(verb: RequestVerb, obj: dict[str, Any]) -> str:
+    spec = obj.get("spec") or {}
+    raw_status = obj.get("status") or {}
+    blue = (spec.get("blue") or {}).get("deployment", "blue")
+    green = (spec.get("green") or {}).get("deployment", "green")
+    steps = spec.get("steps") or []
+    index = int(raw_status.get("currentStepIndex") or 0)
+    weight = int(raw_status.get("weight") or 0)
+    if verb is RequestVerb.abort:
+        scale_down = (spec.get("rollback") or {}).get("scaleDownGreen", True)
+        extra = f", {green} scaled to 0" if scale_down else ""
+        return f"all traffic will return to blue ({blue}){extra}"
+    if verb is RequestVerb.retry:
+        return f"a new run will start from step 1 of {len(steps)} ({blue} -> {green})"
+    if verb is RequestVerb.pause:
+        return f"the run will hold at {weight}% on green ({green}); gates keep running"
+    if verb is RequestVerb.promote_full:
+        return (
+            f"all remaining steps and gates will be skipped: 100% to green ({green}),"
+            f" then blue ({blue}) retired"
+        )
+    if verb is RequestVerb.resume and raw_status.get("reason") != "PauseStep":
+        return f"the run will go on from step {min(index + 1, len(steps))} of {len(steps)}"
+    following = index + 1
+    if following >= len(steps):
+        return f"the last step is skipped: 100% to green ({green}), then blue ({blue}) retired"
+    step = steps[following]
+    what = (
+        f"setWeight {step['setWeight']}%"
+        if isinstance(step, dict) and "setWeight" in step
+        else "a pause"
+    )
+    return f"the run will skip to step {following + 1} of {len(steps)} ({what})"
+
+
+def _request(
+    verb: RequestVerb,
+    name: str,
+    wait: bool,
+    wait_timeout: str,
+    kubeconfig: str | None,
+    context: str | None,
+    namespace: str | None,
+) -> None:
+    limit = _seconds(wait_timeout, "--wait-timeout")
+    label = "promote --full" if verb is RequestVerb.promote_full else verb.value
+    with _cluster(kubeconfig, context, namespace) as cluster:
+        obj = cluster.get(name)
+        refusal = _refusal(verb, obj)
+        if refusal is not None:
+            raise CliError(f"{name}: {refusal}")
+        pending = (obj.get("metadata") or {}).get("annotations", {}).get(api.REQUEST_ANNOTATION)
+        if pending:
+            typer.echo(f"note: replacing a request the operator has not handled yet: {pending}")
+        typer.echo(f"{label}: {_effect(verb, obj)}")
+        rid = request_id()
+        cluster.request(name, f"{verb.value}:{rid}")
+        typer.echo(f"requested ({api.REQUEST_ANNOTATION}={verb.value}:{rid})")
+        if not wait:
+            return
+        deadline = time.monotonic() + limit
+        while True:
+            raw_status = cluster.get(name).get("status") or {}
+            if raw_status.get("lastRequest") == rid:
+                phase = raw_status.get("phase") or "Pending"
+                message = raw_status.get("message") or ""
+                typer.echo(f"done: {name} is {phase}" + (f": {message}" if message else ""))
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.25, max(deadline - time.monotonic(), 0)))
+    raise CliError(
+        f"the operator did not act on the {label} request within {wait_timeout}: is it"
+        f" running? The annotation stays set, so it acts once it gets to it"
+        f" (check `cutover status {name}`)",
+        EXIT_NOT_HANDLED,
+    )
+
+
+WaitOpt = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Wait for the operator to act on the request.")
+]
+WaitTimeoutOpt = Annotated[
+    str, typer.Option("--wait-timeout", help="How long --wait waits (exit 3 after).")
+]
+
+
+@app.command()
+@guarded
+def promote(
+    name: NameArg,
+    full: Annotated[
+        bool, typer.Option("--full", help="Skip all remaining steps and gates.")
+    ] = False,
+    wait: WaitOpt = True,
+    wait_timeout: WaitTimeoutOpt = "10s",
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Skip to the next step (ends an indefinite pause); --full goes straight to 100%."""
+    verb = RequestVerb.promote_full if full else RequestVerb.promote
+    _request(verb, name, wait, wait_timeout, kubeconfig, context, namespace)
+
+
+def _simple(verb: RequestVerb, doc: str) -> None:
+    def command(
+        name: NameArg,
+        wait: WaitOpt = True,
+        wait_timeout: WaitTimeoutOpt = "10s",
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+    ) -> None:
+        _request(verb, name, wait, wait_timeout, kubeconfig, context, namespace)
+
+    command.__doc__ = doc
+    command.__name__ = verb.value
+    app.command(verb.value)(guarded(command))
+
+
+_simple(RequestVerb.pause, "Hold the run at its current weight (gates keep running).")
+_simple(RequestVerb.resume, "Go on after a pause request or a gate hold.")
+_simple(RequestVerb.abort, "Return all traffic to blue now.")
+_simple(RequestVerb.retry, "Start a new run after RolledBack or Failed.")
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

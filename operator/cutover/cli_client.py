@@ -1,0 +1,226 @@
+"""All cluster access of the CLI: kubeconfig handling, Migration reads and request annotations.
+
+Every failure leaves this module as a ``CliError`` carrying the one-line message and the exit
+code, so the commands never show a client traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cutover import api
+
+EXIT_USER = 1
+EXIT_UNREACHABLE = 4
+# Short timeouts: a CLI that hangs on a dead cluster is worse than one that says so.
+_CONNECT_TIMEOUT = 5.0
+_READ_TIMEOUT = 20.0
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USER) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def request_id() -> str:
+    """Unique enough for one person's requests: a UTC timestamp and a random suffix."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def _default_kubeconfig() -> str:
+    # Read at call time: the client library reads KUBECONFIG once, at import.
+    return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+
+
+@dataclass
+class Target:
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+
+
+class Cluster:
+    """A connection to the cluster a kubeconfig points at (like kubectl)."""
+
+    def __init__(self, target: Target) -> None:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        path = target.kubeconfig or _default_kubeconfig()
+        configuration = client.Configuration()
+        default_namespace = "default"
+        try:
+            if target.kubeconfig is None and _in_cluster(path):
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+                default_namespace = _incluster_namespace()
+            else:
+                if not all(Path(p).expanduser().exists() for p in path.split(os.pathsep) if p):
+                    raise CliError(f"kubeconfig {path} does not exist")
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=path,
+                    context=target.context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+                contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                    config_file=path
+                )
+                chosen = (
+                    next((c for c in contexts if c.get("name") == target.context), active)
+                    if target.context
+                    else active
+                )
+                default_namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
+        except ConfigException as error:
+            raise CliError(f"bad kubeconfig {path}: {_first_line(error)}") from None
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise CliError(f"bad kubeconfig {path}: {_first_line(error)}") from None
+        # One attempt: urllib3's default retries turn "connection refused" into a long wait.
+        configuration.retries = 0
+        self.namespace = target.namespace or default_namespace
+        self._api_client = client.ApiClient(configuration)
+        self._custom = client.CustomObjectsApi(self._api_client)
+        self.server = configuration.host
+
+    def close(self) -> None:
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _calling(self, what: str, name: str | None = None) -> Iterator[None]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            yield
+        except ApiException as error:
+            raise CliError(self._api_message(error, what, name)) from None
+        except (HTTPError, OSError) as error:
+            raise CliError(
+                f"cannot reach the cluster at {self.server}: {_first_line(error)}",
+                EXIT_UNREACHABLE,
+            ) from None
+
+    def _api_message(self, error: Any, what: str, name: str | None) -> str:
+        status = getattr(error, "status", None)
+        if status == 404 and name is not None:
+            return f'Migration "{name}" not found in namespace "{self.namespace}"'
+        if status == 404:
+            return (
+                "the Migration resource is not known to this cluster: install the CRD"
+                " (`cutover crd | kubectl apply -f -`)"
+            )
+        if status == 403:
+            return f"forbidden: you may not {what} (RBAC): {_reason(error)}"
+        if status == 401:
+            return "unauthorized: the kubeconfig credentials were refused"
+        return f"cannot {what}: {status} {_reason(error)}"
+
+    def _timeout(self) -> tuple[float, float]:
+        return (_CONNECT_TIMEOUT, _READ_TIMEOUT)
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self._calling(f"get migrations in namespace {self.namespace}", name):
+            obj = self._custom.get_namespaced_custom_object(
+                api.GROUP,
+                api.VERSION,
+                self.namespace,
+                api.PLURAL,
+                name,
+                _request_timeout=self._timeout(),
+            )
+        return _mapping(obj)
+
+    def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
+        where = "all namespaces" if all_namespaces else f"namespace {self.namespace}"
+        with self._calling(f"list migrations in {where}"):
+            if all_namespaces:
+                result = self._custom.list_cluster_custom_object(
+                    api.GROUP, api.VERSION, api.PLURAL, _request_timeout=self._timeout()
+                )
+            else:
+                result = self._custom.list_namespaced_custom_object(
+                    api.GROUP,
+                    api.VERSION,
+                    self.namespace,
+                    api.PLURAL,
+                    _request_timeout=self._timeout(),
+                )
+        return [_mapping(item) for item in _mapping(result).get("items") or []]
+
+    def request(self, name: str, value: str) -> dict[str, Any]:
+        """Set the request annotation with a JSON merge patch of metadata only.
+
+        A merge patch touches nothing but this one key, and metadata is outside what a GitOps
+        tool compares, so neither side undoes the other.
+        """
+        body = {"metadata": {"annotations": {api.REQUEST_ANNOTATION: value}}}
+        with self._calling(f"patch migrations in namespace {self.namespace}", name):
+            obj = self._custom.patch_namespaced_custom_object(
+                api.GROUP,
+                api.VERSION,
+                self.namespace,
+                api.PLURAL,
+                name,
+                body,
+                _content_type="application/merge-patch+json",
+                _request_timeout=self._timeout(),
+            )
+        return _mapping(obj)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    # The generated client types custom objects as ``object``; they are JSON objects.
+    if not isinstance(value, dict):
+        raise CliError(f"unexpected response from the API server: {type(value).__name__}")
+    return value
+
+
+def _in_cluster(path: str) -> bool:
+    missing = not any(Path(p).expanduser().exists() for p in path.split(os.pathsep) if p)
+    return missing and "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def _incluster_namespace() -> str:
+    try:
+        return (
+            Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+            or "default"
+        )
+    except OSError:
+        return "default"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _reason(error: Any) -> str:
+    import json
+
+    body = getattr(error, "body", None)
+    if body:
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if message:
+            return str(message)
+    return str(getattr(error, "reason", "") or "")

@@ -1,0 +1,170 @@
+"""Offline checks of Migration manifests: ``cutover lint`` problems and the ``cutover plan``.
+
+Pure: a parsed manifest in, data out; ``cli_render`` draws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cutover import api
+from cutover.cli_report import threshold_text
+from cutover.core import promql
+from cutover.core.durations import format_duration
+from cutover.core.plan import schedule
+
+
+def query_variables(manifest: Mapping[str, Any], spec: api.MigrationSpec) -> dict[str, str]:
+    """The variables the operator substitutes in every gate query, minus the gate's own args."""
+    metadata = manifest.get("metadata") or {}
+    return {
+        "namespace": str(metadata.get("namespace") or "default"),
+        "migration": str(metadata.get("name") or ""),
+        "blue": spec.blue.deployment,
+        "green": spec.green.deployment,
+        "service": spec.traffic.service or "",
+    }
+
+
+def _gate_variables(base: Mapping[str, str], gate: api.Gate) -> dict[str, str]:
+    return {**base, **{f"args.{k}": v for k, v in gate.prometheus.args.items()}}
+
+
+def rendered_queries(
+    manifest: Mapping[str, Any], spec: api.MigrationSpec
+) -> dict[str, dict[str, str]]:
+    """gate name -> {"query": ..., "baseline": ...} after substitution; raises TemplateError."""
+    base = query_variables(manifest, spec)
+    result: dict[str, dict[str, str]] = {}
+    for gate in spec.gates:
+        variables = _gate_variables(base, gate)
+        queries = {"query": promql.render_query(gate.prometheus.query, variables)}
+        if gate.compare is not None:
+            queries["baseline"] = promql.render_query(gate.compare.baseline, variables)
+        result[gate.name] = queries
+    return result
+
+
+def lint_problems(manifest: Mapping[str, Any]) -> list[str]:
+    """Every problem with a field path: schema problems first, then query templates."""
+    try:
+        migration = api.Migration.from_manifest(manifest)
+    except api.SpecInvalid as error:
+        return list(error.problems)
+    base = query_variables(manifest, migration.spec)
+    problems = []
+    for index, gate in enumerate(migration.spec.gates):
+        variables = _gate_variables(base, gate)
+        templates = [("prometheus.query", gate.prometheus.query)]
+        if gate.compare is not None:
+            templates.append(("compare.baseline", gate.compare.baseline))
+        for field, template in templates:
+            try:
+                promql.render_query(template, variables)
+            except promql.TemplateError as error:
+                problems.append(f"spec.gates[{index}].{field}: {error}")
+    return problems
+
+
+@dataclass(frozen=True)
+class PlanGate:
+    name: str
+    threshold: str
+    query: str
+    baseline: str | None
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    step: int  # 1-based
+    kind: str
+    weight: int
+    hold: str
+    gates: tuple[str, ...]
+    rollback: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    namespace: str
+    router: str
+    blue: str
+    green: str
+    rows: tuple[PlanRow, ...]
+    gates: tuple[PlanGate, ...]
+    minimum: str
+    bake: str
+    waits_for_promotion: bool
+    after_success: str
+    rollback_note: str
+
+
+def _rollback_text(weight: int) -> str:
+    if weight == 0:
+        return "nothing to undo: all traffic is on blue"
+    return f"green {weight} % → 0 %, blue back to its original size"
+
+
+def build_plan(manifest: Mapping[str, Any]) -> Plan:
+    """The schedule of a valid manifest; raises SpecInvalid or promql.TemplateError."""
+    migration = api.Migration.from_manifest(manifest)
+    spec = migration.spec
+    queries = rendered_queries(manifest, spec)
+    planned = schedule(spec)
+    rows = []
+    for step in planned.steps:
+        if step.hold_seconds is None:
+            hold = "until promoted"
+        elif step.kind == "pause":
+            hold = format_duration(step.hold_seconds)
+        else:
+            hold = f"{format_duration(step.hold_seconds)} (gate interval)" if step.gates else "-"
+        rows.append(
+            PlanRow(
+                step=step.index + 1,
+                kind="pause" if step.kind == "pause" else "setWeight",
+                weight=step.weight,
+                hold=hold,
+                gates=step.gates,
+                rollback=_rollback_text(step.weight),
+            )
+        )
+    gates = tuple(
+        PlanGate(
+            name=g.name,
+            threshold=threshold_text(g),
+            query=queries[g.name]["query"],
+            baseline=queries[g.name].get("baseline"),
+        )
+        for g in spec.gates
+    )
+    minimum = format_duration(planned.minimum_seconds)
+    if planned.waits_for_promotion:
+        minimum += " + time until promoted"
+    metadata = manifest.get("metadata") or {}
+    return Plan(
+        name=str(metadata.get("name") or "<unnamed>"),
+        namespace=str(metadata.get("namespace") or "default"),
+        router=spec.traffic.router.value,
+        blue=spec.blue.deployment,
+        green=spec.green.deployment,
+        rows=tuple(rows),
+        gates=gates,
+        minimum=minimum,
+        bake=format_duration(planned.bake_seconds),
+        waits_for_promotion=planned.waits_for_promotion,
+        after_success=f"{spec.blue.deployment} is retired: no rollback after success",
+        rollback_note=(
+            f"a rollback scales {spec.green.deployment} to 0 once traffic is back on blue"
+            if spec.rollback.scale_down_green
+            else f"a rollback keeps {spec.green.deployment} running (scaleDownGreen: false)"
+        )
+        + (
+            ""
+            if spec.rollback.automatic
+            else "; a failed gate pauses instead of rolling back (automatic: false)"
+        ),
+    )

@@ -1,0 +1,200 @@
+"""Rich renderings of reports, lists and plans for people; machines get ``-o json|yaml``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from cutover.cli_plan import Plan
+from cutover.cli_report import OverallStatus, Report, Risk, RollbackState
+from cutover.core.durations import format_duration
+
+_STATUS_STYLE = {
+    OverallStatus.in_progress: "bold cyan",
+    OverallStatus.completed: "bold green",
+    OverallStatus.rolled_back: "bold yellow",
+    OverallStatus.paused: "bold magenta",
+    OverallStatus.failed: "bold red",
+}
+_RISK_STYLE = {Risk.low: "green", Risk.medium: "yellow", Risk.high: "bold red"}
+
+
+def console(stderr: bool = False) -> Console:
+    # Rich sizes to the terminal or COLUMNS; piped without COLUMNS it would squeeze tables into 80.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if os.environ.get("COLUMNS") or stream.isatty() else 120
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+
+
+def dump(data: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _time(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _bar(percent: int, width: int = 30) -> Text:
+    # Characters rather than rich's ProgressBar: it must read the same without colours (CI logs).
+    done = round(width * percent / 100)
+    bar = Text("█" * done, style="green")
+    bar.append("░" * (width - done), style="dim")
+    bar.append(f" {percent}%")
+    return bar
+
+
+def report_renderable(report: Report) -> RenderableType:
+    status = Text(report.status.value, style=_STATUS_STYLE[report.status])
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("Migration", f"{report.namespace}/{report.name}")
+    head.add_row("Status", status)
+    phase = report.phase + (f" ({report.reason})" if report.reason else "")
+    head.add_row("Phase", escape(phase))
+    if report.message:
+        head.add_row("Message", escape(report.message))
+    head.add_row("Started", _time(report.started_at))
+    if report.completed_at:
+        head.add_row("Completed", _time(report.completed_at))
+    head.add_row(
+        "Step", f"{report.step} of {report.total_steps} ({escape(report.step_description)})"
+    )
+    head.add_row("Progress", _bar(report.progress_percent))
+    head.add_row(
+        "Traffic",
+        f"green {escape(report.green)} {report.weight}% / blue {escape(report.blue)}"
+        f" {100 - report.weight}%",
+    )
+    risk = Text(report.risk.level.value, style=_RISK_STYLE[report.risk.level])
+    risk.append(f"  {'; '.join(report.risk.reasons)}", style="")
+    head.add_row("Risk", risk)
+    rollback_style = "green" if report.rollback.state is RollbackState.available else "yellow"
+    rollback = Text(report.rollback.state.value, style=rollback_style)
+    rollback.append(f"  {report.rollback.reason}", style="")
+    head.add_row("Rollback", rollback)
+    parts: list[RenderableType] = [head]
+    if report.gates:
+        gates = Table(title="Gates", title_justify="left", expand=False)
+        for column in ("Gate", "Value", "Threshold", "Verdict", "Outcome"):
+            gates.add_column(column)
+        for column in ("Passed", "Failed", "Inconcl.", "Errors"):
+            gates.add_column(column, justify="right")
+        for g in report.gates:
+            verdict_style = {"Passed": "green", "Failed": "red"}.get(g.verdict or "", "yellow")
+            gates.add_row(
+                g.name,
+                _number(g.value),
+                g.threshold,
+                Text(g.verdict or "-", style=verdict_style if g.verdict else ""),
+                g.outcome,
+                str(g.passed),
+                str(g.failed),
+                str(g.inconclusive),
+                str(g.errors),
+            )
+        parts.append(gates)
+    if report.spec_problems:
+        parts.append(Text("Spec problems:", style="bold red"))
+        parts.extend(Text(f"  - {p}") for p in report.spec_problems)
+    if report.issues:
+        parts.append(Text("Issues:", style="bold"))
+        for issue in report.issues:
+            parts.append(Text(f"  - {_time(issue.time)} {issue.kind}: {issue.message}"))
+    parts.append(Text("Next:", style="bold"))
+    parts.extend(Text(f"  - {step}") for step in report.next_steps)
+    return Group(*parts)
+
+
+def _age(created: str | None, now: datetime) -> str:
+    if not created:
+        return "-"
+    try:
+        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    return format_duration(max((now - then).total_seconds(), 0))
+
+
+def list_rows(items: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for item in items:
+        metadata = item.get("metadata") or {}
+        status = item.get("status") or {}
+        steps = len((item.get("spec") or {}).get("steps") or [])
+        index = int(status.get("currentStepIndex") or 0)
+        rows.append(
+            {
+                "namespace": metadata.get("namespace", ""),
+                "name": metadata.get("name", ""),
+                "phase": status.get("phase") or "Pending",
+                "step": f"{min(index + 1, steps)}/{steps}" if steps else "-",
+                "weight": int(status.get("weight") or 0),
+                "age": _age(metadata.get("creationTimestamp"), now),
+            }
+        )
+    return rows
+
+
+def list_table(rows: Sequence[Mapping[str, Any]], all_namespaces: bool) -> Table:
+    table = Table(box=None, pad_edge=False)
+    columns = ["NAMESPACE"] if all_namespaces else []
+    columns += ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
+    for column in columns:
+        table.add_column(column, justify="right" if column == "WEIGHT" else "left")
+    for row in rows:
+        cells = [row["namespace"]] if all_namespaces else []
+        cells += [row["name"], row["phase"], row["step"], f"{row['weight']}%", row["age"]]
+        table.add_row(*(escape(str(c)) for c in cells))
+    return table
+
+
+def plan_renderable(plan: Plan) -> RenderableType:
+    title = (
+        f"Migration {plan.namespace}/{plan.name}: {plan.blue} -> {plan.green}"
+        f" (router {plan.router})"
+    )
+    steps = Table(title=escape(title), title_justify="left")
+    for column in ("Step", "Kind", "Weight", "Hold", "Gates", "Rollback here"):
+        steps.add_column(column, justify="right" if column in ("Step", "Weight") else "left")
+    for row in plan.rows:
+        steps.add_row(
+            str(row.step),
+            row.kind,
+            f"{row.weight}%",
+            row.hold,
+            ", ".join(row.gates) or "-",
+            row.rollback,
+        )
+    parts: list[RenderableType] = [steps]
+    if plan.gates:
+        gates = Table(title="Gates (queries after substitution)", title_justify="left")
+        gates.add_column("Gate")
+        gates.add_column("Passes when")
+        gates.add_column("Query", overflow="fold")
+        for gate in plan.gates:
+            query = gate.query + (f"\nbaseline: {gate.baseline}" if gate.baseline else "")
+            gates.add_row(gate.name, gate.threshold, escape(query))
+        parts.append(gates)
+    parts.append(Text(f"Minimum duration: {plan.minimum}"))
+    if plan.bake != "0s":
+        parts.append(Text(f"Bake at 100%: {plan.bake}"))
+    parts.append(Text(f"On rollback: {plan.rollback_note}"))
+    parts.append(Text(f"After success: {plan.after_success}"))
+    return Group(*parts)

@@ -1,0 +1,470 @@
+"""The migration report behind ``cutover status``: a pure function of the Migration object.
+
+Everything here works on the raw dictionary the API server returns (plus a clock), so the report
+can be unit-tested from recorded objects without a cluster, and renders the same for humans
+(``cli_render``) and machines (``-o json|yaml``).
+
+Risk rule (also in docs/cli.md), from the gates' latest values and counts in this run:
+
+* HIGH: a gate is Failed or Error, has any failed check, or its latest value is outside its
+  threshold or within 10 % of it (the margin: distance to the bound relative to the bound);
+  also while rolling back.
+* MEDIUM: a gate has inconclusive checks or provider errors, a margin under 25 %, or no value yet
+  while green takes traffic; or green takes traffic with no gates at all (nothing watches it).
+* LOW: otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from cutover import api
+from cutover.api import (
+    TERMINAL_PHASES,
+    ConditionType,
+    Gate,
+    GateOutcome,
+    GateStatus,
+    MigrationSpec,
+    MigrationStatus,
+    Phase,
+)
+from cutover.core.durations import format_duration, parse_duration
+
+# Below these relative margins a gate is close enough to its bound to worry about.
+HIGH_MARGIN = 0.10
+MEDIUM_MARGIN = 0.25
+
+# History reasons that are worth showing as issues (the rest is normal progress).
+_ISSUE_REASONS = {
+    "GateFailed": "gate failed",
+    "GateError": "gate provider errors",
+    "InconclusiveGate": "gate inconclusive",
+    "ProgressDeadlineExceeded": "progress deadline exceeded",
+    "GreenMissing": "green Deployment missing",
+    "BlueMissing": "blue Deployment missing",
+    "InvalidSpec": "invalid spec",
+    "PreflightFailed": "preflight failed",
+    "Aborted": "aborted",
+    "TrafficRestored": "rolled back",
+}
+
+_GATE_HOLDS = {"GateFailed", "GateError", "InconclusiveGate"}
+
+
+class OverallStatus(enum.StrEnum):
+    in_progress = "IN_PROGRESS"
+    completed = "COMPLETED"
+    rolled_back = "ROLLED_BACK"
+    paused = "PAUSED"
+    failed = "FAILED"
+
+
+_OVERALL = {
+    Phase.pending: OverallStatus.in_progress,
+    Phase.progressing: OverallStatus.in_progress,
+    # Still moving (traffic on its way back to blue); the issues say why.
+    Phase.rolling_back: OverallStatus.in_progress,
+    Phase.paused: OverallStatus.paused,
+    Phase.succeeded: OverallStatus.completed,
+    Phase.rolled_back: OverallStatus.rolled_back,
+    Phase.failed: OverallStatus.failed,
+}
+
+
+class Risk(enum.StrEnum):
+    low = "LOW"
+    medium = "MEDIUM"
+    high = "HIGH"
+
+
+class RollbackState(enum.StrEnum):
+    available = "AVAILABLE"
+    not_available = "NOT_AVAILABLE"
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class GateReport(_Report):
+    name: str
+    outcome: str
+    verdict: str | None
+    value: float | None
+    threshold: str
+    margin: float | None  # relative distance to the bound; negative: outside
+    passed: int
+    failed: int
+    inconclusive: int
+    errors: int
+    next_check_at: datetime | None
+    message: str | None
+
+
+class Issue(_Report):
+    time: datetime | None
+    kind: str
+    message: str
+
+
+class RiskReport(_Report):
+    level: Risk
+    reasons: list[str]
+
+
+class RollbackReport(_Report):
+    state: RollbackState
+    reason: str
+
+
+class Report(_Report):
+    namespace: str
+    name: str
+    status: OverallStatus
+    phase: str
+    reason: str | None
+    message: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    step: int  # 1-based; equals total_steps while finishing
+    total_steps: int
+    step_description: str
+    progress_percent: int
+    weight: int
+    blue: str
+    green: str
+    gates: list[GateReport]
+    issues: list[Issue]
+    next_steps: list[str]
+    risk: RiskReport
+    rollback: RollbackReport
+    spec_problems: list[str]
+
+    @property
+    def terminal(self) -> bool:
+        return Phase(self.phase) in TERMINAL_PHASES
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    seconds = (moment - now).total_seconds()
+    stamp = moment.astimezone(UTC).strftime("%H:%M:%SZ")
+    if seconds <= 0:
+        return f"{stamp} (due now)"
+    return f"{stamp} (in {format_duration(max(seconds, 1))})"
+
+
+def threshold_text(gate: Gate) -> str:
+    if gate.threshold is not None:
+        bounds = []
+        if gate.threshold.min is not None:
+            bounds.append(f">= {gate.threshold.min:g}")
+        if gate.threshold.max is not None:
+            bounds.append(f"<= {gate.threshold.max:g}")
+        return " and ".join(bounds)
+    assert gate.compare is not None
+    text = f"<= baseline x {1 + gate.compare.max_increase:g}"
+    if gate.compare.tolerance:
+        text += f" + {gate.compare.tolerance:g}"
+    return f"{text} ({gate.compare.test.value})"
+
+
+def _relative(distance: float, bound: float) -> float:
+    # A bound of 0 has no scale: being on the right side of it at all is comfortable.
+    if bound == 0:
+        return 1.0 if distance > 0 else (0.0 if distance == 0 else -1.0)
+    return distance / abs(bound)
+
+
+def gate_margin(gate: Gate, record: GateStatus | None) -> float | None:
+    """Relative distance of the latest value to the nearest bound; negative when outside."""
+    if record is None or record.last_value is None or math.isnan(record.last_value):
+        return None
+    value = record.last_value
+    if gate.threshold is not None:
+        margins = []
+        if gate.threshold.max is not None:
+            margins.append(_relative(gate.threshold.max - value, gate.threshold.max))
+        if gate.threshold.min is not None:
+            margins.append(_relative(value - gate.threshold.min, gate.threshold.min))
+        return min(margins)
+    assert gate.compare is not None
+    if gate.compare.test is not api.CompareTest.ratio or record.last_baseline is None:
+        return None  # a statistical test has no distance to a bound
+    bound = record.last_baseline * (1 + gate.compare.max_increase) + gate.compare.tolerance
+    return _relative(bound - value, bound)
+
+
+def _gate_reports(spec: MigrationSpec, status: MigrationStatus) -> list[GateReport]:
+    reports = []
+    for gate in spec.gates:
+        record = status.gate(gate.name)
+        margin = gate_margin(gate, record)
+        reports.append(
+            GateReport(
+                name=gate.name,
+                outcome=(record.outcome if record else GateOutcome.pending).value,
+                verdict=record.last_verdict.value if record and record.last_verdict else None,
+                value=record.last_value if record else None,
+                threshold=threshold_text(gate),
+                margin=None if margin is None else round(margin, 4),
+                passed=record.passed if record else 0,
+                failed=record.failed if record else 0,
+                inconclusive=record.inconclusive if record else 0,
+                errors=record.errors if record else 0,
+                next_check_at=_aware(record.next_check_at) if record else None,
+                message=record.last_message if record else None,
+            )
+        )
+    return reports
+
+
+def assess_risk(
+    spec: MigrationSpec, status: MigrationStatus, gates: list[GateReport]
+) -> RiskReport:
+    high: list[str] = []
+    medium: list[str] = []
+    if status.phase is Phase.rolling_back:
+        high.append("rolling back")
+    for gate in gates:
+        if gate.outcome in (GateOutcome.failed.value, GateOutcome.error.value):
+            high.append(f"gate {gate.name} is {gate.outcome}")
+        elif gate.failed:
+            high.append(f"gate {gate.name} has {gate.failed} failed check(s)")
+        if gate.margin is not None and gate.margin < 0:
+            high.append(f"gate {gate.name} is outside its threshold ({gate.threshold})")
+        elif gate.margin is not None and gate.margin < HIGH_MARGIN:
+            high.append(f"gate {gate.name} is within {HIGH_MARGIN:.0%} of its threshold")
+        elif gate.margin is not None and gate.margin < MEDIUM_MARGIN:
+            medium.append(f"gate {gate.name} is within {MEDIUM_MARGIN:.0%} of its threshold")
+        if gate.inconclusive:
+            medium.append(f"gate {gate.name} has {gate.inconclusive} inconclusive check(s)")
+        if gate.errors:
+            medium.append(f"gate {gate.name} had {gate.errors} provider error(s)")
+    active = status.phase in (Phase.progressing, Phase.paused)
+    if active and status.weight > 0:
+        if not spec.gates:
+            medium.append("green takes traffic and no gate checks it")
+        for gate in gates:
+            if gate.value is None and gate.verdict is None:
+                medium.append(f"gate {gate.name} has no value yet")
+    if high:
+        return RiskReport(level=Risk.high, reasons=high + medium)
+    if medium:
+        return RiskReport(level=Risk.medium, reasons=medium)
+    if not gates:
+        return RiskReport(level=Risk.low, reasons=["no gate concerns (no gates defined)"])
+    return RiskReport(level=Risk.low, reasons=["all gates within their thresholds"])
+
+
+def _rollback(raw_status: Mapping[str, Any], status: MigrationStatus) -> RollbackReport:
+    unavailable = RollbackState.not_available
+    if status.phase is Phase.succeeded:
+        return RollbackReport(state=unavailable, reason="succeeded: blue was retired")
+    # Newer operators say so explicitly (e.g. blue deleted); older ones omit the field.
+    if raw_status.get("rollbackAvailable") is False:
+        why = raw_status.get("rollbackUnavailableReason") or "the operator reports it unavailable"
+        return RollbackReport(state=unavailable, reason=str(why))
+    if status.phase is Phase.rolling_back:
+        return RollbackReport(state=unavailable, reason="already rolling back")
+    if status.phase is Phase.rolled_back:
+        return RollbackReport(state=unavailable, reason="already rolled back: traffic is on blue")
+    if status.phase is Phase.failed:
+        return RollbackReport(state=unavailable, reason="nothing to roll back: traffic is on blue")
+    if status.reason == "BlueMissing":
+        return RollbackReport(state=unavailable, reason="the blue Deployment is gone")
+    if status.weight == 0:
+        return RollbackReport(
+            state=RollbackState.available,
+            reason="all traffic is still on blue: abort stops the run",
+        )
+    return RollbackReport(
+        state=RollbackState.available,
+        reason=f"`cutover abort` returns {status.weight}% from green to blue",
+    )
+
+
+def _issues(status: MigrationStatus) -> list[Issue]:
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for entry in status.history:
+        kind = _ISSUE_REASONS.get(entry.reason)
+        if kind is None or entry.message in seen:
+            continue
+        seen.add(entry.message)
+        issues.append(Issue(time=_aware(entry.time), kind=kind, message=entry.message))
+    invalid = status.condition(ConditionType.invalid_spec)
+    if (
+        invalid is not None
+        and invalid.status == "True"
+        and not any(invalid.message in i.message for i in issues)
+    ):
+        issues.append(
+            Issue(
+                time=_aware(invalid.last_transition_time),
+                kind="invalid spec",
+                message=invalid.message,
+            )
+        )
+    if status.rollback_reason and not any(status.rollback_reason in i.message for i in issues):
+        issues.append(Issue(time=None, kind="rolled back", message=status.rollback_reason))
+    return issues
+
+
+def _step_text(spec: MigrationSpec | None, index: int) -> str:
+    if spec is None:
+        return "-"
+    if index >= len(spec.steps):
+        return "finishing"
+    step = spec.steps[index]
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    assert step.pause is not None
+    return f"pause {step.pause.duration}" if step.pause.duration else "pause until promoted"
+
+
+def _next_gate_check(gates: list[GateReport]) -> datetime | None:
+    times = [g.next_check_at for g in gates if g.next_check_at is not None]
+    return min(times) if times else None
+
+
+def _next_steps(
+    spec: MigrationSpec | None,
+    status: MigrationStatus,
+    gates: list[GateReport],
+    now: datetime,
+) -> list[str]:
+    phase = status.phase
+    reason = status.reason or ""
+    if phase is Phase.succeeded:
+        return ["none: all traffic is on green"]
+    if phase is Phase.rolled_back:
+        return ["`cutover retry` starts a new run (or apply a new spec)"]
+    if phase is Phase.failed:
+        return ["fix the spec (`cutover lint -f FILE`) and apply it, or `cutover retry`"]
+    if phase is Phase.rolling_back:
+        return ["returning all traffic to blue"]
+    if spec is None:
+        return ["fix the spec (`cutover lint -f FILE`) and apply it"]
+    if phase is Phase.pending:
+        if reason == "WaitingForDeployments":
+            return [f"waiting for Deployments: {status.message}"]
+        return ["waiting for the operator to start the run"]
+    steps: list[str] = []
+    index = status.current_step_index
+    step = spec.steps[index] if index < len(spec.steps) else None
+    started = _aware(status.step_started_at)
+    if phase is Phase.paused:
+        if reason == "PauseStep":
+            steps.append(f"waiting for `cutover promote` (step {index + 1} pauses until promoted)")
+        elif reason == "PausedBySpec":
+            steps.append("spec.paused is true: set it to false to go on")
+        elif reason == "PausedByUser":
+            steps.append("paused by request: `cutover resume` to go on")
+        elif reason in _GATE_HOLDS:
+            steps.append(
+                "held by a gate: investigate, then `cutover resume`/`cutover promote` to go on"
+                " or `cutover abort` to return traffic to blue"
+            )
+        elif reason == "InvalidSpec":
+            steps.append("the spec became invalid: fix it and apply it")
+        elif reason == "BlueMissing":
+            steps.append("blue is gone: `cutover promote` to go on, or recreate blue and resume")
+        else:
+            steps.append(f"paused ({reason or 'no reason'}): `cutover resume` to go on")
+    elif step is None:
+        bake = parse_duration(spec.bake)
+        ready = _aware(status.step_ready_at)
+        if bake > 0 and ready is not None and not status.full_promotion:
+            steps.append(f"baking at 100% until {_when(ready + timedelta(seconds=bake), now)}")
+        else:
+            steps.append("finishing: waiting for green to take all traffic, then retiring blue")
+    elif status.step_ready_at is None:
+        target = step.set_weight if step.set_weight is not None else status.weight
+        deadline = ""
+        if started is not None:
+            end = started + timedelta(seconds=parse_duration(spec.progress_deadline))
+            deadline = f" (progressDeadline at {_when(end, now)})"
+        steps.append(f"waiting for green to be ready at {target}%{deadline}")
+    elif step.pause is not None and step.pause.duration is not None and started is not None:
+        end = started + timedelta(seconds=parse_duration(step.pause.duration))
+        steps.append(f"timed pause of {step.pause.duration} ends at {_when(end, now)}")
+    elif spec.gates and status.weight > 0:
+        steps.append(f"holding {status.weight}% until every gate passes a check")
+    else:
+        steps.append("moving to the next step")
+    if phase in (Phase.progressing, Phase.paused) and status.weight > 0:
+        check = _next_gate_check(gates)
+        if check is not None:
+            steps.append(f"next gate check at {_when(check, now)}")
+    return steps
+
+
+def _invalid_risk(status: MigrationStatus) -> RiskReport:
+    if status.weight > 0:
+        return RiskReport(level=Risk.high, reasons=["green takes traffic and the spec is invalid"])
+    return RiskReport(level=Risk.medium, reasons=["the spec is invalid: the run cannot go on"])
+
+
+def build_report(obj: Mapping[str, Any], now: datetime | None = None) -> Report:
+    """The report for one Migration object as returned by the API server."""
+    now = now or datetime.now(UTC)
+    metadata = obj.get("metadata") or {}
+    raw_spec = obj.get("spec") or {}
+    raw_status = obj.get("status") or {}
+    status = api.parse_status(raw_status)
+    spec: MigrationSpec | None
+    problems: list[str] = []
+    try:
+        spec = api.parse_spec(raw_spec)
+    except api.SpecInvalid as error:
+        spec, problems = None, list(error.problems)
+    total = len(spec.steps) if spec else len(raw_spec.get("steps") or [])
+    index = status.current_step_index
+    if status.phase is Phase.succeeded:
+        progress = 100
+    elif total:
+        progress = min(100, round(100 * min(index, total) / total))
+    else:
+        progress = 0
+    gates = _gate_reports(spec, status) if spec else []
+    blue = (raw_spec.get("blue") or {}).get("deployment", "?")
+    green = (raw_spec.get("green") or {}).get("deployment", "?")
+    return Report(
+        namespace=metadata.get("namespace", "default"),
+        name=metadata.get("name", "?"),
+        status=_OVERALL[status.phase],
+        phase=status.phase.value,
+        reason=status.reason,
+        message=status.message,
+        started_at=_aware(status.started_at),
+        completed_at=_aware(status.completed_at),
+        step=min(index + 1, total) if total else 0,
+        total_steps=total,
+        step_description=_step_text(spec, index),
+        progress_percent=progress,
+        weight=status.weight,
+        blue=str(blue),
+        green=str(green),
+        gates=gates,
+        issues=_issues(status),
+        next_steps=_next_steps(spec, status, gates, now),
+        risk=assess_risk(spec, status, gates) if spec else _invalid_risk(status),
+        rollback=_rollback(raw_status, status),
+        spec_problems=problems,
+    )

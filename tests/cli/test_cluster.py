@@ -1,0 +1,324 @@
+"""Every cluster command against the sandbox; a thread stands in for the operator."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cutover import api
+from cutover.cli import app
+from cutover.sandbox.process import SandboxProcess
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MIGRATION = """\
+apiVersion: cutover.io/v1alpha1
+kind: Migration
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  blue: {{deployment: checkout-blue}}
+  green: {{deployment: checkout-green}}
+  traffic: {{router: replicas, service: checkout}}
+  steps:
+    - setWeight: 25
+    - pause: {{}}
+    - setWeight: 100
+"""
+
+
+def cli(sandbox: SandboxProcess, *args: str) -> tuple[int, str, str]:
+    env = {"COLUMNS": "120", "NO_COLOR": "1", "KUBECONFIG": sandbox.kubeconfig}
+    result = CliRunner(env=env).invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def create(sandbox: SandboxProcess, name: str, namespace: str = "default") -> None:
+    if namespace != "default":
+        sandbox.kubectl("create", "namespace", namespace, check=False)
+    sandbox.kubectl("apply", "-f", "-", input=MIGRATION.format(name=name, namespace=namespace))
+
+
+def set_status(custom: Any, name: str, namespace: str = "default", **status: Any) -> None:
+    custom.patch_namespaced_custom_object_status(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
+    )
+
+
+def get(custom: Any, name: str, namespace: str = "default") -> dict[str, Any]:
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, name
+    )
+    return obj
+
+
+@pytest.fixture()
+def operator(custom: Any) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """Start a fake operator for one Migration: it handles the request annotation once."""
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def start(name: str, result: dict[str, Any]) -> None:
+        def loop() -> None:
+            while not stop.is_set():
+                annotations = get(custom, name)["metadata"].get("annotations") or {}
+                value = annotations.get(api.REQUEST_ANNOTATION)
+                if value:
+                    _verb, rid = value.split(":", 1)
+                    set_status(custom, name, lastRequest=rid, **result)
+                    return
+                time.sleep(0.1)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+def test_list_and_status(sandbox: SandboxProcess, custom: Any) -> None:
+    create(sandbox, "alpha")
+    create(sandbox, "beta", namespace="team")
+    set_status(custom, "alpha", phase="Progressing", currentStepIndex=1, weight=25)
+    code, out, _ = cli(sandbox, "list")
+    assert code == 0 and "alpha" in out and "beta" not in out
+    assert out.splitlines()[0].split() == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
+    code, out, _ = cli(sandbox, "list", "-A", "-o", "json")
+    rows = {(r["namespace"], r["name"]): r for r in json.loads(out)}
+    assert (
+        rows[("default", "alpha")]["step"] == "2/3" and rows[("default", "alpha")]["weight"] == 25
+    )
+    assert rows[("team", "beta")]["phase"] == "Pending"
+    code, out, _ = cli(sandbox, "list", "-n", "team", "-o", "yaml")
+    assert code == 0 and "name: beta" in out
+
+    set_status(custom, "alpha", phase="Paused", reason="PauseStep")
+    code, out, _ = cli(sandbox, "status", "alpha")
+    assert code == 0 and "PAUSED" in out and "2 of 3" in out
+    assert "waiting for `cutover promote`" in out
+    code, out, _ = cli(sandbox, "status", "alpha", "-o", "json")
+    report = json.loads(out)
+    assert report["status"] == "PAUSED" and report["weight"] == 25
+    assert report["rollback"]["state"] == "AVAILABLE"
+
+
+def test_not_found_is_a_one_liner(sandbox: SandboxProcess) -> None:
+    code, out, err = cli(sandbox, "status", "missing")
+    assert out == ""
+    assert code == 1
+    assert err == 'error: Migration "missing" not found in namespace "default"\n'
+    code, _, err = cli(sandbox, "abort", "missing", "-n", "team")
+    assert code == 1 and 'not found in namespace "team"' in err
+
+
+def test_promote_writes_the_annotation_and_waits(
+    sandbox: SandboxProcess, custom: Any, operator: Callable[[str, dict[str, Any]], None]
+) -> None:
+    create(sandbox, "gamma")
+    set_status(custom, "gamma", phase="Paused", reason="PauseStep", currentStepIndex=1, weight=25)
+    operator("gamma", {"phase": "Progressing", "currentStepIndex": 2, "message": "promoted"})
+    code, out, err = cli(sandbox, "promote", "gamma")
+    assert code == 0, err
+    assert "promote: the run will skip to step 3 of 3 (setWeight 100%)" in out
+    assert "done: gamma is Progressing: promoted" in out
+    annotation = get(custom, "gamma")["metadata"]["annotations"][api.REQUEST_ANNOTATION]
+    verb, rid = annotation.split(":", 1)
+    assert verb == "promote" and get(custom, "gamma")["status"]["lastRequest"] == rid
+    assert f"{api.REQUEST_ANNOTATION}={annotation}" in out
+    # Only metadata changed: the spec a GitOps tool compares is untouched.
+    assert get(custom, "gamma")["metadata"]["generation"] == 1
+
+
+def test_request_without_an_operator_exits_3(sandbox: SandboxProcess, custom: Any) -> None:
+    create(sandbox, "delta")
+    set_status(custom, "delta", phase="Progressing", weight=25)
+    code, out, err = cli(sandbox, "abort", "delta", "--wait-timeout", "1s")
+    assert code == 3
+    assert "abort: all traffic will return to blue (checkout-blue)" in out
+    assert "the operator did not act on the abort request within 1s" in err
+    assert len(err.strip().splitlines()) == 1
+    annotations = get(custom, "delta")["metadata"]["annotations"]
+    assert annotations[api.REQUEST_ANNOTATION].startswith("abort:")
+    code, out, _ = cli(sandbox, "pause", "delta", "--no-wait")
+    assert code == 0 and "requested" in out and "note: replacing a request" in out
+
+
+@pytest.mark.parametrize(
+    ("phase", "verb", "message"),
+    [
+        ("Progressing", "retry", "retry has no effect in phase Progressing"),
+        ("Succeeded", "promote", "promote has no effect in phase Succeeded"),
+        ("RolledBack", "abort", "abort has no effect in phase RolledBack"),
+        ("Progressing", "resume", "resume has no effect in phase Progressing"),
+    ],
+)
+def test_impossible_requests_are_refused(
+    sandbox: SandboxProcess, custom: Any, phase: str, verb: str, message: str
+) -> None:
+    create(sandbox, "epsilon")
+    set_status(custom, "epsilon", phase=phase)
+    code, _, err = cli(sandbox, verb, "epsilon")
+    assert code == 1 and message in err
+    annotations = get(custom, "epsilon")["metadata"].get("annotations") or {}
+    assert api.REQUEST_ANNOTATION not in annotations
+
+
+def test_every_verb_reports_success(
+    sandbox: SandboxProcess, custom: Any, operator: Callable[[str, dict[str, Any]], None]
+) -> None:
+    cases = [
+        ("pause", [], "Progressing", "Paused"),
+        ("resume", [], "Paused", "Progressing"),
+        ("promote", ["--full"], "Progressing", "Succeeded"),
+        ("retry", [], "RolledBack", "Pending"),
+        ("abort", [], "Paused", "RolledBack"),
+    ]
+    for index, (verb, extra, before, after) in enumerate(cases):
+        name = f"verb-{index}"
+        create(sandbox, name)
+        set_status(custom, name, phase=before, weight=25)
+        operator(name, {"phase": after})
+        code, out, err = cli(sandbox, verb, name, *extra)
+        assert code == 0, (verb, out, err)
+        assert f"done: {name} is {after}" in out
+        expected = "promote-full" if extra else verb
+        annotation = get(custom, name)["metadata"]["annotations"][api.REQUEST_ANNOTATION]
+        assert annotation.startswith(f"{expected}:")
+
+
+def _flip_later(custom: Any, name: str, phase: str) -> threading.Thread:
+    def flip() -> None:
+        time.sleep(1.0)
+        set_status(custom, name, phase=phase)
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(("phase", "code"), [("Succeeded", 0), ("RolledBack", 1)])
+def test_watch_exits_on_terminal_phase(
+    sandbox: SandboxProcess, custom: Any, phase: str, code: int
+) -> None:
+    name = f"watch-{phase.lower()}"
+    create(sandbox, name)
+    set_status(custom, name, phase="Progressing", weight=25)
+    thread = _flip_later(custom, name, phase)
+    started = time.monotonic()
+    result, out, _ = cli(
+        sandbox, "status", name, "--watch", "--timeout", "20s", "--interval", "200ms"
+    )
+    thread.join()
+    assert result == code
+    assert time.monotonic() - started < 10
+    assert ("COMPLETED" if code == 0 else "ROLLED_BACK") in out
+
+
+def test_watch_times_out_with_2(sandbox: SandboxProcess, custom: Any) -> None:
+    create(sandbox, "watch-timeout")
+    set_status(custom, "watch-timeout", phase="Progressing")
+    code, out, err = cli(
+        sandbox,
+        "status",
+        "watch-timeout",
+        "-w",
+        "--timeout",
+        "1s",
+        "--interval",
+        "200ms",
+        "-o",
+        "json",
+    )
+    assert code == 2 and "timed out" in err
+    assert json.loads(out)["phase"] == "Progressing"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_unreachable_cluster_exits_4_without_traceback(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""\
+apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{_free_port()}"}}}}]
+users: [{{name: u, user: {{}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u, namespace: ns1}}}}]
+current-context: x
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CUTOVER_DEBUG"}
+    result = subprocess.run(
+        [str(BIN / "cutover"), "status", "anything", "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 4
+    assert result.stderr.startswith("error: cannot reach the cluster at http://127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    # With CUTOVER_DEBUG=1 the traceback is shown for debugging.
+    debug = subprocess.run(
+        [str(BIN / "cutover"), "list", "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env={**env, "CUTOVER_DEBUG": "1"},
+        timeout=30,
+        check=False,
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_bad_kubeconfig_is_a_user_error(tmp_path: Path) -> None:
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")
+    result = CliRunner().invoke(app, ["list", "--kubeconfig", str(bad)])
+    assert result.exit_code == 1 and result.stderr.startswith("error: bad kubeconfig")
+    result = CliRunner().invoke(app, ["list", "--kubeconfig", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+
+
+def test_kubectl_plugin(sandbox: SandboxProcess, custom: Any) -> None:
+    create(sandbox, "plugin")
+    set_status(custom, "plugin", phase="Succeeded", currentStepIndex=3, weight=100)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": sandbox.kubeconfig,
+        "COLUMNS": "120",
+    }
+    result = subprocess.run(
+        [sandbox.kubectl_binary, "cutover", "status", "plugin"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "COMPLETED" in result.stdout and "3 of 3" in result.stdout
+    assert "100%" in result.stdout

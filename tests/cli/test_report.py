@@ -1,0 +1,146 @@
+"""The status report as a pure function of recorded Migration objects (no cluster)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cutover.cli_render import console, report_renderable
+from cutover.cli_report import OverallStatus, Report, Risk, RollbackState, build_report
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _load(name: str) -> tuple[dict[str, Any], datetime]:
+    data = json.loads((FIXTURES / f"{name}.json").read_text())
+    return data["object"], datetime.fromisoformat(data["now"])
+
+
+def _report(name: str) -> Report:
+    obj, now = _load(name)
+    return build_report(obj, now)
+
+
+def test_in_progress_with_gates() -> None:
+    report = _report("in_progress")
+    assert report.status is OverallStatus.in_progress
+    assert (report.step, report.total_steps) == (2, 5)
+    assert report.progress_percent == 20
+    assert report.weight == 10
+    gate = report.gates[0]
+    assert (gate.name, gate.value, gate.verdict, gate.threshold) == (
+        "error-rate",
+        0.008,
+        "Passed",
+        "<= 0.01",
+    )
+    assert gate.passed == 2 and gate.failed == 0
+    # 0.008 against max 0.01 leaves a 20 % margin: close, not yet alarming.
+    assert report.risk.level is Risk.medium
+    assert any("timed pause of 2m ends at 00:02:30Z" in s for s in report.next_steps)
+    assert any(s.startswith("next gate check at") for s in report.next_steps)
+    assert report.rollback.state is RollbackState.available
+    assert report.issues == []
+
+
+def test_paused_on_indefinite_pause() -> None:
+    report = _report("paused")
+    assert report.status is OverallStatus.paused
+    assert (report.step, report.total_steps, report.progress_percent) == (4, 5, 60)
+    assert report.next_steps[0].startswith("waiting for `cutover promote`")
+    assert report.risk.level is Risk.low
+    assert report.rollback.state is RollbackState.available
+
+
+def test_rolled_back_with_reason() -> None:
+    report = _report("rolled_back")
+    assert report.status is OverallStatus.rolled_back
+    assert report.weight == 0
+    assert report.risk.level is Risk.high
+    assert report.rollback.state is RollbackState.not_available
+    kinds = [i.kind for i in report.issues]
+    assert "gate failed" in kinds and "rolled back" in kinds
+    assert any("value 0.05 is above max 0.01" in i.message for i in report.issues)
+    assert "cutover retry" in report.next_steps[0]
+
+
+def test_succeeded() -> None:
+    report = _report("succeeded")
+    assert report.status is OverallStatus.completed
+    assert report.progress_percent == 100
+    assert (report.step, report.total_steps) == (5, 5)
+    assert report.rollback.state is RollbackState.not_available
+    assert "retired" in report.rollback.reason
+    assert report.risk.level is Risk.low
+    assert report.terminal
+
+
+def test_failed_invalid_spec() -> None:
+    report = _report("failed_invalid")
+    assert report.status is OverallStatus.failed
+    assert report.spec_problems and "weights must not decrease" in report.spec_problems[0]
+    assert [i.kind for i in report.issues] == ["invalid spec"]
+    assert report.rollback.state is RollbackState.not_available
+    assert "fix the spec" in report.next_steps[0]
+
+
+def test_rollback_available_false_from_a_newer_operator() -> None:
+    obj, now = _load("in_progress")
+    obj = copy.deepcopy(obj)
+    obj["status"]["rollbackAvailable"] = False
+    report = build_report(obj, now)
+    assert report.rollback.state is RollbackState.not_available
+    obj["status"]["rollbackUnavailableReason"] = "blue was deleted"
+    assert build_report(obj, now).rollback.reason == "blue was deleted"
+
+
+@pytest.mark.parametrize(
+    ("value", "level"), [(0.001, Risk.low), (0.008, Risk.medium), (0.0095, Risk.high)]
+)
+def test_risk_follows_the_margin(value: float, level: Risk) -> None:
+    obj, now = _load("in_progress")
+    obj = copy.deepcopy(obj)
+    obj["status"]["gates"][0]["lastValue"] = value
+    assert build_report(obj, now).risk.level is level
+
+
+def test_failed_checks_are_high_risk_even_when_the_value_recovered() -> None:
+    obj, now = _load("in_progress")
+    obj = copy.deepcopy(obj)
+    obj["status"]["gates"][0].update(lastValue=0.0, failed=1)
+    assert build_report(obj, now).risk.level is Risk.high
+
+
+def test_bare_object_without_status() -> None:
+    obj, now = _load("in_progress")
+    obj = {k: v for k, v in obj.items() if k != "status"}
+    report = build_report(obj, now)
+    assert report.phase == "Pending" and report.status is OverallStatus.in_progress
+    assert report.gates[0].outcome == "Pending"
+
+
+def test_json_round_trip() -> None:
+    report = _report("rolled_back")
+    data = json.loads(json.dumps(report.to_data()))
+    assert data["status"] == "ROLLED_BACK"
+    assert data["risk"]["level"] == "HIGH"
+    assert data["rollback"]["state"] == "NOT_AVAILABLE"
+    assert data["gates"][0]["failed"] == 2
+    assert Report.model_validate(data) == report
+
+
+@pytest.mark.parametrize("name", ["in_progress", "paused", "rolled_back", "succeeded"])
+def test_rich_rendering_mentions_the_essentials(name: str) -> None:
+    report = _report(name)
+    out = console()
+    with out.capture() as captured:
+        out.print(report_renderable(report))
+    text = captured.get()
+    assert report.status.value in text
+    assert f"{report.step} of {report.total_steps}" in text
+    assert f"{report.progress_percent}%" in text
