@@ -53,7 +53,7 @@ class Sim:
     _scaled_at: datetime = T0
     _requests: int = 0
 
-    def observe(self) -> Observations:
+    def observe(self, acted: tuple[Action, ...] = ()) -> Observations:
         available = self.ready_delay <= (self.now - self._scaled_at).total_seconds()
         spec = self.spec if isinstance(self.spec, MigrationSpec) else None
         due = gates_due(spec, self.status, self.now) if spec else []
@@ -67,6 +67,7 @@ class Sim:
             readings={g.name: self.readings(g.name, self.now) for g in due},
             request=self.request,
             preflight_errors=self.preflight_errors,
+            acted=acted,
         )
 
     def act(self, action: Action) -> None:
@@ -103,7 +104,7 @@ class Sim:
                 self.act(action)
             if not real:
                 break
-            decision = decide(self.spec, self.status, self.observe(), self.now)
+            decision = decide(self.spec, self.status, self.observe(tuple(real)), self.now)
         self.status = decision.status
         return decision
 

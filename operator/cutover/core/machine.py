@@ -57,6 +57,13 @@ class Request:
 class DeploymentState:
     replicas: int  # spec.replicas
     available: int  # status.availableReplicas
+    # The size a router saved before its first write: after a crash between a router write and
+    # the status write, spec.replicas is no longer the size the run started from.
+    original_replicas: int | None = None
+
+    @property
+    def size_before_run(self) -> int:
+        return self.original_replicas if self.original_replicas is not None else self.replicas
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class Observations:
     readings: Mapping[str, gate_rules.Reading] = field(default_factory=dict)
     request: Request | None = None
     preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
+    # Actions of the previous decision that the router acknowledged in this same wake-up.
+    acted: tuple[Action, ...] = ()
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -281,9 +290,14 @@ class _Run:
         self._handle_request(spec)
         for _ in range(_MAX_ROUNDS):
             before = self._fingerprint()
+            moves_before = self._moves()
             self._tick(spec)
-            if self._fingerprint() == before:
+            # An action must be carried out and observed before the run can go further.
+            if self._fingerprint() == before or self._moves() > moves_before:
                 break
+
+    def _moves(self) -> int:
+        return sum(1 for a in self.actions if not isinstance(a, EmitEvent))
 
     def _fingerprint(self) -> tuple[object, ...]:
         return (
@@ -454,7 +468,7 @@ class _Run:
             self.s.message = "; ".join(missing)
             return
         assert self.obs.blue is not None and self.obs.green is not None
-        total = self.obs.blue.replicas or self.obs.green.replicas or 1
+        total = self.obs.blue.size_before_run or self.obs.green.size_before_run or 1
         previous_attempt = 0
         if self.s.run_id and self.s.run_id.startswith(f"{self.obs.generation}-"):
             previous_attempt = int(self.s.run_id.rsplit("-", 1)[1])
@@ -653,7 +667,11 @@ class _Run:
                 return
             if not self._gates_passed_since(spec, ready):
                 return
-        self.actions.append(RetireBlue(self._total()))
+        if not any(isinstance(a, RetireBlue) for a in self.obs.acted):
+            # Succeeded only once the router acknowledged the retirement: a crash in between
+            # must not leave a "succeeded" run with blue still scaled.
+            self.actions.append(RetireBlue(self._total()))
+            return
         self._fire(
             Event.steps_done,
             f"all traffic on {spec.green.deployment}; {spec.blue.deployment} retired",
@@ -662,7 +680,8 @@ class _Run:
     def _rolling_back(self) -> None:
         router_weight = self.obs.router_weight
         acted_before = self.started_in is Phase.rolling_back
-        if router_weight == 0 or (router_weight is None and acted_before):
+        restored = any(isinstance(a, RestoreBlue) for a in self.obs.acted)
+        if router_weight == 0 or (router_weight is None and restored):
             self._fire(Event.traffic_restored, f"all traffic on blue; {self.s.rollback_reason}")
             self.s.message = f"rolled back: {self.s.rollback_reason}"
         elif acted_before and not any(isinstance(a, RestoreBlue) for a in self.actions):

@@ -1,0 +1,346 @@
+"""The real operator process against the sandbox cluster, driven with kubectl."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cutover.sandbox.process import SandboxProcess
+
+from .harness import (
+    ROOT,
+    OperatorProcess,
+    apply,
+    apply_text,
+    get,
+    migration,
+    new_namespace,
+    replicas,
+    wait_for,
+    wait_phase,
+    writes,
+)
+
+pytestmark = pytest.mark.integration
+REPLICAS = ROOT / "examples" / "replicas"
+SERVICE = ROOT / "examples" / "service"
+
+
+@pytest.fixture
+def namespace(sandbox: SandboxProcess) -> str:
+    return new_namespace(sandbox)
+
+
+@pytest.fixture
+def operator(sandbox: SandboxProcess, namespace: str) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(sandbox, namespace).start()
+    yield process
+    process.stop()
+
+
+def deployment_patches(sandbox: SandboxProcess, namespace: str) -> list[tuple[str, int]]:
+    """(deployment, replicas) for every replica change the operator wrote, in order."""
+    found = []
+    for entry in writes(sandbox, namespace, "deployments"):
+        body = entry.get("body") or {}
+        count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+        if entry["method"] == "PATCH" and count is not None:
+            found.append((entry["name"], int(count)))
+    return found
+
+
+def record_progress(
+    sandbox: SandboxProcess, namespace: str, name: str, until: set[str], timeout: float = 90
+) -> list[tuple[str, int, int]]:
+    """Polls the Migration and returns each distinct (phase, step, weight) seen, in order."""
+    seen: list[tuple[str, int, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = migration(sandbox, namespace, name).get("status") or {}
+        point = (
+            status.get("phase", ""),
+            status.get("currentStepIndex", 0),
+            status.get("weight", 0),
+        )
+        if not seen or seen[-1] != point:
+            seen.append(point)
+        if point[0] in until:
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not reach {until}: {seen}")
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in obj["status"]["conditions"]}
+
+
+def test_replicas_router_moves_pods_step_by_step_to_green(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    apply(sandbox, namespace, REPLICAS / "migration.yaml")
+    progress = record_progress(
+        sandbox, namespace, "checkout", {"Succeeded", "RolledBack", "Failed"}
+    )
+    assert progress[-1][0] == "Succeeded", progress
+    weights = [w for _, _, w in progress]
+    assert weights == sorted(weights) and {25, 50, 100} <= set(weights)
+
+    patches = deployment_patches(sandbox, namespace)
+    assert patches == [
+        ("checkout-green", 1),
+        ("checkout-blue", 3),
+        ("checkout-green", 2),
+        ("checkout-blue", 2),
+        ("checkout-green", 4),
+        ("checkout-blue", 0),
+    ], patches
+    assert replicas(sandbox, namespace, "checkout-blue") == 0
+    assert replicas(sandbox, namespace, "checkout-green") == 4
+
+    obj = migration(sandbox, namespace, "checkout")
+    assert conditions(obj)["Complete"] == ("True", "Succeeded")
+    assert conditions(obj)["Ready"][0] == "True"
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    waited = sandbox.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "mig/checkout", "--timeout=10s"
+    )
+    assert "condition met" in waited.stdout
+    table = sandbox.kubectl("get", "-n", namespace, "mig").stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:5] == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
+    assert row.split()[:4] == ["checkout", "Succeeded", "5", "100"]
+
+    events = sandbox.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
+    assert "Succeeded" in events and "Started" in events
+
+
+def test_service_router_switches_the_selector_once_green_is_ready(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, SERVICE / "app.yaml")
+    apply(sandbox, namespace, SERVICE / "migration.yaml")
+    wait_phase(sandbox, namespace, "checkout-bg", "Succeeded", "RolledBack", "Failed", timeout=60)
+    obj = migration(sandbox, namespace, "checkout-bg")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    service = get(sandbox, namespace, "service", "checkout")
+    assert service["spec"]["selector"] == {"app": "checkout", "version": "green"}
+    assert "cutover.io/original" not in (service["metadata"].get("annotations") or {})
+    assert replicas(sandbox, namespace, "checkout-green") == 4
+    assert replicas(sandbox, namespace, "checkout-blue") == 0
+    selector_writes = [
+        e
+        for e in writes(sandbox, namespace, "services")
+        if e["method"] == "PATCH" and "selector" in (e.get("body") or {}).get("spec", {})
+    ]
+    assert len(selector_writes) == 1
+    sandbox.kubectl(
+        "wait", "-n", namespace, "--for=condition=Complete", "mig/checkout-bg", "--timeout=5s"
+    )
+
+
+SLOW = """
+apiVersion: cutover.io/v1alpha1
+kind: Migration
+metadata: {name: checkout}
+spec:
+  blue: {deployment: checkout-blue}
+  green: {deployment: checkout-green}
+  traffic: {router: replicas, service: checkout}
+  steps:
+    - setWeight: 25
+    - pause: {duration: 4s}
+    - setWeight: 50
+    - pause: {duration: 4s}
+    - setWeight: 75
+    - pause: {duration: 2s}
+    - setWeight: 100
+"""
+
+
+@pytest.mark.parametrize("moment", ["mid-pause", "right-after-a-write"])
+def test_sigkill_at_any_moment_neither_repeats_nor_skips_a_step(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess, moment: str
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    apply_text(sandbox, namespace, SLOW)
+    kills = 0
+    for target_step in (1, 3):
+        if moment == "mid-pause":
+            wait_for(
+                lambda s=target_step: (
+                    (migration(sandbox, namespace, "checkout").get("status") or {}).get(
+                        "currentStepIndex"
+                    )
+                    == s
+                ),
+                timeout=30,
+            )
+            time.sleep(1.0)
+        else:
+            seen = len(deployment_patches(sandbox, namespace))
+            wait_for(
+                lambda n=seen: len(deployment_patches(sandbox, namespace)) > n,
+                timeout=30,
+                interval=0.01,
+            )
+        operator.kill()
+        kills += 1
+        operator.start()
+    obj = wait_phase(
+        sandbox, namespace, "checkout", "Succeeded", "RolledBack", "Failed", timeout=90
+    )
+    assert obj["status"]["phase"] == "Succeeded"
+    assert kills == 2 and operator.starts == 3
+    patches = deployment_patches(sandbox, namespace)
+    assert patches == [
+        ("checkout-green", 1),
+        ("checkout-blue", 3),
+        ("checkout-green", 2),
+        ("checkout-blue", 2),
+        ("checkout-green", 3),
+        ("checkout-blue", 1),
+        ("checkout-green", 4),
+        ("checkout-blue", 0),
+    ], patches
+    started = [h["step"] for h in obj["status"]["history"] if h["reason"] == "StepStarted"]
+    assert started == sorted(set(started)), obj["status"]["history"]
+    assert started == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_the_pause_remaining_time_survives_a_restart(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    apply_text(sandbox, namespace, SLOW.replace("duration: 4s", "duration: 6s", 1))
+    wait_for(
+        lambda: (
+            (migration(sandbox, namespace, "checkout").get("status") or {}).get("currentStepIndex")
+            == 1
+        ),
+        timeout=30,
+    )
+    pause_started = time.monotonic()
+    operator.kill()
+    time.sleep(1)
+    operator.start()
+    wait_for(
+        lambda: (
+            (migration(sandbox, namespace, "checkout").get("status") or {}).get("currentStepIndex")
+            == 2
+        ),
+        timeout=30,
+        interval=0.05,
+    )
+    held = time.monotonic() - pause_started
+    assert 5.0 <= held <= 12.0, held
+
+
+INVALID = """
+apiVersion: cutover.io/v1alpha1
+kind: Migration
+metadata: {name: broken}
+spec:
+  blue: {deployment: checkout-blue}
+  green: {deployment: checkout-green}
+  traffic: {router: replicas}
+  steps:
+    - setWeight: 50
+    - setWeight: 20
+"""
+
+
+def test_an_invalid_migration_gets_invalid_spec_and_nothing_else_changes(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    before = sandbox.requests()
+    since = before[-1]["seq"] if before else 0
+    apply_text(sandbox, namespace, INVALID)
+    obj = wait_phase(sandbox, namespace, "broken", "Failed", timeout=30)
+    invalid = next(c for c in obj["status"]["conditions"] if c["type"] == "InvalidSpec")
+    assert invalid["status"] == "True" and invalid["reason"] == "InvalidSpec"
+    assert "spec.steps[1].setWeight" in invalid["message"]
+    time.sleep(1)
+    touched = {e["resource"] for e in writes(sandbox, namespace, since=since)}
+    assert touched <= {"migrations", "events"}, touched
+    assert replicas(sandbox, namespace, "checkout-blue") == 4
+    assert replicas(sandbox, namespace, "checkout-green") == 0
+
+
+def test_deleting_a_migration_mid_run_restores_blue(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    apply_text(sandbox, namespace, SLOW)
+    wait_for(
+        lambda: (migration(sandbox, namespace, "checkout").get("status") or {}).get("weight") == 50,
+        timeout=30,
+    )
+    sandbox.kubectl("delete", "-n", namespace, "mig/checkout", "--timeout=30s")
+    assert replicas(sandbox, namespace, "checkout-blue") == 4
+    assert replicas(sandbox, namespace, "checkout-green") == 0
+    gone = sandbox.kubectl("get", "-n", namespace, "mig", "checkout", check=False)
+    assert gone.returncode != 0
+
+
+def test_spec_paused_holds_and_unpausing_resumes(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    apply_text(sandbox, namespace, SLOW.replace("  steps:", "  paused: true\n  steps:"))
+    obj = wait_phase(sandbox, namespace, "checkout", "Paused", timeout=30)
+    assert obj["status"]["reason"] == "PausedBySpec"
+    sandbox.kubectl(
+        "wait", "-n", namespace, "--for=condition=Paused", "mig/checkout", "--timeout=5s"
+    )
+    sandbox.kubectl(
+        "patch",
+        "-n",
+        namespace,
+        "mig/checkout",
+        "--type=merge",
+        "-p",
+        '{"spec": {"paused": false}}',
+    )
+    obj = wait_phase(sandbox, namespace, "checkout", "Succeeded", timeout=60)
+    assert obj["status"]["phase"] == "Succeeded"
+
+
+def test_kubectl_wait_works_for_rolled_back(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, REPLICAS / "app.yaml")
+    apply_text(sandbox, namespace, SLOW)
+    wait_for(
+        lambda: (migration(sandbox, namespace, "checkout").get("status") or {}).get("weight") == 50,
+        timeout=30,
+    )
+    sandbox.kubectl("annotate", "-n", namespace, "mig/checkout", "cutover.io/request=abort:t1")
+    waited = subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            sandbox.kubeconfig,
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=RolledBack",
+            "mig/checkout",
+            "--timeout=20s",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert waited.returncode == 0, waited.stderr
+    obj = migration(sandbox, namespace, "checkout")
+    assert conditions(obj)["RolledBack"] == ("True", "Aborted")
+    assert "cutover.io/request" not in (obj["metadata"].get("annotations") or {})
+    assert obj["status"]["lastRequest"] == "t1"
+    assert replicas(sandbox, namespace, "checkout-blue") == 4
+    assert replicas(sandbox, namespace, "checkout-green") == 0
