@@ -117,6 +117,23 @@ class HeaderMatch(_Model):
     cookie: bool = Field(default=False, description="Match a cookie instead of a header.")
 
 
+class StickyCookie(_Model):
+    name: str = Field(
+        default="cutover-green",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the cookie that keeps a user on green.",
+    )
+    max_age: Duration = Field(default="1h", description="How long the cookie lasts.")
+
+
+class Stickiness(_Model):
+    cookie: StickyCookie = Field(
+        description="A user once sent to green gets this cookie and stays on green for the run."
+    )
+
+
 class TrafficSpec(_Model):
     router: Router = Field(
         description="How traffic is shifted: replicas | service | gatewayapi | istio | nginx."
@@ -134,6 +151,10 @@ class TrafficSpec(_Model):
         default_factory=list,
         description="Requests matching any of these always go to green during the run.",
     )
+    stickiness: Stickiness | None = Field(
+        default=None,
+        description="Keep users who reached green on green (gatewayapi, istio and nginx only).",
+    )
 
     @model_validator(mode="after")
     def _router_block_present(self) -> TrafficSpec:
@@ -147,6 +168,13 @@ class TrafficSpec(_Model):
             block, value = needs[self.router]
             if value is None:
                 raise ValueError(f"router {self.router.value!r} needs the {block!r} field")
+        if self.stickiness is not None and self.router in (Router.replicas, Router.service):
+            # Both split traffic below HTTP (pods behind one Service, or one selector), where
+            # no cookie can be read or set.
+            raise ValueError(
+                f"stickiness: the {self.router.value!r} router cannot keep users on green;"
+                " use gatewayapi, istio or nginx"
+            )
         return self
 
 
@@ -298,6 +326,91 @@ class Rollback(_Model):
     )
 
 
+class ConfigMapKeyRef(_Model):
+    name: str = Field(min_length=1, description="ConfigMap in the Migration's namespace.")
+    key: str = Field(min_length=1, description="Key holding a Job template in YAML.")
+
+
+class HookStage(enum.StrEnum):
+    pre_shift = "preShift"
+    after_step = "afterStep"
+    post_promotion = "postPromotion"
+    on_rollback = "onRollback"
+
+
+class Hook(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Name of the hook (DNS label); part of the Job's name.",
+    )
+    job_template: dict[str, Any] | None = Field(
+        default=None,
+        description="A JobTemplateSpec, as in a CronJob: {metadata, spec: <JobSpec>}.",
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the Job template, instead of inline."
+    )
+    timeout: Duration = Field(default="10m", description="A Job not done in time has failed.")
+    retries: int = Field(
+        default=0, ge=0, le=10, description="Extra attempts, each a new Job, before failing."
+    )
+    irreversible: bool = Field(
+        default=False,
+        description="Once this hook starts, automatic rollback is no longer possible.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Hook:
+        if (self.job_template is None) == (self.config_map_ref is None):
+            raise ValueError("a hook needs exactly one of jobTemplate or configMapRef")
+        if self.job_template is not None and not isinstance(self.job_template.get("spec"), dict):
+            raise ValueError("jobTemplate needs a spec (a JobSpec)")
+        return self
+
+
+class Hooks(_Model):
+    pre_shift: list[Hook] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Jobs that must succeed before any traffic moves (e.g. expand a schema).",
+    )
+    after_step: list[Hook] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Jobs run after each weight step; a failure counts like a failed gate.",
+    )
+    post_promotion: list[Hook] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Jobs run after the bake window (e.g. contract a schema).",
+    )
+    on_rollback: list[Hook] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Jobs run once traffic is back on blue (e.g. undo an expand).",
+    )
+
+    def of(self, stage: HookStage) -> list[Hook]:
+        return {
+            HookStage.pre_shift: self.pre_shift,
+            HookStage.after_step: self.after_step,
+            HookStage.post_promotion: self.post_promotion,
+            HookStage.on_rollback: self.on_rollback,
+        }[stage]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Hooks:
+        seen: set[str] = set()
+        for stage in HookStage:
+            for hook in self.of(stage):
+                if hook.name in seen:
+                    raise ValueError(f"hook name {hook.name!r} is used twice")
+                seen.add(hook.name)
+        return self
+
+
 class MigrationSpec(_Model):
     blue: DeploymentRef = Field(description="The live version.")
     green: DeploymentRef = Field(description="The candidate version.")
@@ -316,6 +429,7 @@ class MigrationSpec(_Model):
         default="0s", description="After weight 100, keep blue scaled and gates running this long."
     )
     paused: bool = Field(default=False, description="Hold the run where it is.")
+    hooks: Hooks = Field(default_factory=Hooks, description="Jobs for the data side of the run.")
 
     @field_validator("steps")
     @classmethod
@@ -398,6 +512,7 @@ class ConditionType(enum.StrEnum):
     complete = "Complete"
     rolled_back = "RolledBack"
     invalid_spec = "InvalidSpec"
+    rollback_available = "RollbackAvailable"
 
 
 class Condition(_StatusModel):
@@ -450,6 +565,26 @@ class GateStatus(_StatusModel):
     excused_inconclusive: int = Field(default=0, ge=0)
 
 
+class HookState(enum.StrEnum):
+    running = "Running"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class HookRun(_StatusModel):
+    """One attempt of one hook, as a Job."""
+
+    name: str
+    stage: HookStage
+    step: int | None = None  # afterStep hooks: the step they ran after
+    attempt: int = Field(default=1, ge=1)
+    job: str
+    state: HookState = HookState.running
+    started_at: datetime
+    finished_at: datetime | None = None
+    message: str = ""
+
+
 class HistoryEntry(_StatusModel):
     time: datetime
     phase: Phase
@@ -481,6 +616,13 @@ class MigrationStatus(_StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     gates: list[GateStatus] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    hooks: list[HookRun] = Field(default_factory=list, description="Hook Jobs of this run.")
+    rollback_available: bool = Field(
+        default=True, description="False once an irreversible hook has started."
+    )
+    rollback_unavailable_reason: str | None = Field(
+        default=None, description="Why rollback is no longer available."
+    )
 
     def gate(self, name: str) -> GateStatus | None:
         return next((g for g in self.gates if g.name == name), None)

@@ -20,8 +20,9 @@ import kopf
 
 from cutover import api, metrics
 from cutover.api import REQUEST_ANNOTATION, TERMINAL_PHASES, Phase
-from cutover.core.machine import DeploymentState
+from cutover.core.machine import DeploymentState, JobState
 from cutover.gatecheck import GateChecker
+from cutover.hookjobs import MIGRATION_LABEL, job_state
 from cutover.kube import Kube, KubeError
 from cutover.reconciler import Context, Reconciler
 from cutover.routers.base import ORIGINAL_ANNOTATION, Target, TrafficRouterError
@@ -93,6 +94,20 @@ def saved_replicas(annotations: Mapping[str, str]) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+@kopf.index("batch", "v1", "jobs", labels={MIGRATION_LABEL: kopf.PRESENT})
+def hook_jobs(
+    namespace: str | None, name: str, labels: Mapping[str, str], status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], tuple[str, JobState]]:
+    """Hook Jobs by (namespace, migration), from the watch: polling a Job costs nothing."""
+    succeeded, failed, message = job_state(dict(status))
+    return {
+        (namespace or "", labels[MIGRATION_LABEL]): (
+            name,
+            JobState(succeeded=succeeded, failed=failed, message=message),
+        )
+    }
+
+
 def _active(body: kopf.Body, **_: Any) -> bool:
     """Needs a daemon: not terminal, or asked to do something (a retry, a new spec)."""
     status = body.get("status") or {}
@@ -130,6 +145,7 @@ async def drive(
 ) -> None:
     # Kopf passes each index by its function's name; it is not in Kopf's DaemonFn protocol.
     index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["deployments"]
+    jobs_index: kopf.Index[tuple[str, str], tuple[str, JobState]] = kwargs["hook_jobs"]
     context: Context = memo.context
     reconciler = Reconciler(context, namespace or "", name, uid)
     wake = memo.pokes.setdefault(uid, asyncio.Event())
@@ -138,11 +154,14 @@ async def drive(
         store = index.get((ns, deployment))
         return next(iter(store), None) if store is not None else None
 
+    def jobs(ns: str, migration: str) -> dict[str, JobState]:
+        return dict(jobs_index.get((ns, migration), []))
+
     try:
         while not stopped:
             wake.clear()
             try:
-                outcome = await reconciler.reconcile(body, lookup)
+                outcome = await reconciler.reconcile(body, lookup, jobs)
                 delay = outcome.requeue_after
             except KubeError as error:
                 log.warning("reconcile failed", extra={"migration": name, "error": str(error)})

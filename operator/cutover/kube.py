@@ -290,9 +290,21 @@ class Kube:
         )
 
     async def delete(
-        self, group: str, version: str, plural: str, namespace: str, name: str
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        *,
+        propagation: str | None = None,
     ) -> None:
-        """Deletes the object; one that is already gone is fine."""
+        """Deletes the object; one that is already gone is fine.
+
+        ``propagation="Background"`` also deletes dependents (a Job's pods: the API's default
+        for Jobs orphans them).
+        """
+        query = [("propagationPolicy", propagation)] if propagation else None
         try:
             await self._request(
                 "DELETE",
@@ -301,6 +313,7 @@ class Kube:
                 namespace,
                 name,
                 _resource_path(group, version, plural, namespace, name),
+                query=query,
             )
         except NotFound:
             return

@@ -30,17 +30,21 @@ from cutover.core.machine import (
     Decision,
     DeploymentState,
     EmitEvent,
+    JobState,
     Observations,
     PrepareGreen,
     Request,
     RequestVerb,
     RestoreBlue,
     RetireBlue,
+    RunHook,
     SetWeight,
+    StopJob,
     decide,
     gates_due,
 )
 from cutover.gatecheck import GateChecker, summarize
+from cutover.hookjobs import HookJobs
 from cutover.kube import Kube, KubeError
 from cutover.routers import router_for
 from cutover.routers.base import Target, TrafficRouter, TrafficRouterError
@@ -48,6 +52,7 @@ from cutover.routers.base import Target, TrafficRouter, TrafficRouterError
 log = logging.getLogger("cutover.reconciler")
 Clock = Callable[[], datetime]
 DeploymentLookup = Callable[[str, str], DeploymentState | None]
+JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migration) -> jobs
 
 # Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
 _ROUNDS = 4
@@ -105,7 +110,12 @@ class Reconciler:
         # Only the operator writes status, so what we wrote is never older than the body's.
         self._written: dict[str, Any] | None = None
 
-    async def reconcile(self, body: Mapping[str, Any], deployments: DeploymentLookup) -> Outcome:
+    async def reconcile(
+        self,
+        body: Mapping[str, Any],
+        deployments: DeploymentLookup,
+        jobs: JobLookup | None = None,
+    ) -> Outcome:
         metadata = body.get("metadata", {})
         generation = int(metadata.get("generation") or 1)
         raw_status = self._written or {k: v for k, v in (body.get("status") or {}).items()}
@@ -157,6 +167,8 @@ class Reconciler:
                 request=request,
                 preflight_errors=preflight,
                 acted=acted,
+                jobs=jobs(self.namespace, self.name) if jobs else {},
+                migration=self.name,
             )
 
         decisions: list[Decision] = []
@@ -214,7 +226,14 @@ class Reconciler:
         self, router: TrafficRouter, target: Target, moves: Sequence[Action]
     ) -> int | None:
         """Performs the actions in order; returns the weight the router reports afterwards."""
+        hook_jobs = HookJobs(self.ctx.kube, target, self.uid)
         for action in moves:
+            if isinstance(action, RunHook):
+                await hook_jobs.run(action)
+                continue
+            if isinstance(action, StopJob):
+                await hook_jobs.stop(action.job)
+                continue
             if isinstance(action, PrepareGreen):
                 await router.prepare(target, action.total_replicas)
             elif isinstance(action, SetWeight):

@@ -13,13 +13,16 @@ from cutover.core.machine import (
     Decision,
     DeploymentState,
     EmitEvent,
+    JobState,
     Observations,
     PrepareGreen,
     Request,
     RequestVerb,
     RestoreBlue,
     RetireBlue,
+    RunHook,
     SetWeight,
+    StopJob,
     decide,
     gates_due,
 )
@@ -50,8 +53,28 @@ class Sim:
     actions: list[Action] = field(default_factory=list)
     weight_writes: list[int] = field(default_factory=list)
     request: Request | None = None
+    # Hook outcomes by hook name: "succeed", "fail" or "hang"; a Job finishes after job_delay.
+    hook_outcomes: dict[str, str] = field(default_factory=dict)
+    job_delay: float = 5.0
+    jobs_created: list[str] = field(default_factory=list)
+    jobs_deleted: list[str] = field(default_factory=list)
+    _job_started: dict[str, datetime] = field(default_factory=dict)
     _scaled_at: datetime = T0
     _requests: int = 0
+
+    def jobs(self) -> dict[str, JobState]:
+        states = {}
+        for name, started in self._job_started.items():
+            hook = next(h for h in self.hook_outcomes if f"-{h}" in name) if any(
+                f"-{h}" in name for h in self.hook_outcomes) else None
+            outcome = self.hook_outcomes.get(hook, "succeed") if hook else "succeed"
+            done = (self.now - started).total_seconds() >= self.job_delay
+            states[name] = JobState(
+                succeeded=done and outcome == "succeed",
+                failed=done and outcome == "fail",
+                message="exit code 3: 2 rows missing in target" if outcome == "fail" else "",
+            )
+        return states
 
     def observe(self, acted: tuple[Action, ...] = ()) -> Observations:
         available = self.ready_delay <= (self.now - self._scaled_at).total_seconds()
@@ -68,6 +91,8 @@ class Sim:
             request=self.request,
             preflight_errors=self.preflight_errors,
             acted=acted,
+            jobs=self.jobs(),
+            migration="orders",
         )
 
     def act(self, action: Action) -> None:
@@ -88,6 +113,13 @@ class Sim:
             self._scaled_at = self.now
         elif isinstance(action, RetireBlue):
             self.blue = 0
+        elif isinstance(action, RunHook):
+            if action.job not in self._job_started:
+                self.jobs_created.append(action.job)
+                self._job_started[action.job] = self.now
+        elif isinstance(action, StopJob):
+            self.jobs_deleted.append(action.job)
+            self._job_started.pop(action.job, None)
 
     def reconcile(self) -> Decision:
         """One wake-up: decide and act until no more actions, as the reconciler does."""

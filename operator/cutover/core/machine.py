@@ -9,6 +9,7 @@ with it; every action is idempotent, so applying a decision twice changes nothin
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +24,10 @@ from cutover.api import (
     GateOutcome,
     GateStatus,
     HistoryEntry,
+    Hook,
+    HookRun,
+    HookStage,
+    HookState,
     MigrationSpec,
     MigrationStatus,
     Phase,
@@ -67,6 +72,15 @@ class DeploymentState:
 
 
 @dataclass(frozen=True)
+class JobState:
+    """A hook's Job as the cluster reports it."""
+
+    succeeded: bool = False
+    failed: bool = False
+    message: str = ""  # e.g. the Job's Failed condition message and the pod log's last lines
+
+
+@dataclass(frozen=True)
 class Observations:
     generation: int
     blue: DeploymentState | None = None  # None: the Deployment does not exist
@@ -77,6 +91,8 @@ class Observations:
     preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
     # Actions of the previous decision that the router acknowledged in this same wake-up.
     acted: tuple[Action, ...] = ()
+    jobs: Mapping[str, JobState] = field(default_factory=dict)  # hook Jobs by name
+    migration: str = "migration"  # the Migration's name, for hook Job names
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -111,13 +127,32 @@ class RetireBlue:
 
 
 @dataclass(frozen=True)
+class RunHook:
+    """Create the hook's Job (idempotent: the name is deterministic)."""
+
+    stage: HookStage
+    hook: str
+    job: str
+    step: int | None
+    attempt: int
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class StopJob:
+    """Delete a Job that ran out of time."""
+
+    job: str
+
+
+@dataclass(frozen=True)
 class EmitEvent:
     type: str  # Normal | Warning
     reason: str
     message: str
 
 
-Action = SetWeight | PrepareGreen | RestoreBlue | RetireBlue | EmitEvent
+Action = SetWeight | PrepareGreen | RestoreBlue | RetireBlue | RunHook | StopJob | EmitEvent
 
 
 @dataclass(frozen=True)
@@ -146,6 +181,9 @@ class Event(enum.StrEnum):
     gate_error_hold = "gate_error_hold"
     gate_inconclusive = "gate_inconclusive"
     deadline_exceeded = "deadline_exceeded"
+    hook_failed = "hook_failed"
+    hook_failed_hold = "hook_failed_hold"
+    breach_hold = "breach_hold"
     green_missing = "green_missing"
     blue_missing = "blue_missing"
     steps_done = "steps_done"
@@ -160,6 +198,9 @@ _ACTIVE_BREAKS = {
     E.deadline_exceeded: P.rolling_back,
     E.green_missing: P.rolling_back,
     E.abort: P.rolling_back,
+    E.hook_failed: P.rolling_back,
+    E.hook_failed_hold: P.paused,
+    E.breach_hold: P.paused,
     E.gate_failed_hold: P.paused,
     E.gate_error_hold: P.paused,
     E.gate_inconclusive: P.paused,
@@ -209,6 +250,9 @@ REASONS: dict[Event, str] = {
     E.gate_error_hold: "GateError",
     E.gate_inconclusive: "InconclusiveGate",
     E.deadline_exceeded: "ProgressDeadlineExceeded",
+    E.hook_failed: "HookFailed",
+    E.hook_failed_hold: "HookFailed",
+    E.breach_hold: "RollbackNotAvailable",
     E.green_missing: "GreenMissing",
     E.blue_missing: "BlueMissing",
     E.steps_done: "Succeeded",
@@ -221,6 +265,7 @@ PAUSE_STEP = "PauseStep"
 # Rounds of "tick" per decision: a transition can enable the next (start -> first weight).
 _MAX_ROUNDS = 8
 _READINESS_POLL = 1.0
+_HOOK_POLL = 2.0
 _ROLLBACK_RETRY = 1.0
 
 
@@ -313,6 +358,11 @@ class _Run:
     def _fire(self, event: Event, message: str) -> bool:
         source = self.s.phase
         target = TRANSITIONS[source].get(event)
+        if target is Phase.rolling_back and not self.s.rollback_available:
+            # Past the point of no return (an irreversible hook started): hold and alert.
+            event = Event.breach_hold
+            target = TRANSITIONS[source].get(event)
+            message = f"{message}; not rolling back: {self.s.rollback_unavailable_reason}"
         if target is None:
             return False
         reason = REASONS[event]
@@ -378,6 +428,9 @@ class _Run:
         self.s.paused_at = None
         self.s.rollback_reason = None
         self.s.full_promotion = False
+        self.s.hooks = []
+        self.s.rollback_available = True
+        self.s.rollback_unavailable_reason = None
 
     def _resume_clocks(self) -> None:
         """Give back the time spent paused, so timed pauses and deadlines lose nothing."""
@@ -565,6 +618,8 @@ class _Run:
         return None
 
     def _progress(self, spec: MigrationSpec) -> None:
+        if not self._stage_ok(spec, HookStage.pre_shift, None):
+            return
         index = self.s.current_step_index
         finishing = index >= len(spec.steps)
         step = None if finishing else spec.steps[index]
@@ -583,7 +638,8 @@ class _Run:
             return
         assert step is not None
         if step.set_weight is not None:
-            if self._gates_passed_since(spec, self.s.step_ready_at):
+            hooks_done = target == 0 or self._stage_ok(spec, HookStage.after_step, index)
+            if hooks_done and self._gates_passed_since(spec, self.s.step_ready_at):
                 self._advance_to(index + 1, f"weight {target}% held and gates passed")
             return
         assert step.pause is not None
@@ -667,6 +723,8 @@ class _Run:
                 return
             if not self._gates_passed_since(spec, ready):
                 return
+        if not self._stage_ok(spec, HookStage.post_promotion, None):
+            return
         if not any(isinstance(a, RetireBlue) for a in self.obs.acted):
             # Succeeded only once the router acknowledged the retirement: a crash in between
             # must not leave a "succeeded" run with blue still scaled.
@@ -682,11 +740,131 @@ class _Run:
         acted_before = self.started_in is Phase.rolling_back
         restored = any(isinstance(a, RestoreBlue) for a in self.obs.acted)
         if router_weight == 0 or (router_weight is None and restored):
+            assert isinstance(self.spec, MigrationSpec)
+            state, problem = self._run_stage(self.spec, HookStage.on_rollback, None)
+            if state == "running":
+                self.s.message = f"traffic on blue; running onRollback hooks ({self.s.message})"
+                return
             self._fire(Event.traffic_restored, f"all traffic on blue; {self.s.rollback_reason}")
             self.s.message = f"rolled back: {self.s.rollback_reason}"
+            if state == "failed":
+                self.s.message += f"; {problem}: the data side may need a person"
         elif acted_before and not any(isinstance(a, RestoreBlue) for a in self.actions):
             assert isinstance(self.spec, MigrationSpec)
             self.actions.append(RestoreBlue(self._total(), self.spec.rollback.scale_down_green))
+
+    # --- hooks ---
+
+    def _stage_ok(self, spec: MigrationSpec, stage: HookStage, step: int | None) -> bool:
+        """True once every hook of the stage succeeded; a failure stops the run like a gate."""
+        state, problem = self._run_stage(spec, stage, step)
+        if state == "failed":
+            event = Event.hook_failed if spec.rollback.automatic else Event.hook_failed_hold
+            self._fire(event, problem)
+        return state == "done"
+
+    def _run_stage(
+        self, spec: MigrationSpec, stage: HookStage, step: int | None
+    ) -> tuple[str, str]:
+        """("done" | "running" | "failed", why); hooks of a stage run one after another."""
+        for hook in spec.hooks.of(stage):
+            while True:
+                runs = [
+                    r
+                    for r in self.s.hooks
+                    if r.stage is stage and r.name == hook.name and r.step == step
+                ]
+                last = runs[-1] if runs else None
+                if last is None:
+                    self._start_hook(hook, stage, step, attempt=1)
+                    return "running", ""
+                if last.state is HookState.succeeded:
+                    break
+                if last.state is HookState.failed:
+                    if last.attempt <= hook.retries:
+                        self._start_hook(hook, stage, step, attempt=last.attempt + 1)
+                        return "running", ""
+                    return "failed", (
+                        f"hook {hook.name} ({stage.value}) failed after {last.attempt}"
+                        f" attempt(s): {last.message}"
+                    )
+                if not self._observe_hook(hook, last):
+                    return "running", ""
+        return "done", ""
+
+    def _observe_hook(self, hook: Hook, run: HookRun) -> bool:
+        """Updates a running hook from its Job; True when it finished (either way)."""
+        job = self.obs.jobs.get(run.job)
+        timed_out = (self.now - run.started_at).total_seconds() > parse_duration(hook.timeout)
+        if job is not None and job.succeeded:
+            run.state = HookState.succeeded
+            run.finished_at = self.now
+            run.message = job.message
+            self._event("Normal", "HookSucceeded", f"hook {hook.name}: Job {run.job} succeeded")
+            return True
+        if (job is not None and job.failed) or timed_out:
+            run.state = HookState.failed
+            run.finished_at = self.now
+            if job is not None and job.failed:
+                run.message = job.message or "Job failed"
+            else:
+                run.message = f"timed out after {hook.timeout}"
+                self.actions.append(StopJob(run.job))
+            self._event(
+                "Warning",
+                "HookFailed",
+                f"hook {hook.name}: Job {run.job} (attempt {run.attempt} of"
+                f" {hook.retries + 1}) failed: {run.message}",
+            )
+            return True
+        if job is None:
+            # Not seen yet (or deleted by someone): creating it again is a no-op if it exists.
+            self.actions.append(self._run_action(hook, run))
+        return False
+
+    def _start_hook(self, hook: Hook, stage: HookStage, step: int | None, attempt: int) -> None:
+        assert self.s.run_id is not None
+        run = HookRun(
+            name=hook.name,
+            stage=stage,
+            step=step,
+            attempt=attempt,
+            job=job_name(self.obs.migration, self.s.run_id, hook.name, step, attempt),
+            started_at=self.now,
+        )
+        self.s.hooks.append(run)
+        if hook.irreversible and self.s.rollback_available:
+            self.s.rollback_available = False
+            self.s.rollback_unavailable_reason = (
+                f"irreversible hook {hook.name} started at {self.now.isoformat()}"
+            )
+            self._history("RollbackDisabled", self.s.rollback_unavailable_reason)
+            self._event("Warning", "RollbackDisabled", self.s.rollback_unavailable_reason)
+        self._history("HookStarted", f"hook {hook.name} ({stage.value}): Job {run.job}")
+        self.actions.append(self._run_action(hook, run))
+
+    @staticmethod
+    def _run_action(hook: Hook, run: HookRun) -> RunHook:
+        return RunHook(
+            stage=run.stage,
+            hook=hook.name,
+            job=run.job,
+            step=run.step,
+            attempt=run.attempt,
+            timeout_seconds=parse_duration(hook.timeout),
+        )
+
+    def _hook_wake(self, spec: MigrationSpec) -> float | None:
+        running = [r for r in self.s.hooks if r.state is HookState.running]
+        if not running:
+            return None
+        timeouts = {
+            h.name: parse_duration(h.timeout) for stage in HookStage for h in spec.hooks.of(stage)
+        }
+        left = [
+            timeouts.get(r.name, 0.0) - (self.now - r.started_at).total_seconds() for r in running
+        ]
+        return max(min([_HOOK_POLL, *left]), 0.0)
 
     # --- helpers ---
 
@@ -729,6 +907,11 @@ class _Run:
                 reason if invalid else "SpecValid",
                 "; ".join(self.problems) if invalid else "",
             ),
+            ConditionType.rollback_available: (
+                self.s.rollback_available,
+                "Available" if self.s.rollback_available else "IrreversibleHookStarted",
+                self.s.rollback_unavailable_reason or "",
+            ),
         }
         if isinstance(self.spec, SpecInvalid):
             wanted[ConditionType.invalid_spec] = (True, "InvalidSpec", "; ".join(self.problems))
@@ -756,6 +939,10 @@ class _Run:
         if phase in TERMINAL_PHASES:
             return None
         if phase is Phase.rolling_back or phase is Phase.pending:
+            if isinstance(self.spec, MigrationSpec):
+                hooks = self._hook_wake(self.spec)
+                if hooks is not None:
+                    return min(hooks, _ROLLBACK_RETRY)
             return _ROLLBACK_RETRY
         if isinstance(self.spec, SpecInvalid):
             return None  # only a new spec can move it on, and that wakes the operator anyway
@@ -770,6 +957,9 @@ class _Run:
             wake = self._progress_wake(self.spec)
             if wake is not None:
                 candidates.append(wake)
+        hooks = self._hook_wake(self.spec)
+        if hooks is not None:
+            candidates.append(hooks)
         positive = [max(c, 0.0) for c in candidates]
         return min(positive) if positive else None
 
@@ -787,8 +977,27 @@ class _Run:
         return None
 
 
+def job_name(migration: str, run_id: str, hook: str, step: int | None, attempt: int) -> str:
+    """Deterministic, so a restart finds the Job it created instead of creating another."""
+    parts = [migration, run_id, hook]
+    if step is not None:
+        parts.append(f"s{step}")
+    if attempt > 1:
+        parts.append(f"a{attempt}")
+    name = "-".join(parts).lower()
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    if len(name) > 63:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[:54].rstrip('-')}-{digest}"
+    return name
+
+
 def _rollback_code(status: MigrationStatus) -> str:
+    """The reason the run entered RollingBack: the first entry of the last RollingBack stretch."""
+    code = "RolledBack"
     for entry in reversed(status.history):
         if entry.phase is Phase.rolling_back:
-            return entry.reason
-    return "RolledBack"
+            code = entry.reason
+        elif code != "RolledBack" and entry.phase is not Phase.rolled_back:
+            break
+    return code

@@ -1,0 +1,121 @@
+"""Hook Jobs: building a Job from a hook's template and creating or stopping it.
+
+Job names come from the decision engine and are deterministic, so creating a Job that exists is
+not an error: it is how a restarted operator finds the Job it already started.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import yaml
+
+from cutover import api
+from cutover.api import Hook
+from cutover.core.machine import RunHook
+from cutover.kube import Conflict, Kube
+from cutover.routers.base import Target, TrafficRouterError
+
+log = logging.getLogger("cutover.hooks")
+
+MIGRATION_LABEL = "cutover.io/migration"
+HOOK_LABEL = "cutover.io/hook"
+STAGE_LABEL = "cutover.io/stage"
+
+
+class HookJobs:
+    def __init__(self, kube: Kube, target: Target, uid: str) -> None:
+        self._kube = kube
+        self._target = target
+        self._uid = uid
+
+    def _hook(self, action: RunHook) -> Hook:
+        for hook in self._target.spec.hooks.of(action.stage):
+            if hook.name == action.hook:
+                return hook
+        raise TrafficRouterError(f"hook {action.hook} is no longer in spec.hooks")
+
+    async def _template(self, hook: Hook) -> dict[str, Any]:
+        if hook.job_template is not None:
+            return hook.job_template
+        ref = hook.config_map_ref
+        assert ref is not None
+        namespace = self._target.namespace
+        config_map = await self._kube.get("", "v1", "configmaps", namespace, ref.name)
+        text = ((config_map or {}).get("data") or {}).get(ref.key)
+        if text is None:
+            raise TrafficRouterError(f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r}")
+        template = yaml.safe_load(text)
+        if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+            raise TrafficRouterError(
+                f"ConfigMap {namespace}/{ref.name} key {ref.key!r} is not a Job template"
+            )
+        return template
+
+    async def run(self, action: RunHook) -> None:
+        hook = self._hook(action)
+        template = await self._template(hook)
+        body = self.job(action, template)
+        try:
+            await self._kube.create("batch", "v1", "jobs", self._target.namespace, body)
+            log.info("hook job created", extra={"job": action.job, "hook": action.hook})
+        except Conflict:
+            log.info("hook job exists", extra={"job": action.job, "hook": action.hook})
+
+    def job(self, action: RunHook, template: dict[str, Any]) -> dict[str, Any]:
+        metadata = dict(template.get("metadata") or {})
+        spec = dict(template["spec"])
+        deadline = int(action.timeout_seconds) or 1
+        # Kubernetes ends the Job at the timeout too, so a hung pod stops even without us.
+        spec["activeDeadlineSeconds"] = min(
+            int(spec.get("activeDeadlineSeconds", deadline)), deadline
+        )
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": action.job,
+                "namespace": self._target.namespace,
+                "labels": {
+                    **(metadata.get("labels") or {}),
+                    MIGRATION_LABEL: self._target.name,
+                    HOOK_LABEL: action.hook,
+                    STAGE_LABEL: action.stage.value,
+                },
+                "annotations": dict(metadata.get("annotations") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": api.API_VERSION,
+                        "kind": api.KIND,
+                        "name": self._target.name,
+                        "uid": self._uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": spec,
+        }
+
+    async def stop(self, name: str) -> None:
+        await self._kube.delete(
+            "batch", "v1", "jobs", self._target.namespace, name, propagation="Background"
+        )
+        log.info("hook job stopped", extra={"job": name})
+
+
+def job_state(status: dict[str, Any]) -> tuple[bool, bool, str]:
+    """(succeeded, failed, message) from a Job's status, as the Job controller reports it."""
+    conditions = status.get("conditions") or []
+    for condition in conditions:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return True, False, condition.get("message") or ""
+        if condition.get("type") == "Failed":
+            reason = condition.get("reason") or "Failed"
+            return False, True, f"{reason}: {condition.get('message') or ''}".strip(": ")
+    if int(status.get("succeeded") or 0) > 0 and not status.get("active"):
+        return True, False, ""
+    return False, False, ""

@@ -1,0 +1,204 @@
+"""Hook Jobs through the real operator and the sandbox's Job controller."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from cutover.sandbox.process import SandboxProcess
+
+from .harness import (
+    ROOT,
+    OperatorProcess,
+    apply,
+    apply_text,
+    migration,
+    new_namespace,
+    replicas,
+    wait_for,
+    wait_phase,
+    writes,
+)
+
+pytestmark = pytest.mark.integration
+APP = ROOT / "examples" / "replicas" / "app.yaml"
+
+
+@pytest.fixture
+def namespace(sandbox: SandboxProcess) -> str:
+    return new_namespace(sandbox, "hk")
+
+
+@pytest.fixture
+def operator(sandbox: SandboxProcess, namespace: str) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(sandbox, namespace).start()
+    yield process
+    process.stop()
+
+
+def job(outcome: str | None, after: float = 0.3) -> dict[str, Any]:
+    """A Job template whose outcome the sandbox's Job controller decides (or the test, if None)."""
+    annotations = {}
+    if outcome:
+        annotations = {"sandbox.cutover.io/outcome": outcome, "sandbox.cutover.io/after": str(after)}
+    return {
+        "metadata": {"annotations": annotations},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "psql", "image": "postgres:16", "command": ["psql", "-c", "select 1"]}]}},
+        },
+    }
+
+
+def manifest(hooks: dict[str, Any], steps: list[dict[str, Any]] | None = None, **extra: Any) -> str:
+    spec: dict[str, Any] = {
+        "blue": {"deployment": "checkout-blue"},
+        "green": {"deployment": "checkout-green"},
+        "traffic": {"router": "replicas", "service": "checkout"},
+        "steps": steps or [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 100}],
+        "hooks": hooks,
+        **extra,
+    }
+    return yaml.safe_dump({"apiVersion": "cutover.io/v1alpha1", "kind": "Migration",
+                           "metadata": {"name": "orders"}, "spec": spec})
+
+
+def timeline(sandbox: SandboxProcess, namespace: str) -> list[str]:
+    """Job creations and replica writes, in the order the sandbox received them."""
+    out = []
+    for entry in writes(sandbox, namespace):
+        body = entry.get("body") or {}
+        if entry["resource"] == "jobs" and entry["method"] == "POST":
+            out.append(f"job {body['metadata']['labels']['cutover.io/hook']}")
+        elif entry["resource"] == "deployments" and entry["method"] == "PATCH":
+            count = (body.get("spec") or {}).get("replicas")
+            if count is not None:
+                out.append(f"{entry['name'].removeprefix('checkout-')}={count}")
+    return out
+
+
+def jobs_created(sandbox: SandboxProcess, namespace: str) -> list[str]:
+    return [e["body"]["metadata"]["name"] for e in writes(sandbox, namespace, "jobs")
+            if e["method"] == "POST"]
+
+
+def test_hooks_run_in_order_around_traffic_writes(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, APP)
+    apply_text(sandbox, namespace, manifest({
+        "preShift": [{"name": "expand", "jobTemplate": job("succeed")}],
+        "afterStep": [{"name": "check", "jobTemplate": job("succeed")}],
+        "postPromotion": [{"name": "contract", "irreversible": True,
+                           "jobTemplate": job("succeed")}],
+        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+    }, bake="1s"))
+    obj = wait_phase(sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed", "Paused",
+                     timeout=60)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert timeline(sandbox, namespace) == [
+        "job expand", "green=2", "blue=2", "job check", "green=4", "blue=0", "job check",
+        "job contract",
+    ]
+    runs = obj["status"]["hooks"]
+    assert [(r["name"], r["state"]) for r in runs] == [
+        ("expand", "Succeeded"), ("check", "Succeeded"), ("check", "Succeeded"),
+        ("contract", "Succeeded"),
+    ]
+    assert obj["status"]["rollbackAvailable"] is False
+    created = sandbox.kubectl("get", "-n", namespace, "jobs", "-o", "json").stdout
+    assert '"cutover.io/migration": "orders"' in created
+    assert '"kind": "Migration"' in created  # owner reference: Jobs go with the Migration
+
+
+def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, APP)
+    apply_text(sandbox, namespace, manifest({
+        "preShift": [{"name": "expand", "jobTemplate": job("fail")}],
+        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+    }))
+    obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    assert obj["status"]["phase"] == "RolledBack"
+    rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
+    assert rolled["reason"] == "HookFailed" and "expand" in rolled["message"]
+    line = timeline(sandbox, namespace)
+    assert line[0] == "job expand" and line[-1] == "job undo"
+    assert not [x for x in line if x.startswith("green=") and x != "green=0"]
+    assert replicas(sandbox, namespace, "checkout-blue") == 4
+
+
+def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, APP)
+    apply_text(sandbox, namespace, manifest({
+        "afterStep": [{"name": "check", "jobTemplate": job("fail")}],
+        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+    }))
+    obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    assert obj["status"]["phase"] == "RolledBack"
+    assert timeline(sandbox, namespace) == [
+        "green=2", "blue=2", "job check", "green=0", "blue=4", "job undo",
+    ]
+    events = sandbox.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
+    assert "HookFailed" in events
+
+
+def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, APP)
+    apply_text(sandbox, namespace, manifest({
+        "preShift": [{"name": "expand", "jobTemplate": job(None)}],
+    }))
+    name = wait_for(lambda: (jobs_created(sandbox, namespace) or [None])[0], timeout=30)
+    operator.kill()
+    operator.start()
+    time.sleep(3)  # the restarted operator has seen the Job running
+    sandbox.set_job_outcome(namespace, name, "succeed")
+    obj = wait_phase(sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed",
+                     timeout=60)
+    assert obj["status"]["phase"] == "Succeeded"
+    assert jobs_created(sandbox, namespace) == [name]
+
+
+def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, APP)
+    apply_text(sandbox, namespace, manifest({
+        "postPromotion": [{"name": "contract", "irreversible": True, "jobTemplate": job(None)}],
+        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+    }))
+    wait_for(lambda: not (migration(sandbox, namespace, "orders").get("status") or {})
+             .get("rollbackAvailable", True), timeout=60)
+    sandbox.kubectl("annotate", "-n", namespace, "mig/orders", "cutover.io/request=abort:x1")
+    obj = wait_phase(sandbox, namespace, "orders", "Paused", "RolledBack", timeout=30)
+    assert obj["status"]["phase"] == "Paused"
+    assert obj["status"]["reason"] == "RollbackNotAvailable"
+    assert "contract" in obj["status"]["rollbackUnavailableReason"]
+    condition = next(c for c in obj["status"]["conditions"] if c["type"] == "RollbackAvailable")
+    assert condition["status"] == "False"
+    assert replicas(sandbox, namespace, "checkout-green") == 4  # traffic stays on green
+    assert "job undo" not in timeline(sandbox, namespace)
+
+
+def test_a_hook_that_runs_past_its_timeout_fails_and_its_job_is_deleted(
+    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(sandbox, namespace, APP)
+    apply_text(sandbox, namespace, manifest({
+        "afterStep": [{"name": "check", "timeout": "2s", "jobTemplate": job(None)}],
+    }))
+    obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    check = next(r for r in obj["status"]["hooks"] if r["name"] == "check")
+    assert check["state"] == "Failed" and "timed out after 2s" in check["message"]
+    deleted = [e for e in writes(sandbox, namespace, "jobs") if e["method"] == "DELETE"]
+    assert [e["name"] for e in deleted] == [check["job"]]
