@@ -335,7 +335,8 @@ async def test_service_preflight_labels_that_cannot_tell_versions_apart(kube: Ku
 def test_registry(kube: Kube) -> None:
     assert type(router_for(Router.replicas, kube)).__name__ == "ReplicasRouter"
     assert type(router_for(Router.service, kube)).__name__ == "ServiceRouter"
-    with pytest.raises(TrafficRouterError, match="router 'istio' is not available yet"):
-        router_for(Router.istio, kube)
+    assert type(router_for(Router.gatewayapi, kube)).__name__ == "GatewayAPIRouter"
+    assert type(router_for(Router.istio, kube)).__name__ == "IstioRouter"
+    assert type(router_for(Router.nginx, kube)).__name__ == "NginxRouter"
     with pytest.raises(ValueError, match="known routers: gatewayapi, istio, nginx, replicas"):
         router_for("bogus", kube)  # type: ignore[arg-type]

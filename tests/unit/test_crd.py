@@ -75,6 +75,7 @@ def test_printer_columns_and_names() -> None:
 
 
 EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
+NOT_BUILT_IN = {"gateway.networking.k8s.io", "networking.istio.io"}
 
 
 def migrations_in(path: Path) -> list[dict[str, Any]]:
@@ -93,6 +94,10 @@ def test_every_example_is_valid(path: Path) -> None:
             errors = sorted(validator().iter_errors(document), key=str)
             assert not errors, [e.message for e in errors]
             Migration.from_manifest(document)
+        elif document["apiVersion"].split("/")[0] in NOT_BUILT_IN:
+            # kubernetes-validate knows only built-in kinds; the router tests apply these to
+            # the sandbox with their CRDs (tests/fixtures/crds).
+            assert document["kind"] in ("HTTPRoute", "VirtualService", "DestinationRule")
         else:
             kubernetes_validate.validate(document, "1.30.0", strict=True)
 

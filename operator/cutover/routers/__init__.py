@@ -10,6 +10,9 @@ from collections.abc import Callable
 from cutover.api import Router
 from cutover.kube import Kube
 from cutover.routers.base import Target, TrafficRouter, TrafficRouterError
+from cutover.routers.gatewayapi import GatewayAPIRouter
+from cutover.routers.istio import IstioRouter
+from cutover.routers.nginx import NginxRouter
 from cutover.routers.replicas import ReplicasRouter
 from cutover.routers.service import ServiceRouter
 
@@ -18,9 +21,12 @@ __all__ = ["Target", "TrafficRouter", "TrafficRouterError", "router_for"]
 _REGISTRY: dict[Router, Callable[[Kube], TrafficRouter]] = {
     Router.replicas: ReplicasRouter,
     Router.service: ServiceRouter,
+    Router.gatewayapi: GatewayAPIRouter,
+    Router.istio: IstioRouter,
+    Router.nginx: NginxRouter,
 }
-# Part of the API already, implemented by later work.
-_PLANNED = (Router.gatewayapi, Router.istio, Router.nginx)
+# Kinds that are part of the API but have no router yet (none at the moment).
+_PLANNED: tuple[Router, ...] = ()
 
 
 def router_for(kind: Router, kube: Kube) -> TrafficRouter:

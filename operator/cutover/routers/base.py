@@ -14,14 +14,17 @@ A router is the only code that moves traffic. Its contract, relied on by the rec
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cutover.api import MigrationSpec
-from cutover.kube import Kube
+from cutover.api import API_VERSION, KIND, MigrationSpec
+from cutover.core.durations import parse_duration
+from cutover.kube import Kube, KubeError
 
 log = logging.getLogger("cutover.routers")
 
@@ -215,3 +218,489 @@ def annotation_changes(
         elif current.get(key) != value:
             changes[key] = value
     return changes
+
+
+# --- shared by the weighted routers (gatewayapi, istio, nginx) -----------------------------------
+
+MANAGED_RULE = "cutover-match"
+# How often a JSON patch whose ``test`` ops failed (someone else wrote in between) is re-planned
+# from a fresh read before the router gives up and lets the reconciler retry later.
+PATCH_ATTEMPTS = 5
+
+JsonOp = dict[str, Any]
+
+
+def pointer(*parts: str | int) -> str:
+    """An RFC 6901 JSON pointer; ``/`` and ``~`` in keys (annotation names) are escaped."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def annotation_ops(obj: Mapping[str, Any], wanted: Mapping[str, str | None]) -> list[JsonOp]:
+    """JSON patch ops setting (or, for None, removing) only the annotations that differ."""
+    changes = annotation_changes(obj, wanted)
+    if not changes:
+        return []
+    current = (obj.get("metadata") or {}).get("annotations")
+    if current is None:
+        added = {k: v for k, v in changes.items() if v is not None}
+        return [{"op": "add", "path": "/metadata/annotations", "value": added}] if added else []
+    ops: list[JsonOp] = []
+    for key, value in changes.items():
+        path = pointer("metadata", "annotations", key)
+        if value is None:
+            ops.append({"op": "remove", "path": path})
+        else:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops
+
+
+async def json_patch_converge(
+    kube: Kube,
+    resource: tuple[str, str, str],
+    namespace: str,
+    name: str,
+    plan: Any,
+    *,
+    what: str,
+) -> dict[str, Any]:
+    """Reads the object, asks ``plan(obj)`` for JSON patch ops, and sends them if any.
+
+    The plan guards every list element it touches with a ``test`` op, so a write by someone else
+    in between (which may have shifted indexes) fails the patch instead of clobbering their
+    edit; then the object is read again and the plan made again. No ops: no request at all.
+    """
+    group, version, plural = resource
+    last: Exception | None = None
+    for _ in range(PATCH_ATTEMPTS):
+        obj = await kube.get(group, version, plural, namespace, name)
+        if obj is None:
+            raise TrafficRouterError(f"{what} {namespace}/{name} not found")
+        ops: list[JsonOp] = plan(obj)
+        if not ops:
+            return obj
+        try:
+            result = await kube.patch(
+                group, version, plural, namespace, name, ops, patch_type="json"
+            )
+        except KubeError as error:
+            # 422: a failed test op (the apiserver's answer); 409: a conflicting write.
+            if error.status in (409, 422):
+                last = error
+                continue
+            raise
+        log.info(
+            "route patched",
+            extra={
+                "namespace": namespace,
+                "object": name,
+                "resource": plural,
+                "paths": sorted({op["path"] for op in ops if op["op"] != "test"}),
+            },
+        )
+        return result
+    raise TrafficRouterError(
+        f"{what} {namespace}/{name} kept changing while it was being patched: {last}"
+    )
+
+
+def regex_literal(text: str) -> str:
+    """Escapes only RE2's metacharacters (``re.escape`` also escapes ``-``, which reads badly)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+def header_value_regex(exact: str | None, regex: str | None) -> str:
+    if exact is not None:
+        return regex_literal(exact)
+    return regex if regex is not None else ".*"
+
+
+def cookie_regex(name: str, value_regex: str) -> str:
+    """An RE2 pattern for a ``Cookie`` header carrying ``name=value`` anywhere in it.
+
+    Anchored and padded with ``.*`` so that it means the same under full-match (Envoy) and
+    partial-match implementations; the value stops at the next ``;``.
+    """
+    value = "[^;]*" if value_regex == ".*" else value_regex
+    if "|" in value:
+        value = f"(?:{value})"  # alternation is the one operator that binds looser than `name=`
+    return f"^(.*;\\s*)?{regex_literal(name)}={value}(;.*)?$"
+
+
+def sticky_value(target: Target) -> str:
+    """The sticky cookie's value: tied to the Migration so another Migration's cookie differs."""
+    return (target.uid.split("-")[0] or "1")[:16]
+
+
+def sticky_set_cookie(target: Target) -> str | None:
+    """The ``Set-Cookie`` value green's responses carry, or None without stickiness."""
+    sticky = target.spec.traffic.stickiness
+    if sticky is None:
+        return None
+    seconds = int(parse_duration(sticky.cookie.max_age))
+    return f"{sticky.cookie.name}={sticky_value(target)}; Max-Age={seconds}; Path=/"
+
+
+def is_sticky_set_cookie(value: Any, target: Target) -> bool:
+    sticky = target.spec.traffic.stickiness
+    name = sticky.cookie.name if sticky is not None else None
+    return isinstance(value, str) and name is not None and value.startswith(f"{name}=")
+
+
+def share_of_green(blue_weight: int, green_weight: int) -> int | None:
+    total = blue_weight + green_weight
+    if total <= 0:
+        return None
+    return round(100 * green_weight / total)
+
+
+async def service_problems(objects: Objects, target: Target, router: str) -> list[str]:
+    """spec.blue.service / spec.green.service: set, and the Services exist."""
+    ns, spec = target.namespace, target.spec
+    problems: list[str] = []
+    for role, ref in (("blue", spec.blue), ("green", spec.green)):
+        if not ref.service:
+            problems.append(
+                f"the {router} router needs spec.{role}.service: the Service that selects only"
+                f" {role}'s pods"
+            )
+        elif await objects.service(ns, ref.service) is None:
+            problems.append(f"{role} Service {ns}/{ref.service} not found")
+    if spec.blue.service and spec.blue.service == spec.green.service:
+        problems.append(f"blue and green name the same Service {spec.blue.service!r}")
+    return problems
+
+
+async def deployment_problems(objects: Objects, target: Target) -> list[str]:
+    ns, spec = target.namespace, target.spec
+    return [
+        f"{role} Deployment {ns}/{ref.deployment} not found"
+        for role, ref in (("blue", spec.blue), ("green", spec.green))
+        if await objects.deployment(ns, ref.deployment) is None
+    ]
+
+
+async def scale_green_up(objects: Objects, target: Target, total_replicas: int) -> dict[str, Any]:
+    """Green at full size (never shrunk here): weighted routers move requests, not pods."""
+    green = await objects.require_deployment(target.namespace, target.spec.green.deployment)
+    wanted = max(total_replicas, 1)
+    if replicas(green) >= wanted:
+        return green
+    return await objects.patch_deployment(green, replicas_to=wanted)
+
+
+def migration_owner(target: Target) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": target.name,
+        "uid": target.uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+class RouteTableRouter:
+    """A route object holding an ordered list of rules, one of which splits traffic between a
+    blue and a green entry by integer weights: Gateway API ``HTTPRoute.spec.rules[].backendRefs``
+    and Istio ``VirtualService.spec.http[].route``. Subclasses say where things live.
+
+    Owned fields: the ``weight`` (and the sticky-cookie response header) of the blue and green
+    entries of the weighted rule, one rule named ``cutover-match`` inserted just before it, and
+    the ``cutover.io/original`` annotation. Everything else (other rules, filters, timeouts,
+    matches, other entries' fields, other annotations) is never written.
+    """
+
+    resource: tuple[str, str, str]
+    kind: str  # for messages: "HTTPRoute", "VirtualService"
+    router: str  # "gatewayapi", "istio"
+    rules_key: str  # "rules", "http"
+    entries_key: str  # "backendRefs", "route"
+    rule_word: str  # "rule", "http route"
+    owned_entry_keys: tuple[str, ...]  # the entry fields restored from the original
+
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+        self._objects = Objects(kube)
+
+    # --- what subclasses define ---
+
+    def object_name(self, target: Target) -> str:
+        raise NotImplementedError
+
+    def wanted_rule(self, target: Target) -> str | None:
+        raise NotImplementedError
+
+    def role_of(self, entry: Mapping[str, Any], target: Target) -> str | None:
+        """ "blue", "green" or None for an entry of the weighted rule."""
+        raise NotImplementedError
+
+    def with_sticky(self, entry: dict[str, Any], set_cookie: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def without_sticky(self, entry: dict[str, Any], target: Target) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def match_conditions(self, rule: Mapping[str, Any], target: Target) -> list[dict[str, Any]]:
+        """The weighted rule's own conditions, each narrowed by every header/cookie match."""
+        raise NotImplementedError
+
+    def match_rule(
+        self, rule: Mapping[str, Any], green: Mapping[str, Any], conditions: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe_entry(self, role: str, target: Target) -> str:
+        raise NotImplementedError
+
+    # --- locating ---
+
+    def _rules(self, obj: Mapping[str, Any]) -> list[Any]:
+        rules = (obj.get("spec") or {}).get(self.rules_key)
+        return list(rules) if isinstance(rules, list) else []
+
+    def _locate(self, obj: Mapping[str, Any], target: Target) -> tuple[int, int, int]:
+        """(rule index, blue entry index, green entry index); raises naming what is wrong."""
+        where = f"{self.kind} {target.namespace}/{self.object_name(target)}"
+        rules = self._rules(obj)
+        candidates = [
+            (i, r)
+            for i, r in enumerate(rules)
+            if isinstance(r, dict) and r.get("name") != MANAGED_RULE
+        ]
+        wanted = self.wanted_rule(target)
+        if wanted is not None:
+            chosen = [i for i, r in candidates if r.get("name") == wanted]
+            if not chosen:
+                raise TrafficRouterError(f"{where} has no {self.rule_word} named {wanted!r}")
+        elif len(candidates) == 1:
+            chosen = [candidates[0][0]]
+        else:
+            chosen = [i for i, r in candidates if self._pair(r, target) is not None]
+            if len(chosen) != 1:
+                raise TrafficRouterError(
+                    f"{where} has {len(candidates)} {self.rule_word}s and"
+                    f" {len(chosen)} of them name both blue and green: set the"
+                    f" {self.rule_word}'s name in spec.traffic"
+                )
+        index = chosen[0]
+        pair = self._pair(rules[index], target)
+        if pair is None:
+            missing = [
+                self.describe_entry(role, target)
+                for role in ("blue", "green")
+                if sum(1 for e in self._entries(rules[index]) if self.role_of(e, target) == role)
+                != 1
+            ]
+            raise TrafficRouterError(
+                f"{where} {self.rule_word} {index} needs exactly one entry for each of"
+                f" {' and '.join(missing)}"
+            )
+        return index, pair[0], pair[1]
+
+    def _entries(self, rule: Mapping[str, Any]) -> list[Any]:
+        entries = rule.get(self.entries_key)
+        return list(entries) if isinstance(entries, list) else []
+
+    def _pair(self, rule: Mapping[str, Any], target: Target) -> tuple[int, int] | None:
+        roles = [
+            self.role_of(e, target) if isinstance(e, dict) else None for e in self._entries(rule)
+        ]
+        if roles.count("blue") != 1 or roles.count("green") != 1:
+            return None
+        return roles.index("blue"), roles.index("green")
+
+    @staticmethod
+    def _weight(entry: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
+    # --- planning ---
+
+    def _original_entries(
+        self, obj: Mapping[str, Any], target: Target
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        saved = load_original(obj)
+        spec = saved.get("spec") if saved else None
+        if not isinstance(spec, dict):
+            return None
+        try:
+            index, b, g = self._locate({"spec": spec}, target)
+        except TrafficRouterError:
+            return None
+        entries = self._entries(self._rules({"spec": spec})[index])
+        return dict(entries[b]), dict(entries[g])
+
+    def _restored(self, entry: Mapping[str, Any], original: Mapping[str, Any]) -> dict[str, Any]:
+        """``entry`` with the owned keys exactly as they were (absent stays absent)."""
+        result = dict(entry)
+        for key in self.owned_entry_keys:
+            if key in original:
+                result[key] = copy.deepcopy(original[key])
+            else:
+                result.pop(key, None)
+        return result
+
+    def plan(self, obj: Mapping[str, Any], target: Target, mode: str, weight: int) -> list[JsonOp]:
+        """JSON patch ops bringing the object to ``mode``: "prepare", "set" (to ``weight``),
+        "restore" (the original entries, all traffic on blue) or "retire" (green 100)."""
+        meta_ops: dict[str, str | None]
+        if mode in ("prepare", "set"):
+            meta_ops = {}
+            if ORIGINAL_ANNOTATION not in annotations_of(obj):
+                meta_ops[ORIGINAL_ANNOTATION] = dump_original({"spec": obj.get("spec") or {}})
+        else:
+            meta_ops = {ORIGINAL_ANNOTATION: None}
+        ops = annotation_ops(obj, meta_ops)
+        if mode == "prepare":
+            return ops
+        rules = self._rules(obj)
+        index, b, g = self._locate(obj, target)
+        rule = rules[index]
+        new_rule = copy.deepcopy(rule)
+        entries = self._entries(new_rule)
+        blue, green = dict(entries[b]), dict(entries[g])
+        managed: dict[str, Any] | None = None
+        if mode == "set":
+            blue["weight"], green["weight"] = 100 - weight, weight
+            set_cookie = sticky_set_cookie(target)
+            if set_cookie is not None:
+                green = self.with_sticky(green, set_cookie)
+            conditions = self.match_conditions(rule, target)
+            if conditions:
+                managed = self.match_rule(rule, green, conditions)
+        else:
+            original = self._original_entries(obj, target)
+            if original is None:
+                blue, green = self.without_sticky(blue, target), self.without_sticky(green, target)
+            else:
+                blue, green = self._restored(blue, original[0]), self._restored(green, original[1])
+            if mode == "retire":
+                blue["weight"], green["weight"] = 0, 100
+            elif share_of_green(self._weight(blue), self._weight(green)) != 0:
+                # Restoring must leave all traffic on blue, whatever the route said before.
+                log.warning(
+                    "original weights not restored: they send traffic to green",
+                    extra={"namespace": target.namespace, "object": self.object_name(target)},
+                )
+                blue["weight"], green["weight"] = 100, 0
+        entries[b], entries[g] = blue, green
+        new_rule[self.entries_key] = entries
+        return self._list_ops(rules, index, rule, new_rule, managed) + ops
+
+    def _list_ops(
+        self,
+        rules: list[Any],
+        index: int,
+        rule: Any,
+        new_rule: dict[str, Any],
+        managed: dict[str, Any] | None,
+    ) -> list[JsonOp]:
+        base = ("spec", self.rules_key)
+        present = [
+            k for k, r in enumerate(rules) if isinstance(r, dict) and r.get("name") == MANAGED_RULE
+        ]
+        keep_managed = (
+            managed is not None and present == [index - 1] and rules[index - 1] == managed
+        )
+        changes: list[JsonOp] = []
+        tests: list[JsonOp] = []
+        if new_rule != rule:
+            changes.append({"op": "replace", "path": pointer(*base, index), "value": new_rule})
+        if not keep_managed and (present or managed is not None):
+            for k in sorted(present, reverse=True):
+                tests.append({"op": "test", "path": pointer(*base, k), "value": rules[k]})
+                changes.append({"op": "remove", "path": pointer(*base, k)})
+            if managed is not None:
+                at = index - sum(1 for k in present if k < index)
+                changes.append({"op": "add", "path": pointer(*base, at), "value": managed})
+        if not changes:
+            return []
+        # The weighted rule is tested whole: if anyone changed it (or shifted it) since the
+        # read, the patch fails and is planned again, so their edit is never overwritten.
+        return [{"op": "test", "path": pointer(*base, index), "value": rule}, *tests, *changes]
+
+    async def _converge(self, target: Target, mode: str, weight: int = 0) -> dict[str, Any]:
+        return await json_patch_converge(
+            self._kube,
+            self.resource,
+            target.namespace,
+            self.object_name(target),
+            lambda obj: self.plan(obj, target, mode, weight),
+            what=self.kind,
+        )
+
+    async def _route(self, target: Target) -> dict[str, Any] | None:
+        group, version, plural = self.resource
+        return await self._kube.get(
+            group, version, plural, target.namespace, self.object_name(target)
+        )
+
+    # --- the contract ---
+
+    async def preflight(self, target: Target) -> list[str]:
+        problems = await deployment_problems(self._objects, target)
+        problems += await service_problems(self._objects, target, self.router)
+        try:
+            route = await self._route(target)
+        except KubeError as error:
+            # 404 on the whole kind (CRD not installed) comes back as None; others end here.
+            return [
+                *problems,
+                f"{self.kind} {target.namespace}/{self.object_name(target)}: {error}",
+            ]
+        if route is None:
+            problems.append(f"{self.kind} {target.namespace}/{self.object_name(target)} not found")
+        elif not problems:
+            try:
+                self._locate(route, target)
+            except TrafficRouterError as error:
+                problems.append(str(error))
+        return problems
+
+    async def prepare(self, target: Target, total_replicas: int) -> None:
+        # The original goes on record before anything changes, so a crash in between is safe.
+        await self._converge(target, "prepare")
+        await scale_green_up(self._objects, target, total_replicas)
+
+    async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
+        if not 0 <= weight <= 100:
+            raise TrafficRouterError(f"weight {weight} is outside 0..100")
+        green = await scale_green_up(self._objects, target, total_replicas)
+        if weight > 0 and available(green) == 0:
+            current = await self.get_weight(target)
+            if current != weight:
+                raise NotReady(
+                    f"Deployment {target.namespace}/{target.spec.green.deployment} has no"
+                    f" available pod yet: {self.kind} {target.namespace}/"
+                    f"{self.object_name(target)} sends it no traffic until it has"
+                )
+        await self._converge(target, "set", weight)
+
+    async def get_weight(self, target: Target) -> int | None:
+        route = await self._route(target)
+        if route is None:
+            return None
+        try:
+            index, b, g = self._locate(route, target)
+        except TrafficRouterError:
+            return None
+        entries = self._entries(self._rules(route)[index])
+        return share_of_green(self._weight(entries[b]), self._weight(entries[g]))
+
+    async def verify(self, target: Target, weight: int) -> bool | None:
+        observed = await self.get_weight(target)
+        return None if observed is None else observed == weight
+
+    async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
+        # One write: blue's weight back (all traffic on blue), the match rule and the sticky
+        # header gone, the annotation removed. Only then is green scaled down.
+        await self._converge(target, "restore")
+        if scale_down_green:
+            green = await self._objects.deployment(target.namespace, target.spec.green.deployment)
+            if green is not None:
+                await self._objects.patch_deployment(green, replicas_to=0)
+
+    async def retire_blue(self, target: Target, total_replicas: int) -> None:
+        await self._converge(target, "retire")
+        blue = await self._objects.deployment(target.namespace, target.spec.blue.deployment)
+        if blue is not None:
+            await self._objects.patch_deployment(blue, replicas_to=0)

@@ -1,0 +1,603 @@
+"""The traffic-router contract for the weighted routers (gatewayapi, istio, nginx) on the sandbox.
+
+Each runs over a route object with more than the router owns (other rules, filters, timeouts,
+annotations, Argo CD tracking metadata), so "only the owned fields change" is checked for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cutover.api import MigrationSpec, Router, SpecInvalid, parse_spec
+from cutover.kube import Kube
+from cutover.routers import router_for
+from cutover.routers.base import MANAGED_RULE, ORIGINAL_ANNOTATION, Target, TrafficRouter
+from cutover.sandbox import SandboxCluster
+
+NS = "default"
+BLUE, GREEN = "checkout-blue", "checkout-green"
+CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "crds"
+WEIGHTS = [0, 1, 33, 50, 99, 100]
+WEIGHTED = [Router.gatewayapi, Router.istio, Router.nginx]
+ROUTE = {
+    Router.gatewayapi: ("gateway.networking.k8s.io", "v1", "httproutes", "checkout"),
+    Router.istio: ("networking.istio.io", "v1beta1", "virtualservices", "checkout"),
+    Router.nginx: ("networking.k8s.io", "v1", "ingresses", "checkout"),
+}
+CANARY = "checkout-cutover-canary"
+USER_NOTES = {"team.example.com/owner": "payments", "argocd.argoproj.io/tracking-id": "shop:x"}
+
+HTTP_ROUTE: dict[str, Any] = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "HTTPRoute",
+    "metadata": {"name": "checkout", "annotations": dict(USER_NOTES)},
+    "spec": {
+        "parentRefs": [{"name": "public"}],
+        "hostnames": ["shop.example.com"],
+        "rules": [
+            {
+                "name": "admin",
+                "matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                "backendRefs": [{"name": "admin", "port": 80}],
+            },
+            {
+                "name": "main",
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "filters": [
+                    {
+                        "type": "RequestHeaderModifier",
+                        "requestHeaderModifier": {"set": [{"name": "X-Env", "value": "prod"}]},
+                    }
+                ],
+                "timeouts": {"request": "10s"},
+                "backendRefs": [
+                    {"name": BLUE, "port": 80, "weight": 100},
+                    {"name": GREEN, "port": 80, "weight": 0},
+                ],
+            },
+        ],
+    },
+}
+VIRTUAL_SERVICE: dict[str, Any] = {
+    "apiVersion": "networking.istio.io/v1beta1",
+    "kind": "VirtualService",
+    "metadata": {"name": "checkout", "annotations": dict(USER_NOTES)},
+    "spec": {
+        "hosts": ["checkout"],
+        "http": [
+            {
+                "name": "admin",
+                "match": [{"uri": {"prefix": "/admin"}}],
+                "route": [{"destination": {"host": "admin"}}],
+            },
+            {
+                "name": "main",
+                "timeout": "10s",
+                "retries": {"attempts": 3},
+                "route": [
+                    {"destination": {"host": BLUE}, "weight": 100},
+                    {"destination": {"host": GREEN}, "weight": 0},
+                ],
+            },
+        ],
+    },
+}
+INGRESS: dict[str, Any] = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "Ingress",
+    "metadata": {
+        "name": "checkout",
+        "labels": {"app.kubernetes.io/instance": "shop", "tier": "web"},
+        "annotations": {**USER_NOTES, "nginx.ingress.kubernetes.io/proxy-body-size": "8m"},
+    },
+    "spec": {
+        "ingressClassName": "nginx",
+        "rules": [
+            {
+                "host": "shop.example.com",
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": BLUE, "port": {"number": 80}}},
+                        },
+                        {
+                            "path": "/admin",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": "admin", "port": {"number": 80}}},
+                        },
+                    ]
+                },
+            }
+        ],
+    },
+}
+OBJECTS = {Router.gatewayapi: HTTP_ROUTE, Router.istio: VIRTUAL_SERVICE, Router.nginx: INGRESS}
+
+
+def _deployment(name: str, version: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": "checkout", "version": version}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": f"shop:{version}"}]},
+            },
+        },
+    }
+
+
+def _service(name: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": "checkout", "version": version}, "ports": [{"port": 80}]},
+    }
+
+
+def _target(kind: Router, **traffic: Any) -> Target:
+    settings: dict[Router, dict[str, Any]] = {
+        Router.gatewayapi: {"gatewayAPI": {"httpRoute": "checkout", "rule": "main"}},
+        Router.istio: {"istio": {"virtualService": "checkout", "route": "main"}},
+        Router.nginx: {"nginx": {"ingress": "checkout"}},
+    }
+    spec = MigrationSpec.model_validate(
+        {
+            "blue": {"deployment": BLUE, "service": BLUE},
+            "green": {"deployment": GREEN, "service": GREEN},
+            "traffic": {"router": kind.value, **settings[kind], **traffic},
+            "steps": [{"setWeight": 100}],
+        }
+    )
+    return Target(NS, "checkout", "0a1b2c3d-uid", spec)
+
+
+async def _world(kube: Kube, kind: Router, total: int = 4) -> TrafficRouter:
+    for path in sorted(CRDS.glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        await kube.create("apiextensions.k8s.io", "v1", "customresourcedefinitions", None, body)  # type: ignore[arg-type]
+    await kube.create("apps", "v1", "deployments", NS, _deployment(BLUE, "blue", total))
+    await kube.create("apps", "v1", "deployments", NS, _deployment(GREEN, "green", 0))
+    await kube.create("", "v1", "services", NS, _service(BLUE, "blue"))
+    await kube.create("", "v1", "services", NS, _service(GREEN, "green"))
+    group, version, plural, _ = ROUTE[kind]
+    await kube.create(group, version, plural, NS, copy.deepcopy(OBJECTS[kind]))
+    await _settled(kube)
+    return router_for(kind, kube)
+
+
+async def _settled(kube: Kube, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = []
+        for name in (BLUE, GREEN):
+            obj = await kube.get("apps", "v1", "deployments", NS, name)
+            assert obj is not None
+            status = obj.get("status") or {}
+            if (status.get("availableReplicas") or 0) != obj["spec"]["replicas"]:
+                pending.append(name)
+        if not pending:
+            return
+        assert time.monotonic() < deadline, f"not settled: {pending}"
+        await asyncio.sleep(0.02)
+
+
+async def _route(kube: Kube, kind: Router, name: str | None = None) -> dict[str, Any] | None:
+    group, version, plural, default = ROUTE[kind]
+    return await kube.get(group, version, plural, NS, name or default)
+
+
+async def _replicas(kube: Kube, name: str) -> int:
+    obj = await kube.get("apps", "v1", "deployments", NS, name)
+    assert obj is not None
+    return int(obj["spec"]["replicas"])
+
+
+def _mark(cluster: SandboxCluster) -> int:
+    return int(cluster.log.stats()["last_seq"])
+
+
+def _writes(cluster: SandboxCluster, since: int) -> list[dict[str, Any]]:
+    return [
+        w
+        for w in cluster.requests_since(since)
+        if w["method"] in ("POST", "PUT", "PATCH", "DELETE") and w["code"] < 300
+    ]
+
+
+def _weights(kind: Router, route: dict[str, Any]) -> tuple[int, int] | None:
+    if kind is Router.gatewayapi:
+        refs = {r["name"]: r.get("weight") for r in route["spec"]["rules"][-1]["backendRefs"]}
+        return refs[BLUE], refs[GREEN]
+    if kind is Router.istio:
+        dests = {
+            d["destination"]["host"]: d.get("weight") for d in route["spec"]["http"][-1]["route"]
+        }
+        return dests[BLUE], dests[GREEN]
+    return None
+
+
+@pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
+async def test_contract(kube: Kube, cluster: SandboxCluster, kind: Router) -> None:
+    router = await _world(kube, kind)
+    target = _target(kind)
+    assert await router.preflight(target) == []
+    before = await _route(kube, kind)
+    assert before is not None
+
+    await router.prepare(target, 4)
+    mark = _mark(cluster)
+    await router.prepare(target, 4)  # idempotent
+    assert _writes(cluster, mark) == []
+    assert await _replicas(kube, GREEN) == 4
+    saved = await _route(kube, kind)
+    assert saved is not None and ORIGINAL_ANNOTATION in saved["metadata"]["annotations"]
+    assert saved["spec"] == before["spec"]
+    await _settled(kube)
+
+    for weight in WEIGHTS:
+        await router.set_weight(target, weight, 4)
+        assert await router.get_weight(target) == weight
+        assert await router.verify(target, weight) is True
+        route = await _route(kube, kind)
+        assert route is not None
+        weights = _weights(kind, route)
+        assert weights in (None, (100 - weight, weight))
+        mark = _mark(cluster)
+        await router.set_weight(target, weight, 4)
+        assert _writes(cluster, mark) == [], f"second set_weight({weight}) wrote"
+
+    await router.set_weight(target, 50, 4)
+    assert await router.verify(target, 0) is False
+    await router.restore(target, 4, True)
+    after = await _route(kube, kind)
+    assert after is not None
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert after["metadata"].get("labels") == before["metadata"].get("labels")
+    if kind is Router.nginx:
+        assert await _route(kube, kind, CANARY) is None
+    assert await router.get_weight(target) == 0
+    assert await _replicas(kube, GREEN) == 0
+    assert await _replicas(kube, BLUE) == 4
+    mark = _mark(cluster)
+    await router.restore(target, 4, True)  # idempotent
+    assert _writes(cluster, mark) == []
+
+
+@pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
+async def test_retire_blue_keeps_green_at_100(
+    kube: Kube, cluster: SandboxCluster, kind: Router
+) -> None:
+    router = await _world(kube, kind)
+    target = _target(kind, match=[{"name": "X-Canary", "exact": "1"}])
+    await router.prepare(target, 4)
+    await _settled(kube)
+    await router.set_weight(target, 50, 4)
+    await router.set_weight(target, 100, 4)
+    await router.retire_blue(target, 4)
+    assert await router.get_weight(target) == 100
+    assert await _replicas(kube, BLUE) == 0
+    route = await _route(kube, kind)
+    assert route is not None
+    assert ORIGINAL_ANNOTATION not in route["metadata"]["annotations"]
+    assert MANAGED_RULE not in str(route["spec"])
+    if kind is Router.nginx:
+        assert await _route(kube, kind, CANARY) is None
+        backends = [
+            p["backend"]["service"]["name"] for p in route["spec"]["rules"][0]["http"]["paths"]
+        ]
+        assert backends == [GREEN, "admin"]
+    else:
+        assert _weights(kind, route) == (0, 100)
+    mark = _mark(cluster)
+    await router.retire_blue(target, 4)
+    assert _writes(cluster, mark) == []
+
+
+@pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio], ids=["gatewayapi", "istio"])
+async def test_edits_by_others_survive(kube: Kube, cluster: SandboxCluster, kind: Router) -> None:
+    router = await _world(kube, kind)
+    target = _target(kind)
+    group, version, plural, name = ROUTE[kind]
+    await router.prepare(target, 4)
+    await _settled(kube)
+    await router.set_weight(target, 10, 4)
+    key = "rules" if kind is Router.gatewayapi else "http"
+    # Someone else inserts a rule at the front (every index shifts) and edits the weighted one.
+    extra = copy.deepcopy(OBJECTS[kind]["spec"][key][0])
+    extra["name"] = "docs"
+    timeout = ["timeouts", "request"] if kind is Router.gatewayapi else ["timeout"]
+    await kube.patch(
+        group,
+        version,
+        plural,
+        NS,
+        name,
+        [
+            {"op": "add", "path": f"/spec/{key}/0", "value": extra},
+            {"op": "replace", "path": f"/spec/{key}/2/" + "/".join(timeout), "value": "30s"},
+            {"op": "add", "path": "/metadata/labels", "value": {"tier": "web"}},
+        ],
+        patch_type="json",
+    )
+    await router.set_weight(target, 60, 4)
+    assert await router.get_weight(target) == 60
+    await router.restore(target, 4, True)
+    now = await _route(kube, kind)
+    assert now is not None
+    assert [r["name"] for r in now["spec"][key]] == ["docs", "admin", "main"]
+    rule = now["spec"][key][2]
+    assert (rule["timeouts"]["request"] if kind is Router.gatewayapi else rule["timeout"]) == "30s"
+    assert now["metadata"]["labels"] == {"tier": "web"}
+    assert _weights(kind, now) == (100, 0)
+
+
+async def test_a_concurrent_write_between_read_and_patch_is_not_lost(kube: Kube) -> None:
+    router = await _world(kube, Router.gatewayapi)
+    target = _target(Router.gatewayapi, match=[{"name": "X-Canary", "exact": "1"}])
+    group, version, plural, name = ROUTE[Router.gatewayapi]
+    real_get = kube.get
+    raced = False
+
+    async def racing_get(*args: Any) -> dict[str, Any] | None:
+        nonlocal raced
+        obj = await real_get(*args)
+        if args[2] == plural and not raced:
+            raced = True  # another writer slips in right after our read: indexes shift
+            extra = {"name": "docs", "backendRefs": [{"name": "docs", "port": 80}]}
+            await kube.patch(
+                group,
+                version,
+                plural,
+                NS,
+                name,
+                [{"op": "add", "path": "/spec/rules/0", "value": extra}],
+                patch_type="json",
+            )
+        return obj
+
+    await router.prepare(target, 4)
+    await _settled(kube)
+    kube.get = racing_get  # type: ignore[method-assign,assignment]
+    await router.set_weight(target, 30, 4)
+    kube.get = real_get  # type: ignore[method-assign]
+    route = await _route(kube, Router.gatewayapi)
+    assert route is not None
+    assert [r.get("name") for r in route["spec"]["rules"]] == [
+        "docs",
+        "admin",
+        MANAGED_RULE,
+        "main",
+    ]
+    assert await router.get_weight(target) == 30
+
+
+async def test_gatewayapi_match_and_sticky_rules(kube: Kube, cluster: SandboxCluster) -> None:
+    router = await _world(kube, Router.gatewayapi)
+    target = _target(
+        Router.gatewayapi,
+        match=[{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}],
+        stickiness={"cookie": {"name": "cutover-green", "maxAge": "1h"}},
+    )
+    before = await _route(kube, Router.gatewayapi)
+    assert before is not None
+    await router.prepare(target, 4)
+    await _settled(kube)
+    await router.set_weight(target, 0, 4)
+    route = await _route(kube, Router.gatewayapi)
+    assert route is not None
+    rules = route["spec"]["rules"]
+    assert [r["name"] for r in rules] == ["admin", MANAGED_RULE, "main"]
+    managed = rules[1]
+    assert managed["backendRefs"] == [{"name": GREEN, "port": 80}]
+    assert managed["timeouts"] == {"request": "10s"} and managed["filters"] == rules[2]["filters"]
+    headers = [m["headers"][-1] for m in managed["matches"]]
+    assert all(m["path"] == {"type": "PathPrefix", "value": "/"} for m in managed["matches"])
+    assert headers[0] == {"type": "Exact", "name": "X-Canary", "value": "1"}
+    assert headers[1]["name"] == "Cookie" and "beta=" in headers[1]["value"]
+    assert headers[2]["name"] == "Cookie" and "cutover-green=0a1b2c3d" in headers[2]["value"]
+    green_ref = rules[2]["backendRefs"][1]
+    assert green_ref["filters"] == [
+        {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {
+                "add": [
+                    {"name": "Set-Cookie", "value": "cutover-green=0a1b2c3d; Max-Age=3600; Path=/"}
+                ]
+            },
+        }
+    ]
+    assert await router.get_weight(target) == 0
+    await router.set_weight(target, 25, 4)
+    mark = _mark(cluster)
+    await router.set_weight(target, 25, 4)
+    assert _writes(cluster, mark) == []
+    await router.restore(target, 4, True)
+    after = await _route(kube, Router.gatewayapi)
+    assert after is not None and after["spec"] == before["spec"]
+
+
+async def test_istio_match_and_sticky_routes(kube: Kube) -> None:
+    router = await _world(kube, Router.istio)
+    target = _target(
+        Router.istio,
+        match=[{"name": "X-Canary", "regex": "yes|1"}],
+        stickiness={"cookie": {"name": "sticky", "maxAge": "10m"}},
+    )
+    before = await _route(kube, Router.istio)
+    assert before is not None
+    await router.prepare(target, 4)
+    await _settled(kube)
+    await router.set_weight(target, 5, 4)
+    route = await _route(kube, Router.istio)
+    assert route is not None
+    http = route["spec"]["http"]
+    assert [r["name"] for r in http] == ["admin", MANAGED_RULE, "main"]
+    assert http[1]["route"] == [{"destination": {"host": GREEN}, "weight": 100}]
+    assert http[1]["timeout"] == "10s" and http[1]["retries"] == {"attempts": 3}
+    assert http[1]["match"][0]["headers"] == {"x-canary": {"regex": "yes|1"}}
+    assert "sticky=0a1b2c3d" in http[1]["match"][1]["headers"]["cookie"]["regex"]
+    assert http[2]["route"][1]["headers"] == {
+        "response": {"add": {"Set-Cookie": "sticky=0a1b2c3d; Max-Age=600; Path=/"}}
+    }
+    await router.restore(target, 4, False)
+    after = await _route(kube, Router.istio)
+    assert after is not None and after["spec"] == before["spec"]
+    assert await _replicas(kube, GREEN) == 4  # not asked to scale green down
+
+
+async def test_istio_subsets_name_the_versions(kube: Kube) -> None:
+    router = await _world(kube, Router.istio)
+    group, version, plural, name = ROUTE[Router.istio]
+    dests = [
+        {"destination": {"host": "checkout", "subset": "blue"}, "weight": 100},
+        {"destination": {"host": "checkout", "subset": "green"}},
+    ]
+    await kube.patch(
+        group,
+        version,
+        plural,
+        NS,
+        name,
+        [{"op": "replace", "path": "/spec/http/1/route", "value": dests}],
+        patch_type="json",
+    )
+    target = _target(Router.istio)
+    assert await router.preflight(target) == []
+    await router.prepare(target, 4)
+    await _settled(kube)
+    await router.set_weight(target, 40, 4)
+    assert await router.get_weight(target) == 40
+    await router.restore(target, 4, True)
+    route = await _route(kube, Router.istio)
+    assert route is not None and route["spec"]["http"][1]["route"] == dests
+
+
+async def test_nginx_canary_ingress(kube: Kube, cluster: SandboxCluster) -> None:
+    router = await _world(kube, Router.nginx)
+    target = _target(
+        Router.nginx,
+        match=[{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}],
+        stickiness={"cookie": {"name": "cutover-green", "maxAge": "1h"}},
+    )
+    before = await _route(kube, Router.nginx)
+    assert before is not None
+    await router.prepare(target, 4)
+    await _settled(kube)
+    await router.set_weight(target, 20, 4)
+    canary = await _route(kube, Router.nginx, CANARY)
+    assert canary is not None
+    meta = canary["metadata"]
+    assert meta["ownerReferences"][0]["kind"] == "Migration"
+    assert meta["ownerReferences"][0]["uid"] == target.uid
+    assert meta["labels"] == {"tier": "web"}  # Argo CD's tracking label not copied
+    notes = meta["annotations"]
+    assert not any(k.startswith("argocd.argoproj.io/") for k in notes)
+    assert ORIGINAL_ANNOTATION not in notes
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert {k.removeprefix(prefix): v for k, v in notes.items() if k.startswith(prefix)} == {
+        "proxy-body-size": "8m",
+        "canary": "true",
+        "canary-weight": "20",
+        "canary-by-header": "X-Canary",
+        "canary-by-header-value": "1",
+        "canary-by-cookie": "beta",
+        "affinity": "cookie",
+        "affinity-canary-behavior": "sticky",
+        "session-cookie-name": "cutover-green",
+        "session-cookie-max-age": "3600",
+    }
+    paths = canary["spec"]["rules"][0]["http"]["paths"]
+    assert [p["backend"]["service"]["name"] for p in paths] == [GREEN]  # admin path left out
+    stable = await _route(kube, Router.nginx)
+    assert stable is not None and stable["spec"] == before["spec"]
+    mark = _mark(cluster)
+    await router.set_weight(target, 20, 4)
+    assert _writes(cluster, mark) == []
+    await router.restore(target, 4, True)
+    assert await _route(kube, Router.nginx, CANARY) is None
+
+
+@pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
+async def test_preflight_names_missing_objects(kube: Kube, kind: Router) -> None:
+    router = await _world(kube, kind)
+    group, version, plural, name = ROUTE[kind]
+    await kube.delete(group, version, plural, NS, name)
+    await kube.delete("", "v1", "services", NS, GREEN)
+    problems = await router.preflight(_target(kind))
+    assert any(f"Service {NS}/{GREEN} not found" in p for p in problems), problems
+    assert any(f"{NS}/checkout not found" in p for p in problems), problems
+    spec = _target(kind).spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    del spec["green"]["service"]
+    bare = Target(NS, "checkout", "uid", MigrationSpec.model_validate(spec))
+    assert any("spec.green.service" in p for p in await router.preflight(bare))
+
+
+@pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio], ids=["gatewayapi", "istio"])
+async def test_preflight_rule_without_both_services(kube: Kube, kind: Router) -> None:
+    router = await _world(kube, kind)
+    group, version, plural, name = ROUTE[kind]
+    key, entries = ("rules", "backendRefs") if kind is Router.gatewayapi else ("http", "route")
+    await kube.patch(
+        group,
+        version,
+        plural,
+        NS,
+        name,
+        [{"op": "remove", "path": f"/spec/{key}/1/{entries}/1"}],
+        patch_type="json",
+    )
+    problems = await router.preflight(_target(kind))
+    assert len(problems) == 1 and f"{NS}/checkout" in problems[0] and "green" in problems[0]
+    named = _target(
+        kind,
+        **(
+            {"gatewayAPI": {"httpRoute": "checkout", "rule": "nope"}}
+            if kind is Router.gatewayapi
+            else {"istio": {"virtualService": "checkout", "route": "nope"}}
+        ),
+    )
+    assert "named 'nope'" in (await router.preflight(named))[0]
+
+
+async def test_nginx_preflight_rejects_matches_it_cannot_express(kube: Kube) -> None:
+    router = await _world(kube, Router.nginx)
+    target = _target(
+        Router.nginx,
+        match=[
+            {"name": "a", "exact": "1"},
+            {"name": "b", "exact": "2"},
+            {"name": "c", "cookie": True, "exact": "x"},
+        ],
+    )
+    problems = await router.preflight(target)
+    assert any("at most one header" in p for p in problems)
+    assert any("'always'" in p for p in problems)
+
+
+@pytest.mark.parametrize("kind", ["replicas", "service"])
+def test_stickiness_is_invalid_for_routers_below_http(kind: str) -> None:
+    with pytest.raises(SpecInvalid, match="cannot keep users on green"):
+        parse_spec(
+            {
+                "blue": {"deployment": "a"},
+                "green": {"deployment": "b"},
+                "traffic": {"router": kind, "service": "s", "stickiness": {"cookie": {}}},
+                "steps": [{"setWeight": 100}],
+            }
+        )
