@@ -3,19 +3,30 @@
 Providers are blocking (``prometheus-api-client`` uses ``requests``), so every query runs in a
 bounded thread pool and never on the event loop. Credentials come from Secrets in the
 Migration's namespace only; they are passed to providers and never logged.
+
+Providers are kept between checks (one per address, timeout, TLS setting and credentials), so a
+gate checked every second reuses its HTTP connection instead of opening a new one each time.
+A failing check never raises: whatever goes wrong becomes a ``Reading`` of kind ``error`` (or
+``no_data``), and ``core.gates`` decides what that means for the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from cutover.api import CompareTest, Gate, MigrationSpec, PrometheusQuery
+from cutover.api import CompareTest, Gate, MigrationSpec, PrometheusQuery, SecretKeyRef
 from cutover.core.durations import parse_duration
 from cutover.core.gates import Reading
 from cutover.core.promql import TemplateError, render_query
@@ -33,8 +44,11 @@ log = logging.getLogger("cutover.gates")
 T = TypeVar("T")
 ProviderFactory = Callable[..., MetricProvider]
 # Mann-Whitney compares series sampled at this many points over the gate's window.
-_RANGE_POINTS = 30
-_SECRET_TTL = 60.0
+RANGE_POINTS = 30
+# Prometheus' range API takes whole seconds; finer steps only repeat samples.
+MIN_RANGE_STEP = 1.0
+SECRET_TTL = 60.0
+MAX_PROVIDERS = 64
 
 
 def query_variables(
@@ -61,6 +75,26 @@ def rendered_queries(
     return query, baseline
 
 
+def range_step(window_seconds: float) -> float:
+    """Seconds between two points of a Mann-Whitney range query over ``window_seconds``."""
+    return max(window_seconds / RANGE_POINTS, MIN_RANGE_STEP)
+
+
+class _SecretProblem(Exception):
+    """A Secret a gate needs cannot be read; ``field`` is the spec path that names it."""
+
+    def __init__(self, field: str, error: KubeError) -> None:
+        super().__init__(f"{field}: {error}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    bearer_token: str | None = None
+    basic_auth: tuple[str, str] | None = None
+    ca_bundle: str | None = None
+
+
 class GateChecker:
     def __init__(
         self,
@@ -68,82 +102,148 @@ class GateChecker:
         *,
         max_workers: int = 8,
         provider_factory: ProviderFactory = provider_for,
+        secret_ttl: float = SECRET_TTL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kube = kube
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gates")
         self._factory = provider_factory
+        self._secret_ttl = secret_ttl
+        self._clock = clock
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
+        # Keyed by everything the provider is built from, credentials included (memory only).
+        self._providers: OrderedDict[tuple[Any, ...], MetricProvider] = OrderedDict()
+        self._ca_files: dict[str, str] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        while self._providers:
+            _, provider = self._providers.popitem()
+            _close(provider)
+        for path in self._ca_files.values():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._ca_files.clear()
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def _secret(self, namespace: str, name: str, key: str) -> str:
-        cache_key = (namespace, name, key)
+    # --- credentials ---
+
+    async def _secret(self, namespace: str, ref: SecretKeyRef) -> str:
+        cache_key = (namespace, ref.name, ref.key)
         cached = self._secrets.get(cache_key)
-        if cached and time.monotonic() - cached[0] < _SECRET_TTL:
+        if cached and self._clock() - cached[0] < self._secret_ttl:
             return cached[1]
-        value = await self._kube.read_secret_key(namespace, name, key)
-        self._secrets[cache_key] = (time.monotonic(), value)
+        value = await self._kube.read_secret_key(namespace, ref.name, ref.key)
+        self._secrets[cache_key] = (self._clock(), value)
         return value
 
-    async def _provider(self, namespace: str, query: PrometheusQuery) -> MetricProvider:
+    async def _credentials(self, namespace: str, query: PrometheusQuery, path: str) -> _Credentials:
+        """The gate's credentials; raises _SecretProblem naming the field of the missing one."""
+
+        async def read(field: str, ref: SecretKeyRef) -> str:
+            try:
+                return await self._secret(namespace, ref)
+            except KubeError as error:
+                raise _SecretProblem(f"{path}.{field}", error) from None
+
+        auth = query.auth
+        bearer: str | None = None
+        basic: tuple[str, str] | None = None
+        if auth is not None and auth.bearer_token is not None:
+            bearer = await read("auth.bearerToken", auth.bearer_token)
+        elif auth is not None and auth.username is not None and auth.password is not None:
+            basic = (
+                await read("auth.username", auth.username),
+                await read("auth.password", auth.password),
+            )
+        ca = await read("ca", query.ca) if query.ca is not None else None
+        return _Credentials(bearer, basic, ca)
+
+    def _ca_file(self, bundle: str) -> str:
+        digest = hashlib.sha256(bundle.encode()).hexdigest()
+        path = self._ca_files.get(digest)
+        if path is None:
+            handle, path = tempfile.mkstemp(prefix="cutover-ca-", suffix=".pem")
+            with os.fdopen(handle, "w") as out:
+                out.write(bundle)
+            self._ca_files[digest] = path
+        return path
+
+    async def _provider(self, namespace: str, query: PrometheusQuery, path: str) -> MetricProvider:
+        credentials = await self._credentials(namespace, query, path)
+        timeout = parse_duration(query.timeout)
+        key = (query.address, timeout, query.insecure_skip_verify, credentials)
+        provider = self._providers.get(key)
+        if provider is not None:
+            self._providers.move_to_end(key)
+            return provider
         options: dict[str, Any] = {
             "address": query.address,
-            "timeout": parse_duration(query.timeout),
+            "timeout": timeout,
             "insecure_skip_verify": query.insecure_skip_verify,
         }
-        auth = query.auth
-        if auth is not None and auth.bearer_token is not None:
-            ref = auth.bearer_token
-            options["bearer_token"] = await self._secret(namespace, ref.name, ref.key)
-        elif auth is not None and auth.username is not None and auth.password is not None:
-            user = await self._secret(namespace, auth.username.name, auth.username.key)
-            password = await self._secret(namespace, auth.password.name, auth.password.key)
-            options["basic_auth"] = (user, password)
-        if query.ca is not None:
-            options["ca_file"] = await self._ca_file(namespace, query.ca.name, query.ca.key)
-        return self._factory("prometheus", **options)
+        if credentials.bearer_token is not None:
+            options["bearer_token"] = credentials.bearer_token
+        if credentials.basic_auth is not None:
+            options["basic_auth"] = credentials.basic_auth
+        if credentials.ca_bundle is not None:
+            options["ca_file"] = self._ca_file(credentials.ca_bundle)
+        provider = self._factory("prometheus", **options)
+        self._providers[key] = provider
+        while len(self._providers) > MAX_PROVIDERS:
+            _, evicted = self._providers.popitem(last=False)
+            _close(evicted)
+        return provider
 
-    async def _ca_file(self, namespace: str, name: str, key: str) -> str:
-        import tempfile
-
-        bundle = await self._secret(namespace, name, key)
-        handle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
-        with handle:
-            handle.write(bundle)
-        return handle.name
+    # --- before the run ---
 
     async def preflight(self, spec: MigrationSpec, namespace: str, migration: str) -> list[str]:
-        """Problems that stop a run before traffic moves: bad templates, PromQL, Secrets."""
+        """Problems that stop a run before traffic moves: bad templates, PromQL, Secrets.
+
+        Each problem starts with the field path users write in YAML. Prometheus being
+        unreachable is not a problem of the spec: the gate's ``onError`` decides later.
+        """
         problems: list[str] = []
         for index, gate in enumerate(spec.gates):
-            path = f"spec.gates[{index}].prometheus"
-            try:
-                query, baseline = rendered_queries(spec, namespace, migration, gate)
-            except TemplateError as error:
-                problems.append(f"{path}.query: {error}")
-                continue
-            try:
-                provider = await self._provider(namespace, gate.prometheus)
-            except KubeError as error:
-                problems.append(f"{path}.auth: {error}")
-                continue
-            for field, text in (("query", query), ("compare.baseline", baseline)):
-                if text is None:
-                    continue
-                try:
-                    await self._blocking(provider.check_query, text)
-                except InvalidQuery as error:
-                    problems.append(f"spec.gates[{index}].{field}: Prometheus says: {error}")
-                except ProviderError as error:
-                    # Unreachable now is not a bad spec: the gate's onError decides later.
-                    detail = {"gate": gate.name, "error": str(error)}
-                    log.warning("gate query not checked", extra=detail)
+            found = await self._preflight_gate(spec, namespace, migration, index, gate)
+            problems.extend(found)
         return problems
+
+    async def _preflight_gate(
+        self, spec: MigrationSpec, namespace: str, migration: str, index: int, gate: Gate
+    ) -> list[str]:
+        path = f"spec.gates[{index}]"
+        variables = query_variables(spec, namespace, migration, gate)
+        problems: list[str] = []
+        texts: list[tuple[str, str]] = []
+        templates = [(f"{path}.prometheus.query", gate.prometheus.query)]
+        if gate.compare is not None:
+            templates.append((f"{path}.compare.baseline", gate.compare.baseline))
+        for field, template in templates:
+            try:
+                texts.append((field, render_query(template, variables)))
+            except TemplateError as error:
+                problems.append(f"{field}: {error}")
+        try:
+            provider = await self._provider(namespace, gate.prometheus, f"{path}.prometheus")
+        except _SecretProblem as error:
+            return [*problems, str(error)]
+        except (ValueError, TypeError) as error:
+            return [*problems, f"{path}.prometheus: {error}"]
+        for field, text in texts:
+            try:
+                await self._blocking(provider.check_query, text)
+            except InvalidQuery as error:
+                problems.append(f"{field}: Prometheus says: {error}")
+            except ProviderError as error:
+                detail = {"gate": gate.name, "field": field, "error": str(error)}
+                log.warning("gate query not checked", extra=detail)
+        return problems
+
+    # --- during the run ---
 
     async def measure(
         self, spec: MigrationSpec, namespace: str, migration: str, gates: list[Gate], now: datetime
@@ -157,26 +257,63 @@ class GateChecker:
         self, spec: MigrationSpec, namespace: str, migration: str, gate: Gate, now: datetime
     ) -> Reading:
         try:
-            query, baseline = rendered_queries(spec, namespace, migration, gate)
-            provider = await self._provider(namespace, gate.prometheus)
-            if gate.compare is not None and gate.compare.test is CompareTest.mannwhitney:
-                window = timedelta(seconds=parse_duration(gate.compare.window))
-                step = max(window.total_seconds() / _RANGE_POINTS, 1.0)
-                assert baseline is not None
-                green, blue = await asyncio.gather(
-                    self._blocking(provider.query_range, query, now - window, now, step),
-                    self._blocking(provider.query_range, baseline, now - window, now, step),
-                )
-                return Reading.samples(tuple(green), tuple(blue))
-            value = await self._blocking(provider.query, query)
-            base = await self._blocking(provider.query, baseline) if baseline else None
-            return Reading.of(value, base)
+            return await self._read(spec, namespace, migration, gate, now)
         except NoData as error:
             return Reading.no_data(str(error) or "query returned no data")
         except MultipleSeries as error:
             return Reading.error(f"query returned several series: {error}")
-        except (ProviderError, KubeError, TemplateError) as error:
+        except (ProviderError, KubeError, TemplateError, _SecretProblem) as error:
             return Reading.error(str(error))
+        except Exception as error:
+            # A provider bug must not stop the reconcile of every other gate and Migration.
+            detail = {"gate": gate.name, "error": type(error).__name__}
+            log.exception("gate check crashed", extra=detail)
+            return Reading.error(f"gate check crashed: {type(error).__name__}")
+
+    async def _read(
+        self, spec: MigrationSpec, namespace: str, migration: str, gate: Gate, now: datetime
+    ) -> Reading:
+        query, baseline = rendered_queries(spec, namespace, migration, gate)
+        index = next((i for i, g in enumerate(spec.gates) if g.name == gate.name), 0)
+        provider = await self._provider(
+            namespace, gate.prometheus, f"spec.gates[{index}].prometheus"
+        )
+        compare = gate.compare
+        if compare is not None and compare.test is CompareTest.mannwhitney:
+            assert baseline is not None
+            window = parse_duration(compare.window)
+            start, step = now - timedelta(seconds=window), range_step(window)
+            green, blue = await _both(
+                self._blocking(provider.query_range, query, start, now, step),
+                self._blocking(provider.query_range, baseline, start, now, step),
+            )
+            return Reading.samples(tuple(green), tuple(blue))
+        if baseline is None:
+            return Reading.of(await self._blocking(provider.query, query))
+        # Both at once: the two values describe the same moment, and a check takes one RTT.
+        value, base = await _both(
+            self._blocking(provider.query, query), self._blocking(provider.query, baseline)
+        )
+        return Reading.of(value, base)
+
+
+async def _both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
+    """Both results; if either failed, the more serious failure (an error over no data)."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        failures.sort(key=lambda e: isinstance(e, NoData))
+        raise failures[0]
+    a, b = results
+    assert not isinstance(a, BaseException) and not isinstance(b, BaseException)
+    return a, b
+
+
+def _close(provider: MetricProvider) -> None:
+    close = getattr(provider, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
 
 
 def summarize(readings: Mapping[str, Reading]) -> dict[str, Any]:

@@ -44,13 +44,26 @@ def job(outcome: str | None, after: float = 0.3) -> dict[str, Any]:
     """A Job template whose outcome the sandbox's Job controller decides (or the test, if None)."""
     annotations = {}
     if outcome:
-        annotations = {"sandbox.cutover.io/outcome": outcome, "sandbox.cutover.io/after": str(after)}
+        annotations = {
+            "sandbox.cutover.io/outcome": outcome,
+            "sandbox.cutover.io/after": str(after),
+        }
     return {
         "metadata": {"annotations": annotations},
         "spec": {
             "backoffLimit": 0,
-            "template": {"spec": {"restartPolicy": "Never", "containers": [
-                {"name": "psql", "image": "postgres:16", "command": ["psql", "-c", "select 1"]}]}},
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "psql",
+                            "image": "postgres:16",
+                            "command": ["psql", "-c", "select 1"],
+                        }
+                    ],
+                }
+            },
         },
     }
 
@@ -64,8 +77,14 @@ def manifest(hooks: dict[str, Any], steps: list[dict[str, Any]] | None = None, *
         "hooks": hooks,
         **extra,
     }
-    return yaml.safe_dump({"apiVersion": "cutover.io/v1alpha1", "kind": "Migration",
-                           "metadata": {"name": "orders"}, "spec": spec})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "cutover.io/v1alpha1",
+            "kind": "Migration",
+            "metadata": {"name": "orders"},
+            "spec": spec,
+        }
+    )
 
 
 def timeline(sandbox: SandboxProcess, namespace: str) -> list[str]:
@@ -83,31 +102,51 @@ def timeline(sandbox: SandboxProcess, namespace: str) -> list[str]:
 
 
 def jobs_created(sandbox: SandboxProcess, namespace: str) -> list[str]:
-    return [e["body"]["metadata"]["name"] for e in writes(sandbox, namespace, "jobs")
-            if e["method"] == "POST"]
+    return [
+        e["body"]["metadata"]["name"]
+        for e in writes(sandbox, namespace, "jobs")
+        if e["method"] == "POST"
+    ]
 
 
 def test_hooks_run_in_order_around_traffic_writes(
     sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(sandbox, namespace, APP)
-    apply_text(sandbox, namespace, manifest({
-        "preShift": [{"name": "expand", "jobTemplate": job("succeed")}],
-        "afterStep": [{"name": "check", "jobTemplate": job("succeed")}],
-        "postPromotion": [{"name": "contract", "irreversible": True,
-                           "jobTemplate": job("succeed")}],
-        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-    }, bake="1s"))
-    obj = wait_phase(sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed", "Paused",
-                     timeout=60)
+    apply_text(
+        sandbox,
+        namespace,
+        manifest(
+            {
+                "preShift": [{"name": "expand", "jobTemplate": job("succeed")}],
+                "afterStep": [{"name": "check", "jobTemplate": job("succeed")}],
+                "postPromotion": [
+                    {"name": "contract", "irreversible": True, "jobTemplate": job("succeed")}
+                ],
+                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+            },
+            bake="1s",
+        ),
+    )
+    obj = wait_phase(
+        sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed", "Paused", timeout=60
+    )
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     assert timeline(sandbox, namespace) == [
-        "job expand", "green=2", "blue=2", "job check", "green=4", "blue=0", "job check",
+        "job expand",
+        "green=2",
+        "blue=2",
+        "job check",
+        "green=4",
+        "blue=0",
+        "job check",
         "job contract",
     ]
     runs = obj["status"]["hooks"]
     assert [(r["name"], r["state"]) for r in runs] == [
-        ("expand", "Succeeded"), ("check", "Succeeded"), ("check", "Succeeded"),
+        ("expand", "Succeeded"),
+        ("check", "Succeeded"),
+        ("check", "Succeeded"),
         ("contract", "Succeeded"),
     ]
     assert obj["status"]["rollbackAvailable"] is False
@@ -120,10 +159,16 @@ def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback(
     sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(sandbox, namespace, APP)
-    apply_text(sandbox, namespace, manifest({
-        "preShift": [{"name": "expand", "jobTemplate": job("fail")}],
-        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-    }))
+    apply_text(
+        sandbox,
+        namespace,
+        manifest(
+            {
+                "preShift": [{"name": "expand", "jobTemplate": job("fail")}],
+                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+            }
+        ),
+    )
     obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "RolledBack"
     rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
@@ -138,14 +183,25 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
     sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(sandbox, namespace, APP)
-    apply_text(sandbox, namespace, manifest({
-        "afterStep": [{"name": "check", "jobTemplate": job("fail")}],
-        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-    }))
+    apply_text(
+        sandbox,
+        namespace,
+        manifest(
+            {
+                "afterStep": [{"name": "check", "jobTemplate": job("fail")}],
+                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+            }
+        ),
+    )
     obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "RolledBack"
     assert timeline(sandbox, namespace) == [
-        "green=2", "blue=2", "job check", "green=0", "blue=4", "job undo",
+        "green=2",
+        "blue=2",
+        "job check",
+        "green=0",
+        "blue=4",
+        "job undo",
     ]
     events = sandbox.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
     assert "HookFailed" in events
@@ -155,16 +211,21 @@ def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
     sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(sandbox, namespace, APP)
-    apply_text(sandbox, namespace, manifest({
-        "preShift": [{"name": "expand", "jobTemplate": job(None)}],
-    }))
+    apply_text(
+        sandbox,
+        namespace,
+        manifest(
+            {
+                "preShift": [{"name": "expand", "jobTemplate": job(None)}],
+            }
+        ),
+    )
     name = wait_for(lambda: (jobs_created(sandbox, namespace) or [None])[0], timeout=30)
     operator.kill()
     operator.start()
     time.sleep(3)  # the restarted operator has seen the Job running
     sandbox.set_job_outcome(namespace, name, "succeed")
-    obj = wait_phase(sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed",
-                     timeout=60)
+    obj = wait_phase(sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "Succeeded"
     assert jobs_created(sandbox, namespace) == [name]
 
@@ -173,12 +234,26 @@ def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
     sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(sandbox, namespace, APP)
-    apply_text(sandbox, namespace, manifest({
-        "postPromotion": [{"name": "contract", "irreversible": True, "jobTemplate": job(None)}],
-        "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-    }))
-    wait_for(lambda: not (migration(sandbox, namespace, "orders").get("status") or {})
-             .get("rollbackAvailable", True), timeout=60)
+    apply_text(
+        sandbox,
+        namespace,
+        manifest(
+            {
+                "postPromotion": [
+                    {"name": "contract", "irreversible": True, "jobTemplate": job(None)}
+                ],
+                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
+            }
+        ),
+    )
+    wait_for(
+        lambda: (
+            not (migration(sandbox, namespace, "orders").get("status") or {}).get(
+                "rollbackAvailable", True
+            )
+        ),
+        timeout=60,
+    )
     sandbox.kubectl("annotate", "-n", namespace, "mig/orders", "cutover.io/request=abort:x1")
     obj = wait_phase(sandbox, namespace, "orders", "Paused", "RolledBack", timeout=30)
     assert obj["status"]["phase"] == "Paused"
@@ -194,9 +269,15 @@ def test_a_hook_that_runs_past_its_timeout_fails_and_its_job_is_deleted(
     sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(sandbox, namespace, APP)
-    apply_text(sandbox, namespace, manifest({
-        "afterStep": [{"name": "check", "timeout": "2s", "jobTemplate": job(None)}],
-    }))
+    apply_text(
+        sandbox,
+        namespace,
+        manifest(
+            {
+                "afterStep": [{"name": "check", "timeout": "2s", "jobTemplate": job(None)}],
+            }
+        ),
+    )
     obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
     check = next(r for r in obj["status"]["hooks"] if r["name"] == "check")
     assert check["state"] == "Failed" and "timed out after 2s" in check["message"]

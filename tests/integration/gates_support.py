@@ -1,0 +1,159 @@
+"""Helpers for gate tests: apps behind the replicas router, Migration manifests, Events, timing.
+
+Every app lives in its own namespace, and the traffic exporter labels its series with
+``<namespace>/<deployment>``: queries select them with ``deployment="{{namespace}}/{{green}}"``,
+so no two tests (or runs of the benchmark) ever share a series.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cutover.sandbox.process import SandboxProcess
+
+from .harness import apply_text, get, writes
+
+# Green's (or blue's) share of failed requests over the last 5 s (scrape interval 1 s).
+_ERROR_RATIO = (
+    'sum(rate(http_requests_total{deployment="{{namespace}}/{{SIDE}}",code="500"}[5s]))'
+    ' / sum(rate(http_requests_total{deployment="{{namespace}}/{{SIDE}}"}[5s]))'
+)
+GREEN_ERROR_RATIO = _ERROR_RATIO.replace("SIDE", "green")
+BLUE_ERROR_RATIO = _ERROR_RATIO.replace("SIDE", "blue")
+# p99 latency over the last 5 s.
+_LATENCY_P99 = (
+    "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket"
+    '{deployment="{{namespace}}/{{SIDE}}"}[5s])))'
+)
+GREEN_P99 = _LATENCY_P99.replace("SIDE", "green")
+BLUE_P99 = _LATENCY_P99.replace("SIDE", "blue")
+
+
+def series(namespace: str, deployment: str) -> str:
+    """The exporter's ``deployment`` label for a Deployment of a test namespace."""
+    return f"{namespace}/{deployment}"
+
+
+def app_manifest(app: str, blue_replicas: int = 2) -> str:
+    """``<app>-blue`` (serving), ``<app>-green`` (at zero) and one Service selecting both."""
+    docs = []
+    for version, count in (("blue", blue_replicas), ("green", 0)):
+        labels = {"app": app, "version": version}
+        docs.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"{app}-{version}", "labels": labels},
+                "spec": {
+                    "replicas": count,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "app", "image": f"{app}:{version}"}]},
+                    },
+                },
+            }
+        )
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": app},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
+        }
+    )
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+def migration_manifest(
+    name: str,
+    app: str,
+    gates: list[dict[str, Any]],
+    steps: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> str:
+    body = {
+        "apiVersion": "cutover.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": name},
+        "spec": {
+            "blue": {"deployment": f"{app}-blue"},
+            "green": {"deployment": f"{app}-green"},
+            "traffic": {"router": "replicas", "service": app},
+            "steps": steps or [{"setWeight": 50}, {"setWeight": 100}],
+            "gates": gates,
+            "progressDeadline": "1m",
+            **spec,
+        },
+    }
+    return json.dumps(body)
+
+
+def gate(
+    name: str, address: str, query: str, *, interval: str = "1s", **fields: Any
+) -> dict[str, Any]:
+    """A gate manifest; ``prometheus`` options go in ``fields['prometheus']`` (merged)."""
+    prometheus = {"address": address, "query": query, **fields.pop("prometheus", {})}
+    return {"name": name, "interval": interval, "prometheus": prometheus, **fields}
+
+
+def start_app(
+    sandbox: SandboxProcess,
+    namespace: str,
+    app: str,
+    name: str,
+    gates: list[dict[str, Any]],
+    steps: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> None:
+    apply_text(sandbox, namespace, app_manifest(app))
+    apply_text(sandbox, namespace, migration_manifest(name, app, gates, steps, **spec))
+
+
+def status(sandbox: SandboxProcess, namespace: str, name: str) -> dict[str, Any]:
+    obj = get(sandbox, namespace, "migrations.cutover.io", name)
+    return dict(obj.get("status") or {})
+
+
+def condition(state: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = [c for c in state.get("conditions", []) if c["type"] == type_]
+    assert found, f"no {type_} condition in {state}"
+    return dict(found[0])
+
+
+def gate_record(state: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [g for g in state.get("gates", []) if g["name"] == name]
+    assert found, f"no gate {name} in {state.get('gates')}"
+    return dict(found[0])
+
+
+def events(
+    sandbox: SandboxProcess, namespace: str, about: str | None = None
+) -> list[dict[str, Any]]:
+    out = sandbox.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out).get("items", [])
+    return [e for e in items if about is None or e["involvedObject"].get("name") == about]
+
+
+def replica_writes(
+    sandbox: SandboxProcess, namespace: str, since: int = 0
+) -> list[tuple[str, int, float]]:
+    """(deployment, replicas, wall time) of every replica change written in ``namespace``."""
+    found = []
+    for entry in writes(sandbox, namespace, "deployments", since=since):
+        body = entry.get("body") or {}
+        count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+        if entry["method"] == "PATCH" and count is not None:
+            found.append((str(entry["name"]), int(count), float(entry["time"])))
+    return found
+
+
+def first_write_of(
+    sandbox: SandboxProcess, namespace: str, deployment: str, replicas: int, after: float
+) -> float | None:
+    """Wall time of the first PATCH setting ``deployment`` to ``replicas`` after ``after``."""
+    for name, count, when in replica_writes(sandbox, namespace):
+        if name == deployment and count == replicas and when >= after:
+            return when
+    return None
