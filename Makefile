@@ -14,8 +14,8 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,sandbox]'
 
 lint: install
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy operator/cutover
 	$(BIN)/lint-imports
 
@@ -27,6 +27,28 @@ crds: install
 
 docs: install
 	$(BIN)/python -m cutover.docgen > docs/state-machine.md
+
+# `make demo` (SCENARIO=all|good|bad-green|playground): a migration succeeding and one rolling
+# back on a local sandbox cluster. Prometheus powers the health gates: as root with apt-get we
+# install Debian's package; otherwise the demo says how, and runs with the gates skipped.
+SCENARIO ?= all
+DEMO_ARGS ?=
+
+demo: install
+	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Prometheus for the demo's health gates (Debian package)..."; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y --no-install-recommends prometheus >/dev/null; } \
+	      || echo "Could not install prometheus; the demo runs with its gates skipped."; \
+	  else \
+	    echo "Prometheus is not installed: the demo runs with its health gates skipped."; \
+	    echo "To see them: sudo apt-get install -y --no-install-recommends prometheus"; \
+	    echo "(or put a prometheus binary from https://prometheus.io/download/ on PATH)."; \
+	  fi; \
+	fi
+	$(BIN)/python -m cutover.demo --scenario $(SCENARIO) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
