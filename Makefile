@@ -72,3 +72,25 @@ chart-crds:
 # Needs kind and a Docker engine; skips (with the reason) otherwise.
 e2e: install
 	CUTOVER_E2E_IMAGE=$(IMAGE) $(BIN)/pytest -q -m e2e -rs tests/e2e
+
+# --- reliability soak (issue 9): the long version of tests/reliability -------------------------
+.PHONY: soak
+soak: install
+	CUTOVER_SOAK=1 $(BIN)/pytest -q -s -m reliability tests/reliability
+
+# --- benchmarks (appended): moderate sizes, a few minutes in all; figures in docs/performance.md
+.PHONY: bench
+
+BENCH_QPS ?= 1000
+BENCH_BURST ?= 2000
+
+bench: install
+	$(BIN)/pip install --quiet psutil py-spy
+	$(BIN)/python bench/first_step.py --migrations 20
+	$(BIN)/python bench/concurrency.py --migrations 100 --qps $(BENCH_QPS) --burst $(BENCH_BURST)
+	$(BIN)/python bench/api_economy.py --migrations 20 --rollbacks 10 --idle-seconds 30
+	$(BIN)/python bench/memory.py --migrations 200 --idle-seconds 30 --soak-seconds 60
+	@if [ -x /usr/bin/prometheus ] || command -v prometheus >/dev/null 2>&1; then \
+	  $(BIN)/python bench/gate_cost.py --migrations 10 --interval 1s --window 20; \
+	  $(BIN)/python bench/breach_to_rollback.py --runs 5 --interval 1s; \
+	else echo "prometheus not installed: gate_cost.py and breach_to_rollback.py skipped"; fi

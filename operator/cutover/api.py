@@ -38,6 +38,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 REQUEST_ANNOTATION = "cutover.io/request"
 
 HISTORY_LIMIT = 50
+# An object name in the Migration's namespace (RFC 1123 subdomain): no "/", so no other namespace.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MAX_STEPS = 100
 MAX_GATES = 20
 
@@ -81,10 +83,13 @@ class DeploymentRef(_Model):
     deployment: str = Field(
         min_length=1,
         max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
         description="Name of a Deployment in the Migration's namespace.",
     )
     service: str | None = Field(
         default=None,
+        max_length=63,
+        pattern=OBJECT_NAME_PATTERN,
         description="Service that selects only this version's pods (needed by weighted routers).",
     )
 
@@ -140,6 +145,8 @@ class TrafficSpec(_Model):
     )
     service: str | None = Field(
         default=None,
+        max_length=63,
+        pattern=OBJECT_NAME_PATTERN,
         description="Service in front of both versions (required by the service router).",
     )
     gateway_api: GatewayAPIRoute | None = Field(
@@ -211,7 +218,12 @@ class Threshold(_Model):
 
 
 class SecretKeyRef(_Model):
-    name: str = Field(min_length=1, description="Secret in the Migration's namespace.")
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Secret in the Migration's namespace.",
+    )
     key: str = Field(min_length=1, description="Key inside the Secret.")
 
 
@@ -327,7 +339,12 @@ class Rollback(_Model):
 
 
 class ConfigMapKeyRef(_Model):
-    name: str = Field(min_length=1, description="ConfigMap in the Migration's namespace.")
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="ConfigMap in the Migration's namespace.",
+    )
     key: str = Field(min_length=1, description="Key holding a Job template in YAML.")
 
 

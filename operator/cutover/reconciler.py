@@ -209,8 +209,46 @@ class Reconciler:
         )
 
     async def _preflight(self, router: TrafficRouter, target: Target) -> list[str]:
-        problems = list(await router.preflight(target))
+        problems = await self._claims(target.spec)
+        problems += list(await router.preflight(target))
         problems += await self.ctx.gates.preflight(target.spec, self.namespace, self.name)
+        return problems
+
+    async def _claims(self, spec: MigrationSpec) -> list[str]:
+        """A Deployment belongs to one run at a time: refuse one another Migration drives.
+
+        Another Migration with a valid spec claims a Deployment while it is Progressing, Paused
+        or RollingBack, or while it is Pending and older (creation time, then name): of two
+        created together, exactly one starts.
+        """
+        mine = {spec.blue.deployment, spec.green.deployment}
+        problems = []
+        others = await self.ctx.kube.list(api.GROUP, api.VERSION, api.PLURAL, self.namespace)
+        key = None
+        for other in others:
+            meta = other.get("metadata") or {}
+            if meta.get("uid") == self.uid:
+                key = (str(meta.get("creationTimestamp") or ""), self.name)
+        for other in others:
+            meta = other.get("metadata") or {}
+            if meta.get("uid") == self.uid or meta.get("deletionTimestamp"):
+                continue
+            phase = str((other.get("status") or {}).get("phase") or Phase.pending.value)
+            if phase in {p.value for p in TERMINAL_PHASES}:
+                continue
+            other_key = (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
+            if phase == Phase.pending.value and (key is None or other_key >= key):
+                continue
+            try:
+                their_spec = api.parse_spec(other.get("spec") or {})
+            except SpecInvalid:
+                continue  # can never start, so claims nothing
+            theirs = {their_spec.blue.deployment, their_spec.green.deployment}
+            for deployment in sorted(mine & theirs):
+                problems.append(
+                    f"Deployment {self.namespace}/{deployment} is already claimed by Migration"
+                    f" {meta.get('name')} ({phase})"
+                )
         return problems
 
     async def _read_weight(self, router: TrafficRouter, target: Target) -> int | None:

@@ -65,8 +65,11 @@ class Sim:
     def jobs(self) -> dict[str, JobState]:
         states = {}
         for name, started in self._job_started.items():
-            hook = next(h for h in self.hook_outcomes if f"-{h}" in name) if any(
-                f"-{h}" in name for h in self.hook_outcomes) else None
+            hook = (
+                next(h for h in self.hook_outcomes if f"-{h}" in name)
+                if any(f"-{h}" in name for h in self.hook_outcomes)
+                else None
+            )
             outcome = self.hook_outcomes.get(hook, "succeed") if hook else "succeed"
             done = (self.now - started).total_seconds() >= self.job_delay
             states[name] = JobState(

@@ -1,4 +1,4 @@
-"""Hooks in the decision engine: order against traffic, failures, retries, the point of no return."""
+"""Hooks in the engine: order against traffic, failures, retries, the point of no return."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from cutover.api import TERMINAL_PHASES, ConditionType, HookState, Phase
+from cutover.core.gates import Reading
 from cutover.core.machine import (
     RequestVerb,
     RestoreBlue,
@@ -15,13 +16,20 @@ from cutover.core.machine import (
     StopJob,
     job_name,
 )
-from cutover.core.gates import Reading
 
 from .sim import Sim
 from .specs import gate, spec
 
-JOB = {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-    {"name": "psql", "image": "postgres:16", "command": ["psql"]}]}}}}
+JOB = {
+    "spec": {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "psql", "image": "postgres:16", "command": ["psql"]}],
+            }
+        }
+    }
+}
 
 
 def hook(name: str, **extra: Any) -> dict[str, Any]:
@@ -67,8 +75,13 @@ def test_hooks_run_in_order_around_the_traffic_writes() -> None:
     sim.run(done)
     assert sim.status.phase is Phase.succeeded
     assert order(sim) == [
-        "hook expand", "weight 50", "hook check", "weight 100", "hook check",
-        "hook contract", "retire",
+        "hook expand",
+        "weight 50",
+        "hook check",
+        "weight 100",
+        "hook check",
+        "hook contract",
+        "retire",
     ]
     assert [r.state for r in sim.status.hooks] == [HookState.succeeded] * 4
     assert len(sim.jobs_created) == len(set(sim.jobs_created)) == 4

@@ -480,3 +480,12 @@ def test_set_weight_carries_the_total_captured_at_start() -> None:
     weights = [a for a in sim.actions if isinstance(a, SetWeight)]
     assert weights and weights[0].total_replicas == 6
     assert sim.status.total_replicas == 6
+
+
+def test_history_names_why_a_run_paused() -> None:
+    sim = Sim(spec(gates=[]))
+    sim.run(phase_is(Phase.paused))
+    assert sim.status.history[-1].reason == "PauseStep"
+    held = Sim(fast_spec(paused=True))
+    held.reconcile()
+    assert held.status.history[-1].reason == "PausedBySpec"

@@ -171,6 +171,8 @@ class Event(enum.StrEnum):
     preflight_failed = "preflight_failed"
     spec_changed = "spec_changed"
     pause = "pause"
+    spec_pause = "spec_pause"
+    pause_step = "pause_step"
     resume = "resume"
     promote = "promote"
     abort = "abort"
@@ -220,6 +222,8 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
     P.progressing: {
         **_ACTIVE_BREAKS,
         E.pause: P.paused,
+        E.spec_pause: P.paused,
+        E.pause_step: P.paused,
         E.steps_done: P.succeeded,
     },
     P.paused: {
@@ -240,6 +244,8 @@ REASONS: dict[Event, str] = {
     E.preflight_failed: "PreflightFailed",
     E.spec_changed: "SpecChanged",
     E.pause: "PausedByUser",
+    E.spec_pause: "PausedBySpec",
+    E.pause_step: "PauseStep",
     E.resume: "Resumed",
     E.promote: "Promoted",
     E.abort: "Aborted",
@@ -540,8 +546,7 @@ class _Run:
         if spec.traffic.router is not Router.replicas:
             self.actions.append(PrepareGreen(total))
         if spec.paused:
-            self._fire(Event.pause, "spec.paused is true")
-            self.s.reason = PAUSED_BY_SPEC
+            self._fire(Event.spec_pause, "spec.paused is true")
 
     def _active(self, spec: MigrationSpec) -> None:
         if self.obs.green is None:
@@ -562,8 +567,7 @@ class _Run:
 
     def _spec_pause(self, spec: MigrationSpec) -> None:
         if spec.paused and self.s.phase is Phase.progressing:
-            self._fire(Event.pause, "spec.paused is true")
-            self.s.reason = PAUSED_BY_SPEC
+            self._fire(Event.spec_pause, "spec.paused is true")
         elif not spec.paused and self.s.phase is Phase.paused and self.s.reason == PAUSED_BY_SPEC:
             self._fire(Event.resume, "spec.paused is false again")
 
@@ -644,8 +648,7 @@ class _Run:
             return
         assert step.pause is not None
         if step.pause.duration is None:
-            self._fire(Event.pause, f"step {index + 1}: paused until promoted")
-            self.s.reason = PAUSE_STEP
+            self._fire(Event.pause_step, f"step {index + 1}: paused until promoted")
             return
         end = self._pause_end(step.pause.duration)
         if self.now >= end and self._gates_passed_since(spec, self.s.step_ready_at):
@@ -739,7 +742,14 @@ class _Run:
         router_weight = self.obs.router_weight
         acted_before = self.started_in is Phase.rolling_back
         restored = any(isinstance(a, RestoreBlue) for a in self.obs.acted)
-        if router_weight == 0 or (router_weight is None and restored):
+        done = router_weight == 0 or (router_weight is None and restored)
+        confirmed = any(r.stage is HookStage.on_rollback for r in self.s.hooks)
+        if done and acted_before and not restored and not confirmed:
+            # Weight 0 read after a restart may be a half-done restore (replicas: green at 0,
+            # blue not yet back to its size): finish it (idempotent) before calling it done.
+            # onRollback hooks start only once a restore was confirmed.
+            done = False
+        if done:
             assert isinstance(self.spec, MigrationSpec)
             state, problem = self._run_stage(self.spec, HookStage.on_rollback, None)
             if state == "running":

@@ -38,9 +38,18 @@ from cutover.routers.base import (
 )
 
 log = logging.getLogger("cutover.routers.replicas")
+# The total the nominal weight was split from: a half-applied move then reads as unfinished.
+TOTAL_ANNOTATION = "cutover.io/total"
 
 
-def _split_matches(blue: int, green: int, weight: int) -> bool:
+def _split_matches(blue: int, green: int, weight: int, total: int | None) -> bool:
+    """Whether the pods are exactly the split ``set_weight`` writes for ``weight``.
+
+    With the run's total known (blue's size saved before the first write), a half-applied move
+    -- green grown, blue not yet shrunk after a crash -- does not match, so it is written again.
+    """
+    if total is not None:
+        return replica_split(total, weight) == (blue, green)
     if replica_split(blue + green, weight) == (blue, green):
         return True
     # With a total of one, every weight strictly between 0 and 100 is one pod each.
@@ -53,6 +62,12 @@ def _nominal(green: dict[str, Any]) -> int | None:
         return None
     value = int(raw)
     return value if 0 <= value <= 100 else None
+
+
+def _total(green: dict[str, Any]) -> int | None:
+    """The total the nominal weight was split from, written in the same patch as the weight."""
+    raw = annotations_of(green).get(TOTAL_ANNOTATION, "")
+    return int(raw) if raw.strip().isdigit() and int(raw) > 0 else None
 
 
 def _original_if_absent(deployment: dict[str, Any]) -> dict[str, str | None]:
@@ -116,7 +131,11 @@ class ReplicasRouter:
         want_blue, want_green = replica_split(total_replicas, weight)
         # The nominal weight rides in the same patch as green's replicas: never one without the
         # other, so get_weight cannot report a weight whose pods were not asked for.
-        green_notes = {WEIGHT_ANNOTATION: str(weight), **_original_if_absent(green)}
+        green_notes = {
+            WEIGHT_ANNOTATION: str(weight),
+            TOTAL_ANNOTATION: str(total_replicas),
+            **_original_if_absent(green),
+        }
         blue_notes = _original_if_absent(blue)
         if want_green >= replicas(green):
             green = await self._objects.patch_deployment(
@@ -152,7 +171,8 @@ class ReplicasRouter:
             return None
         b, g = replicas(blue), replicas(green)
         nominal = _nominal(green)
-        if nominal is not None and _split_matches(b, g, nominal):
+        total = _total(green)
+        if nominal is not None and _split_matches(b, g, nominal, total):
             return nominal
         return effective_weight(b, g)
 
@@ -163,12 +183,15 @@ class ReplicasRouter:
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # scale_down_green cannot be honoured as False here: any green pod behind the shared
         # Service takes a share of traffic, so "all traffic on blue" means green at zero.
-        blue, green = await self._pair(target)
+        ns = target.namespace
+        blue = await self._objects.require_deployment(ns, target.spec.blue.deployment)
+        # A deleted green takes no traffic: the rollback then only gives blue its size back.
+        green = await self._objects.deployment(ns, target.spec.green.deployment)
         saved = load_original(blue) or {}
         blue_size = saved.get("replicas")
         if not isinstance(blue_size, int) or blue_size < 1:
             blue_size = max(total_replicas, 1)
-        if available(blue) == 0 and available(green) > 0:
+        if green is not None and available(blue) == 0 and available(green) > 0:
             # Green still serves everything (e.g. rolled back at 100 %): blue needs a ready pod
             # before green's go, or the rollback itself is an outage.
             await self._objects.patch_deployment(blue, replicas_to=blue_size)
@@ -176,12 +199,17 @@ class ReplicasRouter:
                 f"Deployment {_name(blue)} has no available pod yet: Deployment {_name(green)}"
                 " keeps serving until it has"
             )
-        # First write: green to zero, which alone puts all traffic on blue.
-        await self._objects.patch_deployment(
-            green,
-            replicas_to=0,
-            set_annotations={WEIGHT_ANNOTATION: None, ORIGINAL_ANNOTATION: None},
-        )
+        if green is not None:
+            # First write: green to zero, which alone puts all traffic on blue.
+            await self._objects.patch_deployment(
+                green,
+                replicas_to=0,
+                set_annotations={
+                    WEIGHT_ANNOTATION: None,
+                    TOTAL_ANNOTATION: None,
+                    ORIGINAL_ANNOTATION: None,
+                },
+            )
         await self._objects.patch_deployment(
             blue, replicas_to=blue_size, set_annotations={ORIGINAL_ANNOTATION: None}
         )
@@ -194,7 +222,12 @@ class ReplicasRouter:
         blue, green = await self._pair(target)
         self._check_not_emptied(blue, 0, green)
         await self._objects.patch_deployment(
-            green, set_annotations={WEIGHT_ANNOTATION: None, ORIGINAL_ANNOTATION: None}
+            green,
+            set_annotations={
+                WEIGHT_ANNOTATION: None,
+                TOTAL_ANNOTATION: None,
+                ORIGINAL_ANNOTATION: None,
+            },
         )
         await self._objects.patch_deployment(
             blue, replicas_to=0, set_annotations={ORIGINAL_ANNOTATION: None}

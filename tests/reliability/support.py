@@ -1,0 +1,394 @@
+"""The chaos driver and the write-log checks shared by the reliability tests.
+
+A *scenario* is a Migration plus what the driver does to it while it runs (nothing, an abort at a
+random weight, an unpause, a promote) and what must come out: the final phase and the exact
+sequence of replica patches the sandbox may have received for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cutover.core.plan import replica_split
+from cutover.sandbox.process import SandboxProcess
+from tests.integration.harness import OperatorProcess, apply_text
+
+SOAK = os.environ.get("CUTOVER_SOAK", "") not in ("", "0")
+TOTAL = 4  # blue's replicas at the start: the "total" every split is computed from
+TERMINAL = {"Succeeded", "RolledBack", "Failed"}
+
+
+def scale(short: int, soak: int) -> int:
+    return soak if SOAK else short
+
+
+def chaos_seed() -> int:
+    raw = os.environ.get("CUTOVER_CHAOS_SEED")
+    return int(raw) if raw else random.SystemRandom().randrange(1, 2**31)
+
+
+# --- manifests ---------------------------------------------------------------------------------
+
+
+def app_manifest(app: str, blue: int = TOTAL) -> str:
+    """``<app>-blue`` serving, ``<app>-green`` at zero, and one Service selecting both."""
+    docs: list[dict[str, Any]] = []
+    for version, count in (("blue", blue), ("green", 0)):
+        labels = {"app": app, "version": version}
+        docs.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"{app}-{version}", "labels": labels},
+                "spec": {
+                    "replicas": count,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "app", "image": f"{app}:{version}"}]},
+                    },
+                },
+            }
+        )
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": app},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
+        }
+    )
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+def migration_manifest(name: str, app: str, spec: dict[str, Any]) -> str:
+    body = {
+        "apiVersion": "cutover.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": name},
+        "spec": {
+            "blue": {"deployment": f"{app}-blue"},
+            "green": {"deployment": f"{app}-green"},
+            "traffic": {"router": "replicas", "service": app},
+            "progressDeadline": "5m",
+            **spec,
+        },
+    }
+    return json.dumps(body)
+
+
+def job_template(outcome: str, after: float = 0.3) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "annotations": {
+                "sandbox.cutover.io/outcome": outcome,
+                "sandbox.cutover.io/after": str(after),
+            }
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "hook", "image": "busybox", "command": ["true"]}],
+                }
+            },
+        },
+    }
+
+
+STEPS = [
+    {"setWeight": 25},
+    {"pause": {"duration": "1s"}},
+    {"setWeight": 50},
+    {"pause": {"duration": "1s"}},
+    {"setWeight": 100},
+]
+
+
+def ideal(weights: Iterable[int], total: int = TOTAL) -> list[tuple[str, int]]:
+    """The replica patches of a clean run through ``weights`` (green grows before blue shrinks)."""
+    out: list[tuple[str, int]] = []
+    blue, green = total, 0
+    for weight in weights:
+        want_blue, want_green = replica_split(total, weight)
+        if want_green >= green:
+            moves = [("green", want_green), ("blue", want_blue)]
+        else:
+            moves = [("blue", want_blue), ("green", want_green)]
+        for side, count in moves:
+            if (blue if side == "blue" else green) != count:
+                out.append((side, count))
+                blue, green = (count, green) if side == "blue" else (blue, count)
+    return out
+
+
+@dataclass
+class Scenario:
+    kind: str  # healthy | abort | hookfail | paused | promote
+    name: str
+    spec: dict[str, Any]
+    expect_phase: str
+    weights: list[int]
+    abort_at: int | None = None
+    fired: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rolls_back(self) -> bool:
+        return self.expect_phase == "RolledBack"
+
+
+KINDS = ("healthy", "abort", "hookfail", "paused", "promote")
+
+
+def make_scenario(kind: str, index: int, rng: random.Random) -> Scenario:
+    name = f"m{index:03d}"
+    if kind == "healthy":
+        spec = {
+            "steps": STEPS,
+            "hooks": {"preShift": [{"name": "expand", "jobTemplate": job_template("succeed")}]},
+        }
+        return Scenario(kind, name, spec, "Succeeded", [25, 50, 100])
+    if kind == "abort":
+        # Longer pauses: the driver must see the weight before the run moves past it.
+        slow = [
+            {"setWeight": 25},
+            {"pause": {"duration": "4s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "4s"}},
+            {"setWeight": 100},
+        ]
+        return Scenario(
+            kind, name, {"steps": slow}, "RolledBack", [25, 50, 100], abort_at=rng.choice([25, 50])
+        )
+    if kind == "hookfail":
+        spec = {
+            "steps": STEPS,
+            "hooks": {"afterStep": [{"name": "check", "jobTemplate": job_template("fail")}]},
+        }
+        return Scenario(kind, name, spec, "RolledBack", [25])
+    if kind == "paused":
+        return Scenario(kind, name, {"steps": STEPS, "paused": True}, "Succeeded", [25, 50, 100])
+    if kind == "promote":
+        steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 100}]
+        return Scenario(kind, name, {"steps": steps}, "Succeeded", [25, 100])
+    raise ValueError(kind)
+
+
+# --- reading the write log ---------------------------------------------------------------------
+
+
+def ok_writes(entries: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in entries
+        if e.get("namespace") == namespace
+        and e.get("method") in ("POST", "PUT", "PATCH", "DELETE")
+        and int(e.get("code", 0)) < 400
+    ]
+
+
+def replica_patches(
+    entries: list[dict[str, Any]], namespace: str, app: str
+) -> list[tuple[str, int]]:
+    out = []
+    for entry in ok_writes(entries, namespace):
+        if entry.get("resource") != "deployments" or entry.get("method") != "PATCH":
+            continue
+        body = entry.get("body")
+        count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+        name = str(entry.get("name"))
+        if count is not None and name.startswith(f"{app}-"):
+            out.append((name.removeprefix(f"{app}-"), int(count)))
+    return out
+
+
+def sequence_anomalies(
+    patches: list[tuple[str, int]], scenario: Scenario, total: int = TOTAL
+) -> list[str]:
+    """Problems with one Migration's replica patches, compared with its scenario's ideal."""
+    problems: list[str] = []
+    state = {"blue": total, "green": 0}
+    for side, count in patches:
+        if state[side] == count:
+            problems.append(f"repeated write {side}={count} in {patches}")
+        state[side] = count
+    full = ideal(scenario.weights, total)
+    prefix = 0
+    while prefix < min(len(patches), len(full)) and patches[prefix] == full[prefix]:
+        prefix += 1
+    rest = patches[prefix:]
+    if not scenario.rolls_back:
+        if patches != full:
+            problems.append(f"patches {patches} != ideal {full}")
+        return problems
+    if scenario.kind == "hookfail" and prefix != len(full):
+        problems.append(f"hook failure after step 1, but forward patches {patches[:prefix]}")
+    # The rollback: green to 0 and blue back to the total, each at most once.
+    allowed = {("green", 0), ("blue", total)}
+    if any(p not in allowed for p in rest) or len(rest) != len(set(rest)):
+        problems.append(f"rollback part {rest} of {patches} is not a single return to blue")
+    return problems
+
+
+def job_duplicates(entries: list[dict[str, Any]], namespace: str) -> list[str]:
+    created: collections.Counter[str] = collections.Counter()
+    for entry in ok_writes(entries, namespace):
+        if entry.get("resource") == "jobs" and entry.get("method") == "POST":
+            body = entry.get("body") or {}
+            created[str((body.get("metadata") or {}).get("name"))] += 1
+    return [f"Job {name} created {n} times" for name, n in created.items() if n > 1]
+
+
+def list_json(sandbox: SandboxProcess, namespace: str, kind: str) -> list[dict[str, Any]]:
+    out = sandbox.kubectl("get", "-n", namespace, kind, "-o", "json").stdout
+    return list(json.loads(out).get("items") or [])
+
+
+def traffic_anomalies(
+    deployments: dict[str, dict[str, Any]], scenario: Scenario, app: str, total: int = TOTAL
+) -> list[str]:
+    blue = int(deployments[f"{app}-blue"]["spec"].get("replicas", 0))
+    green = int(deployments[f"{app}-green"]["spec"].get("replicas", 0))
+    want = (0, total) if scenario.expect_phase == "Succeeded" else (total, 0)
+    if (blue, green) != want:
+        return [f"final replicas blue={blue} green={green}, want {want}"]
+    return []
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    migrations: int
+    kills: int
+    anomalies: list[str]
+    phases: dict[str, str]
+    seconds: float
+    writes: int
+
+    def line(self, label: str) -> str:
+        return (
+            f"[{label}] seed={self.seed} migrations={self.migrations} kills={self.kills}"
+            f" writes={self.writes} anomalies={len(self.anomalies)} time={self.seconds:.0f}s"
+        )
+
+
+def drive(
+    sandbox: SandboxProcess,
+    namespace: str,
+    *,
+    count: int,
+    seed: int,
+    max_kills: int,
+    kill_every: tuple[float, float] = (1.0, 4.0),
+    timeout: float = 180.0,
+    operator_env: dict[str, str] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    faults: dict[str, Any] | None = None,
+) -> ChaosReport:
+    """Runs ``count`` Migrations of mixed scenarios, SIGKILLing the operator at random instants."""
+    rng = random.Random(seed)
+    scenarios = [make_scenario(KINDS[i % len(KINDS)], i, rng) for i in range(count)]
+    rng.shuffle(scenarios)
+    since = sandbox.stats()["last_seq"]
+    operator = OperatorProcess(sandbox, namespace, env=operator_env).start()
+    started = time.monotonic()
+    kills = 0
+    try:
+        for s in scenarios:
+            apply_text(sandbox, namespace, app_manifest(s.name))
+            apply_text(sandbox, namespace, migration_manifest(s.name, s.name, s.spec))
+        if faults:  # after the test's own writes: only the operator's meet the faults
+            sandbox.set_faults(**faults)
+        next_kill = time.monotonic() + rng.uniform(*kill_every)
+        phases: dict[str, str] = {}
+        while time.monotonic() - started < timeout:
+            items = {m["metadata"]["name"]: m for m in list_json(sandbox, namespace, "mig")}
+            phases = {n: str((m.get("status") or {}).get("phase")) for n, m in items.items()}
+            for s in scenarios:
+                _trigger(sandbox, namespace, s, items.get(s.name))
+            if on_tick is not None:
+                on_tick()
+            if all(p in TERMINAL for p in phases.values()) and len(phases) == count:
+                break
+            if kills < max_kills and time.monotonic() >= next_kill:
+                operator.kill()
+                kills += 1
+                operator.start()
+                next_kill = time.monotonic() + rng.uniform(*kill_every)
+            time.sleep(0.15)
+        # Nothing may happen after the end: give a late duplicate write the chance to show.
+        time.sleep(1.0)
+    finally:
+        if faults:
+            sandbox.set_faults()
+        operator.stop()
+    entries = sandbox.requests(since=since)
+    deployments = {d["metadata"]["name"]: d for d in list_json(sandbox, namespace, "deployments")}
+    anomalies: list[str] = []
+    for s in scenarios:
+        found = [
+            f"{s.name} ({s.kind}): {p}" for p in _check(s, phases, entries, namespace, deployments)
+        ]
+        anomalies += found
+    anomalies += job_duplicates(entries, namespace)
+    return ChaosReport(
+        seed=seed,
+        migrations=count,
+        kills=kills,
+        anomalies=anomalies,
+        phases=phases,
+        seconds=time.monotonic() - started,
+        writes=len(ok_writes(entries, namespace)),
+    )
+
+
+def _check(
+    s: Scenario,
+    phases: dict[str, str],
+    entries: list[dict[str, Any]],
+    namespace: str,
+    deployments: dict[str, dict[str, Any]],
+) -> list[str]:
+    problems = []
+    if phases.get(s.name) != s.expect_phase:
+        problems.append(f"phase {phases.get(s.name)}, want {s.expect_phase}")
+    problems += sequence_anomalies(replica_patches(entries, namespace, s.name), s)
+    if phases.get(s.name) in TERMINAL:
+        problems += traffic_anomalies(deployments, s, s.name)
+    return problems
+
+
+def _trigger(
+    sandbox: SandboxProcess, namespace: str, s: Scenario, obj: dict[str, Any] | None
+) -> None:
+    """Fires the scenario's action once; a write the fault injector failed is tried again."""
+    if obj is None or s.fired:
+        return
+    status = obj.get("status") or {}
+    phase, weight = status.get("phase"), int(status.get("weight") or 0)
+    args: list[str] | None = None
+    if s.kind == "abort" and s.abort_at is not None and weight >= s.abort_at:
+        args = ["annotate", f"mig/{s.name}", f"cutover.io/request=abort:a-{s.name}", "--overwrite"]
+    elif s.kind == "paused" and phase == "Paused" and status.get("reason") == "PausedBySpec":
+        args = ["patch", f"mig/{s.name}", "--type=merge", "-p", '{"spec": {"paused": false}}']
+    elif s.kind == "promote" and phase == "Paused" and status.get("currentStepIndex") == 1:
+        args = [
+            "annotate",
+            f"mig/{s.name}",
+            f"cutover.io/request=promote:p-{s.name}",
+            "--overwrite",
+        ]
+    if args is not None:
+        s.fired = sandbox.kubectl(*args, "-n", namespace, check=False).returncode == 0
