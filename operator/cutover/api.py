@@ -530,6 +530,8 @@ class ConditionType(enum.StrEnum):
     rolled_back = "RolledBack"
     invalid_spec = "InvalidSpec"
     rollback_available = "RollbackAvailable"
+    # kstatus (Flux): True when the run ended without success, so health checks fail at once.
+    stalled = "Stalled"
 
 
 class Condition(_StatusModel):

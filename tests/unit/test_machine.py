@@ -489,3 +489,11 @@ def test_history_names_why_a_run_paused() -> None:
     held = Sim(fast_spec(paused=True))
     held.reconcile()
     assert held.status.history[-1].reason == "PausedBySpec"
+
+
+def test_a_run_that_ended_badly_is_stalled_for_kstatus() -> None:
+    sim = Sim(fast_spec())
+    sim.run(lambda s: s.status.weight == 10)
+    assert condition(sim, ConditionType.stalled) == ("False", "NotStalled")
+    sim.ask(RequestVerb.abort)
+    assert condition(sim, ConditionType.stalled) == ("True", "Aborted")

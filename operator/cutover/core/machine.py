@@ -917,6 +917,15 @@ class _Run:
                 reason if invalid else "SpecValid",
                 "; ".join(self.problems) if invalid else "",
             ),
+            ConditionType.stalled: (
+                phase in (Phase.rolled_back, Phase.failed),
+                _rollback_code(self.s)
+                if phase is Phase.rolled_back
+                else reason
+                if phase is Phase.failed
+                else "NotStalled",
+                message if phase in (Phase.rolled_back, Phase.failed) else "",
+            ),
             ConditionType.rollback_available: (
                 self.s.rollback_available,
                 "Available" if self.s.rollback_available else "IrreversibleHookStarted",
