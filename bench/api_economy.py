@@ -1,0 +1,327 @@
+"""API economy: writes and reads per step and per rollback, requests while idle, rate limiter.
+
+Real operator (``kopf run``) against the sandbox; the sandbox's counters (every verb, reads and
+watches included) and its write log (wall time, body) are the source of truth. Phases:
+
+1. steps: ``--migrations`` Migrations 10 % -> 50 % -> 100 % (replicas router, no gates); writes
+   and reads per weight step, split by resource (status, Deployments, Events, annotations);
+2. rollback: ``--rollbacks`` Migrations held at 50 % by an indefinite pause, then each is sent
+   ``cutover.io/request: abort:<id>``; operator writes per rollback until ``RolledBack``;
+3. idle: every Migration terminal or paused indefinitely; requests per second over
+   ``--idle-seconds`` (watch re-establishments listed apart);
+4. rate limiter: a fresh operator with ``CUTOVER_API_QPS=--limit-qps`` and
+   ``CUTOVER_API_BURST=--limit-burst`` gets ``--burst-migrations`` new Migrations at once; the
+   counters, sampled every 0.1 s, give the request rate after the burst allowance is spent.
+
+    .venv/bin/python bench/api_economy.py --migrations 50 --rollbacks 20 --idle-seconds 60
+    .venv/bin/python bench/api_economy.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    READ_VERBS,
+    WRITE_VERBS,
+    Bench,
+    LogTail,
+    delta,
+    flat,
+    migration,
+    save,
+    status_of,
+    total,
+    wait_until,
+)
+
+TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
+
+
+def pair(bench: Bench, names: list[str], blue: int = 4) -> None:
+    bench.create_deployments(
+        [(f"{n}-blue", blue) for n in names] + [(f"{n}-green", 0) for n in names]
+    )
+
+
+def wait_phases(bench: Bench, names: list[str], phases: set[str], timeout: float) -> None:
+    def done() -> bool:
+        current = bench.phases()
+        return all(current.get(n) in phases for n in names)
+
+    wait_until(done, timeout, interval=0.5)
+
+
+def per(counts: dict[tuple[str, str], int], n: int) -> dict[str, float]:
+    return {f"{v} {r}": round(c / n, 3) for (v, r), c in counts.items()}
+
+
+def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
+    names = [f"s{i}" for i in range(size)]
+    pair(bench, names)
+    time.sleep(1)
+    before, lists = bench.counters(), bench.own_lists
+    tail = LogTail(bench.sandbox)
+    bench.create_migrations(
+        [
+            migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": w} for w in (10, 50, 100)])
+            for n in names
+        ]
+    )
+    wait_phases(bench, names, {"Succeeded"}, 60 + size)
+    time.sleep(1)
+    after = bench.counters()
+    tail.poll()
+    counts = delta(after, before)
+    counts.pop(("create", "migrations"), None)  # ours
+    ours = bench.own_lists - lists
+    counts[("list", "migrations")] = counts.get(("list", "migrations"), 0) - ours
+    steps = 3 * size
+    status_writes = sum(1 for e in tail.entries if status_of(e) is not None)
+    return {
+        "migrations": size,
+        "weight_steps": steps,
+        "writes_per_step": (total(counts, WRITE_VERBS)) / steps,
+        "writes_per_step_without_events": (
+            total(counts, WRITE_VERBS) - counts.get(("create", "events"), 0)
+        )
+        / steps,
+        "reads_per_step": total(counts, READ_VERBS) / steps,
+        "status_writes_per_step": status_writes / steps,
+        "per_step_by_verb_resource": per(counts, steps),
+        "note": "includes each run's start and finish (status, events, annotations) spread over"
+        " its 3 weight steps; the bench's own polling (list migrations) is subtracted",
+    }
+
+
+def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
+    names = [f"r{i}" for i in range(size)]
+    pair(bench, names)
+    bench.create_migrations(
+        [
+            migration(
+                n, f"{n}-blue", f"{n}-green", [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
+            )
+            for n in names
+        ]
+    )
+    wait_phases(bench, names, {"Paused"}, 60 + size)
+    time.sleep(1.5)
+    before, lists = bench.counters(), bench.own_lists
+    for i, name in enumerate(names):
+        bench.annotate(name, {"cutover.io/request": f"abort:bench{i}"})
+    wait_phases(bench, names, TERMINAL, 60 + size)
+    time.sleep(1)
+    after = bench.counters()
+    counts = delta(after, before)
+    # Ours: one annotation patch per Migration, and the polling lists.
+    counts[("patch", "migrations")] = counts.get(("patch", "migrations"), 0) - size
+    ours = bench.own_lists - lists
+    counts[("list", "migrations")] = counts.get(("list", "migrations"), 0) - ours
+    counts = {k: v for k, v in counts.items() if v}
+    phases = bench.phases()
+    return {
+        "migrations": size,
+        "final_phases": sorted({phases[n] for n in names}),
+        "writes_per_rollback": total(counts, WRITE_VERBS) / size,
+        "writes_per_rollback_without_events": (
+            total(counts, WRITE_VERBS) - counts.get(("create", "events"), 0)
+        )
+        / size,
+        "reads_per_rollback": total(counts, READ_VERBS) / size,
+        "per_rollback_by_verb_resource": per({k: v for k, v in counts.items() if v}, size),
+    }
+
+
+def idle_phase(bench: Bench, paused: int, seconds: float) -> dict[str, Any]:
+    names = [f"p{i}" for i in range(paused)]
+    pair(bench, names)
+    bench.create_migrations(
+        [
+            migration(
+                n, f"{n}-blue", f"{n}-green", [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]
+            )
+            for n in names
+        ]
+    )
+    wait_phases(bench, names, {"Paused"}, 60 + paused)
+    time.sleep(3)  # the last writes settle
+    phases = bench.phases()
+    before = bench.counters()
+    time.sleep(seconds)
+    after = bench.counters()
+    counts = delta(after, before)
+    watches = {k: v for k, v in counts.items() if k[0] == "watch"}
+    others = {k: v for k, v in counts.items() if k[0] != "watch"}
+    return {
+        "seconds": seconds,
+        "migrations": len(phases),
+        "phases": {p: list(phases.values()).count(p) for p in sorted(set(phases.values()))},
+        "requests_per_second": sum(others.values()) / seconds,
+        "watch_requests": flat(watches),
+        "requests": flat(others),
+    }
+
+
+def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, Any]:
+    assert bench.operator is not None
+    bench.operator.stop()
+    names = [f"q{i}" for i in range(size)]
+    pair(bench, names)
+    bench.start_operator(qps, burst)
+    time.sleep(3)  # the restart's own reconciles (Paused ones re-read the router) are done
+    samples: list[tuple[float, int]] = []
+
+    def operator_requests() -> int:
+        counts = bench.counters()
+        return sum(v for (verb, _), v in counts.items() if verb != "watch")
+
+    base = operator_requests()
+    tail = LogTail(bench.sandbox)
+    bench.create_migrations(
+        [migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": 100}]) for n in names],
+        workers=16,
+    )
+    created = size  # our POSTs, subtracted below
+    start = time.monotonic()
+    idle_for = 0.0
+    last = base
+    while time.monotonic() - start < 120:
+        now = time.monotonic()
+        tail.poll()
+        # Kopf's own PATCHes (finalizer, last-handled annotation) bypass Cutover's limiter.
+        kopf = sum(
+            1
+            for e in tail.entries
+            if e["resource"] == "migrations" and e["method"] == "PATCH" and not e["subresource"]
+        )
+        count = operator_requests() - base - created - kopf
+        samples.append((now, count))
+        if count == last:
+            idle_for += 0.1
+            if idle_for > 3 and count > 0:
+                break
+        else:
+            idle_for, last = 0.0, count
+        time.sleep(0.1)
+    tail.poll()
+    samples = [(t, c) for t, c in samples if c > 0] or samples
+    t0, _n0 = samples[0]
+    active = [(t, c) for t, c in samples if c < samples[-1][1]] or samples
+    t_end, n_end = active[-1][0], samples[-1][1]
+    window_max = 0
+    for i, (t, c) in enumerate(samples):
+        j = i
+        while j < len(samples) and samples[j][0] - t <= 1.0:
+            j += 1
+        window_max = max(window_max, samples[j - 1][1] - c)
+    after_burst = [(t, c) for t, c in samples if c >= burst]
+    sustained = None
+    if len(after_burst) > 2 and after_burst[-1][0] > after_burst[0][0]:
+        last_busy = next(((t, c) for t, c in reversed(after_burst) if c < n_end), after_burst[-1])
+        if last_busy[0] > after_burst[0][0]:
+            sustained = (last_busy[1] - after_burst[0][1]) / (last_busy[0] - after_burst[0][0])
+    writes = sorted(
+        float(e["time"])
+        for e in tail.entries
+        if not (e["resource"] == "migrations" and e["method"] in ("POST", "PATCH"))
+        or e["subresource"]
+    )
+    write_window = 0
+    for i, t in enumerate(writes):
+        j = i
+        while j < len(writes) and writes[j] - t <= 1.0:
+            j += 1
+        write_window = max(write_window, j - i)
+    return {
+        "qps": qps,
+        "burst": burst,
+        "migrations": size,
+        "operator_requests": n_end,
+        "drain_seconds": t_end - t0,
+        "sustained_rate_after_burst": sustained,
+        "max_requests_in_any_1s_window": window_max,
+        "max_writes_in_any_1s_window": write_window,
+        "holds": sustained is None or sustained <= qps * 1.1,
+        "kopf_patches_excluded": kopf,
+        "note": "Cutover's requests (counters minus Kopf's own PATCHes) sampled every 0.1 s;"
+        " the first `burst` requests may go at once; afterwards the rate must not exceed qps",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--migrations", type=int, default=20, help="phase 1 size (20)")
+    parser.add_argument("--rollbacks", type=int, default=10, help="phase 2 size (10)")
+    parser.add_argument("--paused", type=int, default=10, help="paused indefinitely in 3 (10)")
+    parser.add_argument("--idle-seconds", type=float, default=30, help="phase 3 length (30)")
+    parser.add_argument("--qps", type=float, default=200, help="operator QPS, phases 1-3 (200)")
+    parser.add_argument("--burst", type=int, default=400, help="operator burst, phases 1-3")
+    parser.add_argument("--limit-qps", type=float, default=5, help="phase 4 QPS (5)")
+    parser.add_argument("--limit-burst", type=int, default=10, help="phase 4 burst (10)")
+    parser.add_argument("--burst-migrations", type=int, default=20, help="phase 4 size (20)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 5 s idle")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.migrations, args.rollbacks, args.paused = 2, 2, 2
+        args.idle_seconds, args.burst_migrations = 5, 4
+    with Bench() as bench:
+        bench.start_operator(args.qps, args.burst)
+        steps = steps_phase(bench, args.migrations)
+        print(
+            f"steps: writes/step {steps['writes_per_step']:.2f}"
+            f" ({steps['writes_per_step_without_events']:.2f} without Events),"
+            f" reads/step {steps['reads_per_step']:.2f},"
+            f" status writes/step {steps['status_writes_per_step']:.2f}",
+            flush=True,
+        )
+        for key, value in steps["per_step_by_verb_resource"].items():
+            print(f"  {key:32} {value}")
+        rollback = rollback_phase(bench, args.rollbacks)
+        print(
+            f"rollback: writes/rollback {rollback['writes_per_rollback']:.2f}"
+            f" ({rollback['writes_per_rollback_without_events']:.2f} without Events),"
+            f" reads/rollback {rollback['reads_per_rollback']:.2f}, phases"
+            f" {rollback['final_phases']}",
+            flush=True,
+        )
+        for key, value in rollback["per_rollback_by_verb_resource"].items():
+            print(f"  {key:32} {value}")
+        idle = idle_phase(bench, args.paused, args.idle_seconds)
+        print(
+            f"idle: {idle['requests_per_second']:.3f} requests/s over {idle['seconds']:.0f}s"
+            f" with {idle['phases']}; requests {idle['requests']}; watches"
+            f" {idle['watch_requests']}",
+            flush=True,
+        )
+        limiter = limiter_phase(bench, args.limit_qps, args.limit_burst, args.burst_migrations)
+        sustained = limiter["sustained_rate_after_burst"]
+        print(
+            f"limiter: qps {limiter['qps']} burst {limiter['burst']}:"
+            f" {limiter['operator_requests']} requests in {limiter['drain_seconds']:.1f}s,"
+            f" sustained {'n/a' if sustained is None else f'{sustained:.2f}'}/s,"
+            f" max {limiter['max_requests_in_any_1s_window']} in any 1 s"
+            f" (writes {limiter['max_writes_in_any_1s_window']}); holds {limiter['holds']}",
+            flush=True,
+        )
+    save(
+        "api_economy",
+        {
+            "settings": vars(args) | {"output": str(args.output)},
+            "steps": steps,
+            "rollback": rollback,
+            "idle": idle,
+            "limiter": limiter,
+        },
+        args.output,
+        args.smoke,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""Many concurrent Migrations in one namespace: step latency, missed or doubled steps.
+
+N Migrations (replicas router, no gates), steps 10 % -> pause -> 50 % -> pause -> 100 %, created
+together against the real operator (``kopf run``, watching the namespace) on the sandbox. Blue
+has 10 replicas so every weight is a distinct replica split.
+
+* step latency: a timed pause ends at ``stepStartedAt + pause`` (``stepStartedAt`` from the
+  status the operator wrote, as the sandbox's write log received it); the step after it is done
+  when the sandbox acknowledges its first replica PATCH (wall-clock ``time`` of the log entry);
+* create -> first write: the Migration's POST to its first replica PATCH (for reference);
+* correctness: per Migration the sequence of replica PATCHes must be exactly the ideal one
+  (green 1, blue 9, green 5, blue 5, green 10, blue 0): anything else is a missed or doubled step;
+* CPU of the sandbox and of the operator (psutil), to tell which one is the bottleneck.
+
+    .venv/bin/python bench/concurrency.py --migrations 100 500 1000 --qps 500 --burst 1000
+    .venv/bin/python bench/concurrency.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    READ_VERBS,
+    WRITE_VERBS,
+    Bench,
+    LogTail,
+    Sampler,
+    delta,
+    describe,
+    flat,
+    mib,
+    migration,
+    ms,
+    parse_time,
+    replicas_written,
+    save,
+    status_of,
+    total,
+)
+
+from cutover.core.durations import parse_duration
+from cutover.core.plan import replica_split
+
+BLUE_REPLICAS = 10
+WEIGHTS = (10, 50, 100)
+
+
+def steps(pause: str) -> list[dict[str, Any]]:
+    return [
+        {"setWeight": 10},
+        {"pause": {"duration": pause}},
+        {"setWeight": 50},
+        {"pause": {"duration": pause}},
+        {"setWeight": 100},
+    ]
+
+
+def ideal_writes(name: str) -> list[tuple[str, int]]:
+    """The replica PATCHes of a perfect run: grow one side, then shrink the other."""
+    blue, green = BLUE_REPLICAS, 0
+    out: list[tuple[str, int]] = []
+    for weight in WEIGHTS:
+        want_blue, want_green = replica_split(BLUE_REPLICAS, weight)
+        order = [("green", want_green), ("blue", want_blue)]
+        if want_green < green:
+            order.reverse()
+        for side, count in order:
+            if (blue, green)[side == "green"] != count:
+                out.append((f"{name}-{side}", count))
+        blue, green = want_blue, want_green
+    if blue:
+        out.append((f"{name}-blue", 0))  # finishing retires blue
+    return out
+
+
+def one_run(size: int, pause: str, qps: float, burst: int, timeout: float) -> dict[str, Any]:
+    names = [f"m{i}" for i in range(size)]
+    pause_s = parse_duration(pause)
+    with Bench() as bench:
+        bench.create_deployments(
+            [(f"{n}-blue", BLUE_REPLICAS) for n in names] + [(f"{n}-green", 0) for n in names]
+        )
+        operator = bench.start_operator(qps, burst)
+        sandbox_proc = bench.sandbox_process()
+        tail = LogTail(bench.sandbox)
+        before = bench.counters()
+        succeeded: set[str] = set()
+        started = time.monotonic()
+        with Sampler({"operator": operator, "sandbox": sandbox_proc}) as sampler:
+            bench.create_migrations(
+                [bench_migration(n, pause) for n in names], workers=8 if size > 10 else 1
+            )
+            created_in = time.monotonic() - started
+            deadline = time.monotonic() + timeout
+            while len(succeeded) < size and time.monotonic() < deadline:
+                for entry in tail.poll():
+                    status = status_of(entry)
+                    if status and status.get("phase") == "Succeeded":
+                        succeeded.add(str(entry["name"]))
+                time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            time.sleep(1)
+            tail.poll()
+        after = bench.counters()
+        log_text = bench.operator_log()
+    counts = delta(after, before)
+    return analyse(
+        names, tail, counts, pause_s, succeeded, sampler, elapsed, created_in, log_text
+    ) | {"qps": qps, "burst": burst}
+
+
+def bench_migration(name: str, pause: str) -> dict[str, Any]:
+    return migration(name, f"{name}-blue", f"{name}-green", steps(pause))
+
+
+def analyse(
+    names: list[str],
+    tail: LogTail,
+    counts: dict[tuple[str, str], int],
+    pause_s: float,
+    succeeded: set[str],
+    sampler: Sampler,
+    elapsed: float,
+    created_in: float,
+    log_text: str,
+) -> dict[str, Any]:
+    created: dict[str, float] = {}
+    statuses: dict[str, list[tuple[int, float, dict[str, Any]]]] = collections.defaultdict(list)
+    patches: dict[str, list[tuple[int, float, str, int]]] = collections.defaultdict(list)
+    for entry in tail.entries:
+        if entry["resource"] == "migrations" and entry["method"] == "POST":
+            created[str(entry["body"]["metadata"]["name"])] = float(entry["time"])
+            continue
+        status = status_of(entry)
+        if status is not None:
+            statuses[str(entry["name"])].append((int(entry["seq"]), float(entry["time"]), status))
+            continue
+        count = replicas_written(entry)
+        if count is not None:
+            dep = str(entry["name"])
+            owner = dep.rsplit("-", 1)[0]
+            patches[owner].append((int(entry["seq"]), float(entry["time"]), dep, count))
+
+    step_latency: list[float] = []
+    from_write: list[float] = []  # due = the pause's status write acknowledged + pause
+    backdated: list[float] = []  # that write's time - the stepStartedAt it carries
+    first_write: list[float] = []
+    missed = doubled = wrong = 0
+    for name in names:
+        mine = patches.get(name, [])
+        if name in created and mine:
+            first_write.append(mine[0][1] - created[name])
+        actual = [(dep, count) for _, _, dep, count in mine]
+        ideal = ideal_writes(name)
+        if actual != ideal:
+            wrong += 1
+            a, b = collections.Counter(actual), collections.Counter(ideal)
+            missed += sum((b - a).values())
+            doubled += sum((a - b).values())
+        for pause_index in (1, 3):
+            entered = next(
+                (
+                    (seq, t, s)
+                    for seq, t, s in statuses.get(name, [])
+                    if s.get("currentStepIndex") == pause_index
+                ),
+                None,
+            )
+            if entered is None or not entered[2].get("stepStartedAt"):
+                continue
+            started_at = parse_time(entered[2]["stepStartedAt"])
+            backdated.append(entered[1] - started_at)
+            due = started_at + pause_s
+            ack = next((t for seq, t, _, _ in mine if seq > entered[0]), None)
+            if ack is not None:
+                step_latency.append(ack - due)
+                from_write.append(ack - (entered[1] + pause_s))
+
+    step_writes = len(names) * len(WEIGHTS)
+    creates = counts.get(("create", "migrations"), 0)
+    writes = total(counts, WRITE_VERBS) - creates
+    reads = total(counts, READ_VERBS)
+    cpu = {k: sampler.cpu_busy(k) for k in sampler.samples}
+    errors = log_text.count("reconcile failed") + log_text.count("action failed")
+    return {
+        "migrations": len(names),
+        "succeeded": len(succeeded),
+        "create_seconds": created_in,
+        "elapsed_seconds": elapsed,
+        "step_latency_seconds": describe(step_latency),
+        "step_latency_from_status_write_seconds": describe(from_write),
+        "step_started_at_written_late_by_seconds": describe(backdated),
+        "create_to_first_write_seconds": describe(first_write),
+        "runs_with_wrong_replica_sequence": wrong,
+        "missed_writes": missed,
+        "doubled_writes": doubled,
+        "log_entries_lost": tail.lost,
+        "operator_writes_per_weight_step": writes / step_writes,
+        "operator_reads_per_weight_step": reads / step_writes,
+        "cpu_cores": cpu,
+        "operator_rss_max_mib": mib(sampler.rss_max("operator")),
+        "operator_reconcile_errors_logged": errors,
+        "rate_limit_waits_logged": log_text.count("kube request retried"),
+        "requests_by_verb_resource": flat(counts),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--migrations", type=int, nargs="+", default=[100], help="sizes (100)")
+    parser.add_argument("--runs", type=int, default=1, help="repetitions of each size (1)")
+    parser.add_argument("--pause", default="5s", help="timed pause duration (5s)")
+    parser.add_argument("--qps", type=float, default=20, help="CUTOVER_API_QPS (20)")
+    parser.add_argument("--burst", type=int, default=40, help="CUTOVER_API_BURST (40)")
+    parser.add_argument("--smoke", action="store_true", help="5 Migrations, 1 s pauses")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.migrations, args.runs, args.pause = [5], 1, "1s"
+    results: list[dict[str, Any]] = []
+    for size in args.migrations:
+        for run in range(args.runs):
+            timeout = 120 + size * 0.6
+            result = one_run(size, args.pause, args.qps, args.burst, timeout)
+            result["run"] = run + 1
+            results.append(result)
+            lat = result["step_latency_seconds"]
+            cpu = result["cpu_cores"]
+            print(
+                f"{size} migrations run {run + 1}: {result['succeeded']}/{size} succeeded in"
+                f" {result['elapsed_seconds']:.1f}s; step latency p50 {ms(lat['median'])}"
+                f" p99 {ms(lat['p99'])} max {ms(lat['max'])}; wrong sequences"
+                f" {result['runs_with_wrong_replica_sequence']} (missed {result['missed_writes']},"
+                f" doubled {result['doubled_writes']}); writes/step"
+                f" {result['operator_writes_per_weight_step']:.2f} reads/step"
+                f" {result['operator_reads_per_weight_step']:.2f}; CPU operator"
+                f" {cpu['operator']['mean_cores']:.2f} (peak {cpu['operator']['peak_cores']:.2f})"
+                f" sandbox {cpu['sandbox']['mean_cores']:.2f}"
+                f" (peak {cpu['sandbox']['peak_cores']:.2f}) cores",
+                flush=True,
+            )
+    summary: dict[str, Any] = {}
+    for size in args.migrations:
+        mine = [r for r in results if r["migrations"] == size]
+        p50s = [r["step_latency_seconds"]["median"] for r in mine if r["step_latency_seconds"]["n"]]
+        p99s = [r["step_latency_seconds"]["p99"] for r in mine if r["step_latency_seconds"]["n"]]
+        summary[str(size)] = {
+            "runs": len(mine),
+            "step_latency_p50_median_of_runs": statistics.median(p50s) if p50s else None,
+            "step_latency_p99_median_of_runs": statistics.median(p99s) if p99s else None,
+            "step_latency_p99_worst_run": max(p99s) if p99s else None,
+            "missed_or_doubled": sum(r["missed_writes"] + r["doubled_writes"] for r in mine),
+            "all_succeeded": all(r["succeeded"] == size for r in mine),
+            "goal_p99_500ms_met": bool(p99s) and max(p99s) <= 0.5,
+        }
+    for size, row in summary.items():
+        print(
+            f"SUMMARY {size}: p50 {ms(row['step_latency_p50_median_of_runs'])}"
+            f" p99 {ms(row['step_latency_p99_median_of_runs'])} (median of {row['runs']} runs),"
+            f" missed+doubled {row['missed_or_doubled']}, all succeeded {row['all_succeeded']}"
+        )
+    save(
+        "concurrency",
+        {
+            "settings": {
+                "pause": args.pause,
+                "qps": args.qps,
+                "burst": args.burst,
+                "blue_replicas": BLUE_REPLICAS,
+                "anchors": "Flagger stalled at ~50 canaries on default client limits (flagger#638)",
+            },
+            "summary": summary,
+            "runs": results,
+        },
+        args.output,
+        args.smoke,
+    )
+    ok = all(r["succeeded"] == r["migrations"] for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
