@@ -54,6 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     memo.context = Context(kube=kube, gates=GateChecker(kube))
     memo.pokes = {}
+    memo.watchers = {}  # (namespace, deployment) -> uids of the daemons that use it
     port = os.environ.get("CUTOVER_METRICS_PORT")
     if port:
         metrics.start_metrics_server(int(port))
@@ -126,6 +127,30 @@ def poke(uid: str, memo: kopf.Memo, **_: Any) -> None:
         event.set()
 
 
+@kopf.on.event("apps", "v1", "deployments")
+def wake_on_deployment(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A Deployment changed (e.g. green became ready): wake the Migrations that use it now,
+    instead of every waiting Migration polling the index."""
+    for uid in memo.watchers.get((namespace or "", name), ()):
+        event = memo.pokes.get(uid)
+        if event is not None:
+            event.set()
+
+
+def _watch_deployments(memo: kopf.Memo, uid: str, keys: set[tuple[str, str]]) -> None:
+    for key in keys:
+        memo.watchers.setdefault(key, set()).add(uid)
+
+
+def _unwatch_deployments(memo: kopf.Memo, uid: str, keys: set[tuple[str, str]]) -> None:
+    for key in keys:
+        uids = memo.watchers.get(key)
+        if uids is not None:
+            uids.discard(uid)
+            if not uids:
+                del memo.watchers[key]
+
+
 @kopf.daemon(
     api.GROUP,
     api.VERSION,
@@ -157,8 +182,18 @@ async def drive(
     def jobs(ns: str, migration: str) -> dict[str, JobState]:
         return dict(jobs_index.get((ns, migration), []))
 
+    watched: set[tuple[str, str]] = set()
     try:
         while not stopped:
+            spec = body.get("spec") or {}
+            names = {
+                str((spec.get(role) or {}).get("deployment") or "") for role in ("blue", "green")
+            }
+            wanted = {(namespace or "", n) for n in names if n}
+            if wanted != watched:
+                _unwatch_deployments(memo, uid, watched - wanted)
+                _watch_deployments(memo, uid, wanted)
+                watched = wanted
             wake.clear()
             try:
                 outcome = await reconciler.reconcile(body, lookup, jobs)
@@ -171,6 +206,7 @@ async def drive(
             # A terminal Migration stops matching `_active`, and Kopf stops this daemon then.
             await _sleep(stopped, wake, delay)
     finally:
+        _unwatch_deployments(memo, uid, watched)
         memo.pokes.pop(uid, None)
 
 

@@ -174,8 +174,10 @@ class Reconciler:
         decisions: list[Decision] = []
         current = written = status
         observations = observe(router_weight)
-        for _ in range(_ROUNDS):
-            decision = decide(spec, current, observations, now)
+        for round_ in range(_ROUNDS):
+            # Each round after the first follows writes that took time: a pause or deadline
+            # started now must not start at the wake-up's instant (it would end early).
+            decision = decide(spec, current, observations, now if round_ == 0 else self.ctx.clock())
             decisions.append(decision)
             current = decision.status
             moves = [a for a in decision.actions if not isinstance(a, EmitEvent)]

@@ -270,7 +270,9 @@ PAUSE_STEP = "PauseStep"
 
 # Rounds of "tick" per decision: a transition can enable the next (start -> first weight).
 _MAX_ROUNDS = 8
-_READINESS_POLL = 1.0
+# Deployment changes wake a waiting Migration (handlers.wake_on_deployment); this poll is only
+# a safety net for a missed event.
+_READINESS_POLL = 5.0
 _HOOK_POLL = 2.0
 _ROLLBACK_RETRY = 1.0
 
@@ -715,8 +717,9 @@ class _Run:
         self.s.step_started_at = self.now
         self.s.step_ready_at = None
         label = "finishing" if index >= len(self.spec.steps) else f"step {index + 1}"
+        # History only: Events mark phase changes, so a long run does not flood `kubectl events`
+        # (and each Event is an API write).
         self._history("StepStarted", f"{message}; {label} of {len(self.spec.steps)}")
-        self._event("Normal", "StepStarted", f"{message}; {label} of {len(self.spec.steps)}")
 
     def _finish(self, spec: MigrationSpec) -> None:
         bake = 0.0 if self.s.full_promotion else parse_duration(spec.bake)
@@ -984,7 +987,11 @@ class _Run:
 
     def _progress_wake(self, spec: MigrationSpec) -> float | None:
         if self.s.step_ready_at is None:
-            return _READINESS_POLL
+            started = self.s.step_started_at or self.now
+            deadline = parse_duration(spec.progress_deadline)
+            # Just past the deadline, so the wake-up that judges it is not a poll too late.
+            left = deadline - (self.now - started).total_seconds() + 0.05
+            return min(_READINESS_POLL, max(left, 0.0))
         index = self.s.current_step_index
         if index >= len(spec.steps):
             bake = parse_duration(spec.bake)
