@@ -342,6 +342,21 @@ class Kube:
 
     # --- helpers with meaning ------------------------------------------------------------------
 
+    async def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str:
+        """The last lines of a pod's log (its first container), as text."""
+        path = _resource_path("", "v1", "pods", namespace, pod) + "/log"
+        result = await self._request(
+            "GET",
+            "get",
+            "pods/log",
+            namespace,
+            pod,
+            path,
+            query=[("tailLines", str(lines))],
+            raw=True,
+        )
+        return str(result.get("text", ""))
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, base64-decoded. Errors name the Secret and key, never the value."""
         secret = await self.get("", "v1", "secrets", namespace, name)
@@ -462,6 +477,7 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
         retry_conflict: bool = False,
+        raw: bool = False,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         what = _describe(plural, namespace, name)
@@ -481,6 +497,8 @@ class Kube:
                 self._count(verb, plural, code)
                 if 200 <= code < 300:
                     log.debug("kube request", extra={**context, "code": code, "attempt": attempt})
+                    if raw:
+                        return {"text": data.decode("utf-8", errors="replace")}
                     return self._parse(data, verb, what)
                 reason, message = _status_message(data)
                 text = f"{verb} {what}: {code} {reason or 'Error'}" + (

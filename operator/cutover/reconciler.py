@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from cutover import api, metrics
 from cutover.api import (
     REQUEST_ANNOTATION,
     TERMINAL_PHASES,
+    HookState,
     MigrationSpec,
     MigrationStatus,
     Phase,
@@ -57,6 +58,8 @@ JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migratio
 # Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
 _ROUNDS = 4
 _ERROR_RETRY = 5.0
+_LOG_LINES = 10
+_LOG_CHARS = 2000
 
 
 def utcnow() -> datetime:
@@ -157,6 +160,8 @@ class Reconciler:
         if readings:
             log.info("gates measured", extra=self._log({"readings": summarize(readings)}))
 
+        job_states = await self._with_logs(jobs(self.namespace, self.name) if jobs else {}, status)
+
         def observe(weight: int | None, acted: tuple[Action, ...] = ()) -> Observations:
             return Observations(
                 generation=generation,
@@ -167,7 +172,7 @@ class Reconciler:
                 request=request,
                 preflight_errors=preflight,
                 acted=acted,
-                jobs=jobs(self.namespace, self.name) if jobs else {},
+                jobs=job_states,
                 migration=self.name,
             )
 
@@ -259,6 +264,39 @@ class Reconciler:
         except (KubeError, TrafficRouterError) as error:
             log.warning("cannot read weight", extra=self._log({"error": str(error)}))
             return None
+
+    async def _with_logs(
+        self, jobs: Mapping[str, JobState], status: MigrationStatus
+    ) -> dict[str, JobState]:
+        """Adds the last log lines of hook Jobs that just finished, for status and Events.
+
+        Only Jobs the status still shows running are read: each log is fetched once.
+        """
+        result = dict(jobs)
+        running = {r.job for r in status.hooks if r.state is HookState.running}
+        for name, state in jobs.items():
+            if name not in running or not (state.succeeded or state.failed):
+                continue
+            tail = await self._log_tail(name)
+            if tail:
+                message = f"{state.message}; last log lines: {tail}" if state.message else tail
+                result[name] = replace(state, message=message[-_LOG_CHARS:])
+        return result
+
+    async def _log_tail(self, job: str) -> str:
+        try:
+            pods = await self.ctx.kube.list(
+                "", "v1", "pods", self.namespace, label_selector=f"job-name={job}"
+            )
+            if not pods:
+                return ""
+            newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
+            pod = (newest.get("metadata") or {}).get("name", "")
+            text = await self.ctx.kube.pod_log_tail(self.namespace, pod, lines=_LOG_LINES)
+        except KubeError as error:
+            log.info("hook log not read", extra=self._log({"job": job, "error": str(error)}))
+            return ""
+        return " | ".join(line for line in text.splitlines() if line.strip())
 
     # --- acting ---
 
