@@ -227,5 +227,10 @@ def excuse(status: GateStatus, gate: Gate) -> GateStatus:
     return new
 
 
+def severity(outcome: GateOutcome) -> int:
+    """Rank of an outcome: the worst gate decides what the run does."""
+    return _SEVERITY.index(outcome)
+
+
 def worst(outcomes: list[GateOutcome]) -> GateOutcome:
-    return max(outcomes, key=_SEVERITY.index, default=GateOutcome.pending)
+    return max(outcomes, key=severity, default=GateOutcome.pending)

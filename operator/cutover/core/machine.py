@@ -602,25 +602,34 @@ class _Run:
         assert isinstance(self.spec, MigrationSpec)
         when = record.last_evaluated_at.isoformat() if record.last_evaluated_at else "?"
         detail = f"gate {gate.name} at {when}: {record.last_message}"
+        rank = gate_rules.severity(record.outcome)
         if record.outcome is GateOutcome.failed:
             counts = f"({record.failed} failed checks, failureLimit {gate.failure_limit})"
             if self.spec.rollback.automatic:
-                return 3, Event.gate_failed, f"{detail} {counts}: rolling back"
-            return 3, Event.gate_failed_hold, f"{detail} {counts}: paused (automatic rollback off)"
+                return rank, Event.gate_failed, f"{detail} {counts}: rolling back"
+            return (
+                rank,
+                Event.gate_failed_hold,
+                f"{detail} {counts}: paused (automatic rollback off)",
+            )
         if record.outcome is GateOutcome.error:
             counts = (
                 f"({record.consecutive_errors} errors in a row,"
                 f" consecutiveErrorLimit {gate.consecutive_error_limit})"
             )
             if gate.on_error is ErrorPolicy.rollback and self.spec.rollback.automatic:
-                return 2, Event.gate_error, f"{detail} {counts}: rolling back (onError: rollback)"
-            return 2, Event.gate_error_hold, f"{detail} {counts}: paused"
+                return (
+                    rank,
+                    Event.gate_error,
+                    f"{detail} {counts}: rolling back (onError: rollback)",
+                )
+            return rank, Event.gate_error_hold, f"{detail} {counts}: paused"
         if record.outcome is GateOutcome.inconclusive:
             counts = (
                 f"({record.inconclusive} inconclusive checks,"
                 f" inconclusiveLimit {gate.inconclusive_limit})"
             )
-            return 1, Event.gate_inconclusive, f"{detail} {counts}: paused, promote or resume"
+            return rank, Event.gate_inconclusive, f"{detail} {counts}: paused, promote or resume"
         return None
 
     def _progress(self, spec: MigrationSpec) -> None:

@@ -98,9 +98,3 @@ def green_replicas_needed(spec: MigrationSpec, total: int, weight: int) -> int:
         return replica_split(total, weight)[1]
     # Other routers send traffic by weight to a green scaled to full size up front.
     return max(total, 1) if weight > 0 else 0
-
-
-def blue_replicas_needed(spec: MigrationSpec, total: int, weight: int) -> int:
-    if spec.traffic.router is Router.replicas:
-        return replica_split(total, weight)[0]
-    return max(total, 1) if weight < 100 else 0
