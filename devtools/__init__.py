@@ -1,0 +1,1 @@
+"""Developer tooling that never ships: the local control plane and the demo."""
