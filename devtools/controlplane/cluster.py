@@ -299,11 +299,8 @@ class ControlPlane:
             "kube-scheduler",
             [
                 f"--kubeconfig={self.root / 'kube-scheduler.kubeconfig'}",
-                f"--authentication-kubeconfig={self.root / 'kube-scheduler.kubeconfig'}",
-                f"--authorization-kubeconfig={self.root / 'kube-scheduler.kubeconfig'}",
                 "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
+                "--secure-port=0",
                 "--kube-api-qps=500",
                 "--kube-api-burst=1000",
             ],
@@ -315,11 +312,19 @@ class ControlPlane:
                 f"--config={self._write_kwok_config()}",
                 "--manage-all-nodes=true",
                 f"--cidr={POD_CIDR}",
-                "--node-ip=10.244.0.1",
+                # kwok serves the kubelet API (pod logs) for its node on loopback, so
+                # `kubectl logs` and the operator's hook-log reads go the real path.
+                "--node-ip=127.0.0.1",
+                f"--node-port={self.ports['kwok']}",
                 f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
             ],
         )
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(_node_manifest()))
+        # Admission taints a new node not-ready; the node lifecycle controller, which would lift
+        # it, is off (kwok's node never fails), so lift it here as that controller would.
+        self.kubectl("taint", "node", NODE_NAME, "node.kubernetes.io/not-ready:NoSchedule-")
         self._wait(self._node_ready, f"node {NODE_NAME} Ready", started + timeout)
         # Pods can only be created once the ServiceAccount controller made "default".
         self._wait(
@@ -418,6 +423,7 @@ class ControlPlane:
             "--audit-log-format=json",
             "--audit-log-maxsize=0",
             "--audit-log-mode=blocking",
+            "--kubelet-preferred-address-types=InternalIP",
             "--max-requests-inflight=800",
             "--max-mutating-requests-inflight=400",
         ]
@@ -458,10 +464,27 @@ class ControlPlane:
             (source / "kustomize/stage/pod/fast/pod-complete.yaml").read_text(),
             (source / "kustomize/stage/pod/fast/pod-delete.yaml").read_text(),
             STAGES_FILE.read_text(),
+            yaml.safe_dump(self._pod_logs()),
         ]
         path = self.root / "kwok.yaml"
         path.write_text("\n---\n".join(p.strip() for p in parts) + "\n")
         return path
+
+    def _pod_logs(self) -> dict[str, Any]:
+        """What every pod's container "printed": a CRI-format log file kwok serves."""
+        path = self.root / "pod.log"
+        stamp = "2026-01-01T00:00:00.000000000Z"
+        lines = [
+            "kwok: this pod runs on a fake node of the local control plane",
+            "kwok: no container ran; the outcome came from its kwok stage",
+        ]
+        path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
+        return {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "every-pod"},
+            "spec": {"logs": [{"logsFile": str(path), "follow": False}]},
+        }
 
     def _node_ready(self) -> bool:
         result = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -566,6 +589,30 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(document))
         path.chmod(0o600)
         return path
+
+    def install_third_party_crds(self) -> list[str]:
+        """Gateway API (standard channel) and Istio's VirtualService/DestinationRule, applied from
+        the pinned upstream modules with their OpenAPI and CEL rules; returns the CRD names."""
+        versions = read_versions()
+        gateway = module_dir("sigs.k8s.io/gateway-api", versions["GATEWAY_API_VERSION"])
+        istio = module_dir("istio.io/api", versions["ISTIO_API_VERSION"])
+        docs: list[dict[str, Any]] = []
+        for path in sorted((gateway / "config/crd/standard").glob("*.yaml")):
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        wanted = {"virtualservices.networking.istio.io", "destinationrules.networking.istio.io"}
+        istio_docs = yaml.safe_load_all(
+            (istio / "kubernetes/customresourcedefinitions.gen.yaml").read_text()
+        )
+        docs += [d for d in istio_docs if d and d.get("metadata", {}).get("name") in wanted]
+        names = [d["metadata"]["name"] for d in docs if d.get("kind") == "CustomResourceDefinition"]
+        # Server-side: these CRDs are too large for kubectl's last-applied annotation.
+        self.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
+        )
+        self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names]
+        )
+        return names
 
     def fault_proxy(self) -> FaultProxy:
         """A fault-injecting proxy in front of this kube-apiserver (started by the caller)."""
