@@ -52,6 +52,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         burst=int(_env_float("CUTOVER_API_BURST", 40)),
         on_request=metrics.count_api_request,
     )
+    # Installed for one namespace, the operator may not list namespaces; Kopf would retry that
+    # listing for about a minute before it falls back to the named namespace. Ask once instead.
+    try:
+        may_list_namespaces = await kube.allowed("list", "", "namespaces")
+    except KubeError as error:  # unknown: leave Kopf's default behaviour
+        log.warning("access review failed", extra={"error": str(error)})
+        may_list_namespaces = True
+    if not may_list_namespaces:
+        settings.scanning.disabled = True
+        log.info("namespaced install: namespace and CRD scanning off (CRDs must exist at start)")
     memo.context = Context(kube=kube, gates=GateChecker(kube))
     memo.pokes = {}
     memo.watchers = {}  # (namespace, deployment) -> uids of the daemons that use it

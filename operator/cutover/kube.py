@@ -342,6 +342,30 @@ class Kube:
 
     # --- helpers with meaning ------------------------------------------------------------------
 
+    async def allowed(
+        self, verb: str, group: str, plural: str, namespace: str | None = None
+    ) -> bool:
+        """Whether this identity may ``verb`` the resource (a SelfSubjectAccessReview, which every
+        authenticated user may create)."""
+        attributes = {"verb": verb, "group": group, "resource": plural}
+        if namespace:
+            attributes["namespace"] = namespace
+        review = await self._request(
+            "POST",
+            "create",
+            "selfsubjectaccessreviews",
+            None,
+            None,
+            _resource_path("authorization.k8s.io", "v1", "selfsubjectaccessreviews", None),
+            body={
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            },
+            content_type="application/json",
+        )
+        return bool((review.get("status") or {}).get("allowed"))
+
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str:
         """The last lines of a pod's log (its first container), as text."""
         path = _resource_path("", "v1", "pods", namespace, pod) + "/log"
@@ -414,6 +438,9 @@ class Kube:
             "source": {"component": "cutover"},
             "reportingComponent": "cutover",
             "reportingInstance": "cutover",
+            # A real API server refuses an Event with eventTime but no action (the emulator took
+            # it): "action: Required value".
+            "action": "Reconcile",
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

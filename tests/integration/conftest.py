@@ -1,17 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from cutover.sandbox.process import SandboxProcess
-
-ROOT = Path(__file__).resolve().parents[2]
+from devtools.controlplane import ControlPlane
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxProcess]:
-    with SandboxProcess(deployment_delay=0.3) as process:
-        process.kubectl("apply", "-f", str(ROOT / "crds" / "migrations.cutover.io.yaml"))
-        yield process
+def cluster(control_plane: ControlPlane) -> ControlPlane:
+    return control_plane

@@ -1,4 +1,5 @@
-"""Running the real operator (``kopf run``) against the sandbox, and reading what it did."""
+"""Running the real operator (``kopf run``) against the real control plane, and reading what it
+did from the kube-apiserver's audit log."""
 
 from __future__ import annotations
 
@@ -7,13 +8,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
+from tests.support.controlplane import new_namespace, operator_kubeconfig, wait_for
+
+__all__ = [
+    "ROOT",
+    "OperatorProcess",
+    "apply",
+    "apply_text",
+    "get",
+    "migration",
+    "new_namespace",
+    "phase",
+    "replicas",
+    "wait_for",
+    "wait_phase",
+    "writes",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,20 +36,31 @@ class OperatorProcess:
     """``kopf run -m cutover.handlers`` in a subprocess, watching one namespace."""
 
     def __init__(
-        self, sandbox: SandboxProcess, namespace: str, *, env: dict[str, str] | None = None
+        self,
+        cluster: ControlPlane,
+        namespace: str,
+        *,
+        env: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
+        chart_values: dict[str, Any] | None = None,
     ):
-        self.sandbox = sandbox
+        self.cluster = cluster
         self.namespace = namespace
         self.env = env or {}
-        self.log_path = sandbox.workdir / f"operator-{namespace}.log"
+        self.log_path = cluster.workdir / f"operator-{namespace}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # The chart's ServiceAccount and RBAC, never admin: a request the chart does not allow
+        # fails the way it would in a user's cluster.
+        self.kubeconfig = kubeconfig or operator_kubeconfig(
+            cluster, namespace, cluster.workdir / "operators", values=chart_values
+        )
 
     def start(self) -> OperatorProcess:
         env = dict(os.environ)
         env.update(
             {
-                "KUBECONFIG": self.sandbox.kubeconfig,
+                "KUBECONFIG": str(self.kubeconfig),
                 "PYTHONPATH": str(ROOT / "operator"),
                 "PYTHONUNBUFFERED": "1",
                 **self.env,
@@ -83,68 +108,46 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def new_namespace(sandbox: SandboxProcess, prefix: str = "t") -> str:
-    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    sandbox.kubectl("create", "namespace", namespace)
-    return namespace
+def apply(cluster: ControlPlane, namespace: str, path: Path | str) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(path))
 
 
-def apply(sandbox: SandboxProcess, namespace: str, path: Path | str) -> None:
-    sandbox.kubectl("apply", "-n", namespace, "-f", str(path))
+def apply_text(cluster: ControlPlane, namespace: str, manifest: str) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
 
 
-def apply_text(sandbox: SandboxProcess, namespace: str, manifest: str) -> None:
-    sandbox.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
-
-
-def get(sandbox: SandboxProcess, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    out = sandbox.kubectl("get", "-n", namespace, kind, name, "-o", "json")
+def get(cluster: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "-n", namespace, kind, name, "-o", "json")
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def migration(sandbox: SandboxProcess, namespace: str, name: str) -> dict[str, Any]:
-    return get(sandbox, namespace, "migrations.cutover.io", name)
+def migration(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return get(cluster, namespace, "migrations.cutover.io", name)
 
 
-def wait_for(
-    probe: Callable[[], Any], *, timeout: float = 30, interval: float = 0.2, what: str = ""
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as error:
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}: last={last!r}")
-
-
-def phase(sandbox: SandboxProcess, namespace: str, name: str) -> str | None:
-    return (migration(sandbox, namespace, name).get("status") or {}).get("phase")
+def phase(cluster: ControlPlane, namespace: str, name: str) -> str | None:
+    return (migration(cluster, namespace, name).get("status") or {}).get("phase")
 
 
 def wait_phase(
-    sandbox: SandboxProcess, namespace: str, name: str, *phases: str, timeout: float = 60
+    cluster: ControlPlane, namespace: str, name: str, *phases: str, timeout: float = 60
 ) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        obj = migration(sandbox, namespace, name)
+        obj = migration(cluster, namespace, name)
         return obj if (obj.get("status") or {}).get("phase") in phases else None
 
     return wait_for(probe, timeout=timeout, what=f"{name} in {phases}")  # type: ignore[no-any-return]
 
 
-def replicas(sandbox: SandboxProcess, namespace: str, deployment: str) -> int:
-    return int(get(sandbox, namespace, "deployment", deployment)["spec"].get("replicas", 0))
+def replicas(cluster: ControlPlane, namespace: str, deployment: str) -> int:
+    return int(get(cluster, namespace, "deployment", deployment)["spec"].get("replicas", 0))
 
 
 def writes(
-    sandbox: SandboxProcess, namespace: str, resource: str | None = None, since: int = 0
+    cluster: ControlPlane, namespace: str, resource: str | None = None, since: int = 0
 ) -> list[dict[str, Any]]:
-    """Successful writes in ``namespace`` from the sandbox's request log."""
-    entries = sandbox.requests(since=since)
+    """Successful writes in ``namespace`` from the audit log, by anyone (tests filter further)."""
+    entries = cluster.requests(since=since)
     return [
         e
         for e in entries

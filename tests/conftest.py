@@ -1,0 +1,25 @@
+"""Session-wide fixtures: one real control plane, started the first time a test asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.controlplane import ControlPlane
+from tests.support.controlplane import session_root, start_session_plane
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = start_session_plane(session_root(tmp_path_factory.mktemp("controlplane")))
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def third_party_crds(control_plane: ControlPlane) -> list[str]:
+    """Gateway API's and Istio's real CRDs (pinned upstream modules), with their CEL rules."""
+    return control_plane.install_third_party_crds()
