@@ -1,4 +1,4 @@
-"""Hook Jobs through the real operator and the sandbox's Job controller."""
+"""Hook Jobs through the real operator and the cluster's Job controller."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
+from tests.support.controlplane import decide_job
 
 from .harness import (
     ROOT,
@@ -29,30 +30,29 @@ APP = ROOT / "examples" / "replicas" / "app.yaml"
 
 
 @pytest.fixture
-def namespace(sandbox: SandboxProcess) -> str:
-    return new_namespace(sandbox, "hk")
+def namespace(cluster: ControlPlane) -> str:
+    return new_namespace(cluster, "hk")
 
 
 @pytest.fixture
-def operator(sandbox: SandboxProcess, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox, namespace).start()
+def operator(cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(cluster, namespace).start()
     yield process
     process.stop()
 
 
 def job(outcome: str | None, after: float = 0.3) -> dict[str, Any]:
-    """A Job template whose outcome the sandbox's Job controller decides (or the test, if None)."""
-    annotations = {}
-    if outcome:
-        annotations = {
-            "sandbox.cutover.io/outcome": outcome,
-            "sandbox.cutover.io/after": str(after),
-        }
+    """A Job template whose pod kwok ends as ``outcome`` after ``after`` seconds of running (or
+    holds running until the test decides, if None): the Job controller does the rest."""
+    annotations = {
+        "hook.cutover.test/outcome": outcome or "hold",
+        "hook.cutover.test/delay": f"{int(after * 1000)}ms",
+    }
     return {
-        "metadata": {"annotations": annotations},
         "spec": {
             "backoffLimit": 0,
             "template": {
+                "metadata": {"annotations": annotations},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [
@@ -62,7 +62,7 @@ def job(outcome: str | None, after: float = 0.3) -> dict[str, Any]:
                             "command": ["psql", "-c", "select 1"],
                         }
                     ],
-                }
+                },
             },
         },
     }
@@ -87,10 +87,10 @@ def manifest(hooks: dict[str, Any], steps: list[dict[str, Any]] | None = None, *
     )
 
 
-def timeline(sandbox: SandboxProcess, namespace: str) -> list[str]:
-    """Job creations and replica writes, in the order the sandbox received them."""
+def timeline(cluster: ControlPlane, namespace: str) -> list[str]:
+    """Job creations and replica writes, in the order the cluster received them."""
     out = []
-    for entry in writes(sandbox, namespace):
+    for entry in writes(cluster, namespace):
         body = entry.get("body") or {}
         if entry["resource"] == "jobs" and entry["method"] == "POST":
             out.append(f"job {body['metadata']['labels']['cutover.io/hook']}")
@@ -101,20 +101,20 @@ def timeline(sandbox: SandboxProcess, namespace: str) -> list[str]:
     return out
 
 
-def jobs_created(sandbox: SandboxProcess, namespace: str) -> list[str]:
+def jobs_created(cluster: ControlPlane, namespace: str) -> list[str]:
     return [
         e["body"]["metadata"]["name"]
-        for e in writes(sandbox, namespace, "jobs")
+        for e in writes(cluster, namespace, "jobs")
         if e["method"] == "POST"
     ]
 
 
 def test_hooks_run_in_order_around_traffic_writes(
-    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(sandbox, namespace, APP)
+    apply(cluster, namespace, APP)
     apply_text(
-        sandbox,
+        cluster,
         namespace,
         manifest(
             {
@@ -129,10 +129,10 @@ def test_hooks_run_in_order_around_traffic_writes(
         ),
     )
     obj = wait_phase(
-        sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed", "Paused", timeout=60
+        cluster, namespace, "orders", "Succeeded", "RolledBack", "Failed", "Paused", timeout=60
     )
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    assert timeline(sandbox, namespace) == [
+    assert timeline(cluster, namespace) == [
         "job expand",
         "green=2",
         "blue=2",
@@ -150,17 +150,17 @@ def test_hooks_run_in_order_around_traffic_writes(
         ("contract", "Succeeded"),
     ]
     assert obj["status"]["rollbackAvailable"] is False
-    created = sandbox.kubectl("get", "-n", namespace, "jobs", "-o", "json").stdout
+    created = cluster.kubectl("get", "-n", namespace, "jobs", "-o", "json").stdout
     assert '"cutover.io/migration": "orders"' in created
     assert '"kind": "Migration"' in created  # owner reference: Jobs go with the Migration
 
 
 def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback(
-    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(sandbox, namespace, APP)
+    apply(cluster, namespace, APP)
     apply_text(
-        sandbox,
+        cluster,
         namespace,
         manifest(
             {
@@ -169,22 +169,22 @@ def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback(
             }
         ),
     )
-    obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "RolledBack"
     rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
     assert rolled["reason"] == "HookFailed" and "expand" in rolled["message"]
-    line = timeline(sandbox, namespace)
+    line = timeline(cluster, namespace)
     assert line[0] == "job expand" and line[-1] == "job undo"
     assert not [x for x in line if x.startswith("green=") and x != "green=0"]
-    assert replicas(sandbox, namespace, "checkout-blue") == 4
+    assert replicas(cluster, namespace, "checkout-blue") == 4
 
 
 def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
-    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(sandbox, namespace, APP)
+    apply(cluster, namespace, APP)
     apply_text(
-        sandbox,
+        cluster,
         namespace,
         manifest(
             {
@@ -193,9 +193,9 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
             }
         ),
     )
-    obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "RolledBack"
-    assert timeline(sandbox, namespace) == [
+    assert timeline(cluster, namespace) == [
         "green=2",
         "blue=2",
         "job check",
@@ -203,16 +203,16 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
         "blue=4",
         "job undo",
     ]
-    events = sandbox.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
+    events = cluster.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
     assert "HookFailed" in events
 
 
 def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
-    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(sandbox, namespace, APP)
+    apply(cluster, namespace, APP)
     apply_text(
-        sandbox,
+        cluster,
         namespace,
         manifest(
             {
@@ -220,22 +220,22 @@ def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
             }
         ),
     )
-    name = wait_for(lambda: (jobs_created(sandbox, namespace) or [None])[0], timeout=30)
+    name = wait_for(lambda: (jobs_created(cluster, namespace) or [None])[0], timeout=30)
     operator.kill()
     operator.start()
     time.sleep(3)  # the restarted operator has seen the Job running
-    sandbox.set_job_outcome(namespace, name, "succeed")
-    obj = wait_phase(sandbox, namespace, "orders", "Succeeded", "RolledBack", "Failed", timeout=60)
+    decide_job(cluster, namespace, name, "succeed")
+    obj = wait_phase(cluster, namespace, "orders", "Succeeded", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "Succeeded"
-    assert jobs_created(sandbox, namespace) == [name]
+    assert jobs_created(cluster, namespace) == [name]
 
 
 def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
-    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(sandbox, namespace, APP)
+    apply(cluster, namespace, APP)
     apply_text(
-        sandbox,
+        cluster,
         namespace,
         manifest(
             {
@@ -248,29 +248,29 @@ def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
     )
     wait_for(
         lambda: (
-            not (migration(sandbox, namespace, "orders").get("status") or {}).get(
+            not (migration(cluster, namespace, "orders").get("status") or {}).get(
                 "rollbackAvailable", True
             )
         ),
         timeout=60,
     )
-    sandbox.kubectl("annotate", "-n", namespace, "mig/orders", "cutover.io/request=abort:x1")
-    obj = wait_phase(sandbox, namespace, "orders", "Paused", "RolledBack", timeout=30)
+    cluster.kubectl("annotate", "-n", namespace, "mig/orders", "cutover.io/request=abort:x1")
+    obj = wait_phase(cluster, namespace, "orders", "Paused", "RolledBack", timeout=30)
     assert obj["status"]["phase"] == "Paused"
     assert obj["status"]["reason"] == "RollbackNotAvailable"
     assert "contract" in obj["status"]["rollbackUnavailableReason"]
     condition = next(c for c in obj["status"]["conditions"] if c["type"] == "RollbackAvailable")
     assert condition["status"] == "False"
-    assert replicas(sandbox, namespace, "checkout-green") == 4  # traffic stays on green
-    assert "job undo" not in timeline(sandbox, namespace)
+    assert replicas(cluster, namespace, "checkout-green") == 4  # traffic stays on green
+    assert "job undo" not in timeline(cluster, namespace)
 
 
 def test_a_hook_that_runs_past_its_timeout_fails_and_its_job_is_deleted(
-    sandbox: SandboxProcess, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(sandbox, namespace, APP)
+    apply(cluster, namespace, APP)
     apply_text(
-        sandbox,
+        cluster,
         namespace,
         manifest(
             {
@@ -278,8 +278,8 @@ def test_a_hook_that_runs_past_its_timeout_fails_and_its_job_is_deleted(
             }
         ),
     )
-    obj = wait_phase(sandbox, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
     check = next(r for r in obj["status"]["hooks"] if r["name"] == "check")
     assert check["state"] == "Failed" and "timed out after 2s" in check["message"]
-    deleted = [e for e in writes(sandbox, namespace, "jobs") if e["method"] == "DELETE"]
+    deleted = [e for e in writes(cluster, namespace, "jobs") if e["method"] == "DELETE"]
     assert [e["name"] for e in deleted] == [check["job"]]
