@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 
 from .harness import (
     ROOT,
@@ -31,28 +31,31 @@ CANARY = "checkout-cutover-canary"
 
 
 @pytest.fixture(scope="module")
-def routes_sandbox(sandbox: SandboxProcess) -> SandboxProcess:
-    sandbox.kubectl("apply", "-f", str(ROOT / "tests" / "fixtures" / "crds"))
-    return sandbox
+def routes_cluster(cluster: ControlPlane, third_party_crds: list[str]) -> ControlPlane:
+    return cluster
 
 
 @pytest.fixture
-def namespace(routes_sandbox: SandboxProcess) -> str:
-    return new_namespace(routes_sandbox, "w")
+def namespace(routes_cluster: ControlPlane) -> str:
+    return new_namespace(routes_cluster, "w")
+
+
+# What a user of these routers sets in the chart; without it RBAC denies the route writes.
+ALL_ROUTERS = {"routers": {name: {"enabled": True} for name in ROUTES}}
 
 
 @pytest.fixture
-def operator(routes_sandbox: SandboxProcess, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(routes_sandbox, namespace).start()
+def operator(routes_cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(routes_cluster, namespace, chart_values=ALL_ROUTERS).start()
     yield process
     process.stop()
 
 
-def _setup(sandbox: SandboxProcess, namespace: str, router: str) -> dict[str, Any]:
+def _setup(cluster: ControlPlane, namespace: str, router: str) -> dict[str, Any]:
     kind, route_file = ROUTES[router]
-    apply(sandbox, namespace, ROOT / "examples" / router / "app.yaml")
-    apply(sandbox, namespace, ROOT / "examples" / router / route_file)
-    return get(sandbox, namespace, kind, "checkout")
+    apply(cluster, namespace, ROOT / "examples" / router / "app.yaml")
+    apply(cluster, namespace, ROOT / "examples" / router / route_file)
+    return get(cluster, namespace, kind, "checkout")
 
 
 def _green_weight(router: str, route: dict[str, Any]) -> tuple[int, int] | None:
@@ -67,67 +70,87 @@ def _green_weight(router: str, route: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _canary(sandbox: SandboxProcess, namespace: str) -> dict[str, Any] | None:
-    found = sandbox.kubectl("get", "-n", namespace, "ingress", CANARY, "-o", "name", check=False)
+def _canary(cluster: ControlPlane, namespace: str) -> dict[str, Any] | None:
+    found = cluster.kubectl("get", "-n", namespace, "ingress", CANARY, "-o", "name", check=False)
     return {"found": True} if found.returncode == 0 else None
 
 
 @pytest.mark.parametrize("router", sorted(ROUTES))
 def test_success(
-    routes_sandbox: SandboxProcess, namespace: str, operator: OperatorProcess, router: str
+    routes_cluster: ControlPlane, namespace: str, operator: OperatorProcess, router: str
 ) -> None:
-    sandbox = routes_sandbox
+    cluster = routes_cluster
     kind, _ = ROUTES[router]
-    before = _setup(sandbox, namespace, router)
-    apply(sandbox, namespace, ROOT / "examples" / router / "migration.yaml")
+    before = _setup(cluster, namespace, router)
+    apply(cluster, namespace, ROOT / "examples" / router / "migration.yaml")
     obj = wait_phase(
-        sandbox, namespace, "checkout", "Succeeded", "RolledBack", "Failed", timeout=90
+        cluster, namespace, "checkout", "Succeeded", "RolledBack", "Failed", timeout=90
     )
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    route = get(sandbox, namespace, kind, "checkout")
+    route = get(cluster, namespace, kind, "checkout")
     assert "cutover.io/original" not in (route["metadata"].get("annotations") or {})
     assert "cutover-match" not in str(route["spec"])
     if router == "nginx":
         paths = route["spec"]["rules"][0]["http"]["paths"]
         assert [p["backend"]["service"]["name"] for p in paths] == ["checkout-green"]
-        assert _canary(sandbox, namespace) is None
+        assert _canary(cluster, namespace) is None
     else:
         assert _green_weight(router, route) == (0, 100)
         # Everything but the weights is as the team wrote it.
         assert _green_weight(router, before) == (100, 0)
-    assert replicas(sandbox, namespace, "checkout-blue") == 0
-    assert replicas(sandbox, namespace, "checkout-green") == 4
+    assert replicas(cluster, namespace, "checkout-blue") == 0
+    assert replicas(cluster, namespace, "checkout-green") == 4
 
 
 @pytest.mark.parametrize("router", sorted(ROUTES))
 def test_abort_restores_the_original(
-    routes_sandbox: SandboxProcess, namespace: str, operator: OperatorProcess, router: str
+    routes_cluster: ControlPlane, namespace: str, operator: OperatorProcess, router: str
 ) -> None:
-    sandbox = routes_sandbox
+    cluster = routes_cluster
     kind, _ = ROUTES[router]
-    before = _setup(sandbox, namespace, router)
+    before = _setup(cluster, namespace, router)
     manifest = (ROOT / "examples" / router / "migration.yaml").read_text()
     # A long pause at 50 % holds the run where the abort can catch it.
     slow = manifest.replace(
         "    - pause: {duration: 2s}\n    - setWeight: 100", "    - pause: {}\n    - setWeight: 100"
     )
-    sandbox.kubectl("apply", "-n", namespace, "-f", "-", input=slow)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=slow)
     wait_for(
-        lambda: (migration(sandbox, namespace, "checkout").get("status") or {}).get("weight") == 50,
+        lambda: (migration(cluster, namespace, "checkout").get("status") or {}).get("weight") == 50,
         timeout=60,
         what="weight 50",
     )
     if router == "nginx":
-        assert _canary(sandbox, namespace) is not None
-    sandbox.kubectl("annotate", "-n", namespace, "mig/checkout", "cutover.io/request=abort:t1")
-    obj = wait_phase(sandbox, namespace, "checkout", "RolledBack", timeout=60)
+        assert _canary(cluster, namespace) is not None
+    cluster.kubectl("annotate", "-n", namespace, "mig/checkout", "cutover.io/request=abort:t1")
+    obj = wait_phase(cluster, namespace, "checkout", "RolledBack", timeout=60)
     assert obj["status"]["lastRequest"] == "t1"
-    route = get(sandbox, namespace, kind, "checkout")
+    route = get(cluster, namespace, kind, "checkout")
     assert route["spec"] == before["spec"]
     assert "cutover.io/original" not in (route["metadata"].get("annotations") or {})
     if router == "nginx":
-        assert _canary(sandbox, namespace) is None
+        assert _canary(cluster, namespace) is None
     else:
         assert _green_weight(router, route) == (100, 0)
-    assert replicas(sandbox, namespace, "checkout-blue") == 4
-    assert replicas(sandbox, namespace, "checkout-green") == 0
+    assert replicas(cluster, namespace, "checkout-blue") == 4
+    assert replicas(cluster, namespace, "checkout-green") == 0
+
+
+@pytest.mark.parametrize("router", ["gatewayapi", "istio"])
+def test_a_router_the_chart_does_not_enable_fails_clearly_before_any_traffic_moves(
+    routes_cluster: ControlPlane, namespace: str, router: str
+) -> None:
+    cluster = routes_cluster
+    _setup(cluster, namespace, router)
+    process = OperatorProcess(cluster, namespace).start()  # the chart's defaults: router off
+    try:
+        apply(cluster, namespace, ROOT / "examples" / router / "migration.yaml")
+        obj = wait_phase(cluster, namespace, "checkout", "Failed", "RolledBack", timeout=60)
+    finally:
+        process.stop()
+    failed = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert failed["reason"] == "PreflightFailed", failed
+    assert "forbidden" in failed["message"].lower(), failed["message"]
+    assert obj["status"]["weight"] == 0
+    assert replicas(cluster, namespace, "checkout-blue") == 4
+    assert replicas(cluster, namespace, "checkout-green") == 0
