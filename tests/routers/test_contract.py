@@ -1,10 +1,13 @@
-"""The traffic-router contract, run against both routers on the in-process sandbox."""
+"""The traffic-router contract, run against both routers on a real control plane.
+
+The routers act as the operator does (the chart's ServiceAccount and RBAC); the Deployments get
+real ReplicaSets and pods (kube-controller-manager and kwok), and every write is counted from the
+kube-apiserver's audit log.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,9 +25,8 @@ from cutover.routers.base import (
     TrafficRouter,
     TrafficRouterError,
 )
-from cutover.sandbox import SandboxCluster
+from tests.routers.support import Audit, settle, user_annotations
 
-NS = "default"
 BLUE, GREEN, SERVICE = "checkout-blue", "checkout-green", "checkout"
 BLUE_LABELS = {"app": "checkout", "version": "blue"}
 # A key blue does not have: switching back to blue must remove it, not just change values.
@@ -72,7 +74,7 @@ def _service(selector: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _target(kind: Router) -> Target:
+def _target(ns: str, kind: Router) -> Target:
     spec = MigrationSpec.model_validate(
         {
             "blue": {"deployment": BLUE},
@@ -81,75 +83,49 @@ def _target(kind: Router) -> Target:
             "steps": [{"setWeight": 100}],
         }
     )
-    return Target(NS, "checkout", "uid-1", spec)
+    return Target(ns, "checkout", "uid-1", spec)
 
 
-async def _world(kube: Kube, kind: Router, total: int) -> tuple[TrafficRouter, Target]:
+async def _world(
+    kube: Kube, admin: Kube, ns: str, kind: Router, total: int
+) -> tuple[TrafficRouter, Target]:
     # The replicas router needs one Service in front of both; the service router one on blue.
     selector = {"app": "checkout"} if kind is Router.replicas else BLUE_LABELS
-    await kube.create("apps", "v1", "deployments", NS, _deployment(BLUE, BLUE_LABELS, total))
-    await kube.create("apps", "v1", "deployments", NS, _deployment(GREEN, GREEN_LABELS, 0))
-    await kube.create("", "v1", "services", NS, _service(selector))
-    await _settled(kube)
-    return router_for(kind, kube), _target(kind)
+    await admin.create("apps", "v1", "deployments", ns, _deployment(BLUE, BLUE_LABELS, total))
+    await admin.create("apps", "v1", "deployments", ns, _deployment(GREEN, GREEN_LABELS, 0))
+    await admin.create("", "v1", "services", ns, _service(selector))
+    await _settled(admin, ns)
+    return router_for(kind, kube), _target(ns, kind)
 
 
-async def _settled(kube: Kube, timeout: float = 5.0) -> None:
-    """Waits for the sandbox's Deployment controller to report every replica available."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = []
-        for name in (BLUE, GREEN):
-            obj = await kube.get("apps", "v1", "deployments", NS, name)
-            if obj is None:
-                continue
-            status = obj.get("status") or {}
-            if (
-                status.get("observedGeneration") != obj["metadata"].get("generation")
-                or (status.get("availableReplicas") or 0) != obj["spec"]["replicas"]
-            ):
-                pending.append(name)
-        if not pending:
-            return
-        assert time.monotonic() < deadline, f"not settled: {pending}"
-        await asyncio.sleep(0.02)
+async def _settled(kube: Kube, ns: str) -> None:
+    """Waits for the Deployment controller to report every replica of both updated and ready."""
+    await settle(kube, ns, (BLUE, GREEN))
 
 
-async def _until_ready(kube: Kube, move: Callable[[], Awaitable[None]]) -> None:
+async def _until_ready(kube: Kube, ns: str, move: Callable[[], Awaitable[None]]) -> None:
     """Runs a router move again while it reports NotReady, as the reconciler would."""
     for _ in range(20):
         try:
             await move()
             return
         except NotReady:
-            await _settled(kube)
+            await _settled(kube, ns)
     raise AssertionError("the move never became ready")
 
 
-async def _objects(kube: Kube) -> dict[str, dict[str, Any]]:
+async def _objects(kube: Kube, ns: str) -> dict[str, dict[str, Any]]:
     found = {
-        "blue": await kube.get("apps", "v1", "deployments", NS, BLUE),
-        "green": await kube.get("apps", "v1", "deployments", NS, GREEN),
-        "service": await kube.get("", "v1", "services", NS, SERVICE),
+        "blue": await kube.get("apps", "v1", "deployments", ns, BLUE),
+        "green": await kube.get("apps", "v1", "deployments", ns, GREEN),
+        "service": await kube.get("", "v1", "services", ns, SERVICE),
     }
     assert all(found.values())
     return {k: copy.deepcopy(v) for k, v in found.items() if v is not None}
 
 
-def _writes(cluster: SandboxCluster, since: int) -> list[dict[str, Any]]:
-    return [
-        w
-        for w in cluster.requests_since(since)
-        if w["resource"] in ("deployments", "services") and w["code"] < 300
-    ]
-
-
-def _mark(cluster: SandboxCluster) -> int:
-    return int(cluster.log.stats()["last_seq"])
-
-
-def _annotations(obj: dict[str, Any]) -> dict[str, str]:
-    return dict(obj["metadata"].get("annotations") or {})
+def _writes(audit: Audit, since: int) -> list[dict[str, Any]]:
+    return audit.writes(since, ("deployments", "services"))
 
 
 @pytest.mark.parametrize(
@@ -157,36 +133,38 @@ def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     [(Router.replicas, 4), (Router.replicas, 10), (Router.service, 4)],
     ids=["replicas-4", "replicas-10", "service-4"],
 )
-async def test_contract(kube: Kube, cluster: SandboxCluster, kind: Router, total: int) -> None:
-    router, target = await _world(kube, kind, total)
+async def test_contract(
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router, total: int
+) -> None:
+    router, target = await _world(kube, admin, ns, kind, total)
     assert await router.preflight(target) == []
-    before = await _objects(kube)
+    before = await _objects(kube, ns)
 
     await router.prepare(target, total)
     await router.prepare(target, total)  # idempotent
-    await _settled(kube)
+    await _settled(kube, ns)
 
     for weight in SUPPORTED[kind]:
         await router.set_weight(target, weight, total)
-        await _settled(kube)
+        await _settled(kube, ns)
         assert await router.get_weight(target) == weight
         assert await router.verify(target, weight) is True
         if kind is Router.replicas:
-            now = await _objects(kube)
+            now = await _objects(kube, ns)
             split = (now["blue"]["spec"]["replicas"], now["green"]["spec"]["replicas"])
             assert split == replica_split(total, weight)
-        mark = _mark(cluster)
+        mark = audit.mark()
         await router.set_weight(target, weight, total)
-        assert _writes(cluster, mark) == [], f"second set_weight({weight}) wrote"
+        assert _writes(audit, mark) == [], f"second set_weight({weight}) wrote"
 
     # Back to a weight where both versions could take traffic, then roll back.
     middle = 50 if kind is Router.replicas else 100
     await router.set_weight(target, middle, total)
-    await _settled(kube)
+    await _settled(kube, ns)
     assert await router.verify(target, 0) is False
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.restore(target, total, True)
-    writes = _writes(cluster, mark)
+    writes = _writes(audit, mark)
     assert writes, "restore wrote nothing"
     first = writes[0]
     if kind is Router.replicas:
@@ -197,40 +175,40 @@ async def test_contract(kube: Kube, cluster: SandboxCluster, kind: Router, total
         assert (first["resource"], first["name"]) == ("services", SERVICE)
         selector = {**GREEN_LABELS, **first["body"]["spec"]["selector"]}
         assert {k: v for k, v in selector.items() if v is not None} == BLUE_LABELS
-    await _settled(kube)
-    after = await _objects(kube)
+    await _settled(kube, ns)
+    after = await _objects(kube, ns)
     for key in ("blue", "green", "service"):
         assert after[key]["spec"] == before[key]["spec"], key
-        assert _annotations(after[key]) == USER_ANNOTATION, key
+        assert user_annotations(after[key]) == USER_ANNOTATION, key
     assert await router.get_weight(target) == 0
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.restore(target, total, True)  # idempotent
-    assert _writes(cluster, mark) == []
+    assert _writes(audit, mark) == []
 
 
 @pytest.mark.parametrize("kind", [Router.replicas, Router.service])
-async def test_edits_by_others_survive(kube: Kube, cluster: SandboxCluster, kind: Router) -> None:
-    router, target = await _world(kube, kind, 4)
+async def test_edits_by_others_survive(kube: Kube, admin: Kube, ns: str, kind: Router) -> None:
+    router, target = await _world(kube, admin, ns, kind, 4)
     await router.prepare(target, 4)
     await router.set_weight(target, 50 if kind is Router.replicas else 0, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     # Someone else edits fields the router does not own.
-    await kube.patch("", "v1", "services", NS, SERVICE, {"metadata": {"labels": {"tier": "web"}}})
+    await admin.patch("", "v1", "services", ns, SERVICE, {"metadata": {"labels": {"tier": "web"}}})
     env = {"name": "app", "env": [{"name": "MODE", "value": "debug"}]}
-    await kube.patch(
+    await admin.patch(
         "apps",
         "v1",
         "deployments",
-        NS,
+        ns,
         GREEN,
         {"spec": {"template": {"spec": {"containers": [env]}}}},
         patch_type="strategic",
     )
     await router.set_weight(target, 100, 4)
-    await _settled(kube)
-    await _until_ready(kube, lambda: router.restore(target, 4, True))
-    await _settled(kube)
-    now = await _objects(kube)
+    await _settled(kube, ns)
+    await _until_ready(kube, ns, lambda: router.restore(target, 4, True))
+    await _settled(kube, ns)
+    now = await _objects(kube, ns)
     assert now["service"]["metadata"]["labels"] == {"tier": "web"}
     container = now["green"]["spec"]["template"]["spec"]["containers"][0]
     assert container["env"] == [{"name": "MODE", "value": "debug"}]
@@ -238,95 +216,99 @@ async def test_edits_by_others_survive(kube: Kube, cluster: SandboxCluster, kind
     assert await router.get_weight(target) == 0
 
 
-async def test_replicas_nominal_vs_effective_weight(kube: Kube) -> None:
-    router, target = await _world(kube, Router.replicas, 4)
+async def test_replicas_nominal_vs_effective_weight(kube: Kube, admin: Kube, ns: str) -> None:
+    router, target = await _world(kube, admin, ns, Router.replicas, 4)
     await router.set_weight(target, 10, 4)  # 1 pod of 4: effectively 25 %
     assert await router.get_weight(target) == 10
     # Someone scales green by hand: the nominal weight no longer describes the pods.
-    await kube.patch(
-        "apps", "v1", "deployments", NS, GREEN, {"spec": {"replicas": 3}}, patch_type="strategic"
+    await admin.patch(
+        "apps", "v1", "deployments", ns, GREEN, {"spec": {"replicas": 3}}, patch_type="strategic"
     )
     assert await router.get_weight(target) == 50  # 3 of 6 pods
     assert await router.verify(target, 10) is False
 
 
-async def test_replicas_never_empties_the_serving_side(kube: Kube) -> None:
-    router, target = await _world(kube, Router.replicas, 4)
+async def test_replicas_never_empties_the_serving_side(kube: Kube, admin: Kube, ns: str) -> None:
+    router, target = await _world(kube, admin, ns, Router.replicas, 4)
     # 0 -> 100 in one go: green has no ready pod yet, so blue keeps its pods for now.
-    with pytest.raises(NotReady, match=f"{NS}/{GREEN}"):
+    with pytest.raises(NotReady, match=f"{ns}/{GREEN}"):
         await router.set_weight(target, 100, 4)
-    now = await _objects(kube)
+    now = await _objects(kube, ns)
     assert (now["blue"]["spec"]["replicas"], now["green"]["spec"]["replicas"]) == (4, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 100, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     assert await router.get_weight(target) == 100
     # Rolling back from 100 %: blue first needs a ready pod before green's go.
-    with pytest.raises(NotReady, match=f"{NS}/{BLUE}"):
+    with pytest.raises(NotReady, match=f"{ns}/{BLUE}"):
         await router.restore(target, 4, True)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.restore(target, 4, True)
-    now = await _objects(kube)
+    now = await _objects(kube, ns)
     assert (now["blue"]["spec"]["replicas"], now["green"]["spec"]["replicas"]) == (4, 0)
-    assert ORIGINAL_ANNOTATION not in _annotations(now["blue"])
+    assert ORIGINAL_ANNOTATION not in user_annotations(now["blue"])
 
 
 @pytest.mark.parametrize("kind", [Router.replicas, Router.service])
-async def test_retire_blue(kube: Kube, cluster: SandboxCluster, kind: Router) -> None:
-    router, target = await _world(kube, kind, 4)
+async def test_retire_blue(kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router) -> None:
+    router, target = await _world(kube, admin, ns, kind, 4)
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 50 if kind is Router.replicas else 100, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 100, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.retire_blue(target, 4)
-    now = await _objects(kube)
+    now = await _objects(kube, ns)
     assert now["blue"]["spec"]["replicas"] == 0
     assert now["green"]["spec"]["replicas"] == 4
     for obj in now.values():
-        assert ORIGINAL_ANNOTATION not in _annotations(obj)
-        assert WEIGHT_ANNOTATION not in _annotations(obj)
+        assert ORIGINAL_ANNOTATION not in user_annotations(obj)
+        assert WEIGHT_ANNOTATION not in user_annotations(obj)
     assert await router.get_weight(target) == 100
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.retire_blue(target, 4)
-    assert _writes(cluster, mark) == []
+    assert _writes(audit, mark) == []
 
 
-async def test_service_router_rejects_partial_weights_and_early_retire(kube: Kube) -> None:
-    router, target = await _world(kube, Router.service, 4)
+async def test_service_router_rejects_partial_weights_and_early_retire(
+    kube: Kube, admin: Kube, ns: str
+) -> None:
+    router, target = await _world(kube, admin, ns, Router.service, 4)
     with pytest.raises(TrafficRouterError, match="weight 50"):
         await router.set_weight(target, 50, 4)
-    with pytest.raises(TrafficRouterError, match=f"Service {NS}/{SERVICE}"):
+    with pytest.raises(TrafficRouterError, match=f"Service {ns}/{SERVICE}"):
         await router.retire_blue(target, 4)
 
 
 @pytest.mark.parametrize("kind", [Router.replicas, Router.service])
-async def test_preflight_missing_objects(kube: Kube, kind: Router) -> None:
-    router, target = await _world(kube, kind, 4)
-    await kube.delete("apps", "v1", "deployments", NS, GREEN)
-    await kube.delete("", "v1", "services", NS, SERVICE)
+async def test_preflight_missing_objects(kube: Kube, admin: Kube, ns: str, kind: Router) -> None:
+    router, target = await _world(kube, admin, ns, kind, 4)
+    await admin.delete("apps", "v1", "deployments", ns, GREEN)
+    await admin.delete("", "v1", "services", ns, SERVICE)
     problems = await router.preflight(target)
-    assert any(f"Deployment {NS}/{GREEN} not found" in p for p in problems), problems
-    assert any(f"Service {NS}/{SERVICE} not found" in p for p in problems), problems
+    assert any(f"Deployment {ns}/{GREEN} not found" in p for p in problems), problems
+    assert any(f"Service {ns}/{SERVICE} not found" in p for p in problems), problems
     assert await router.get_weight(target) is None
     with pytest.raises(TrafficRouterError, match="not found"):
         await router.set_weight(target, 0, 4)
 
 
-async def test_replicas_preflight_selector_mismatch(kube: Kube) -> None:
-    router, target = await _world(kube, Router.replicas, 4)
-    await kube.patch("", "v1", "services", NS, SERVICE, {"spec": {"selector": {"app": "other"}}})
+async def test_replicas_preflight_selector_mismatch(kube: Kube, admin: Kube, ns: str) -> None:
+    router, target = await _world(kube, admin, ns, Router.replicas, 4)
+    await admin.patch("", "v1", "services", ns, SERVICE, {"spec": {"selector": {"app": "other"}}})
     problems = await router.preflight(target)
-    assert len(problems) == 2 and all(f"Service {NS}/{SERVICE}" in p for p in problems)
+    assert len(problems) == 2 and all(f"Service {ns}/{SERVICE}" in p for p in problems)
     assert "app=other" in problems[0] and "version=blue" in problems[0]
 
 
-async def test_service_preflight_labels_that_cannot_tell_versions_apart(kube: Kube) -> None:
-    router, target = await _world(kube, Router.service, 4)
+async def test_service_preflight_labels_that_cannot_tell_versions_apart(
+    kube: Kube, admin: Kube, ns: str
+) -> None:
+    router, target = await _world(kube, admin, ns, Router.service, 4)
     shared = {"app": "checkout"}
-    await kube.delete("apps", "v1", "deployments", NS, GREEN)
-    await kube.create("apps", "v1", "deployments", NS, _deployment(GREEN, shared, 0))
+    await admin.delete("apps", "v1", "deployments", ns, GREEN)
+    await admin.create("apps", "v1", "deployments", ns, _deployment(GREEN, shared, 0))
     problems = await router.preflight(target)
     # green selects app=checkout, which blue's pods also carry.
     assert any("green's labels {app=checkout} also match blue's pods" in p for p in problems)

@@ -5,33 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
-from cutover.kube import Conflict, Kube, KubeError, NotFound, RateLimiter
-from cutover.sandbox import FaultInjector, SandboxCluster
-from cutover.sandbox.faults import FaultDecision
-
-
-@dataclass
-class ScriptedFaults(FaultInjector):
-    """Fails the next writes with the given status codes, in order, then lets writes through."""
-
-    script: list[int] = field(default_factory=list)
-
-    @property
-    def enabled(self) -> bool:
-        return True
-
-    def decide_write(self, plural: str | None) -> FaultDecision:
-        if not self.script:
-            return FaultDecision()
-        status = self.script.pop(0)
-        return FaultDecision(status=status, retry_after=2 if status == 429 else None)
+from cutover.kube import Conflict, Forbidden, Kube, KubeError, NotFound, RateLimiter
+from devtools.controlplane import ControlPlane
+from devtools.controlplane.faultproxy import FaultProxy
+from tests.support.controlplane import operator_kubeconfig
 
 
 class Recorder:
@@ -46,14 +31,38 @@ class Recorder:
         self.sleeps.append(seconds)
 
 
-def _kube(cluster: SandboxCluster, tmp_path: Path, recorder: Recorder, **kw: Any) -> Kube:
-    path = cluster.write_kubeconfig(tmp_path / "kc-recorded")
+def _kube(kubeconfig: Path, recorder: Recorder, **kw: Any) -> Kube:
     kube = Kube(
-        config.new_client_from_config(config_file=str(path)), on_request=recorder.on_request, **kw
+        config.new_client_from_config(config_file=str(kubeconfig)),
+        on_request=recorder.on_request,
+        **kw,
     )
     kube._owns_client = True
     kube._sleep = recorder.sleep  # backoff costs no wall-clock time
     return kube
+
+
+@pytest.fixture()
+def proxy(control_plane: ControlPlane) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the kube-apiserver; faults off until set."""
+    instance = control_plane.fault_proxy().start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture()
+def proxied_admin(control_plane: ControlPlane, proxy: FaultProxy, tmp_path: Path) -> Path:
+    """The admin kubeconfig, through the proxy: the client tests below use ConfigMaps, which the
+    operator's RBAC rightly does not grant."""
+    document = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    for cluster in document["clusters"]:
+        cluster["cluster"]["server"] = proxy.url
+    path = tmp_path / "admin-via-proxy.kubeconfig"
+    path.write_text(yaml.safe_dump(document))
+    path.chmod(0o600)
+    return path
 
 
 CONFIGMAP = {"metadata": {"name": "cm", "labels": {"team": "a"}}, "data": {"k": "v"}}
@@ -72,85 +81,114 @@ async def test_rate_limiter_holds_qps_with_a_fake_clock() -> None:
     assert 1.9 <= now[0] <= 2.1
 
 
-async def test_crud_list_and_delete(kube: Kube) -> None:
-    created = await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
+async def test_crud_list_and_delete(admin: Kube, ns: str) -> None:
+    created = await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
     assert created["metadata"]["name"] == "cm"
-    got = await kube.get("", "v1", "configmaps", "default", "cm")
+    got = await admin.get("", "v1", "configmaps", ns, "cm")
     assert got is not None and got["data"] == {"k": "v"}
-    patched = await kube.patch("", "v1", "configmaps", "default", "cm", {"data": {"x": "1"}})
+    patched = await admin.patch("", "v1", "configmaps", ns, "cm", {"data": {"x": "1"}})
     assert patched["data"] == {"k": "v", "x": "1"}
     assert [
-        i["metadata"]["name"] for i in await kube.list("", "v1", "configmaps", "default", "team=a")
+        i["metadata"]["name"] for i in await admin.list("", "v1", "configmaps", ns, "team=a")
     ] == ["cm"]
-    assert await kube.list("", "v1", "configmaps", "default", "team=b") == []
-    await kube.delete("", "v1", "configmaps", "default", "cm")
-    await kube.delete("", "v1", "configmaps", "default", "cm")  # already gone: fine
-    assert await kube.get("", "v1", "configmaps", "default", "cm") is None
+    assert await admin.list("", "v1", "configmaps", ns, "team=b") == []
+    await admin.delete("", "v1", "configmaps", ns, "cm")
+    await admin.delete("", "v1", "configmaps", ns, "cm")  # already gone: fine
+    assert await admin.get("", "v1", "configmaps", ns, "cm") is None
 
 
-async def test_json_and_strategic_patches(kube: Kube) -> None:
-    await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
-    result = await kube.patch(
+async def test_json_and_strategic_patches(admin: Kube, ns: str) -> None:
+    await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
+    result = await admin.patch(
         "",
         "v1",
         "configmaps",
-        "default",
+        ns,
         "cm",
         [{"op": "add", "path": "/data/j", "value": "2"}],
         patch_type="json",
     )
     assert result["data"]["j"] == "2"
     with pytest.raises(KubeError) as failed:
-        await kube.patch(
+        await admin.patch(
             "",
             "v1",
             "configmaps",
-            "default",
+            ns,
             "cm",
             [{"op": "test", "path": "/data/j", "value": "nope"}],
             patch_type="json",
         )
     assert failed.value.status == 422
+    strategic = await admin.patch(
+        "", "v1", "configmaps", ns, "cm", {"data": {"s": "3"}}, patch_type="strategic"
+    )
+    assert strategic["data"] == {"k": "v", "j": "2", "s": "3"}
 
 
-async def test_not_found_and_conflict(kube: Kube) -> None:
+async def test_not_found_and_conflict(admin: Kube, ns: str) -> None:
     with pytest.raises(NotFound) as missing:
-        await kube.patch("", "v1", "configmaps", "default", "ghost", {"data": {"a": "b"}})
-    assert "configmaps default/ghost" in str(missing.value) and missing.value.status == 404
-    created = await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
+        await admin.patch("", "v1", "configmaps", ns, "ghost", {"data": {"a": "b"}})
+    assert f"configmaps {ns}/ghost" in str(missing.value) and missing.value.status == 404
+    created = await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
     stale = created["metadata"]["resourceVersion"]
-    await kube.patch("", "v1", "configmaps", "default", "cm", {"data": {"k": "w"}})
+    await admin.patch("", "v1", "configmaps", ns, "cm", {"data": {"k": "w"}})
     with pytest.raises(Conflict):
-        await kube.patch(
+        await admin.patch(
             "",
             "v1",
             "configmaps",
-            "default",
+            ns,
             "cm",
             {"metadata": {"resourceVersion": stale}, "data": {"k": "z"}},
         )
     with pytest.raises(Conflict):  # AlreadyExists
-        await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
+        await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
 
 
-async def test_retries_server_errors_then_succeeds(cluster: SandboxCluster, tmp_path: Path) -> None:
+async def test_the_charts_rbac_is_enforced_and_forbidden_is_not_retried(
+    operator_kubeconfig_path: Path,
+    ns: str,
+    expected_denials: list[str],
+    kube: Kube,
+) -> None:
+    # The chart grants the operator no ConfigMaps: the real RBAC answers 403 at once.
+    expected_denials.append("create configmaps")
     recorder = Recorder()
-    kube = _kube(cluster, tmp_path, recorder)
+    operator = _kube(operator_kubeconfig_path, recorder)
     try:
-        cluster.faults = ScriptedFaults(script=[503, 500])
-        await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
+        with pytest.raises(Forbidden) as denied:
+            await operator.create("", "v1", "configmaps", ns, CONFIGMAP)
+        assert denied.value.status == 403
+        assert recorder.calls == [("create", "configmaps", 403)] and recorder.sleeps == []
+    finally:
+        operator.close()
+    # What it does grant works with the same token.
+    assert await kube.get("apps", "v1", "deployments", ns, "absent") is None
+
+
+async def test_retries_server_errors_then_succeeds(
+    proxy: FaultProxy, proxied_admin: Path, ns: str
+) -> None:
+    recorder = Recorder()
+    kube = _kube(proxied_admin, recorder)
+    try:
+        proxy.set_faults(script=[503, 500])
+        await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
         assert [c[2] for c in recorder.calls] == [503, 500, 201]
         assert len(recorder.sleeps) == 2 and all(0 <= s <= 5 for s in recorder.sleeps)
+        assert [i.status for i in proxy.injected] == [503, 500]
+        assert await kube.get("", "v1", "configmaps", ns, "cm") is not None
     finally:
         kube.close()
 
 
-async def test_obeys_retry_after(cluster: SandboxCluster, tmp_path: Path) -> None:
+async def test_obeys_retry_after(proxy: FaultProxy, proxied_admin: Path, ns: str) -> None:
     recorder = Recorder()
-    kube = _kube(cluster, tmp_path, recorder)
+    kube = _kube(proxied_admin, recorder)
     try:
-        cluster.faults = ScriptedFaults(script=[429])
-        await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
+        proxy.set_faults(script=[429], retry_after=2)
+        await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
         assert [c[2] for c in recorder.calls] == [429, 201]
         assert recorder.sleeps == [2.0]
     finally:
@@ -158,22 +196,23 @@ async def test_obeys_retry_after(cluster: SandboxCluster, tmp_path: Path) -> Non
 
 
 async def test_unguarded_conflict_is_retried_guarded_is_not(
-    cluster: SandboxCluster, tmp_path: Path
+    proxy: FaultProxy, proxied_admin: Path, ns: str
 ) -> None:
     recorder = Recorder()
-    kube = _kube(cluster, tmp_path, recorder)
+    kube = _kube(proxied_admin, recorder)
     try:
-        created = await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
-        cluster.faults = ScriptedFaults(script=[409])
-        await kube.patch("", "v1", "configmaps", "default", "cm", {"data": {"a": "1"}})
-        cluster.faults = ScriptedFaults(script=[409])
+        created = await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
+        proxy.set_faults(script=[409])
+        await kube.patch("", "v1", "configmaps", ns, "cm", {"data": {"a": "1"}})
+        assert [c[2] for c in recorder.calls[-2:]] == [409, 200]
+        proxy.set_faults(script=[409])
         recorder.calls.clear()
         with pytest.raises(Conflict):
             await kube.patch(
                 "",
                 "v1",
                 "configmaps",
-                "default",
+                ns,
                 "cm",
                 {"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}},
             )
@@ -182,19 +221,41 @@ async def test_unguarded_conflict_is_retried_guarded_is_not(
         kube.close()
 
 
-async def test_gives_up_after_the_retries(cluster: SandboxCluster, tmp_path: Path) -> None:
+async def test_gives_up_after_the_retries(proxy: FaultProxy, proxied_admin: Path, ns: str) -> None:
     recorder = Recorder()
-    kube = _kube(cluster, tmp_path, recorder, retries=2)
+    kube = _kube(proxied_admin, recorder, retries=2)
     try:
-        cluster.faults = ScriptedFaults(script=[500] * 10)
+        proxy.set_faults(script=[500] * 10)
         with pytest.raises(KubeError) as failed:
-            await kube.create("", "v1", "configmaps", "default", CONFIGMAP)
+            await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
         assert failed.value.status == 500
         assert len(recorder.calls) == 3
         # Exponential backoff, capped: each delay is within base * 2**attempt.
         assert all(s <= 0.2 * 2**i for i, s in enumerate(recorder.sleeps))
     finally:
         kube.close()
+
+
+async def test_operator_event_survives_server_errors(
+    control_plane: ControlPlane,
+    proxy: FaultProxy,
+    admin: Kube,
+    ns: str,
+    tmp_path: Path,
+) -> None:
+    # The operator's own identity through the proxy: its Event is retried past two 5xx.
+    path = operator_kubeconfig(control_plane, ns, tmp_path / "via-proxy", server=proxy.url)
+    recorder = Recorder()
+    kube = _kube(path, recorder)
+    try:
+        proxy.set_faults(script=[503, 500])
+        involved = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "namespace": ns}
+        await kube.emit_event(involved, "Normal", "Retried", "through two server errors")
+        assert [c[2] for c in recorder.calls] == [503, 500, 201]
+    finally:
+        kube.close()
+    events = await admin.list("", "v1", "events", ns)
+    assert [e["reason"] for e in events] == ["Retried"]
 
 
 async def test_connection_errors_are_temporary_then_raise() -> None:
@@ -209,51 +270,62 @@ async def test_connection_errors_are_temporary_then_raise() -> None:
     kube._sleep = recorder.sleep
     try:
         with pytest.raises(KubeError) as failed:
-            await kube.get("", "v1", "configmaps", "default", "cm")
+            await kube.get("", "v1", "configmaps", "nowhere", "cm")
         assert failed.value.status is None
         assert recorder.calls == [("get", "configmaps", 0), ("get", "configmaps", 0)]
         # An Event that cannot be posted is logged, never raised.
         await kube.emit_event(
-            {"kind": "Migration", "name": "m", "namespace": "default"}, "Normal", "R", "m"
+            {"kind": "Migration", "name": "m", "namespace": "nowhere"}, "Normal", "R", "m"
         )
     finally:
         kube.close()
 
 
 async def test_read_secret_key_decodes_and_never_logs_the_value(
-    kube: Kube, caplog: pytest.LogCaptureFixture
+    kube: Kube, admin: Kube, ns: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     value = "hunter2-very-secret"
     encoded = base64.b64encode(value.encode()).decode()
-    await kube.create(
-        "", "v1", "secrets", "default", {"metadata": {"name": "creds"}, "data": {"token": encoded}}
+    await admin.create(
+        "", "v1", "secrets", ns, {"metadata": {"name": "creds"}, "data": {"token": encoded}}
     )
     caplog.set_level(logging.DEBUG)
-    assert await kube.read_secret_key("default", "creds", "token") == value
+    # The operator reads it with the chart's Secret rule (rbac.readSecrets).
+    assert await kube.read_secret_key(ns, "creds", "token") == value
     with pytest.raises(KubeError) as no_key:
-        await kube.read_secret_key("default", "creds", "password")
-    assert "default/creds" in str(no_key.value) and "password" in str(no_key.value)
+        await kube.read_secret_key(ns, "creds", "password")
+    assert f"{ns}/creds" in str(no_key.value) and "password" in str(no_key.value)
     with pytest.raises(NotFound) as no_secret:
-        await kube.read_secret_key("default", "missing", "token")
-    assert "Secret default/missing" in str(no_secret.value)
-    await kube.patch("", "v1", "secrets", "default", "creds", {"data": {"bad": "!!not-base64"}})
+        await kube.read_secret_key(ns, "missing", "token")
+    assert f"Secret {ns}/missing" in str(no_secret.value)
+    # A real API server stores only valid base64 in data: what it can hold but the operator
+    # cannot decode is bytes that are not UTF-8.
+    with pytest.raises(KubeError) as refused:
+        await admin.patch("", "v1", "secrets", ns, "creds", {"data": {"bad": "!!not-base64"}})
+    assert refused.value.status in (400, 422)
+    raw = b"\xffnot-utf8\xfe"
+    await admin.patch(
+        "", "v1", "secrets", ns, "creds", {"data": {"bad": base64.b64encode(raw).decode()}}
+    )
     with pytest.raises(KubeError) as undecodable:
-        await kube.read_secret_key("default", "creds", "bad")
-    assert "not-base64" not in str(undecodable.value)
+        await kube.read_secret_key(ns, "creds", "bad")
+    assert "not-utf8" not in str(undecodable.value)
+    assert "not valid base64-encoded UTF-8" in str(undecodable.value)
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert value not in text and encoded not in text
 
 
-async def test_emit_event(kube: Kube) -> None:
+async def test_emit_event(kube: Kube, admin: Kube, ns: str) -> None:
     involved = {
         "apiVersion": "cutover.io/v1alpha1",
         "kind": "Migration",
         "name": "checkout",
-        "namespace": "default",
+        "namespace": ns,
         "uid": "1234",
     }
     await kube.emit_event(involved, "Warning", "RouterError", "x" * 5000)
-    events = await kube.list("", "v1", "events", "default")
+    # The chart lets the operator create Events, not list them.
+    events = await admin.list("", "v1", "events", ns)
     assert len(events) == 1
     event = events[0]
     assert event["involvedObject"] == involved
@@ -264,7 +336,7 @@ async def test_emit_event(kube: Kube) -> None:
     assert event["firstTimestamp"] and event["lastTimestamp"] and event["eventTime"]
 
 
-async def test_requests_run_off_the_event_loop_thread(kube: Kube) -> None:
+async def test_requests_run_off_the_event_loop_thread(kube: Kube, ns: str) -> None:
     import threading
 
     seen: list[str] = []
@@ -275,7 +347,10 @@ async def test_requests_run_off_the_event_loop_thread(kube: Kube) -> None:
         return send(*args)
 
     kube._send = spy  # type: ignore[method-assign]
-    await asyncio.gather(*(kube.get("", "v1", "configmaps", "default", f"c{i}") for i in range(6)))
+    results = await asyncio.gather(
+        *(kube.get("apps", "v1", "deployments", ns, f"d{i}") for i in range(6))
+    )
+    assert results == [None] * 6
     assert len(seen) == 6
     assert all(name.startswith("cutover-kube") for name in seen)
     assert threading.current_thread().name not in seen

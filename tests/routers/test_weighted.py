@@ -1,29 +1,33 @@
-"""The traffic-router contract for the weighted routers (gatewayapi, istio, nginx) on the sandbox.
+"""The traffic-router contract for the weighted routers (gatewayapi, istio, nginx) on a real
+control plane, with the real upstream Gateway API and Istio CRDs (OpenAPI schemas, defaults and
+CEL rules): every write a router makes must be accepted by them.
 
 Each runs over a route object with more than the router owns (other rules, filters, timeouts,
 annotations, Argo CD tracking metadata), so "only the owned fields change" is checked for real.
+The routers act as the operator (the chart's RBAC with the three routers enabled); a real
+Migration owns the nginx canary, so the garbage collector keeps it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
-from cutover.api import MigrationSpec, Router, SpecInvalid, parse_spec
+from cutover.api import GROUP, KIND, PLURAL, VERSION, MigrationSpec, Router, SpecInvalid, parse_spec
 from cutover.kube import Kube
 from cutover.routers import router_for
-from cutover.routers.base import MANAGED_RULE, ORIGINAL_ANNOTATION, Target, TrafficRouter
-from cutover.sandbox import SandboxCluster
+from cutover.routers.base import (
+    MANAGED_RULE,
+    ORIGINAL_ANNOTATION,
+    Target,
+    TrafficRouter,
+)
+from tests.routers.support import Audit, settle
 
-NS = "default"
 BLUE, GREEN = "checkout-blue", "checkout-green"
-CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "crds"
 WEIGHTS = [0, 1, 33, 50, 99, 100]
 WEIGHTED = [Router.gatewayapi, Router.istio, Router.nginx]
 ROUTE = {
@@ -123,6 +127,15 @@ INGRESS: dict[str, Any] = {
 OBJECTS = {Router.gatewayapi: HTTP_ROUTE, Router.istio: VIRTUAL_SERVICE, Router.nginx: INGRESS}
 
 
+@pytest.fixture()
+def operator_values() -> dict[str, Any]:
+    """The chart's RBAC with the three weighted routers enabled."""
+    return {"routers": {kind.value: {"enabled": True} for kind in WEIGHTED}}
+
+
+pytestmark = pytest.mark.usefixtures("third_party_crds")
+
+
 def _deployment(name: str, version: str, replicas: int) -> dict[str, Any]:
     labels = {"app": "checkout", "version": version}
     return {
@@ -149,13 +162,13 @@ def _service(name: str, version: str) -> dict[str, Any]:
     }
 
 
-def _target(kind: Router, **traffic: Any) -> Target:
+def _spec(kind: Router, **traffic: Any) -> MigrationSpec:
     settings: dict[Router, dict[str, Any]] = {
         Router.gatewayapi: {"gatewayAPI": {"httpRoute": "checkout", "rule": "main"}},
         Router.istio: {"istio": {"virtualService": "checkout", "route": "main"}},
         Router.nginx: {"nginx": {"ingress": "checkout"}},
     }
-    spec = MigrationSpec.model_validate(
+    return MigrationSpec.model_validate(
         {
             "blue": {"deployment": BLUE, "service": BLUE},
             "green": {"deployment": GREEN, "service": GREEN},
@@ -163,60 +176,67 @@ def _target(kind: Router, **traffic: Any) -> Target:
             "steps": [{"setWeight": 100}],
         }
     )
-    return Target(NS, "checkout", "0a1b2c3d-uid", spec)
 
 
-async def _world(kube: Kube, kind: Router, total: int = 4) -> TrafficRouter:
-    for path in sorted(CRDS.glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
-        await kube.create("apiextensions.k8s.io", "v1", "customresourcedefinitions", None, body)  # type: ignore[arg-type]
-    await kube.create("apps", "v1", "deployments", NS, _deployment(BLUE, "blue", total))
-    await kube.create("apps", "v1", "deployments", NS, _deployment(GREEN, "green", 0))
-    await kube.create("", "v1", "services", NS, _service(BLUE, "blue"))
-    await kube.create("", "v1", "services", NS, _service(GREEN, "green"))
+@dataclass(frozen=True)
+class World:
+    """One test's namespace: the operator's router, an admin client, and the Migration whose
+    uid the router's objects refer to."""
+
+    kube: Kube  # the operator's identity
+    admin: Kube
+    ns: str
+    uid: str
+    router: TrafficRouter
+
+    @property
+    def sticky(self) -> str:
+        """The sticky cookie's value: the first group of the Migration's uid."""
+        return self.uid.split("-")[0]
+
+    def target(self, kind: Router, **traffic: Any) -> Target:
+        return Target(self.ns, "checkout", self.uid, _spec(kind, **traffic))
+
+
+async def _world(kube: Kube, admin: Kube, ns: str, kind: Router, total: int = 4) -> World:
+    await admin.create("apps", "v1", "deployments", ns, _deployment(BLUE, "blue", total))
+    await admin.create("apps", "v1", "deployments", ns, _deployment(GREEN, "green", 0))
+    await admin.create("", "v1", "services", ns, _service(BLUE, "blue"))
+    await admin.create("", "v1", "services", ns, _service(GREEN, "green"))
     group, version, plural, _ = ROUTE[kind]
-    await kube.create(group, version, plural, NS, copy.deepcopy(OBJECTS[kind]))
-    await _settled(kube)
-    return router_for(kind, kube)
+    await admin.create(group, version, plural, ns, copy.deepcopy(OBJECTS[kind]))
+    # A real Migration: the garbage collector deletes an object whose owner does not exist.
+    migration = await admin.create(
+        GROUP,
+        VERSION,
+        PLURAL,
+        ns,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": "checkout"},
+            "spec": _spec(kind).model_dump(by_alias=True, exclude_none=True, mode="json"),
+        },
+    )
+    await _settled(admin, ns)
+    return World(kube, admin, ns, migration["metadata"]["uid"], router_for(kind, kube))
 
 
-async def _settled(kube: Kube, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        pending = []
-        for name in (BLUE, GREEN):
-            obj = await kube.get("apps", "v1", "deployments", NS, name)
-            assert obj is not None
-            status = obj.get("status") or {}
-            if (status.get("availableReplicas") or 0) != obj["spec"]["replicas"]:
-                pending.append(name)
-        if not pending:
-            return
-        assert time.monotonic() < deadline, f"not settled: {pending}"
-        await asyncio.sleep(0.02)
+async def _settled(kube: Kube, ns: str) -> None:
+    for name in (BLUE, GREEN):
+        assert await kube.get("apps", "v1", "deployments", ns, name) is not None
+    await settle(kube, ns, (BLUE, GREEN))
 
 
-async def _route(kube: Kube, kind: Router, name: str | None = None) -> dict[str, Any] | None:
+async def _route(w: World, kind: Router, name: str | None = None) -> dict[str, Any] | None:
     group, version, plural, default = ROUTE[kind]
-    return await kube.get(group, version, plural, NS, name or default)
+    return await w.kube.get(group, version, plural, w.ns, name or default)
 
 
-async def _replicas(kube: Kube, name: str) -> int:
-    obj = await kube.get("apps", "v1", "deployments", NS, name)
+async def _replicas(w: World, name: str) -> int:
+    obj = await w.kube.get("apps", "v1", "deployments", w.ns, name)
     assert obj is not None
     return int(obj["spec"]["replicas"])
-
-
-def _mark(cluster: SandboxCluster) -> int:
-    return int(cluster.log.stats()["last_seq"])
-
-
-def _writes(cluster: SandboxCluster, since: int) -> list[dict[str, Any]]:
-    return [
-        w
-        for w in cluster.requests_since(since)
-        if w["method"] in ("POST", "PUT", "PATCH", "DELETE") and w["code"] < 300
-    ]
 
 
 def _weights(kind: Router, route: dict[str, Any]) -> tuple[int, int] | None:
@@ -232,101 +252,101 @@ def _weights(kind: Router, route: dict[str, Any]) -> tuple[int, int] | None:
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
-async def test_contract(kube: Kube, cluster: SandboxCluster, kind: Router) -> None:
-    router = await _world(kube, kind)
-    target = _target(kind)
+async def test_contract(kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router) -> None:
+    w = await _world(kube, admin, ns, kind)
+    router, target = w.router, w.target(kind)
     assert await router.preflight(target) == []
-    before = await _route(kube, kind)
+    before = await _route(w, kind)
     assert before is not None
 
     await router.prepare(target, 4)
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.prepare(target, 4)  # idempotent
-    assert _writes(cluster, mark) == []
-    assert await _replicas(kube, GREEN) == 4
-    saved = await _route(kube, kind)
+    assert audit.writes(mark) == []
+    assert await _replicas(w, GREEN) == 4
+    saved = await _route(w, kind)
     assert saved is not None and ORIGINAL_ANNOTATION in saved["metadata"]["annotations"]
     assert saved["spec"] == before["spec"]
-    await _settled(kube)
+    await _settled(kube, ns)
 
     for weight in WEIGHTS:
         await router.set_weight(target, weight, 4)
         assert await router.get_weight(target) == weight
         assert await router.verify(target, weight) is True
-        route = await _route(kube, kind)
+        route = await _route(w, kind)
         assert route is not None
         weights = _weights(kind, route)
         assert weights in (None, (100 - weight, weight))
-        mark = _mark(cluster)
+        mark = audit.mark()
         await router.set_weight(target, weight, 4)
-        assert _writes(cluster, mark) == [], f"second set_weight({weight}) wrote"
+        assert audit.writes(mark) == [], f"second set_weight({weight}) wrote"
 
     await router.set_weight(target, 50, 4)
     assert await router.verify(target, 0) is False
     await router.restore(target, 4, True)
-    after = await _route(kube, kind)
+    after = await _route(w, kind)
     assert after is not None
     assert after["spec"] == before["spec"]
     assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
     assert after["metadata"].get("labels") == before["metadata"].get("labels")
     if kind is Router.nginx:
-        assert await _route(kube, kind, CANARY) is None
+        assert await _route(w, kind, CANARY) is None
     assert await router.get_weight(target) == 0
-    assert await _replicas(kube, GREEN) == 0
-    assert await _replicas(kube, BLUE) == 4
-    mark = _mark(cluster)
+    assert await _replicas(w, GREEN) == 0
+    assert await _replicas(w, BLUE) == 4
+    mark = audit.mark()
     await router.restore(target, 4, True)  # idempotent
-    assert _writes(cluster, mark) == []
+    assert audit.writes(mark) == []
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
 async def test_retire_blue_keeps_green_at_100(
-    kube: Kube, cluster: SandboxCluster, kind: Router
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router
 ) -> None:
-    router = await _world(kube, kind)
-    target = _target(kind, match=[{"name": "X-Canary", "exact": "1"}])
+    w = await _world(kube, admin, ns, kind)
+    router, target = w.router, w.target(kind, match=[{"name": "X-Canary", "exact": "1"}])
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 50, 4)
     await router.set_weight(target, 100, 4)
     await router.retire_blue(target, 4)
     assert await router.get_weight(target) == 100
-    assert await _replicas(kube, BLUE) == 0
-    route = await _route(kube, kind)
+    assert await _replicas(w, BLUE) == 0
+    route = await _route(w, kind)
     assert route is not None
     assert ORIGINAL_ANNOTATION not in route["metadata"]["annotations"]
     assert MANAGED_RULE not in str(route["spec"])
     if kind is Router.nginx:
-        assert await _route(kube, kind, CANARY) is None
+        assert await _route(w, kind, CANARY) is None
         backends = [
             p["backend"]["service"]["name"] for p in route["spec"]["rules"][0]["http"]["paths"]
         ]
         assert backends == [GREEN, "admin"]
     else:
         assert _weights(kind, route) == (0, 100)
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.retire_blue(target, 4)
-    assert _writes(cluster, mark) == []
+    assert audit.writes(mark) == []
 
 
 @pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio], ids=["gatewayapi", "istio"])
-async def test_edits_by_others_survive(kube: Kube, cluster: SandboxCluster, kind: Router) -> None:
-    router = await _world(kube, kind)
-    target = _target(kind)
+async def test_edits_by_others_survive(kube: Kube, admin: Kube, ns: str, kind: Router) -> None:
+    w = await _world(kube, admin, ns, kind)
+    router, target = w.router, w.target(kind)
     group, version, plural, name = ROUTE[kind]
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 10, 4)
     key = "rules" if kind is Router.gatewayapi else "http"
     # Someone else inserts a rule at the front (every index shifts) and edits the weighted one.
     extra = copy.deepcopy(OBJECTS[kind]["spec"][key][0])
     extra["name"] = "docs"
     timeout = ["timeouts", "request"] if kind is Router.gatewayapi else ["timeout"]
-    await kube.patch(
+    await admin.patch(
         group,
         version,
         plural,
-        NS,
+        ns,
         name,
         [
             {"op": "add", "path": f"/spec/{key}/0", "value": extra},
@@ -338,7 +358,7 @@ async def test_edits_by_others_survive(kube: Kube, cluster: SandboxCluster, kind
     await router.set_weight(target, 60, 4)
     assert await router.get_weight(target) == 60
     await router.restore(target, 4, True)
-    now = await _route(kube, kind)
+    now = await _route(w, kind)
     assert now is not None
     assert [r["name"] for r in now["spec"][key]] == ["docs", "admin", "main"]
     rule = now["spec"][key][2]
@@ -347,9 +367,12 @@ async def test_edits_by_others_survive(kube: Kube, cluster: SandboxCluster, kind
     assert _weights(kind, now) == (100, 0)
 
 
-async def test_a_concurrent_write_between_read_and_patch_is_not_lost(kube: Kube) -> None:
-    router = await _world(kube, Router.gatewayapi)
-    target = _target(Router.gatewayapi, match=[{"name": "X-Canary", "exact": "1"}])
+async def test_a_concurrent_write_between_read_and_patch_is_not_lost(
+    kube: Kube, admin: Kube, ns: str, audit: Audit
+) -> None:
+    w = await _world(kube, admin, ns, Router.gatewayapi)
+    router = w.router
+    target = w.target(Router.gatewayapi, match=[{"name": "X-Canary", "exact": "1"}])
     group, version, plural, name = ROUTE[Router.gatewayapi]
     real_get = kube.get
     raced = False
@@ -360,11 +383,11 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(kube: Kube)
         if args[2] == plural and not raced:
             raced = True  # another writer slips in right after our read: indexes shift
             extra = {"name": "docs", "backendRefs": [{"name": "docs", "port": 80}]}
-            await kube.patch(
+            await admin.patch(
                 group,
                 version,
                 plural,
-                NS,
+                ns,
                 name,
                 [{"op": "add", "path": "/spec/rules/0", "value": extra}],
                 patch_type="json",
@@ -372,11 +395,12 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(kube: Kube)
         return obj
 
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
+    mark = audit.mark()
     kube.get = racing_get  # type: ignore[method-assign,assignment]
     await router.set_weight(target, 30, 4)
     kube.get = real_get  # type: ignore[method-assign]
-    route = await _route(kube, Router.gatewayapi)
+    route = await _route(w, Router.gatewayapi)
     assert route is not None
     assert [r.get("name") for r in route["spec"]["rules"]] == [
         "docs",
@@ -385,122 +409,143 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(kube: Kube)
         "main",
     ]
     assert await router.get_weight(target) == 30
+    # The API server itself refused the stale patch (a failed "test" op), then the re-planned
+    # one went through: one rejected and one accepted write of the route.
+    attempts = [(e["verb"], e["code"]) for e in audit.attempts(mark, (plural,))]
+    assert attempts == [("patch", 422), ("patch", 200)]
 
 
-async def test_gatewayapi_match_and_sticky_rules(kube: Kube, cluster: SandboxCluster) -> None:
-    router = await _world(kube, Router.gatewayapi)
-    target = _target(
+async def test_gatewayapi_match_and_sticky_rules(
+    kube: Kube, admin: Kube, ns: str, audit: Audit
+) -> None:
+    w = await _world(kube, admin, ns, Router.gatewayapi)
+    router = w.router
+    target = w.target(
         Router.gatewayapi,
         match=[{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}],
         stickiness={"cookie": {"name": "cutover-green", "maxAge": "1h"}},
     )
-    before = await _route(kube, Router.gatewayapi)
+    before = await _route(w, Router.gatewayapi)
     assert before is not None
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 0, 4)
-    route = await _route(kube, Router.gatewayapi)
+    route = await _route(w, Router.gatewayapi)
     assert route is not None
     rules = route["spec"]["rules"]
     assert [r["name"] for r in rules] == ["admin", MANAGED_RULE, "main"]
     managed = rules[1]
-    assert managed["backendRefs"] == [{"name": GREEN, "port": 80}]
+    # Green's backendRef as the CRD defaults it (group, kind, and weight 1: all of this rule).
+    assert managed["backendRefs"] == [
+        {"group": "", "kind": "Service", "name": GREEN, "port": 80, "weight": 1}
+    ]
     assert managed["timeouts"] == {"request": "10s"} and managed["filters"] == rules[2]["filters"]
     headers = [m["headers"][-1] for m in managed["matches"]]
     assert all(m["path"] == {"type": "PathPrefix", "value": "/"} for m in managed["matches"])
     assert headers[0] == {"type": "Exact", "name": "X-Canary", "value": "1"}
     assert headers[1]["name"] == "Cookie" and "beta=" in headers[1]["value"]
-    assert headers[2]["name"] == "Cookie" and "cutover-green=0a1b2c3d" in headers[2]["value"]
+    assert headers[2]["name"] == "Cookie" and f"cutover-green={w.sticky}" in headers[2]["value"]
     green_ref = rules[2]["backendRefs"][1]
     assert green_ref["filters"] == [
         {
             "type": "ResponseHeaderModifier",
             "responseHeaderModifier": {
                 "add": [
-                    {"name": "Set-Cookie", "value": "cutover-green=0a1b2c3d; Max-Age=3600; Path=/"}
+                    {
+                        "name": "Set-Cookie",
+                        "value": f"cutover-green={w.sticky}; Max-Age=3600; Path=/",
+                    }
                 ]
             },
         }
     ]
     assert await router.get_weight(target) == 0
     await router.set_weight(target, 25, 4)
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.set_weight(target, 25, 4)
-    assert _writes(cluster, mark) == []
+    assert audit.writes(mark) == []
     await router.restore(target, 4, True)
-    after = await _route(kube, Router.gatewayapi)
+    after = await _route(w, Router.gatewayapi)
     assert after is not None and after["spec"] == before["spec"]
 
 
-async def test_istio_match_and_sticky_routes(kube: Kube) -> None:
-    router = await _world(kube, Router.istio)
-    target = _target(
+async def test_istio_match_and_sticky_routes(
+    kube: Kube, admin: Kube, ns: str, audit: Audit
+) -> None:
+    w = await _world(kube, admin, ns, Router.istio)
+    router = w.router
+    target = w.target(
         Router.istio,
         match=[{"name": "X-Canary", "regex": "yes|1"}],
         stickiness={"cookie": {"name": "sticky", "maxAge": "10m"}},
     )
-    before = await _route(kube, Router.istio)
+    before = await _route(w, Router.istio)
     assert before is not None
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 5, 4)
-    route = await _route(kube, Router.istio)
+    route = await _route(w, Router.istio)
     assert route is not None
     http = route["spec"]["http"]
     assert [r["name"] for r in http] == ["admin", MANAGED_RULE, "main"]
     assert http[1]["route"] == [{"destination": {"host": GREEN}, "weight": 100}]
     assert http[1]["timeout"] == "10s" and http[1]["retries"] == {"attempts": 3}
     assert http[1]["match"][0]["headers"] == {"x-canary": {"regex": "yes|1"}}
-    assert "sticky=0a1b2c3d" in http[1]["match"][1]["headers"]["cookie"]["regex"]
+    assert f"sticky={w.sticky}" in http[1]["match"][1]["headers"]["cookie"]["regex"]
     assert http[2]["route"][1]["headers"] == {
-        "response": {"add": {"Set-Cookie": "sticky=0a1b2c3d; Max-Age=600; Path=/"}}
+        "response": {"add": {"Set-Cookie": f"sticky={w.sticky}; Max-Age=600; Path=/"}}
     }
+    mark = audit.mark()
+    await router.set_weight(target, 5, 4)  # the stored route already says so: no write
+    assert audit.writes(mark) == []
     await router.restore(target, 4, False)
-    after = await _route(kube, Router.istio)
+    after = await _route(w, Router.istio)
     assert after is not None and after["spec"] == before["spec"]
-    assert await _replicas(kube, GREEN) == 4  # not asked to scale green down
+    assert await _replicas(w, GREEN) == 4  # not asked to scale green down
 
 
-async def test_istio_subsets_name_the_versions(kube: Kube) -> None:
-    router = await _world(kube, Router.istio)
+async def test_istio_subsets_name_the_versions(kube: Kube, admin: Kube, ns: str) -> None:
+    w = await _world(kube, admin, ns, Router.istio)
+    router = w.router
     group, version, plural, name = ROUTE[Router.istio]
     dests = [
         {"destination": {"host": "checkout", "subset": "blue"}, "weight": 100},
         {"destination": {"host": "checkout", "subset": "green"}},
     ]
-    await kube.patch(
+    await admin.patch(
         group,
         version,
         plural,
-        NS,
+        ns,
         name,
         [{"op": "replace", "path": "/spec/http/1/route", "value": dests}],
         patch_type="json",
     )
-    target = _target(Router.istio)
+    target = w.target(Router.istio)
     assert await router.preflight(target) == []
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 40, 4)
     assert await router.get_weight(target) == 40
     await router.restore(target, 4, True)
-    route = await _route(kube, Router.istio)
+    route = await _route(w, Router.istio)
     assert route is not None and route["spec"]["http"][1]["route"] == dests
 
 
-async def test_nginx_canary_ingress(kube: Kube, cluster: SandboxCluster) -> None:
-    router = await _world(kube, Router.nginx)
-    target = _target(
+async def test_nginx_canary_ingress(kube: Kube, admin: Kube, ns: str, audit: Audit) -> None:
+    w = await _world(kube, admin, ns, Router.nginx)
+    router = w.router
+    target = w.target(
         Router.nginx,
         match=[{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}],
         stickiness={"cookie": {"name": "cutover-green", "maxAge": "1h"}},
     )
-    before = await _route(kube, Router.nginx)
+    before = await _route(w, Router.nginx)
     assert before is not None
     await router.prepare(target, 4)
-    await _settled(kube)
+    await _settled(kube, ns)
     await router.set_weight(target, 20, 4)
-    canary = await _route(kube, Router.nginx, CANARY)
+    canary = await _route(w, Router.nginx, CANARY)
     assert canary is not None
     meta = canary["metadata"]
     assert meta["ownerReferences"][0]["kind"] == "Migration"
@@ -524,47 +569,53 @@ async def test_nginx_canary_ingress(kube: Kube, cluster: SandboxCluster) -> None
     }
     paths = canary["spec"]["rules"][0]["http"]["paths"]
     assert [p["backend"]["service"]["name"] for p in paths] == [GREEN]  # admin path left out
-    stable = await _route(kube, Router.nginx)
+    stable = await _route(w, Router.nginx)
     assert stable is not None and stable["spec"] == before["spec"]
-    mark = _mark(cluster)
+    mark = audit.mark()
     await router.set_weight(target, 20, 4)
-    assert _writes(cluster, mark) == []
+    assert audit.writes(mark) == []
     await router.restore(target, 4, True)
-    assert await _route(kube, Router.nginx, CANARY) is None
+    assert await _route(w, Router.nginx, CANARY) is None
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
-async def test_preflight_names_missing_objects(kube: Kube, kind: Router) -> None:
-    router = await _world(kube, kind)
+async def test_preflight_names_missing_objects(
+    kube: Kube, admin: Kube, ns: str, kind: Router
+) -> None:
+    w = await _world(kube, admin, ns, kind)
+    router = w.router
     group, version, plural, name = ROUTE[kind]
-    await kube.delete(group, version, plural, NS, name)
-    await kube.delete("", "v1", "services", NS, GREEN)
-    problems = await router.preflight(_target(kind))
-    assert any(f"Service {NS}/{GREEN} not found" in p for p in problems), problems
-    assert any(f"{NS}/checkout not found" in p for p in problems), problems
-    spec = _target(kind).spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    await admin.delete(group, version, plural, ns, name)
+    await admin.delete("", "v1", "services", ns, GREEN)
+    problems = await router.preflight(w.target(kind))
+    assert any(f"Service {ns}/{GREEN} not found" in p for p in problems), problems
+    assert any(f"{ns}/checkout not found" in p for p in problems), problems
+    spec = w.target(kind).spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     del spec["green"]["service"]
-    bare = Target(NS, "checkout", "uid", MigrationSpec.model_validate(spec))
+    bare = Target(ns, "checkout", "uid", MigrationSpec.model_validate(spec))
     assert any("spec.green.service" in p for p in await router.preflight(bare))
 
 
 @pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio], ids=["gatewayapi", "istio"])
-async def test_preflight_rule_without_both_services(kube: Kube, kind: Router) -> None:
-    router = await _world(kube, kind)
+async def test_preflight_rule_without_both_services(
+    kube: Kube, admin: Kube, ns: str, kind: Router
+) -> None:
+    w = await _world(kube, admin, ns, kind)
+    router = w.router
     group, version, plural, name = ROUTE[kind]
     key, entries = ("rules", "backendRefs") if kind is Router.gatewayapi else ("http", "route")
-    await kube.patch(
+    await admin.patch(
         group,
         version,
         plural,
-        NS,
+        ns,
         name,
         [{"op": "remove", "path": f"/spec/{key}/1/{entries}/1"}],
         patch_type="json",
     )
-    problems = await router.preflight(_target(kind))
-    assert len(problems) == 1 and f"{NS}/checkout" in problems[0] and "green" in problems[0]
-    named = _target(
+    problems = await router.preflight(w.target(kind))
+    assert len(problems) == 1 and f"{ns}/checkout" in problems[0] and "green" in problems[0]
+    named = w.target(
         kind,
         **(
             {"gatewayAPI": {"httpRoute": "checkout", "rule": "nope"}}
@@ -575,9 +626,11 @@ async def test_preflight_rule_without_both_services(kube: Kube, kind: Router) ->
     assert "named 'nope'" in (await router.preflight(named))[0]
 
 
-async def test_nginx_preflight_rejects_matches_it_cannot_express(kube: Kube) -> None:
-    router = await _world(kube, Router.nginx)
-    target = _target(
+async def test_nginx_preflight_rejects_matches_it_cannot_express(
+    kube: Kube, admin: Kube, ns: str
+) -> None:
+    w = await _world(kube, admin, ns, Router.nginx)
+    target = w.target(
         Router.nginx,
         match=[
             {"name": "a", "exact": "1"},
@@ -585,7 +638,7 @@ async def test_nginx_preflight_rejects_matches_it_cannot_express(kube: Kube) -> 
             {"name": "c", "cookie": True, "exact": "x"},
         ],
     )
-    problems = await router.preflight(target)
+    problems = await w.router.preflight(target)
     assert any("at most one header" in p for p in problems)
     assert any("'always'" in p for p in problems)
 

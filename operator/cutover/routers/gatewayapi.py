@@ -175,4 +175,8 @@ class GatewayAPIRouter(RouteTableRouter):
             if k not in ("name", "matches", "backendRefs")
         }
         ref = {k: copy.deepcopy(v) for k, v in green.items() if k not in ("weight", "filters")}
+        # Green's weight may be 0, which would send this rule's requests nowhere; 1 of 1 sends
+        # them all. Written out because the CRD defaults it to 1: a rule planned without it
+        # never equals the stored one, and every set_weight would rewrite the route.
+        ref["weight"] = 1
         return {"name": MANAGED_RULE, "matches": conditions, **extra, "backendRefs": [ref]}
