@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 
 from .harness import apply_text, get, writes
 
@@ -99,7 +99,7 @@ def gate(
 
 
 def start_app(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     app: str,
     name: str,
@@ -107,12 +107,12 @@ def start_app(
     steps: list[dict[str, Any]] | None = None,
     **spec: Any,
 ) -> None:
-    apply_text(sandbox, namespace, app_manifest(app))
-    apply_text(sandbox, namespace, migration_manifest(name, app, gates, steps, **spec))
+    apply_text(cluster, namespace, app_manifest(app))
+    apply_text(cluster, namespace, migration_manifest(name, app, gates, steps, **spec))
 
 
-def status(sandbox: SandboxProcess, namespace: str, name: str) -> dict[str, Any]:
-    obj = get(sandbox, namespace, "migrations.cutover.io", name)
+def status(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    obj = get(cluster, namespace, "migrations.cutover.io", name)
     return dict(obj.get("status") or {})
 
 
@@ -128,32 +128,30 @@ def gate_record(state: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(found[0])
 
 
-def events(
-    sandbox: SandboxProcess, namespace: str, about: str | None = None
-) -> list[dict[str, Any]]:
-    out = sandbox.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
+def events(cluster: ControlPlane, namespace: str, about: str | None = None) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
     items: list[dict[str, Any]] = json.loads(out).get("items", [])
     return [e for e in items if about is None or e["involvedObject"].get("name") == about]
 
 
 def replica_writes(
-    sandbox: SandboxProcess, namespace: str, since: int = 0
+    cluster: ControlPlane, namespace: str, since: int = 0
 ) -> list[tuple[str, int, float]]:
     """(deployment, replicas, wall time) of every replica change written in ``namespace``."""
     found = []
-    for entry in writes(sandbox, namespace, "deployments", since=since):
+    for entry in writes(cluster, namespace, "deployments", since=since):
         body = entry.get("body") or {}
         count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
         if entry["method"] == "PATCH" and count is not None:
-            found.append((str(entry["name"]), int(count), float(entry["time"])))
+            found.append((str(entry["name"]), int(count), float(entry["received"])))
     return found
 
 
 def first_write_of(
-    sandbox: SandboxProcess, namespace: str, deployment: str, replicas: int, after: float
+    cluster: ControlPlane, namespace: str, deployment: str, replicas: int, after: float
 ) -> float | None:
     """Wall time of the first PATCH setting ``deployment`` to ``replicas`` after ``after``."""
-    for name, count, when in replica_writes(sandbox, namespace):
+    for name, count, when in replica_writes(cluster, namespace):
         if name == deployment and count == replicas and when >= after:
             return when
     return None

@@ -1,4 +1,4 @@
-"""Health gates end to end: the real operator, the sandbox cluster and a real Prometheus.
+"""Health gates end to end: the real operator, the cluster cluster and a real Prometheus.
 
 Prometheus (scrape interval 1 s) is started once per session and scrapes the controllable
 ``TrafficExporter``; each test labels its traffic ``<namespace>/<deployment>`` so tests never
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 from tests.support.exporter import TrafficExporter
 from tests.support.fixtures import prometheus, prometheus_server, traffic_exporter
 from tests.support.prometheus import PrometheusServer
@@ -47,13 +47,13 @@ BREACH_BOUND = 1 + 1 + 5 + 10
 
 
 @pytest.fixture
-def namespace(sandbox: SandboxProcess) -> str:
-    return new_namespace(sandbox, "gates")
+def namespace(cluster: ControlPlane) -> str:
+    return new_namespace(cluster, "gates")
 
 
 @pytest.fixture
-def operator(sandbox: SandboxProcess, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox, namespace).start()
+def operator(cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(cluster, namespace).start()
     yield process
     process.stop()
 
@@ -103,10 +103,10 @@ def error_gate(address: str, **fields: Any) -> dict[str, Any]:
     return gate("error-rate", address, GREEN_ERROR_RATIO, threshold={"max": 0.05}, **fields)
 
 
-def request_annotation(sandbox: SandboxProcess, namespace: str, name: str, verb: str) -> str:
+def request_annotation(cluster: ControlPlane, namespace: str, name: str, verb: str) -> str:
     """What ``cutover <verb>`` writes: ``cutover.io/request: <verb>:<id>``."""
     request_id = uuid.uuid4().hex[:10]
-    sandbox.kubectl(
+    cluster.kubectl(
         "annotate",
         "-n",
         namespace,
@@ -121,7 +121,7 @@ def request_annotation(sandbox: SandboxProcess, namespace: str, name: str, verb:
 
 
 def test_healthy_green_succeeds_and_every_gate_record_shows_passing_values(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -133,13 +133,13 @@ def test_healthy_green_succeeds_and_every_gate_record_shows_passing_values(
         error_gate(prometheus.url),
         gate("latency-p99", prometheus.url, GREEN_P99, interval="2s", threshold={"max": 0.25}),
     ]
-    start_app(sandbox, namespace, "shop", "shop", gates)
+    start_app(cluster, namespace, "shop", "shop", gates)
 
-    final = wait_phase(sandbox, namespace, "shop", *TERMINAL, timeout=60)["status"]
+    final = wait_phase(cluster, namespace, "shop", *TERMINAL, timeout=60)["status"]
 
     assert final["phase"] == "Succeeded", final
-    assert replicas(sandbox, namespace, "shop-green") == 2
-    assert replicas(sandbox, namespace, "shop-blue") == 0
+    assert replicas(cluster, namespace, "shop-green") == 2
+    assert replicas(cluster, namespace, "shop-blue") == 0
     for name, low, high in (("error-rate", 0.0, 0.05), ("latency-p99", 0.025, 0.25)):
         record = gate_record(final, name)
         assert record["lastVerdict"] == "Passed", record
@@ -153,7 +153,7 @@ def test_healthy_green_succeeds_and_every_gate_record_shows_passing_values(
 
 
 def test_error_rate_rising_at_step_two_rolls_back_to_blue_within_the_bound(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -167,10 +167,10 @@ def test_error_rate_rising_at_step_two_rolls_back_to_blue_within_the_bound(
         {"pause": {"duration": "30s"}},
         {"setWeight": 100},
     ]
-    start_app(sandbox, namespace, "pay", "pay", [error_gate(prometheus.url)], steps)
+    start_app(cluster, namespace, "pay", "pay", [error_gate(prometheus.url)], steps)
 
     wait_for(
-        lambda: status(sandbox, namespace, "pay").get("currentStepIndex") == 1,
+        lambda: status(cluster, namespace, "pay").get("currentStepIndex") == 1,
         timeout=30,
         what="step 2",
     )
@@ -179,12 +179,12 @@ def test_error_rate_rising_at_step_two_rolls_back_to_blue_within_the_bound(
     assert changed is not None
     changed_wall = changed[1]
 
-    final = wait_phase(sandbox, namespace, "pay", *TERMINAL, timeout=60)["status"]
+    final = wait_phase(cluster, namespace, "pay", *TERMINAL, timeout=60)["status"]
 
     assert final["phase"] == "RolledBack", final
     assert final["weight"] == 0
-    assert replicas(sandbox, namespace, "pay-green") == 0
-    assert replicas(sandbox, namespace, "pay-blue") == 2  # 100 % of traffic on blue
+    assert replicas(cluster, namespace, "pay-green") == 0
+    assert replicas(cluster, namespace, "pay-blue") == 2  # 100 % of traffic on blue
     record = gate_record(final, "error-rate")
     assert record["lastVerdict"] == "Failed" and record["failed"] == 1, record
     value = record["lastValue"]
@@ -196,24 +196,24 @@ def test_error_rate_rising_at_step_two_rolls_back_to_blue_within_the_bound(
     assert "above max 0.05" in message, message
     warnings = [
         e
-        for e in events(sandbox, namespace, "pay")
+        for e in events(cluster, namespace, "pay")
         if e["type"] == "Warning" and e["reason"] == "GateFailed"
     ]
     assert len(warnings) == 1, warnings
     assert warnings[0]["message"] in message  # the condition says "rolled back: <event text>"
 
-    routed = first_write_of(sandbox, namespace, "pay-green", 0, after=changed_wall)
-    assert routed is not None, replica_writes(sandbox, namespace)
+    routed = first_write_of(cluster, namespace, "pay-green", 0, after=changed_wall)
+    assert routed is not None, replica_writes(cluster, namespace)
     latency = routed - changed_wall
     assert 0 < latency < BREACH_BOUND, latency
-    assert ("pay-green", 100) not in [w[:2] for w in replica_writes(sandbox, namespace)]
+    assert ("pay-green", 100) not in [w[:2] for w in replica_writes(cluster, namespace)]
 
 
 # --- 3. no data ---------------------------------------------------------------------------------
 
 
 def test_no_data_follows_the_on_no_data_policy(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -221,22 +221,22 @@ def test_no_data_follows_the_on_no_data_policy(
     absent = 'sum(rate(http_requests_total{deployment="{{namespace}}/nobody"}[5s]))'
     for policy in ("fail", "inconclusive", "pass"):
         no_data = gate("absent", prometheus.url, absent, threshold={"max": 1}, onNoData=policy)
-        start_app(sandbox, namespace, f"nd-{policy}", f"nd-{policy}", [no_data])
+        start_app(cluster, namespace, f"nd-{policy}", f"nd-{policy}", [no_data])
 
-    failed = wait_phase(sandbox, namespace, "nd-fail", *TERMINAL)["status"]
-    held = wait_phase(sandbox, namespace, "nd-inconclusive", "Paused", *TERMINAL)["status"]
-    passed = wait_phase(sandbox, namespace, "nd-pass", *TERMINAL)["status"]
+    failed = wait_phase(cluster, namespace, "nd-fail", *TERMINAL)["status"]
+    held = wait_phase(cluster, namespace, "nd-inconclusive", "Paused", *TERMINAL)["status"]
+    passed = wait_phase(cluster, namespace, "nd-pass", *TERMINAL)["status"]
 
     assert failed["phase"] == "RolledBack", failed
     assert condition(failed, "RolledBack")["reason"] == "GateFailed"
     assert "(onNoData: fail)" in condition(failed, "RolledBack")["message"]
-    assert replicas(sandbox, namespace, "nd-fail-green") == 0
+    assert replicas(cluster, namespace, "nd-fail-green") == 0
 
     assert (held["phase"], held["reason"]) == ("Paused", "InconclusiveGate"), held
     assert gate_record(held, "absent")["inconclusive"] == 1
     assert condition(held, "Paused")["status"] == "True"
     assert held["weight"] == 50  # held where it was, not rolled back
-    assert replicas(sandbox, namespace, "nd-inconclusive-green") == 1
+    assert replicas(cluster, namespace, "nd-inconclusive-green") == 1
 
     assert passed["phase"] == "Succeeded", passed
     assert gate_record(passed, "absent")["lastVerdict"] == "Passed"
@@ -247,7 +247,7 @@ def test_no_data_follows_the_on_no_data_policy(
 
 
 def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -263,18 +263,18 @@ def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers
     traffic.wait_for_data()
     for policy in ("pause", "rollback"):
         outage_gate = error_gate(prometheus.url, onError=policy, consecutiveErrorLimit=2)
-        start_app(sandbox, namespace, f"out-{policy}", f"out-{policy}", [outage_gate], steps)
+        start_app(cluster, namespace, f"out-{policy}", f"out-{policy}", [outage_gate], steps)
     for policy in ("pause", "rollback"):
         wait_for(
-            lambda p=policy: status(sandbox, namespace, f"out-{p}").get("weight") == 50,  # type: ignore[misc]
+            lambda p=policy: status(cluster, namespace, f"out-{p}").get("weight") == 50,  # type: ignore[misc]
             timeout=30,
             what="weight 50",
         )
 
     prometheus.stop()
     try:
-        held = wait_phase(sandbox, namespace, "out-pause", "Paused", *TERMINAL, timeout=30)
-        rolled = wait_phase(sandbox, namespace, "out-rollback", *TERMINAL, timeout=30)
+        held = wait_phase(cluster, namespace, "out-pause", "Paused", *TERMINAL, timeout=30)
+        rolled = wait_phase(cluster, namespace, "out-rollback", *TERMINAL, timeout=30)
     finally:
         prometheus.start()
 
@@ -284,21 +284,21 @@ def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers
     assert record["consecutiveErrors"] == 3 and record["errors"] >= 3, record
     assert record["lastVerdict"] == "Error" and "connect" in record["lastMessage"], record
     assert record["failed"] == 0
-    assert replicas(sandbox, namespace, "out-pause-green") == 1  # no rollback
+    assert replicas(cluster, namespace, "out-pause-green") == 1  # no rollback
     assert all(
         count != 0
-        for name, count, _ in replica_writes(sandbox, namespace)
+        for name, count, _ in replica_writes(cluster, namespace)
         if name == "out-pause-green"
     )
 
     assert rolled_status["phase"] == "RolledBack", rolled_status
     assert condition(rolled_status, "RolledBack")["reason"] == "GateError"
-    assert replicas(sandbox, namespace, "out-rollback-green") == 0
+    assert replicas(cluster, namespace, "out-rollback-green") == 0
 
     # Prometheus is back (with a gap in its data): resume as `cutover resume` does.
     traffic.wait_for_data()
-    request_id = request_annotation(sandbox, namespace, "out-pause", "resume")
-    final = wait_phase(sandbox, namespace, "out-pause", *TERMINAL, timeout=45)["status"]
+    request_id = request_annotation(cluster, namespace, "out-pause", "resume")
+    final = wait_phase(cluster, namespace, "out-pause", *TERMINAL, timeout=45)["status"]
     assert final["phase"] == "Succeeded", final
     assert final["lastRequest"] == request_id
     record = gate_record(final, "error-rate")
@@ -310,7 +310,7 @@ def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers
 
 
 def test_invalid_promql_and_unknown_variables_fail_before_any_traffic_moves(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -324,29 +324,29 @@ def test_invalid_promql_and_unknown_variables_fail_before_any_traffic_moves(
         'sum(rate(http_requests_total{deployment="{{colour}}"}[5s]))',
         threshold={"max": 1},
     )
-    start_app(sandbox, namespace, "syntax", "syntax", [broken])
-    start_app(sandbox, namespace, "template", "template", [unknown])
+    start_app(cluster, namespace, "syntax", "syntax", [broken])
+    start_app(cluster, namespace, "template", "template", [unknown])
 
     for name, needle in (
         ("syntax", "spec.gates[0].prometheus.query: Prometheus says:"),
         ("template", "spec.gates[0].prometheus.query: unknown template variable(s): colour"),
     ):
-        final = wait_phase(sandbox, namespace, name, *TERMINAL, timeout=30)["status"]
+        final = wait_phase(cluster, namespace, name, *TERMINAL, timeout=30)["status"]
         assert final["phase"] == "Failed", final
         invalid = condition(final, "InvalidSpec")
         assert invalid["status"] == "True" and invalid["reason"] == "PreflightFailed", invalid
         assert needle in invalid["message"], invalid["message"]
-    syntax = condition(status(sandbox, namespace, "syntax"), "InvalidSpec")["message"]
+    syntax = condition(status(cluster, namespace, "syntax"), "InvalidSpec")["message"]
     assert "parse error" in syntax, syntax  # Prometheus' own words
-    assert replica_writes(sandbox, namespace) == []
-    assert [e for e in events(sandbox, namespace) if e["reason"] == "PreflightFailed"]
+    assert replica_writes(cluster, namespace) == []
+    assert [e for e in events(cluster, namespace) if e["reason"] == "PreflightFailed"]
 
 
 # --- 6. comparative gates -----------------------------------------------------------------------
 
 
 def test_comparative_gates_roll_back_a_worse_green_and_pass_an_equal_one(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -383,10 +383,10 @@ def test_comparative_gates_roll_back_a_worse_green_and_pass_an_equal_one(
         ("mw-equal", GREEN_P99, mann_whitney),
     ):
         compare_gate = gate("vs-blue", prometheus.url, query, compare=compare)
-        start_app(sandbox, namespace, app, app, [compare_gate], steps)
+        start_app(cluster, namespace, app, app, [compare_gate], steps)
 
     finals = {
-        app: wait_phase(sandbox, namespace, app, *TERMINAL, timeout=60)["status"]
+        app: wait_phase(cluster, namespace, app, *TERMINAL, timeout=60)["status"]
         for app in ("ratio-worse", "ratio-equal", "mw-worse", "mw-equal")
     }
 
@@ -394,7 +394,7 @@ def test_comparative_gates_roll_back_a_worse_green_and_pass_an_equal_one(
         final = finals[app]
         assert final["phase"] == "RolledBack", (app, final)
         assert condition(final, "RolledBack")["reason"] == "GateFailed"
-        assert replicas(sandbox, namespace, f"{app}-green") == 0
+        assert replicas(cluster, namespace, f"{app}-green") == 0
     for app in ("ratio-equal", "mw-equal"):
         final = finals[app]
         assert final["phase"] == "Succeeded", (app, final)
@@ -413,7 +413,7 @@ def test_comparative_gates_roll_back_a_worse_green_and_pass_an_equal_one(
 
 
 def test_bearer_token_from_a_secret_is_used_and_never_shown(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
     prometheus: PrometheusServer,
@@ -426,19 +426,19 @@ def test_bearer_token_from_a_secret_is_used_and_never_shown(
         "metadata": {"name": "prom-auth"},
         "data": {"token": base64.b64encode(token.encode()).decode()},
     }
-    apply_text(sandbox, namespace, json.dumps(secret))
+    apply_text(cluster, namespace, json.dumps(secret))
     traffic.app("vault")
     traffic.wait_for_data()
     auth = {"auth": {"bearerToken": {"name": "prom-auth", "key": "token"}}}
-    start_app(sandbox, namespace, "vault", "vault", [error_gate(prometheus.url, prometheus=auth)])
+    start_app(cluster, namespace, "vault", "vault", [error_gate(prometheus.url, prometheus=auth)])
 
-    final = wait_phase(sandbox, namespace, "vault", *TERMINAL, timeout=60)["status"]
+    final = wait_phase(cluster, namespace, "vault", *TERMINAL, timeout=60)["status"]
 
     assert final["phase"] == "Succeeded", final
     assert gate_record(final, "error-rate")["passed"] >= 2
     shown = {
         "operator log": operator.log(),
-        "events": json.dumps(events(sandbox, namespace)),
+        "events": json.dumps(events(cluster, namespace)),
         "status": json.dumps(final),
     }
     for where, text in shown.items():
