@@ -1,4 +1,4 @@
-"""Every cluster command against the sandbox; a thread stands in for the operator."""
+"""Every cluster command against the cluster; a thread stands in for the operator."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from cutover import api
 from cutover.cli import app
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
+from tests.support.controlplane import new_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +42,16 @@ spec:
 """
 
 
-def cli(sandbox: SandboxProcess, *args: str) -> tuple[int, str, str]:
-    env = {"COLUMNS": "120", "NO_COLOR": "1", "KUBECONFIG": sandbox.kubeconfig}
+def cli(cluster: ControlPlane, *args: str) -> tuple[int, str, str]:
+    env = {"COLUMNS": "120", "NO_COLOR": "1", "KUBECONFIG": cluster.kubeconfig}
     result = CliRunner(env=env).invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
-def create(sandbox: SandboxProcess, name: str, namespace: str = "default") -> None:
+def create(cluster: ControlPlane, name: str, namespace: str = "default") -> None:
     if namespace != "default":
-        sandbox.kubectl("create", "namespace", namespace, check=False)
-    sandbox.kubectl("apply", "-f", "-", input=MIGRATION.format(name=name, namespace=namespace))
+        cluster.kubectl("create", "namespace", namespace, check=False)
+    cluster.kubectl("apply", "-f", "-", input=MIGRATION.format(name=name, namespace=namespace))
 
 
 def set_status(custom: Any, name: str, namespace: str = "default", **status: Any) -> None:
@@ -93,48 +94,48 @@ def operator(custom: Any) -> Iterator[Callable[[str, dict[str, Any]], None]]:
         thread.join(timeout=5)
 
 
-def test_list_and_status(sandbox: SandboxProcess, custom: Any) -> None:
-    create(sandbox, "alpha")
-    create(sandbox, "beta", namespace="team")
+def test_list_and_status(cluster: ControlPlane, custom: Any) -> None:
+    create(cluster, "alpha")
+    create(cluster, "beta", namespace="team")
     set_status(custom, "alpha", phase="Progressing", currentStepIndex=1, weight=25)
-    code, out, _ = cli(sandbox, "list")
+    code, out, _ = cli(cluster, "list")
     assert code == 0 and "alpha" in out and "beta" not in out
     assert out.splitlines()[0].split() == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
-    code, out, _ = cli(sandbox, "list", "-A", "-o", "json")
+    code, out, _ = cli(cluster, "list", "-A", "-o", "json")
     rows = {(r["namespace"], r["name"]): r for r in json.loads(out)}
     assert (
         rows[("default", "alpha")]["step"] == "2/3" and rows[("default", "alpha")]["weight"] == 25
     )
     assert rows[("team", "beta")]["phase"] == "Pending"
-    code, out, _ = cli(sandbox, "list", "-n", "team", "-o", "yaml")
+    code, out, _ = cli(cluster, "list", "-n", "team", "-o", "yaml")
     assert code == 0 and "name: beta" in out
 
     set_status(custom, "alpha", phase="Paused", reason="PauseStep")
-    code, out, _ = cli(sandbox, "status", "alpha")
+    code, out, _ = cli(cluster, "status", "alpha")
     assert code == 0 and "PAUSED" in out and "2 of 3" in out
     assert "waiting for `cutover promote`" in out
-    code, out, _ = cli(sandbox, "status", "alpha", "-o", "json")
+    code, out, _ = cli(cluster, "status", "alpha", "-o", "json")
     report = json.loads(out)
     assert report["status"] == "PAUSED" and report["weight"] == 25
     assert report["rollback"]["state"] == "AVAILABLE"
 
 
-def test_not_found_is_a_one_liner(sandbox: SandboxProcess) -> None:
-    code, out, err = cli(sandbox, "status", "missing")
+def test_not_found_is_a_one_liner(cluster: ControlPlane) -> None:
+    code, out, err = cli(cluster, "status", "missing")
     assert out == ""
     assert code == 1
     assert err == 'error: Migration "missing" not found in namespace "default"\n'
-    code, _, err = cli(sandbox, "abort", "missing", "-n", "team")
+    code, _, err = cli(cluster, "abort", "missing", "-n", "team")
     assert code == 1 and 'not found in namespace "team"' in err
 
 
 def test_promote_writes_the_annotation_and_waits(
-    sandbox: SandboxProcess, custom: Any, operator: Callable[[str, dict[str, Any]], None]
+    cluster: ControlPlane, custom: Any, operator: Callable[[str, dict[str, Any]], None]
 ) -> None:
-    create(sandbox, "gamma")
+    create(cluster, "gamma")
     set_status(custom, "gamma", phase="Paused", reason="PauseStep", currentStepIndex=1, weight=25)
     operator("gamma", {"phase": "Progressing", "currentStepIndex": 2, "message": "promoted"})
-    code, out, err = cli(sandbox, "promote", "gamma")
+    code, out, err = cli(cluster, "promote", "gamma")
     assert code == 0, err
     assert "promote: the run will skip to step 3 of 3 (setWeight 100%)" in out
     assert "done: gamma is Progressing: promoted" in out
@@ -146,17 +147,17 @@ def test_promote_writes_the_annotation_and_waits(
     assert get(custom, "gamma")["metadata"]["generation"] == 1
 
 
-def test_request_without_an_operator_exits_3(sandbox: SandboxProcess, custom: Any) -> None:
-    create(sandbox, "delta")
+def test_request_without_an_operator_exits_3(cluster: ControlPlane, custom: Any) -> None:
+    create(cluster, "delta")
     set_status(custom, "delta", phase="Progressing", weight=25)
-    code, out, err = cli(sandbox, "abort", "delta", "--wait-timeout", "1s")
+    code, out, err = cli(cluster, "abort", "delta", "--wait-timeout", "1s")
     assert code == 3
     assert "abort: all traffic will return to blue (checkout-blue)" in out
     assert "the operator did not act on the abort request within 1s" in err
     assert len(err.strip().splitlines()) == 1
     annotations = get(custom, "delta")["metadata"]["annotations"]
     assert annotations[api.REQUEST_ANNOTATION].startswith("abort:")
-    code, out, _ = cli(sandbox, "pause", "delta", "--no-wait")
+    code, out, _ = cli(cluster, "pause", "delta", "--no-wait")
     assert code == 0 and "requested" in out and "note: replacing a request" in out
 
 
@@ -170,18 +171,18 @@ def test_request_without_an_operator_exits_3(sandbox: SandboxProcess, custom: An
     ],
 )
 def test_impossible_requests_are_refused(
-    sandbox: SandboxProcess, custom: Any, phase: str, verb: str, message: str
+    cluster: ControlPlane, custom: Any, phase: str, verb: str, message: str
 ) -> None:
-    create(sandbox, "epsilon")
+    create(cluster, "epsilon")
     set_status(custom, "epsilon", phase=phase)
-    code, _, err = cli(sandbox, verb, "epsilon")
+    code, _, err = cli(cluster, verb, "epsilon")
     assert code == 1 and message in err
     annotations = get(custom, "epsilon")["metadata"].get("annotations") or {}
     assert api.REQUEST_ANNOTATION not in annotations
 
 
 def test_every_verb_reports_success(
-    sandbox: SandboxProcess, custom: Any, operator: Callable[[str, dict[str, Any]], None]
+    cluster: ControlPlane, custom: Any, operator: Callable[[str, dict[str, Any]], None]
 ) -> None:
     cases = [
         ("pause", [], "Progressing", "Paused"),
@@ -192,10 +193,10 @@ def test_every_verb_reports_success(
     ]
     for index, (verb, extra, before, after) in enumerate(cases):
         name = f"verb-{index}"
-        create(sandbox, name)
+        create(cluster, name)
         set_status(custom, name, phase=before, weight=25)
         operator(name, {"phase": after})
-        code, out, err = cli(sandbox, verb, name, *extra)
+        code, out, err = cli(cluster, verb, name, *extra)
         assert code == 0, (verb, out, err)
         assert f"done: {name} is {after}" in out
         expected = "promote-full" if extra else verb
@@ -215,15 +216,15 @@ def _flip_later(custom: Any, name: str, phase: str) -> threading.Thread:
 
 @pytest.mark.parametrize(("phase", "code"), [("Succeeded", 0), ("RolledBack", 1)])
 def test_watch_exits_on_terminal_phase(
-    sandbox: SandboxProcess, custom: Any, phase: str, code: int
+    cluster: ControlPlane, custom: Any, phase: str, code: int
 ) -> None:
     name = f"watch-{phase.lower()}"
-    create(sandbox, name)
+    create(cluster, name)
     set_status(custom, name, phase="Progressing", weight=25)
     thread = _flip_later(custom, name, phase)
     started = time.monotonic()
     result, out, _ = cli(
-        sandbox, "status", name, "--watch", "--timeout", "20s", "--interval", "200ms"
+        cluster, "status", name, "--watch", "--timeout", "20s", "--interval", "200ms"
     )
     thread.join()
     assert result == code
@@ -231,11 +232,11 @@ def test_watch_exits_on_terminal_phase(
     assert ("COMPLETED" if code == 0 else "ROLLED_BACK") in out
 
 
-def test_watch_times_out_with_2(sandbox: SandboxProcess, custom: Any) -> None:
-    create(sandbox, "watch-timeout")
+def test_watch_times_out_with_2(cluster: ControlPlane, custom: Any) -> None:
+    create(cluster, "watch-timeout")
     set_status(custom, "watch-timeout", phase="Progressing")
     code, out, err = cli(
-        sandbox,
+        cluster,
         "status",
         "watch-timeout",
         "-w",
@@ -302,17 +303,17 @@ def test_bad_kubeconfig_is_a_user_error(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "does not exist" in result.stderr
 
 
-def test_kubectl_plugin(sandbox: SandboxProcess, custom: Any) -> None:
-    create(sandbox, "plugin")
+def test_kubectl_plugin(cluster: ControlPlane, custom: Any) -> None:
+    create(cluster, "plugin")
     set_status(custom, "plugin", phase="Succeeded", currentStepIndex=3, weight=100)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "KUBECONFIG": sandbox.kubeconfig,
+        "KUBECONFIG": cluster.kubeconfig,
         "COLUMNS": "120",
     }
     result = subprocess.run(
-        [sandbox.kubectl_binary, "cutover", "status", "plugin"],
+        [cluster.kubectl_binary, "cutover", "status", "plugin"],
         capture_output=True,
         text=True,
         env=env,
@@ -322,3 +323,65 @@ def test_kubectl_plugin(sandbox: SandboxProcess, custom: Any) -> None:
     assert result.returncode == 0, result.stderr
     assert "COMPLETED" in result.stdout and "3 of 3" in result.stdout
     assert "100%" in result.stdout
+
+
+def _cli_user(cluster: ControlPlane, namespace: str, verbs: list[str], path: Path) -> str:
+    """A ServiceAccount allowed exactly ``verbs`` on Migrations in ``namespace``."""
+    manifest = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: cli-user, namespace: {namespace}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: cli-user, namespace: {namespace}}}
+rules:
+  - apiGroups: [cutover.io]
+    resources: [migrations]
+    verbs: {json.dumps(verbs)}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: cli-user, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: cli-user}}
+subjects: [{{kind: ServiceAccount, name: cli-user, namespace: {namespace}}}]
+"""
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+    return str(cluster.service_account_kubeconfig(namespace, "cli-user", path))
+
+
+def test_the_cli_works_with_only_the_documented_verbs(
+    cluster: ControlPlane, custom: Any, tmp_path: Path
+) -> None:
+    namespace = new_namespace(cluster, "cli")
+    create(cluster, "delta", namespace=namespace)
+    set_status(custom, "delta", namespace=namespace, phase="Paused", reason="PauseStep")
+    kubeconfig = _cli_user(cluster, namespace, ["get", "list", "patch"], tmp_path / "user")
+    as_user = ["--kubeconfig", kubeconfig, "-n", namespace]
+    code, out, err = cli(cluster, "status", "delta", *as_user)
+    assert code == 0 and "PAUSED" in out, err
+    code, out, err = cli(cluster, "list", *as_user)
+    assert code == 0 and "delta" in out, err
+    code, out, err = cli(cluster, "promote", "delta", "--no-wait", *as_user)
+    assert code == 0 and "requested (cutover.io/request=promote:" in out, err
+    annotations = get(custom, "delta", namespace)["metadata"]["annotations"]
+    assert annotations[api.REQUEST_ANNOTATION].startswith("promote:")
+
+
+def test_a_missing_verb_is_a_clear_error_not_a_traceback(
+    cluster: ControlPlane, custom: Any, tmp_path: Path
+) -> None:
+    namespace = new_namespace(cluster, "cli")
+    create(cluster, "epsilon", namespace=namespace)
+    set_status(custom, "epsilon", namespace=namespace, phase="Paused", reason="PauseStep")
+    kubeconfig = _cli_user(cluster, namespace, ["get"], tmp_path / "reader")
+    code, out, err = cli(
+        cluster, "abort", "epsilon", "--no-wait", "--kubeconfig", kubeconfig, "-n", namespace
+    )
+    assert code == 1 and out.count("requested") == 0
+    assert err.startswith("error:") and "forbidden" in err.lower() and "Traceback" not in err
+    code, _, err = cli(cluster, "list", "--kubeconfig", kubeconfig, "-n", namespace)
+    assert code == 1 and "forbidden" in err.lower()
+    assert api.REQUEST_ANNOTATION not in (
+        get(custom, "epsilon", namespace)["metadata"].get("annotations") or {}
+    )
