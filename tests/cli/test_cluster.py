@@ -222,13 +222,11 @@ def test_watch_exits_on_terminal_phase(
     create(cluster, name)
     set_status(custom, name, phase="Progressing", weight=25)
     thread = _flip_later(custom, name, phase)
-    started = time.monotonic()
     result, out, _ = cli(
         cluster, "status", name, "--watch", "--timeout", "20s", "--interval", "200ms"
     )
     thread.join()
-    assert result == code
-    assert time.monotonic() - started < 10
+    assert result == code  # not 2: the watch ended on the phase, not on its timeout
     assert ("COMPLETED" if code == 0 else "ROLLED_BACK") in out
 
 
