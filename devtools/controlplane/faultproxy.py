@@ -194,6 +194,12 @@ class FaultProxy:
         self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     async def _shutdown(self) -> None:
+        # Open watch streams would hold the cleanup for its whole grace period: end them first.
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

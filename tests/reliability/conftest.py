@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 from tests.support.fixtures import *  # noqa: F403 -- the session Prometheus fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +29,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxProcess]:
-    with SandboxProcess(deployment_delay=0.2) as process:
-        process.kubectl("apply", "-f", str(ROOT / "crds" / "migrations.cutover.io.yaml"))
-        yield process
+def cluster(control_plane: ControlPlane) -> ControlPlane:
+    return control_plane

@@ -2,7 +2,7 @@
 
 A *scenario* is a Migration plus what the driver does to it while it runs (nothing, an abort at a
 random weight, an unpause, a promote) and what must come out: the final phase and the exact
-sequence of replica patches the sandbox may have received for it.
+sequence of replica patches the cluster may have received for it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cutover.core.plan import replica_split
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
+from devtools.controlplane.faultproxy import Injected
 from tests.integration.harness import OperatorProcess, apply_text
+from tests.support.controlplane import operator_kubeconfig
 
 SOAK = os.environ.get("CUTOVER_SOAK", "") not in ("", "0")
 TOTAL = 4  # blue's replicas at the start: the "total" every split is computed from
@@ -85,20 +87,21 @@ def migration_manifest(name: str, app: str, spec: dict[str, Any]) -> str:
 
 
 def job_template(outcome: str, after: float = 0.3) -> dict[str, Any]:
+    """A hook Job whose pod kwok ends as ``outcome`` (succeed/fail) after ``after`` seconds."""
     return {
-        "metadata": {
-            "annotations": {
-                "sandbox.cutover.io/outcome": outcome,
-                "sandbox.cutover.io/after": str(after),
-            }
-        },
         "spec": {
             "backoffLimit": 0,
             "template": {
+                "metadata": {
+                    "annotations": {
+                        "hook.cutover.test/outcome": outcome,
+                        "hook.cutover.test/delay": f"{int(after * 1000)}ms",
+                    }
+                },
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "hook", "image": "busybox", "command": ["true"]}],
-                }
+                },
             },
         },
     }
@@ -248,8 +251,8 @@ def job_duplicates(entries: list[dict[str, Any]], namespace: str) -> list[str]:
     return [f"Job {name} created {n} times" for name, n in created.items() if n > 1]
 
 
-def list_json(sandbox: SandboxProcess, namespace: str, kind: str) -> list[dict[str, Any]]:
-    out = sandbox.kubectl("get", "-n", namespace, kind, "-o", "json").stdout
+def list_json(cluster: ControlPlane, namespace: str, kind: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "-n", namespace, kind, "-o", "json").stdout
     return list(json.loads(out).get("items") or [])
 
 
@@ -276,6 +279,8 @@ class ChaosReport:
     phases: dict[str, str]
     seconds: float
     writes: int
+    # Faults the proxy injected (the kube-apiserver never saw those requests).
+    injected: list[Injected] = field(default_factory=list)
 
     def line(self, label: str) -> str:
         return (
@@ -285,7 +290,7 @@ class ChaosReport:
 
 
 def drive(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
     namespace: str,
     *,
     count: int,
@@ -301,23 +306,30 @@ def drive(
     rng = random.Random(seed)
     scenarios = [make_scenario(KINDS[i % len(KINDS)], i, rng) for i in range(count)]
     rng.shuffle(scenarios)
-    since = sandbox.stats()["last_seq"]
-    operator = OperatorProcess(sandbox, namespace, env=operator_env).start()
+    since = cluster.stats()["last_seq"]
+    # With faults, the operator talks to the real kube-apiserver through the fault proxy.
+    proxy = cluster.fault_proxy().start() if faults else None
+    kubeconfig = (
+        operator_kubeconfig(cluster, namespace, cluster.workdir / "operators", server=proxy.url)
+        if proxy
+        else None
+    )
+    operator = OperatorProcess(cluster, namespace, env=operator_env, kubeconfig=kubeconfig).start()
     started = time.monotonic()
     kills = 0
     try:
         for s in scenarios:
-            apply_text(sandbox, namespace, app_manifest(s.name))
-            apply_text(sandbox, namespace, migration_manifest(s.name, s.name, s.spec))
-        if faults:  # after the test's own writes: only the operator's meet the faults
-            sandbox.set_faults(**faults)
+            apply_text(cluster, namespace, app_manifest(s.name))
+            apply_text(cluster, namespace, migration_manifest(s.name, s.name, s.spec))
+        if proxy is not None and faults:
+            proxy.set_faults(**faults)
         next_kill = time.monotonic() + rng.uniform(*kill_every)
         phases: dict[str, str] = {}
         while time.monotonic() - started < timeout:
-            items = {m["metadata"]["name"]: m for m in list_json(sandbox, namespace, "mig")}
+            items = {m["metadata"]["name"]: m for m in list_json(cluster, namespace, "mig")}
             phases = {n: str((m.get("status") or {}).get("phase")) for n, m in items.items()}
             for s in scenarios:
-                _trigger(sandbox, namespace, s, items.get(s.name))
+                _trigger(cluster, namespace, s, items.get(s.name))
             if on_tick is not None:
                 on_tick()
             if all(p in TERMINAL for p in phases.values()) and len(phases) == count:
@@ -331,11 +343,13 @@ def drive(
         # Nothing may happen after the end: give a late duplicate write the chance to show.
         time.sleep(1.0)
     finally:
-        if faults:
-            sandbox.set_faults()
+        if proxy is not None:
+            proxy.set_faults()
         operator.stop()
-    entries = sandbox.requests(since=since)
-    deployments = {d["metadata"]["name"]: d for d in list_json(sandbox, namespace, "deployments")}
+        if proxy is not None:
+            proxy.stop()
+    entries = cluster.requests(since=since)
+    deployments = {d["metadata"]["name"]: d for d in list_json(cluster, namespace, "deployments")}
     anomalies: list[str] = []
     for s in scenarios:
         found = [
@@ -351,6 +365,7 @@ def drive(
         phases=phases,
         seconds=time.monotonic() - started,
         writes=len(ok_writes(entries, namespace)),
+        injected=proxy.injected_since(0) if proxy else [],
     )
 
 
@@ -371,7 +386,7 @@ def _check(
 
 
 def _trigger(
-    sandbox: SandboxProcess, namespace: str, s: Scenario, obj: dict[str, Any] | None
+    cluster: ControlPlane, namespace: str, s: Scenario, obj: dict[str, Any] | None
 ) -> None:
     """Fires the scenario's action once; a write the fault injector failed is tried again."""
     if obj is None or s.fired:
@@ -391,4 +406,4 @@ def _trigger(
             "--overwrite",
         ]
     if args is not None:
-        s.fired = sandbox.kubectl(*args, "-n", namespace, check=False).returncode == 0
+        s.fired = cluster.kubectl(*args, "-n", namespace, check=False).returncode == 0

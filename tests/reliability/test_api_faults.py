@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import collections
-import json
 from typing import Any
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
+from devtools.controlplane.faultproxy import Injected
 from tests.integration.harness import new_namespace
 
 from .support import chaos_seed, drive, scale
@@ -15,42 +15,39 @@ RETRY_AFTER = 1
 INJECTED = {409, 429, 500, 503}
 
 
-def _ours(entry: dict[str, Any]) -> bool:
-    """Writes made by cutover.kube (Kopf's own client is not ours to judge)."""
-    return entry.get("resource") in ("deployments", "jobs") or entry.get("subresource") == "status"
-
-
-def retry_after_violations(entries: list[dict[str, Any]], namespace: str) -> list[str]:
+def retry_after_violations(
+    entries: list[dict[str, Any]], injected: list[Injected], namespace: str
+) -> list[str]:
     """Every retry of a request answered 429 must come >= Retry-After later."""
-    mine = [e for e in entries if e.get("namespace") == namespace and _ours(e)]
+    mine = [e for e in entries if e.get("namespace") == namespace]
     problems = []
-    for i, entry in enumerate(mine):
-        if entry["code"] != 429:
+    for fault in injected:
+        if fault.status != 429 or fault.namespace != namespace:
             continue
-        key = (entry["method"], entry["path"], json.dumps(entry["body"], sort_keys=True))
         retry = next(
             (
                 e
-                for e in mine[i + 1 :]
-                if (e["method"], e["path"], json.dumps(e["body"], sort_keys=True)) == key
+                for e in mine
+                if (e["method"], e["path"]) == (fault.method, fault.path)
+                and e["received"] >= fault.time - 0.01
             ),
             None,
         )
         if retry is None:
             continue  # e.g. the object changed meanwhile and a new decision wrote something else
-        waited = retry["monotonic"] - entry["monotonic"]
+        waited = retry["received"] - fault.time
         if waited < RETRY_AFTER - 0.05:
-            problems.append(f"{entry['method']} {entry['path']} retried after {waited:.2f}s")
+            problems.append(f"{fault.method} {fault.path} retried after {waited:.2f}s")
     return problems
 
 
-def test_runs_end_correctly_under_api_faults(sandbox: SandboxProcess) -> None:
+def test_runs_end_correctly_under_api_faults(cluster: ControlPlane) -> None:
     seed = chaos_seed()
     print(f"\nCUTOVER_CHAOS_SEED={seed}")
-    namespace = new_namespace(sandbox, "faults")
-    since = sandbox.stats()["last_seq"]
+    namespace = new_namespace(cluster, "faults")
+    since = cluster.stats()["last_seq"]
     report = drive(
-        sandbox,
+        cluster,
         namespace,
         count=scale(6, 30),
         seed=seed,
@@ -67,15 +64,18 @@ def test_runs_end_correctly_under_api_faults(sandbox: SandboxProcess) -> None:
             "seed": seed,
         },
     )
-    entries = sandbox.requests(since=since)
-    mine = [e for e in entries if e.get("namespace") == namespace]
-    injected = collections.Counter(e["code"] for e in mine if e["code"] in INJECTED)
-    watches = sum(
-        c["count"]
-        for c in sandbox.stats()["by_verb_resource_code"]
-        if c["verb"] == "watch" and c["resource"] in ("migrations", "deployments")
+    entries = cluster.requests(since=since)
+    injected = collections.Counter(
+        i.status for i in report.injected if i.namespace == namespace and i.status in INJECTED
     )
-    late = retry_after_violations(entries, namespace)
+    watches = sum(
+        1
+        for e in cluster.reads(since)
+        if e["verb"] == "watch"
+        and e["resource"] in ("migrations", "deployments")
+        and e["namespace"] == namespace
+    )
+    late = retry_after_violations(entries, report.injected, namespace)
     print(report.line("api-faults"), f"injected={dict(injected)} watches={watches}")
     for anomaly in report.anomalies + late:
         print("ANOMALY", anomaly)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 from tests.integration.harness import new_namespace
 
 from .support import chaos_seed, drive, scale
 
 
 def test_sigkill_at_random_instants_leaves_every_migration_correct(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
 ) -> None:
     seed = chaos_seed()
     print(f"\nCUTOVER_CHAOS_SEED={seed}")
-    namespace = new_namespace(sandbox, "chaos")
+    namespace = new_namespace(cluster, "chaos")
     report = drive(
-        sandbox,
+        cluster,
         namespace,
         count=scale(8, 50),
         seed=seed,

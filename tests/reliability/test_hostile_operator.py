@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 from tests.integration.harness import (
     OperatorProcess,
     apply_text,
@@ -144,48 +144,48 @@ def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_hostile_input_and_broken_clusters_through_the_operator(
-    sandbox: SandboxProcess,
+    cluster: ControlPlane,
 ) -> None:
-    namespace = new_namespace(sandbox, "hostile")
+    namespace = new_namespace(cluster, "hostile")
     for app in ("inv", "ok", "claim", "gone-green", "gone-blue", "gone-svc"):
-        apply_text(sandbox, namespace, app_manifest(app))
-    since = sandbox.stats()["last_seq"]
-    operator = OperatorProcess(sandbox, namespace).start()
+        apply_text(cluster, namespace, app_manifest(app))
+    since = cluster.stats()["last_seq"]
+    operator = OperatorProcess(cluster, namespace).start()
     rejected: dict[str, str] = {}
     try:
         for name, spec in INVALID + UNSTARTABLE:
-            result = sandbox.kubectl(
+            result = cluster.kubectl(
                 "apply", "-n", namespace, "-f", "-", input=_raw_migration(name, spec), check=False
             )
             if result.returncode != 0:  # the CRD schema refused it at the door: also fine
                 rejected[name] = result.stderr.strip()[:200]
-        apply_text(sandbox, namespace, migration_manifest("ok", "ok", {"steps": SLOW}))
-        apply_text(sandbox, namespace, migration_manifest("claim-1", "claim", {"steps": SLOW}))
+        apply_text(cluster, namespace, migration_manifest("ok", "ok", {"steps": SLOW}))
+        apply_text(cluster, namespace, migration_manifest("claim-1", "claim", {"steps": SLOW}))
         wait_for(
             lambda: (
                 _status(
-                    {m["metadata"]["name"]: m for m in list_json(sandbox, namespace, "mig")},
+                    {m["metadata"]["name"]: m for m in list_json(cluster, namespace, "mig")},
                     "claim-1",
                 ).get("phase")
                 in ("Progressing", *TERMINAL)
             ),
             timeout=30,
         )
-        apply_text(sandbox, namespace, migration_manifest("claim-2", "claim", {"steps": SLOW}))
+        apply_text(cluster, namespace, migration_manifest("claim-2", "claim", {"steps": SLOW}))
         for app in ("gone-green", "gone-blue", "gone-svc"):
-            apply_text(sandbox, namespace, migration_manifest(app, app, {"steps": SLOW}))
+            apply_text(cluster, namespace, migration_manifest(app, app, {"steps": SLOW}))
 
         deleted: set[str] = set()
 
         def settled() -> bool:
-            items = {m["metadata"]["name"]: m for m in list_json(sandbox, namespace, "mig")}
+            items = {m["metadata"]["name"]: m for m in list_json(cluster, namespace, "mig")}
             for app, kind, obj in (
                 ("gone-green", "deployment", "gone-green-green"),
                 ("gone-blue", "deployment", "gone-blue-blue"),
                 ("gone-svc", "service", "gone-svc"),
             ):
                 if app not in deleted and _status(items, app).get("weight") == 25:
-                    sandbox.kubectl("delete", "-n", namespace, kind, obj, "--wait=false")
+                    cluster.kubectl("delete", "-n", namespace, kind, obj, "--wait=false")
                     deleted.add(app)
             names = [n for n, _ in INVALID + UNSTARTABLE if n not in rejected]
             # Green deleted: the rollback finishes without it (blue gets its size back).
@@ -197,13 +197,13 @@ def test_hostile_input_and_broken_clusters_through_the_operator(
         try:
             wait_for(settled, timeout=60, interval=0.3, what="every Migration settled")
         except AssertionError:
-            for m in list_json(sandbox, namespace, "mig"):
+            for m in list_json(cluster, namespace, "mig"):
                 st = m.get("status") or {}
                 print(m["metadata"]["name"], st.get("phase"), st.get("reason"), st.get("message"))
             print("rejected:", rejected)
             raise
         time.sleep(1.0)
-        items = {m["metadata"]["name"]: m for m in list_json(sandbox, namespace, "mig")}
+        items = {m["metadata"]["name"]: m for m in list_json(cluster, namespace, "mig")}
     finally:
         operator.stop()
 
@@ -242,7 +242,7 @@ def test_hostile_input_and_broken_clusters_through_the_operator(
     # Nothing but the runs that may move touched a Deployment or a Service.
     touched = {
         (e["resource"], str(e.get("name")))
-        for e in ok_writes(sandbox.requests(since=since), namespace)
+        for e in ok_writes(cluster.requests(since=since), namespace)
         if e["resource"] in ("deployments", "services") and e["method"] in ("PATCH", "PUT")
     }
     allowed = {"ok", "claim", "gone-green", "gone-blue", "gone-svc"}
@@ -252,7 +252,7 @@ def test_hostile_input_and_broken_clusters_through_the_operator(
     rolled = _condition(_status(items, "gone-green"), "RolledBack")
     if rolled.get("reason") != "GreenMissing":
         problems.append(f"gone-green: RolledBack condition {rolled}")
-    if replicas(sandbox, namespace, "gone-green-blue") != 4:
+    if replicas(cluster, namespace, "gone-green-blue") != 4:
         problems.append("gone-green: blue did not get its size back")
     print(
         f"\n[hostile-operator] invalid={len(INVALID)} unstartable={len(UNSTARTABLE)}"

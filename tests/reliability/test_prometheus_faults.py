@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 from tests.integration.harness import OperatorProcess, apply_text, new_namespace, wait_for
 from tests.support.prometheus import PrometheusServer, free_port
 
@@ -70,16 +70,16 @@ def _gate(address: str, query: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def _status(sandbox: SandboxProcess, namespace: str) -> dict[str, dict[str, Any]]:
+def _status(cluster: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
     return {
-        m["metadata"]["name"]: m.get("status") or {} for m in list_json(sandbox, namespace, "mig")
+        m["metadata"]["name"]: m.get("status") or {} for m in list_json(cluster, namespace, "mig")
     }
 
 
 def test_prometheus_faults_follow_the_documented_policies(
-    sandbox: SandboxProcess, prometheus: PrometheusServer, bad_prometheus: str
+    cluster: ControlPlane, prometheus: PrometheusServer, bad_prometheus: str
 ) -> None:
-    namespace = new_namespace(sandbox, "prom")
+    namespace = new_namespace(cluster, "prom")
     real = prometheus.url
     cases: dict[str, tuple[dict[str, Any], str, str]] = {
         # name: (gate, final phase, reason)
@@ -122,19 +122,19 @@ def test_prometheus_faults_follow_the_documented_policies(
         "down-hold": (_gate(real, "vector(0)", consecutiveErrorLimit=2), "Paused", "GateError"),
     }
     steps = [{"setWeight": 50}, {"pause": {"duration": f"{OUTAGE + 6}s"}}, {"setWeight": 100}]
-    operator = OperatorProcess(sandbox, namespace).start()
+    operator = OperatorProcess(cluster, namespace).start()
     try:
         for name, (gate, _, _) in cases.items():
-            apply_text(sandbox, namespace, app_manifest(name))
+            apply_text(cluster, namespace, app_manifest(name))
             apply_text(
-                sandbox,
+                cluster,
                 namespace,
                 migration_manifest(name, name, {"steps": steps, "gates": [gate]}),
             )
         wait_for(
             lambda: all(
                 s.get("weight") == 50
-                for n, s in _status(sandbox, namespace).items()
+                for n, s in _status(cluster, namespace).items()
                 if n.startswith("down")
             ),
             timeout=30,
@@ -143,13 +143,13 @@ def test_prometheus_faults_follow_the_documented_policies(
         outage_start = time.monotonic()
         seen: dict[str, set[str]] = {name: set() for name in cases}
         while time.monotonic() - outage_start < OUTAGE:
-            for name, state in _status(sandbox, namespace).items():
+            for name, state in _status(cluster, namespace).items():
                 seen[name].add(str(state.get("phase")))
             time.sleep(0.5)
         prometheus.ensure_running()
 
         def settled() -> bool:
-            states = _status(sandbox, namespace)
+            states = _status(cluster, namespace)
             for name, state in states.items():
                 seen[name].add(str(state.get("phase")))
             return all(
@@ -160,7 +160,7 @@ def test_prometheus_faults_follow_the_documented_policies(
 
         with contextlib.suppress(AssertionError):
             wait_for(settled, timeout=OUTAGE + 60, interval=0.5)
-        states = _status(sandbox, namespace)
+        states = _status(cluster, namespace)
     finally:
         prometheus.ensure_running()
         operator.stop()

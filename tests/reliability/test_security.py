@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cutover.core.promql import TemplateError, render_query
-from cutover.sandbox.process import SandboxProcess
+from devtools.controlplane import ControlPlane
 from tests.integration.harness import OperatorProcess, apply_text, new_namespace, wait_for
 from tests.support.prometheus import PrometheusServer
 
@@ -30,11 +30,19 @@ KOPF_OPTIONAL = {("list", "namespaces"), ("watch", "namespaces")}
 TEMPLATE = 'sum(rate(http_requests_total{deployment="{{args.v}}"}[1m]))'
 
 
-def _counts(sandbox: SandboxProcess) -> collections.Counter[tuple[str, str]]:
+def _operator_requests(
+    cluster: ControlPlane, namespace: str, since: int
+) -> list[dict[str, object]]:
+    """Every request the operator's ServiceAccount made (from the kube-apiserver's audit log)."""
+    identity = f"system:serviceaccount:{namespace}:"
+    return [e for e in cluster.reads(since) if str(e.get("user") or "").startswith(identity)]
+
+
+def _counts(entries: list[dict[str, object]]) -> collections.Counter[tuple[str, str]]:
     out: collections.Counter[tuple[str, str]] = collections.Counter()
-    for c in sandbox.stats()["by_verb_resource_code"]:
-        if not str(c["resource"]).startswith("/"):
-            out[(c["verb"], c["resource"])] += c["count"]
+    for e in entries:
+        if e["resource"] and e["resource"] != "selfsubjectaccessreviews":
+            out[(str(e["verb"]), str(e["resource"]))] += 1
     return out
 
 
@@ -60,21 +68,21 @@ def _granted() -> set[tuple[str, str]]:
 
 
 def test_rbac_secrets_and_leaks_after_a_representative_run(
-    sandbox: SandboxProcess, prometheus: PrometheusServer
+    cluster: ControlPlane, prometheus: PrometheusServer
 ) -> None:
-    namespace = new_namespace(sandbox, "sec")
-    decoy = new_namespace(sandbox, "decoy")
+    namespace = new_namespace(cluster, "sec")
+    decoy = new_namespace(cluster, "decoy")
     for ns in (namespace, decoy):
-        sandbox.kubectl(
+        cluster.kubectl(
             "create", "secret", "generic", "prom-token", "-n", ns, f"--from-literal=token={TOKEN}"
         )
-    sandbox.kubectl(
+    cluster.kubectl(
         "create", "secret", "generic", "elsewhere", "-n", decoy, f"--from-literal=token={TOKEN}"
     )
     for app in ("sec", "svc", "away"):
-        apply_text(sandbox, namespace, app_manifest(app))
+        apply_text(cluster, namespace, app_manifest(app))
     # The service router switches a selector that picks one version at a time.
-    sandbox.kubectl(
+    cluster.kubectl(
         "patch",
         "-n",
         namespace,
@@ -102,46 +110,48 @@ def test_rbac_secrets_and_leaks_after_a_representative_run(
     }
     hooks = {"preShift": [{"name": "expand", "jobTemplate": job_template("succeed")}]}
     steps = [{"setWeight": 50}, {"setWeight": 100}]
-    before = _counts(sandbox)
-    operator = OperatorProcess(sandbox, namespace).start()
+    since = cluster.stats()["last_seq"]
+    operator = OperatorProcess(cluster, namespace).start()
     try:
         for name, spec in (
             ("sec", {"steps": steps, "gates": [gate], "hooks": hooks}),
             ("away", {"steps": steps, "gates": [away]}),
         ):
-            sandbox.kubectl(
+            cluster.kubectl(
                 "create", "-n", namespace, "-f", "-", input=migration_manifest(name, name, spec)
             )
         svc = json.loads(migration_manifest("svc", "svc", {"steps": [{"setWeight": 100}]}))
         svc["spec"]["traffic"] = {"router": "service", "service": "svc"}
-        sandbox.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(svc))
+        cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(svc))
         try:
             wait_for(
                 lambda: all(
                     (m.get("status") or {}).get("phase") in TERMINAL
-                    for m in list_json(sandbox, namespace, "mig")
+                    for m in list_json(cluster, namespace, "mig")
                 ),
                 timeout=40,
             )
         except AssertionError:
-            for m in list_json(sandbox, namespace, "mig"):
+            for m in list_json(cluster, namespace, "mig"):
                 st_ = m.get("status") or {}
                 print(
                     m["metadata"]["name"], st_.get("phase"), st_.get("reason"), st_.get("message")
                 )
             raise
-        items = {m["metadata"]["name"]: m for m in list_json(sandbox, namespace, "mig")}
-        sandbox.kubectl("delete", "-n", namespace, "mig/sec", "--timeout=20s")
+        items = {m["metadata"]["name"]: m for m in list_json(cluster, namespace, "mig")}
+        cluster.kubectl("delete", "-n", namespace, "mig/sec", "--timeout=20s")
     finally:
         operator.stop()
-    used = _counts(sandbox) - before
-    used.pop(("create", "migrations"), None)  # the test's own kubectl create
-    used.pop(("delete", "migrations"), None)  # the test's own kubectl delete
+    requests = _operator_requests(cluster, namespace, since)
+    used = _counts(requests)
     granted = _granted()
     missing = sorted(pair for pair in used if pair not in granted | KOPF_OPTIONAL)
     unused = sorted(pair for pair in granted if pair not in used)
     print(f"\n[rbac] used={sorted(used)}\n[rbac] granted but unused here={unused}")
     assert missing == [], f"used but not granted: {missing}"
+    # The operator ran on exactly the chart's RBAC: the API server refused it nothing.
+    denied = [f"{e['verb']} {e['resource']}" for e in requests if e["code"] == 403]
+    assert denied == [], denied
 
     assert items["sec"]["status"]["phase"] == "Succeeded", items["sec"]["status"]
     # The Secret is looked up in the Migration's namespace only: one of the same name elsewhere
@@ -151,7 +161,7 @@ def test_rbac_secrets_and_leaks_after_a_representative_run(
 
     texts = {
         "operator log": operator.log(),
-        "events": sandbox.kubectl("get", "events", "-A", "-o", "json").stdout,
+        "events": cluster.kubectl("get", "events", "-A", "-o", "json").stdout,
         "status": json.dumps(items),
     }
     encoded = base64.b64encode(TOKEN.encode()).decode()
