@@ -1,4 +1,5 @@
-"""2. API faults: 5xx, 409, 429 + Retry-After, slow writes and dropped watches, all at once."""
+"""2. API faults: 5xx, 409, 429 + Retry-After, slow writes, dropped watches and 410 Gone on
+watches, all at once, from a proxy between the operator and the real kube-apiserver."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_runs_end_correctly_under_api_faults(cluster: ControlPlane) -> None:
             "retry_after": RETRY_AFTER,
             "write_latency": 0.05,
             "watch_drop_after": 3.0,
+            "watch_gone_rate": 0.2,
             "seed": seed,
         },
     )
@@ -81,6 +83,8 @@ def test_runs_end_correctly_under_api_faults(cluster: ControlPlane) -> None:
         print("ANOMALY", anomaly)
     assert sum(injected.values()) >= 5, injected
     assert injected[429] >= 1, injected
+    gone = [i for i in report.injected if i.status == 410 and i.namespace == namespace]
+    assert gone, "no watch was answered 410 Gone"
     # Dropped every 3 s, the watches were re-opened many times, and the runs still finished.
     assert watches >= report.seconds // 3, watches
     assert report.anomalies == [], (report.line("api-faults"), report.anomalies, report.phases)
