@@ -56,7 +56,28 @@ build_kubernetes() {
   step "building ${missing[*]} $KUBERNETES_VERSION (cold: 20-40 min on 2 cores)"
   local targets=()
   for name in "${missing[@]}"; do targets+=("k8s.io/kubernetes/cmd/$name"); done
-  (cd "$mod" && go build -trimpath -ldflags "$ldflags" -o "$bin/" "${targets[@]}")
+  (cd "$mod" && go_build_with_progress "${targets[@]}" -- -ldflags "$ldflags" -o "$bin/")
+}
+
+# `go build` is silent for minutes: count the packages it compiles against the total instead.
+go_build_with_progress() {
+  local targets=() flags=()
+  while [ "$1" != "--" ]; do targets+=("$1"); shift; done
+  shift
+  flags=("$@")
+  local total
+  total="$(go list -deps "${targets[@]}" | wc -l)"
+  go build -v -trimpath "${flags[@]}" "${targets[@]}" 2>&1 | {
+    local n=0 line
+    while IFS= read -r line; do
+      case "$line" in
+        *.go:*|*error*|*cannot*) printf '%s\n' "$line" >&2 ;;
+        *) n=$((n + 1))
+           [ $((n % 100)) -eq 0 ] && step "compiled $n of at most $total packages" ;;
+      esac
+    done
+  }
+  return "${PIPESTATUS[0]}"
 }
 
 build_etcd() {
@@ -78,7 +99,7 @@ build_etcd() {
       | sort -u | sed "s#.*#replace & => & $ETCD_VERSION#"
   } >"$mod/go.mod"
   step "building etcd $ETCD_VERSION"
-  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+  (cd "$mod" && go_build_with_progress go.etcd.io/etcd/server/v3 -- -ldflags "-s -w" -o "$bin/etcd")
 }
 
 build_kwok() {

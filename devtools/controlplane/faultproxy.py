@@ -189,9 +189,7 @@ class FaultProxy:
         server_ssl.load_cert_chain(str(self._cert_file), str(self._key_file))
         site = web.TCPSite(self._runner, "127.0.0.1", self._port, ssl_context=server_ssl)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def _shutdown(self) -> None:
         # Open watch streams would hold the cleanup for its whole grace period: end them first.

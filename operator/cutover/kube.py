@@ -396,7 +396,7 @@ class Kube:
                     f"Secret {namespace}/{name} key {key!r} is not valid base64-encoded UTF-8",
                     reason="Invalid",
                 ) from None
-        # Some API servers (and the sandbox) may hand back write-only stringData as stored.
+        # Some API servers may hand back write-only stringData as stored.
         string_data = secret.get("stringData") or {}
         if key in string_data and isinstance(string_data[key], str):
             return str(string_data[key])
