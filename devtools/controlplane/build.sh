@@ -53,7 +53,7 @@ build_kubernetes() {
     ldflags+=" -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     ldflags+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  step "building ${missing[*]} $KUBERNETES_VERSION (cold: 20-40 min on 2 cores)"
+  step "building ${missing[*]} $KUBERNETES_VERSION (cold: about 13 min on 2 cores, measured)"
   local targets=()
   for name in "${missing[@]}"; do targets+=("k8s.io/kubernetes/cmd/$name"); done
   (cd "$mod" && go_build_with_progress "${targets[@]}" -- -ldflags "$ldflags" -o "$bin/")
