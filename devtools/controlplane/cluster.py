@@ -10,6 +10,7 @@ kube-apiserver's audit log, which is how tests count the operator's reads and wr
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import json
 import os
@@ -345,24 +346,12 @@ class ControlPlane:
     # --- components ----------------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> Component:
-        log = self.logs / f"{name}.log"
-        component = Component(name, [str(self.bin / name), *args], log)
-        with log.open("ab") as out:
-            component.proc = subprocess.Popen(
-                component.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        component.pid = component.proc.pid
+        component = Component(name, [str(self.bin / name), *args], self.logs / f"{name}.log")
+        self._launch(component)
         self.components.append(component)
         return component
 
-    def restart(self, name: str, timeout: float = 60.0) -> None:
-        """Kills one component (SIGKILL, as a crash) and starts it again with the same flags."""
-        component = next(c for c in self.components if c.name == name)
-        _terminate(component, sig=signal.SIGKILL)
+    def _launch(self, component: Component) -> None:
         with component.log.open("ab") as out:
             component.proc = subprocess.Popen(
                 component.argv,
@@ -370,8 +359,17 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                # A test session that dies (SIGKILL, timeout) takes its control plane with it;
+                # `make cluster` (detach) leaves it running until `make cluster-down`.
+                preexec_fn=None if self.detach else _die_with_parent,
             )
         component.pid = component.proc.pid
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Kills one component (SIGKILL, as a crash) and starts it again with the same flags."""
+        component = next(c for c in self.components if c.name == name)
+        _terminate(component, sig=signal.SIGKILL)
+        self._launch(component)
         deadline = time.monotonic() + timeout
         if name == "kube-apiserver":
             self._wait(
@@ -778,6 +776,16 @@ def _terminate(component: Component, sig: signal.Signals = signal.SIGTERM) -> No
         if component.proc is not None:
             component.proc.wait(5)
     component.pid = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends SIGKILL when the parent process goes away."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _alive(pid: int) -> bool:
