@@ -29,8 +29,12 @@ docs: install
 	$(BIN)/python -m cutover.docgen > docs/state-machine.md
 
 # `make demo` (SCENARIO=all|good|bad-green|playground): a migration succeeding and one rolling
-# back on a local sandbox cluster. Prometheus powers the health gates: as root with apt-get we
-# install Debian's package; otherwise the demo says how, and runs with the gates skipped.
+# back on a real Kubernetes control plane run as local processes in .cluster/ (the one
+# `make cluster` left there, else the demo's own, stopped at the end). The first run on a
+# machine builds it from Go modules: tens of minutes on 2 cores, once; later runs start it in
+# seconds. Another cluster: make demo DEMO_ARGS="--kubeconfig ~/.kube/config --context kind-x"
+# (your contexts are never switched). Prometheus powers the health gates: as root with apt-get
+# we install Debian's package; otherwise the demo says how, and runs with the gates skipped.
 SCENARIO ?= all
 DEMO_ARGS ?=
 
@@ -48,7 +52,7 @@ demo: install
 	    echo "(or put a prometheus binary from https://prometheus.io/download/ on PATH)."; \
 	  fi; \
 	fi
-	$(BIN)/python -m cutover.demo --scenario $(SCENARIO) $(DEMO_ARGS)
+	PYTHONPATH=operator:. $(BIN)/python -m devtools.demo --scenario $(SCENARIO) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

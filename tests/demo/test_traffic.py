@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cutover.demo.traffic import ErrorScript, compute_shares, ready_pods
+from devtools.demo.traffic import ErrorScript, compute_shares, ready_pods
 
 
 def deployment(name: str, version: str, replicas: int, ready: int | None = None) -> dict[str, Any]:

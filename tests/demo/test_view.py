@@ -10,8 +10,8 @@ import yaml
 from rich.console import Console
 
 from cutover.cli_report import build_report
-from cutover.demo.traffic import DeploymentLoad, TrafficSnapshot
-from cutover.demo.view import RunView
+from devtools.demo.traffic import DeploymentLoad, TrafficSnapshot
+from devtools.demo.view import RunView
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAFFIC = TrafficSnapshot(

@@ -1,7 +1,7 @@
-"""Re-export: the traffic exporter now lives in ``cutover.demo.exporter`` (the demo uses it too)."""
+"""Re-export of ``devtools.demo.exporter`` (the demo drives the same traffic exporter)."""
 
 from __future__ import annotations
 
-from cutover.demo.exporter import LATENCY_BUCKETS, DeploymentTraffic, TrafficExporter
+from devtools.demo.exporter import LATENCY_BUCKETS, DeploymentTraffic, TrafficExporter
 
 __all__ = ["LATENCY_BUCKETS", "DeploymentTraffic", "TrafficExporter"]

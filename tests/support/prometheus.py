@@ -1,4 +1,4 @@
-"""Re-export of ``cutover.demo.prometheus`` (the demo runs the same server), skipping when absent.
+"""Re-export of ``devtools.demo.prometheus`` (the demo runs the same server), skipping if absent.
 
 The only test-specific behaviour kept here: ``CUTOVER_TEST_PROMETHEUS`` names the binary, and a
 missing binary skips the test instead of raising ``PrometheusNotFound``.
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cutover.demo import prometheus as _demo
-from cutover.demo.prometheus import PrometheusNotFound, free_port
+from devtools.demo import prometheus as _demo
+from devtools.demo.prometheus import PrometheusNotFound, free_port
 
 __all__ = [
     "PROMETHEUS_BINARY",

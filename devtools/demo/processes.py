@@ -2,7 +2,7 @@
 
 Every child of the demo runs in its own session (process group). A Ctrl-C in the terminal then
 reaches only the demo, which stops the children in a sensible order (operator first, so it
-does not act on a half-torn-down cluster; the sandbox last) and never leaves one behind.
+does not act on a half-torn-down cluster; the control plane last) and never leaves one behind.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 # The directory holding the `cutover` package, so that the operator imports this very code.
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2] / "operator"
 
 
 def stop_group(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
@@ -80,6 +80,19 @@ class OperatorProcess:
                 start_new_session=True,
             )
         return self
+
+    def watching(self) -> bool:
+        """Kopf has started watching Migrations in the namespace: a new one is seen at once."""
+        marker = (
+            f"Starting the watch-stream for migrations.v1alpha1.cutover.io in '{self.namespace}'"
+        )
+        return marker in self.log_text()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

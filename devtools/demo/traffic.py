@@ -1,7 +1,8 @@
 """The demo's traffic simulator: pods that serve requests in the split the router has set.
 
-Nothing real runs in the sandbox cluster, so this module plays the users. Every ``period``
-seconds it reads the namespace with the ``kubernetes`` client and works out which share of the
+Nothing in the demo's cluster serves requests (kwok's pods are fake; on a cluster of yours the
+pods run a placeholder image), so this module plays the users. Every ``period`` seconds it reads
+the namespace with the ``kubernetes`` client and works out which share of the
 requests each Deployment would get, exactly as a cluster would route them:
 
 * a Gateway API ``HTTPRoute`` (if the CRD exists and a route is there) splits traffic between
@@ -26,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cutover.demo.exporter import TrafficExporter
+from devtools.demo.exporter import TrafficExporter
 
-log = logging.getLogger("cutover.demo.traffic")
+log = logging.getLogger("devtools.demo.traffic")
 
 Obj = Mapping[str, Any]
 

@@ -1,15 +1,21 @@
-"""``python -m cutover.demo``: a blue-green migration, live, on a local sandbox cluster.
+"""``python -m devtools.demo``: a blue-green migration, live, on a real Kubernetes control plane.
 
-What runs, all on loopback and all stopped on exit (success, failure, Ctrl-C or SIGTERM):
+What runs, and is stopped on exit (success, failure, Ctrl-C or SIGTERM):
 
-* the sandbox Kubernetes API (:class:`SandboxProcess`) with the Migration CRD;
-* per scenario, in its own namespace: a traffic exporter and the simulator that drives it from
-  the cluster's routing, a real Prometheus scraping it every second (if installed), and the
-  operator (``kopf run -m cutover.handlers --standalone --namespace NS``);
-* the Migration from ``examples/demo/``, followed live until it ends.
+* the cluster (:mod:`devtools.demo.cluster`): by default a local control plane in ``.cluster/``
+  of the repo (etcd, kube-apiserver, the controller manager, the scheduler and kwok's fake node,
+  as processes on loopback), the one ``make cluster`` left running there or one of the demo's
+  own; or the cluster of ``--kubeconfig``/``--context``. The Migration CRD is applied to it;
+* per scenario, in its own namespace: the example app, a traffic exporter and the simulator
+  that drives it from the cluster's routing, a real Prometheus scraping it every second (if
+  installed), and the operator (``kopf run -m cutover.handlers --standalone --namespace NS``)
+  with the Helm chart's RBAC for that namespace;
+* the Migration from ``examples/demo/``, followed live until it ends; then the namespace and the
+  chart's cluster-scoped RBAC for it are deleted.
 
 Exit codes: 0 every scenario ended as expected; 1 one did not (or the demo could not run);
-2 bad usage or a missing prerequisite (kubectl); 130 interrupted.
+2 bad usage or a missing prerequisite (Go for the first build, kubectl for your cluster);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,10 +44,18 @@ from rich.table import Table
 
 from cutover import api
 from cutover.cli_report import Report, build_report
-from cutover.demo.exporter import TrafficExporter
-from cutover.demo.processes import OperatorProcess
-from cutover.demo.prometheus import INSTALL_HINT, PrometheusServer, find_prometheus
-from cutover.demo.scenarios import (
+from devtools.controlplane import ControlPlane, ControlPlaneError
+from devtools.demo.cluster import (
+    DEFAULT_CLUSTER_DIR,
+    Target,
+    TargetError,
+    local_target,
+    user_target,
+)
+from devtools.demo.exporter import TrafficExporter
+from devtools.demo.processes import OperatorProcess
+from devtools.demo.prometheus import INSTALL_HINT, PrometheusServer, find_prometheus
+from devtools.demo.scenarios import (
     ALL,
     BLUE,
     CRD,
@@ -53,9 +67,8 @@ from cutover.demo.scenarios import (
     SERVICE,
     Scenario,
 )
-from cutover.demo.traffic import TrafficSimulator
-from cutover.demo.view import RunView
-from cutover.sandbox.process import SandboxProcess, SandboxProcessError
+from devtools.demo.traffic import TrafficSimulator
+from devtools.demo.view import RunView
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -123,17 +136,11 @@ class Demo:
         self.state.data.update({"pid": os.getpid(), "workdir": str(self.workdir)})
         self.state.record("pids", "demo", os.getpid())
         self.prometheus_binary: str | None = None
-        self.sandbox: SandboxProcess | None = None
+        self.target: Target | None = None
 
     # --- setup ---------------------------------------------------------------------------------
 
     def _check_prerequisites(self) -> None:
-        if shutil.which(self.args.kubectl) is None:
-            raise DemoError(
-                f"kubectl not found ({self.args.kubectl}): install kubectl v1.32"
-                " (https://kubernetes.io/docs/tasks/tools/) and run again",
-                EXIT_USAGE,
-            )
         for path in (CRD, EXAMPLES / "app.yaml"):
             if not path.exists():
                 raise DemoError(
@@ -150,21 +157,37 @@ class Demo:
                 " then run `make demo` again."
             )
 
-    def _start_sandbox(self) -> SandboxProcess:
-        self.console.print("Starting the sandbox Kubernetes API server...")
-        sandbox = SandboxProcess(
-            deployment_delay=self.args.deployment_delay,
-            kubectl_binary=self.args.kubectl,
-            workdir=self.workdir / "sandbox",
-        )
-        self.stack.callback(sandbox.stop)
-        sandbox.start()
-        proc = sandbox._proc
-        self.state.record("pids", "sandbox", proc.pid if proc else None)
-        self.state.record("ports", "sandbox", _port(sandbox.url))
-        sandbox.kubectl("apply", "-f", str(CRD))
-        self.console.print(f"  sandbox at {sandbox.url}; Migration CRD installed")
-        return sandbox
+    def _start_cluster(self) -> Target:
+        args = self.args
+        try:
+            if args.kubeconfig or args.context:
+                target = user_target(
+                    args.kubeconfig, args.context, args.kubectl, self.workdir, args.app_image
+                )
+                self.console.print(f"Using {target.description}")
+            else:
+                target = local_target(
+                    Path(args.cluster_dir), self.console.print, self._own_plane_started
+                )
+                target.app_image = args.app_image
+            self.target = target
+            if target.owned and target.plane is not None:
+                plane = target.plane
+                for component in plane.components:
+                    self.state.record("pids", f"controlplane-{component.name}", component.pid)
+                self.state.record("ports", "kube-apiserver", plane.ports["apiserver"])
+            target.install_crd(CRD)
+        except TargetError as error:
+            raise DemoError(
+                str(error), EXIT_USAGE if self.target is None else EXIT_FAILED
+            ) from None
+        self.console.print(f"  Migration CRD installed on {target.description}")
+        return target
+
+    def _own_plane_started(self, plane: ControlPlane) -> None:
+        # Registered before it starts: an interrupted start stops what did come up.
+        self.stack.callback(plane.stop)
+        self.state.record("controlplane", "root", str(plane.root))
 
     def _start_prometheus(
         self, stack: ExitStack, target: str, name: str
@@ -211,21 +234,24 @@ class Demo:
     # --- one scenario --------------------------------------------------------------------------
 
     def run_scenario(self, scenario: Scenario) -> Outcome | None:
-        assert self.sandbox is not None
-        sandbox = self.sandbox
-        namespace = f"demo-{scenario.name}" if scenario.manifest else "demo"
+        assert self.target is not None
+        target = self.target
         started = time.monotonic()
         with ExitStack() as stack:
-            sandbox.kubectl("create", "namespace", namespace)
-            sandbox.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "app.yaml"))
+            namespace = target.create_namespace(
+                f"demo-{scenario.name}" if scenario.manifest else "demo"
+            )
             # Registered in start order; ExitStack unwinds in reverse, so the operator stops
-            # first, then Prometheus, the simulator and the exporter.
+            # first, then Prometheus, the simulator and the exporter, and the namespace goes last.
+            stack.callback(target.delete_namespace, namespace)
+            self.state.record("namespaces", namespace, True)
+            target.apply_app(namespace, EXAMPLES / "app.yaml")
             exporter = TrafficExporter()
             stack.callback(exporter.stop)
             self.state.record("ports", f"exporter-{namespace}", exporter.port)
             simulator = TrafficSimulator(
                 exporter,
-                sandbox.kubeconfig,
+                str(target.kubeconfig),
                 namespace,
                 service=SERVICE,
                 blue=BLUE,
@@ -237,15 +263,18 @@ class Demo:
             simulator.start()
             prometheus = self._start_prometheus(stack, exporter.target, namespace)
             operator = OperatorProcess(
-                sandbox.kubeconfig, namespace, self.workdir / f"operator-{namespace}.log"
+                str(target.operator_kubeconfig(namespace, self.workdir)),
+                namespace,
+                self.workdir / f"operator-{namespace}.log",
             )
             stack.callback(operator.stop)
             operator.start()
             self.state.record("pids", f"operator-{namespace}", operator.pid)
+            self._wait_for_operator(operator)
             if scenario.manifest is None:
                 self._playground(namespace, prometheus, simulator, operator, scenario)
                 return None
-            sandbox.kubectl(
+            target.kubectl(
                 "apply",
                 "-n",
                 namespace,
@@ -253,6 +282,7 @@ class Demo:
                 "-",
                 input=self._migration_manifest(scenario, prometheus),
             )
+            started = time.monotonic()  # the run's own time, from here
             self.console.print(
                 f"Applied examples/demo/{scenario.manifest} to namespace {namespace}"
                 + (f" (gate queries go to Prometheus at {prometheus.url})" if prometheus else "")
@@ -261,6 +291,21 @@ class Demo:
             if not outcome.ok:
                 self._show_operator_log(operator)
             return outcome
+
+    def _wait_for_operator(self, operator: OperatorProcess, timeout: float = 120) -> None:
+        self.console.print(f"Starting the operator for namespace {operator.namespace}...")
+        started = time.monotonic()
+        while not operator.watching():
+            if not operator.running():
+                raise DemoError(f"the operator exited; its log:\n{operator.log_tail()}")
+            waited = time.monotonic() - started
+            if waited > timeout:
+                raise DemoError(
+                    f"the operator did not start watching in {timeout:g}s; its log:\n"
+                    f"{operator.log_tail()}"
+                )
+            time.sleep(0.2)
+        self.console.print(f"  the operator is watching ({time.monotonic() - started:.1f}s)")
 
     def _get(self, custom: Any, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -286,9 +331,9 @@ class Demo:
     def _custom_api(self) -> Iterator[Any]:
         from kubernetes import client, config
 
-        assert self.sandbox is not None
+        assert self.target is not None
         api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=self.sandbox.kubeconfig
+            config_file=str(self.target.kubeconfig)
         )
         try:
             yield client.CustomObjectsApi(api_client)
@@ -410,15 +455,19 @@ class Demo:
         operator: OperatorProcess,
         scenario: Scenario,
     ) -> None:
-        assert self.sandbox is not None
+        assert self.target is not None
+        target = self.target
         address = prometheus.url if prometheus else "(no Prometheus: remove `gates`)"
+        kubectl = "kubectl"
+        if shutil.which("kubectl") is None:
+            kubectl = target.kubectl_binary
         self.console.print(
             "\n[bold]The playground is up.[/] In another terminal, from the repository root:\n\n"
-            f"  export KUBECONFIG={self.sandbox.kubeconfig}\n"
+            f"  export KUBECONFIG={target.kubeconfig}\n"
             f"  export PROM={address}\n"
-            f"  kubectl -n {namespace} get deploy,svc\n"
+            f"  {kubectl} -n {namespace} get deploy,svc\n"
             f'  sed "s#http://127.0.0.1:9090#$PROM#" examples/demo/migration-manual.yaml \\\n'
-            f"    | kubectl -n {namespace} apply --validate=false -f -\n"
+            f"    | {kubectl} -n {namespace} apply -f -\n"
             f"  .venv/bin/cutover status checkout -n {namespace} --watch\n"
             f"  .venv/bin/cutover promote checkout -n {namespace}   # ends the pause at 50 %\n\n"
             "Press Ctrl-C here to stop everything.\n"
@@ -435,7 +484,7 @@ class Demo:
 
     def run(self) -> int:
         self._check_prerequisites()
-        self.sandbox = self._start_sandbox()
+        self.target = self._start_cluster()
         names = ALL if self.args.scenario == "all" else (self.args.scenario,)
         outcomes = [o for o in (self.run_scenario(SCENARIOS[n]) for n in names) if o]
         self._summary(outcomes)
@@ -505,8 +554,14 @@ def _signals_ignored() -> Iterator[None]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cutover.demo",
-        description="Watch a blue-green migration succeed, and one roll back, on a local sandbox.",
+        prog="python -m devtools.demo",
+        description=(
+            "Watch a blue-green migration succeed, and one roll back, on a real Kubernetes control"
+            " plane run as local processes in .cluster/ (reused if `make cluster` started one)."
+            " The first run on a machine builds it from Go modules (tens of minutes on 2 cores);"
+            " later runs start it in seconds. --kubeconfig/--context run it on a cluster of yours"
+            " instead (in namespaces of its own, deleted at the end; the CRD stays installed)."
+        ),
     )
     parser.add_argument(
         "--scenario",
@@ -519,17 +574,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="path of the prometheus binary (default: $PATH, then /usr/bin/prometheus)",
     )
-    parser.add_argument("--kubectl", default="kubectl", help="kubectl binary")
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="run on this kubeconfig's cluster (its current context, or --context) instead of"
+        " the local control plane; the file is only read",
+    )
+    parser.add_argument(
+        "--context",
+        default=None,
+        help="run on this context (of --kubeconfig, else of $KUBECONFIG or ~/.kube/config);"
+        " your current context is never changed",
+    )
+    parser.add_argument(
+        "--cluster-dir",
+        default=str(DEFAULT_CLUSTER_DIR),
+        help="where the local control plane lives (default: .cluster of the repo; one running"
+        " there is reused and left running)",
+    )
+    parser.add_argument(
+        "--kubectl",
+        default=None,
+        help="kubectl for --kubeconfig/--context (default: kubectl on PATH, else the built one)",
+    )
+    parser.add_argument(
+        "--app-image",
+        default=None,
+        help="image of the example app's pods (default: the manifests' own on the local control"
+        " plane, where kwok fakes the pods; registry.k8s.io/pause:3.10 on a cluster of yours)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for each run to end"
     )
     parser.add_argument("--rps", type=float, default=200.0, help="simulated requests per second")
-    parser.add_argument(
-        "--deployment-delay",
-        type=float,
-        default=0.5,
-        help="seconds the sandbox takes to make new pods ready",
-    )
     parser.add_argument("--plain", action="store_true", help="plain line output even in a terminal")
     parser.add_argument("--state-file", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -557,9 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as error:
         console.print(f"[bold red]The demo could not run:[/] {escape(str(error))}")
         if demo is not None:
-            demo.keep_workdir = demo.sandbox is not None  # logs only exist once it started
+            demo.keep_workdir = demo.target is not None  # logs only exist once it started
         return error.code
-    except (SandboxProcessError, subprocess.SubprocessError, OSError) as error:
+    except (
+        TargetError,
+        ControlPlaneError,
+        subprocess.SubprocessError,
+        OSError,
+    ) as error:
         console.print(f"[bold red]The demo failed:[/] {escape(str(error))}")
         if demo is not None:
             demo.keep_workdir = True
@@ -568,7 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         if demo is not None:
             with _signals_ignored():
                 demo.close()
-                if demo.sandbox is not None:
-                    console.print(
-                        "Stopped the sandbox, Prometheus, the operator and the simulator."
-                    )
+                if demo.target is not None:
+                    done = "Stopped everything the demo started"
+                    if demo.target.owned:
+                        done += ", the local control plane last"
+                    elif demo.target.plane is not None:
+                        done += f"; the control plane in {demo.target.plane.root} keeps running"
+                    if demo.state.data.get("namespaces") and not demo.target.owned:
+                        done += "; the demo's namespaces are being deleted"
+                    console.print(done + ".")

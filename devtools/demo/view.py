@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cutover.cli_report import GateReport, Report
-from cutover.demo.traffic import TrafficSnapshot
+from devtools.demo.traffic import TrafficSnapshot
 
 _PHASE_STYLE = {
     "Pending": "cyan",

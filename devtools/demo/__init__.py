@@ -1,4 +1,4 @@
-"""``python -m cutover.demo`` (``make demo``): a migration succeeding and one rolling back, live.
+"""``python -m devtools.demo`` (``make demo``): a migration succeeding and one rolling back, live.
 
 Modules: ``app`` (orchestration and the command line), ``traffic`` (the simulated users),
 ``view`` (the live terminal view), ``scenarios``, ``processes`` (the operator subprocess), and

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutover.api import Phase
-from cutover.demo.traffic import ErrorScript
+from devtools.demo.traffic import ErrorScript
 
 # The repository root: the demo is a development tool and uses the checked-out examples/ and
 # crds/ (the installed wheel does not ship them).
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples" / "demo"
 CRD = REPO_ROOT / "crds" / "migrations.cutover.io.yaml"
 
@@ -61,7 +61,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="playground",
-            title="the sandbox, Prometheus, traffic and operator, for your own Migrations",
+            title="the cluster, Prometheus, traffic and operator, for your own Migrations",
             manifest=None,
             expect=None,
         ),

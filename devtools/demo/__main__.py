@@ -1,10 +1,10 @@
-"""``python -m cutover.demo``: see ``cutover.demo.app``."""
+"""``python -m devtools.demo``: see ``devtools.demo.app``."""
 
 from __future__ import annotations
 
 import sys
 
-from cutover.demo.app import main
+from devtools.demo.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """A controllable ``prometheus_client`` exporter that simulates HTTP traffic per deployment.
 
-Used by ``python -m cutover.demo`` (the traffic simulator drives it) and by the tests, which
+Used by ``python -m devtools.demo`` (the traffic simulator drives it) and by the tests, which
 import it through ``tests.support.exporter``.
 
 Exposes, on ``127.0.0.1:<free port>/metrics`` from its own ``CollectorRegistry``:
