@@ -1,20 +1,34 @@
-"""Shared pieces of the scale benchmarks: the sandbox + operator pair, bulk creation, the
-sandbox's request log and counters (the source of truth), process sampling with psutil.
+"""Shared pieces of the benchmarks: a real control plane + the operator on the chart's RBAC, bulk
+creation, the kube-apiserver's audit log as the source of truth, process sampling with psutil.
 
-Not a benchmark itself (leading underscore): ``concurrency.py``, ``api_economy.py``,
-``memory.py`` and ``gate_cost.py`` import it.
+Not a benchmark itself (leading underscore): the scripts in ``bench/`` import it.
+
+The cluster is a real control plane (``devtools.controlplane``: etcd, kube-apiserver, the
+controller manager, the scheduler and kwok's fake node) started in a temp directory, or the one
+``--cluster-dir`` names (``make cluster`` leaves one in ``.cluster``; the tests pass their
+session's). The operator runs as ``kopf run -m cutover.handlers --standalone --namespace NS``
+with a token of the chart's ServiceAccount, bound to exactly the RBAC the chart renders; every
+request it makes is in the audit log under ``system:serviceaccount:<NS>:<account>``, and only
+those are counted: the benchmark's own requests (creating objects, polling) are not.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import contextlib
 import json
+import os
 import platform
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -25,14 +39,34 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 import psutil  # noqa: E402
 from kubernetes import client, config  # noqa: E402
-from tests.integration.harness import OperatorProcess  # noqa: E402
 
-from cutover.sandbox.process import SandboxProcess  # noqa: E402
+from devtools.controlplane import ControlPlane  # noqa: E402
+from tests.support.controlplane import (  # noqa: E402
+    MIGRATION_CRD,
+    chart_rbac,
+    new_namespace,
+    operator_kubeconfig,
+)
 
 RESULTS = ROOT / "bench" / "results"
 GROUP, VERSION, PLURAL = "cutover.io", "v1alpha1", "migrations"
 WRITE_VERBS = ("create", "patch", "update", "delete")
 READ_VERBS = ("get", "list")
+# The operator's budget per weight step, as docs/performance.md measured it (6.67 writes, 7.0
+# reads per step with 20 Migrations on the emulator; 6.00 writes after "no Event per step").
+# The smoke tests hold the operator to it: more means a regression a user pays for in QPS.
+WRITES_PER_STEP_BUDGET = 7.0
+READS_PER_STEP_BUDGET = 7.0
+
+
+def add_cluster_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster-dir",
+        type=Path,
+        default=None,
+        help="use the control plane running there (e.g. .cluster from `make cluster`) instead of"
+        " starting one in a temp directory",
+    )
 
 
 # --- manifests ---------------------------------------------------------------------------------
@@ -98,110 +132,116 @@ def ms(value: float | int | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.0f} ms"
 
 
-# --- the cluster and the operator --------------------------------------------------------------
+def parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-class Bench:
-    """Sandbox (its own process) + the CRD + one namespace + a client; the operator on demand."""
+# --- the audit log: what the operator asked, in order ------------------------------------------
 
-    def __init__(self, namespace: str = "bench", deployment_delay: float = 0.1) -> None:
-        self.namespace = namespace
-        self.sandbox = SandboxProcess(deployment_delay=deployment_delay)
-        self.operator: OperatorProcess | None = None
-        self.api: Any = None
-        self.own_lists = 0  # list migrations the bench itself sent (to subtract from counters)
 
-    def __enter__(self) -> Bench:
-        self.sandbox.start()
-        self.sandbox.kubectl("apply", "-f", str(ROOT / "crds" / "migrations.cutover.io.yaml"))
-        self.sandbox.kubectl("create", "namespace", self.namespace)
-        self.api = config.new_client_from_config(config_file=self.sandbox.kubeconfig)
-        self.apps = client.AppsV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-        return self
+def _entry(event: dict[str, Any]) -> dict[str, Any]:
+    ref = event.get("objectRef") or {}
+    body = event.get("requestObject")
+    name = ref.get("name")
+    if not name and isinstance(body, dict):
+        name = (body.get("metadata") or {}).get("name")
+    verb = str(event.get("verb", ""))
+    stage = event.get("stageTimestamp")
+    received = event.get("requestReceivedTimestamp")
+    return {
+        "verb": verb,
+        "method": {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}.get(
+            verb, "GET"
+        ),
+        "resource": ref.get("resource"),
+        "subresource": ref.get("subresource"),
+        "namespace": ref.get("namespace"),
+        "name": name,
+        "code": int((event.get("responseStatus") or {}).get("code", 0)),
+        "body": body,
+        "user": (event.get("user") or {}).get("username"),
+        # When the apiserver finished the request (its acknowledgement) and when it got it.
+        "time": parse_time(stage) if stage else 0.0,
+        "received": parse_time(received) if received else 0.0,
+        "path": str(event.get("requestURI", "")).split("?")[0],
+    }
 
-    def __exit__(self, *exc: object) -> None:
-        if self.operator is not None:
-            self.operator.stop()
-        if self.api is not None:
-            self.api.close()
-        self.sandbox.stop()
 
-    # processes
+def counter_key(entry: dict[str, Any]) -> tuple[str, str]:
+    resource = str(entry["resource"] or entry["path"])
+    if entry.get("subresource"):
+        resource += f"/{entry['subresource']}"
+    return str(entry["verb"]), resource
 
-    def start_operator(self, qps: float, burst: int, **env: str) -> psutil.Process:
-        self.operator = OperatorProcess(
-            self.sandbox,
-            self.namespace,
-            env={"CUTOVER_API_QPS": str(qps), "CUTOVER_API_BURST": str(burst), **env},
-        ).start()
-        assert self.operator.proc is not None
-        proc = psutil.Process(self.operator.proc.pid)
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: "'configure' succeeded" in self.operator_log(), 20)
-        time.sleep(2)  # the watches (and the Deployment index) are up
-        return proc
 
-    def operator_log(self) -> str:
-        return self.operator.log() if self.operator else ""
+class OperatorRequests:
+    """Follows the kube-apiserver's audit log (JSON lines) from where it ends now, keeping the
+    requests of one identity: counts by (verb, resource[/subresource]) and every entry in order.
 
-    def sandbox_process(self) -> psutil.Process:
-        for child in psutil.Process().children(recursive=True):
-            try:
-                if "cutover.sandbox" in " ".join(child.cmdline()):
-                    return child
-            except psutil.Error:
-                continue
-        raise RuntimeError("sandbox process not found")
+    Reads the file directly, incrementally and without waiting (``ControlPlane.reads`` re-reads
+    the whole log and waits for it to stop growing: too slow to sample every 0.1 s under load).
+    """
 
-    # objects
+    def __init__(self, plane: ControlPlane, user_prefix: str) -> None:
+        self.path = plane.audit_log
+        self.user_prefix = user_prefix
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        self._partial_first = self.offset > 0
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.entries: list[dict[str, Any]] = []
+        self.seq = 0
+        self.denied: list[str] = []
+        self._lock = threading.Lock()
 
-    def create_deployments(self, specs: Iterable[tuple[str, int]], workers: int = 8) -> None:
-        def one(spec: tuple[str, int]) -> None:
-            self.apps.create_namespaced_deployment(self.namespace, deployment(*spec))
-
-        parallel(one, list(specs), workers)
-
-    def create_migrations(self, bodies: list[dict[str, Any]], workers: int = 8) -> None:
-        def one(body: dict[str, Any]) -> None:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body
-            )
-
-        parallel(one, bodies, workers)
-
-    def delete_migrations(self, names: list[str], workers: int = 8) -> None:
-        def one(name: str) -> None:
-            self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
-            )
-
-        parallel(one, names, workers)
-
-    def annotate(self, name: str, annotations: dict[str, str]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
-        )
-
-    def migrations(self) -> list[dict[str, Any]]:
-        self.own_lists += 1
-        result = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
-        return list(result.get("items") or [])
-
-    def phases(self) -> dict[str, str]:
-        return {
-            m["metadata"]["name"]: str((m.get("status") or {}).get("phase") or "")
-            for m in self.migrations()
-        }
-
-    # the sandbox's view
+    def poll(self) -> list[dict[str, Any]]:
+        """New requests of the operator since the last poll, oldest first."""
+        with self._lock:
+            if not self.path.exists():
+                return []
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                return []
+            self.offset += end + 1
+            lines = chunk[: end + 1].splitlines()
+            if self._partial_first:
+                # Started at the file's end: the first "line" may be the tail of one cut in two.
+                self._partial_first = False
+                if lines and not lines[0].lstrip().startswith(b"{"):
+                    lines = lines[1:]
+            new = []
+            for raw in lines:
+                if self.user_prefix.encode() not in raw:
+                    continue
+                try:
+                    entry = _entry(json.loads(raw))
+                except ValueError:
+                    continue
+                if not str(entry["user"] or "").startswith(self.user_prefix):
+                    continue
+                if entry["code"] == 403:
+                    # Refused, so it served nothing: listed apart, not counted as a read/write.
+                    where = entry["namespace"] or "the cluster scope"
+                    self.denied.append(f"{entry['verb']} {counter_key(entry)[1]} in {where}")
+                    continue
+                self.seq += 1
+                entry["seq"] = self.seq
+                self.counts[counter_key(entry)] += 1
+                new.append(entry)
+            self.entries.extend(new)
+            return new
 
     def counters(self) -> dict[tuple[str, str], int]:
-        totals: dict[tuple[str, str], int] = {}
-        for row in self.sandbox.stats()["by_verb_resource_code"]:
-            key = (str(row["verb"]), str(row["resource"]))
-            totals[key] = totals.get(key, 0) + int(row["count"])
-        return totals
+        self.poll()
+        with self._lock:
+            return dict(self.counts)
+
+    def writes_since(self, seq: int) -> list[dict[str, Any]]:
+        self.poll()
+        with self._lock:
+            return [e for e in self.entries if e["seq"] > seq and e["method"] != "GET"]
 
 
 def delta(
@@ -220,28 +260,11 @@ def flat(counts: dict[tuple[str, str], int]) -> dict[str, int]:
     return {f"{verb} {resource}": n for (verb, resource), n in sorted(counts.items())}
 
 
-class LogTail:
-    """Drains the sandbox's bounded write log as it goes, keeping what the caller filters."""
-
-    def __init__(self, sandbox: SandboxProcess, since: int | None = None) -> None:
-        self.sandbox = sandbox
-        self.seq = sandbox.stats()["last_seq"] if since is None else since
-        self.entries: list[dict[str, Any]] = []
-        self.lost = 0
-
-    def poll(self) -> list[dict[str, Any]]:
-        new = self.sandbox.requests(since=self.seq)
-        if new:
-            if new[0]["seq"] > self.seq + 1:
-                self.lost += new[0]["seq"] - self.seq - 1
-            self.seq = new[-1]["seq"]
-            self.entries.extend(new)
-        return new
-
-
 def status_of(entry: dict[str, Any]) -> dict[str, Any] | None:
     body = entry.get("body")
     if entry.get("subresource") != "status" or not isinstance(body, dict):
+        return None
+    if entry.get("method") == "GET" or int(entry.get("code", 0)) >= 400:
         return None
     status = body.get("status")
     return status if isinstance(status, dict) else None
@@ -251,14 +274,298 @@ def replicas_written(entry: dict[str, Any]) -> int | None:
     body = entry.get("body")
     if entry.get("resource") != "deployments" or entry.get("method") != "PATCH":
         return None
+    if entry.get("subresource") not in (None, "scale"):
+        return None
     if not isinstance(body, dict) or int(entry.get("code", 0)) >= 400:
         return None
     value = (body.get("spec") or {}).get("replicas")
     return int(value) if value is not None else None
 
 
-def parse_time(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+# --- the operator ------------------------------------------------------------------------------
+
+
+class OperatorProcess:
+    """``kopf run -m cutover.handlers --standalone --namespace NS`` with a given kubeconfig."""
+
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str]
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": str(ROOT / "operator"),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kopf",
+                    "run",
+                    "-m",
+                    "cutover.handlers",
+                    "--standalone",
+                    "--namespace",
+                    self.namespace,
+                    "--verbose",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+# --- the cluster and the operator --------------------------------------------------------------
+
+
+class Bench:
+    """A control plane (started here, or the one in ``cluster_dir``), the CRD, a fresh namespace
+    with the chart's RBAC, an admin client; the operator on demand."""
+
+    def __init__(self, cluster_dir: Path | None = None, prefix: str = "bench") -> None:
+        self.cluster_dir = cluster_dir
+        self.prefix = prefix
+        self.workdir = Path(tempfile.mkdtemp(prefix="cutover-bench-"))
+        self.owned = cluster_dir is None
+        self.plane: ControlPlane = (
+            ControlPlane(self.workdir / "cluster")
+            if cluster_dir is None
+            else ControlPlane.attach(cluster_dir)
+        )
+        self.namespace = ""
+        self.operator: OperatorProcess | None = None
+        self.api: Any = None
+        self.audit: OperatorRequests | None = None
+        self.user_prefix = ""
+        self.kubeconfig: Path | None = None
+        self.created_at: dict[str, float] = {}  # Migration -> when its POST returned
+
+    def __enter__(self) -> Bench:
+        try:
+            if self.owned:
+                started = time.monotonic()
+                self.plane.start()
+                print(
+                    f"control plane ready in {time.monotonic() - started:.1f}s ({self.plane.root})",
+                    flush=True,
+                )
+            self.plane.kubectl(
+                "apply", "--server-side", "--force-conflicts", "-f", str(MIGRATION_CRD)
+            )
+            # Not `kubectl wait`: it fails outright while a new CRD has no conditions yet.
+            established = '{.status.conditions[?(@.type=="Established")].status}'
+            wait_until(
+                lambda: (
+                    self.plane.kubectl(
+                        "get",
+                        "crd",
+                        "migrations.cutover.io",
+                        "-o",
+                        f"jsonpath={established}",
+                        check=False,
+                    ).stdout.strip()
+                    == "True"
+                ),
+                60,
+            )
+            self.namespace = new_namespace(self.plane, self.prefix)
+            accounts = [
+                d["metadata"]["name"]
+                for d in chart_rbac(self.namespace)
+                if d["kind"] == "ServiceAccount"
+            ]
+            self.user_prefix = f"system:serviceaccount:{self.namespace}:{accounts[0]}"
+            self.kubeconfig = operator_kubeconfig(self.plane, self.namespace, self.workdir)
+            self.audit = OperatorRequests(self.plane, self.user_prefix)
+            self.api = config.new_client_from_config(config_file=self.plane.kubeconfig)
+            self.apps = client.AppsV1Api(self.api)
+            self.custom = client.CustomObjectsApi(self.api)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+        if self.api is not None:
+            self.api.close()
+        # The operator's log (and an own control plane's logs) outlive a failure, or on request.
+        keep = bool(exc and exc[0] is not None) or bool(os.environ.get("CUTOVER_BENCH_KEEP"))
+        if keep:
+            print(f"logs kept in {self.workdir}", flush=True)
+        if self.owned:
+            self.plane.stop()
+        else:
+            if self.namespace:
+                self.plane.kubectl(
+                    "delete", "namespace", self.namespace, "--wait=false", check=False
+                )
+                for doc in chart_rbac(self.namespace) if self.namespace else []:
+                    if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                        self.plane.kubectl(
+                            "delete", doc["kind"].lower(), doc["metadata"]["name"], check=False
+                        )
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # processes
+
+    def start_operator(self, qps: float, burst: int, **env: str) -> psutil.Process:
+        assert self.kubeconfig is not None
+        if self.operator is not None:
+            self.operator.stop()
+        log_path = self.workdir / f"operator-{self.namespace}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0  # a previous start's lines
+        self.operator = OperatorProcess(
+            self.kubeconfig,
+            self.namespace,
+            log_path,
+            {"CUTOVER_API_QPS": str(qps), "CUTOVER_API_BURST": str(burst), **env},
+        ).start()
+        assert self.operator.proc is not None
+        proc = psutil.Process(self.operator.proc.pid)
+        # Measure from when it watches Migrations, not from its start.
+        watching = (
+            f"Starting the watch-stream for migrations.v1alpha1.cutover.io in '{self.namespace}'"
+        )
+        started = time.monotonic()
+        wait_until(
+            lambda: watching in self.operator_log()[offset:] or not self.operator_alive(), 120
+        )
+        if not self.operator_alive():
+            raise RuntimeError(f"the operator exited:\n{self.operator_log()[-3000:]}")
+        print(f"operator watching after {time.monotonic() - started:.1f}s", flush=True)
+        time.sleep(1)  # the other watches (and the Deployment index) are up
+        return proc
+
+    def operator_alive(self) -> bool:
+        return bool(self.operator and self.operator.proc and self.operator.proc.poll() is None)
+
+    def operator_log(self) -> str:
+        return self.operator.log() if self.operator else ""
+
+    def component(self, name: str) -> psutil.Process:
+        """A process of the control plane (kube-apiserver, etcd...), for CPU sampling."""
+        for component in self.plane.components:
+            if component.name == name and component.pid:
+                return psutil.Process(component.pid)
+        raise RuntimeError(f"{name} is not running")
+
+    # objects
+
+    def create_deployments(self, specs: Iterable[tuple[str, int]], workers: int = 8) -> None:
+        def one(spec: tuple[str, int]) -> None:
+            self.apps.create_namespaced_deployment(self.namespace, deployment(*spec))
+
+        parallel(one, list(specs), workers)
+
+    def create_migrations(self, bodies: list[dict[str, Any]], workers: int = 8) -> None:
+        def one(body: dict[str, Any]) -> None:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body
+            )
+            self.created_at[str(body["metadata"]["name"])] = time.time()
+
+        parallel(one, bodies, workers)
+
+    def delete_migrations(self, names: list[str], workers: int = 8) -> None:
+        def one(name: str) -> None:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+
+        parallel(one, names, workers)
+
+    def annotate(self, name: str, annotations: dict[str, str]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
+        )
+
+    def migrations(self) -> list[dict[str, Any]]:
+        result = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        return list(result.get("items") or [])
+
+    def phases(self) -> dict[str, str]:
+        return {
+            m["metadata"]["name"]: str((m.get("status") or {}).get("phase") or "")
+            for m in self.migrations()
+        }
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return dict(obj.get("status") or {})
+
+    def apply(self, manifest: str) -> None:
+        self.plane.kubectl("apply", "-n", self.namespace, "-f", "-", input=manifest)
+
+    # the operator's requests, from the audit log
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        assert self.audit is not None
+        return self.audit.counters()
+
+    def tail(self) -> LogTail:
+        assert self.audit is not None
+        return LogTail(self.audit)
+
+    def denied(self) -> list[str]:
+        """The operator's requests RBAC refused: each one a gap in the chart's rules."""
+        assert self.audit is not None
+        self.audit.poll()
+        return list(self.audit.denied)
+
+
+class LogTail:
+    """The operator's writes from now on, as the audit log records them (with request bodies)."""
+
+    def __init__(self, audit: OperatorRequests) -> None:
+        self.audit = audit
+        audit.poll()
+        self.seq = audit.seq
+        self.entries: list[dict[str, Any]] = []
+        self.lost = 0  # the audit log loses nothing (blocking mode); kept for the reports
+
+    def poll(self) -> list[dict[str, Any]]:
+        new = self.audit.writes_since(self.seq)
+        if new:
+            self.seq = new[-1]["seq"]
+            self.entries.extend(new)
+        return new
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -275,7 +582,7 @@ def wait_until(probe: Callable[[], Any], timeout: float, interval: float = 0.2) 
 
 
 def parallel(fn: Callable[[Any], None], items: list[Any], workers: int) -> None:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for future in [pool.submit(fn, item) for item in items]:
             future.result()
 
@@ -338,6 +645,7 @@ def save(name: str, report: dict[str, Any], output: Path | None, smoke: bool) ->
         "benchmark": name,
         "when": datetime.now().astimezone().isoformat(timespec="seconds"),
         "smoke": smoke,
+        "cluster": "control plane (devtools.controlplane: kube-apiserver, etcd, kwok)",
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),

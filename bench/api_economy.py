@@ -1,7 +1,8 @@
 """API economy: writes and reads per step and per rollback, requests while idle, rate limiter.
 
-Real operator (``kopf run``) against the sandbox; the sandbox's counters (every verb, reads and
-watches included) and its write log (wall time, body) are the source of truth. Phases:
+Real operator (``kopf run``, the chart's RBAC) on a real control plane; the kube-apiserver's
+audit log, filtered to the operator's ServiceAccount (every verb, reads and watches included,
+with bodies and timestamps), is the source of truth. Phases:
 
 1. steps: ``--migrations`` Migrations 10 % -> 50 % -> 100 % (replicas router, no gates); writes
    and reads per weight step, split by resource (status, Deployments, Events, annotations);
@@ -11,7 +12,7 @@ watches included) and its write log (wall time, body) are the source of truth. P
    ``--idle-seconds`` (watch re-establishments listed apart);
 4. rate limiter: a fresh operator with ``CUTOVER_API_QPS=--limit-qps`` and
    ``CUTOVER_API_BURST=--limit-burst`` gets ``--burst-migrations`` new Migrations at once; the
-   counters, sampled every 0.1 s, give the request rate after the burst allowance is spent.
+   counts, sampled every 0.1 s, give the request rate after the burst allowance is spent.
 
     .venv/bin/python bench/api_economy.py --migrations 50 --rollbacks 20 --idle-seconds 60
     .venv/bin/python bench/api_economy.py --smoke
@@ -26,9 +27,11 @@ from typing import Any
 
 from _common import (
     READ_VERBS,
+    READS_PER_STEP_BUDGET,
     WRITE_VERBS,
+    WRITES_PER_STEP_BUDGET,
     Bench,
-    LogTail,
+    add_cluster_option,
     delta,
     flat,
     migration,
@@ -63,8 +66,8 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
     names = [f"s{i}" for i in range(size)]
     pair(bench, names)
     time.sleep(1)
-    before, lists = bench.counters(), bench.own_lists
-    tail = LogTail(bench.sandbox)
+    before = bench.counters()
+    tail = bench.tail()
     bench.create_migrations(
         [
             migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": w} for w in (10, 50, 100)])
@@ -76,9 +79,6 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
     after = bench.counters()
     tail.poll()
     counts = delta(after, before)
-    counts.pop(("create", "migrations"), None)  # ours
-    ours = bench.own_lists - lists
-    counts[("list", "migrations")] = counts.get(("list", "migrations"), 0) - ours
     steps = 3 * size
     status_writes = sum(1 for e in tail.entries if status_of(e) is not None)
     return {
@@ -92,8 +92,12 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
         "reads_per_step": total(counts, READ_VERBS) / steps,
         "status_writes_per_step": status_writes / steps,
         "per_step_by_verb_resource": per(counts, steps),
+        "budget_per_weight_step": {
+            "writes": WRITES_PER_STEP_BUDGET,
+            "reads": READS_PER_STEP_BUDGET,
+        },
         "note": "includes each run's start and finish (status, events, annotations) spread over"
-        " its 3 weight steps; the bench's own polling (list migrations) is subtracted",
+        " its 3 weight steps; only the operator's ServiceAccount is counted",
     }
 
 
@@ -110,18 +114,13 @@ def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
     )
     wait_phases(bench, names, {"Paused"}, 60 + size)
     time.sleep(1.5)
-    before, lists = bench.counters(), bench.own_lists
+    before = bench.counters()
     for i, name in enumerate(names):
         bench.annotate(name, {"cutover.io/request": f"abort:bench{i}"})
     wait_phases(bench, names, TERMINAL, 60 + size)
     time.sleep(1)
     after = bench.counters()
     counts = delta(after, before)
-    # Ours: one annotation patch per Migration, and the polling lists.
-    counts[("patch", "migrations")] = counts.get(("patch", "migrations"), 0) - size
-    ours = bench.own_lists - lists
-    counts[("list", "migrations")] = counts.get(("list", "migrations"), 0) - ours
-    counts = {k: v for k, v in counts.items() if v}
     phases = bench.phases()
     return {
         "migrations": size,
@@ -167,11 +166,9 @@ def idle_phase(bench: Bench, paused: int, seconds: float) -> dict[str, Any]:
 
 
 def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, Any]:
-    assert bench.operator is not None
-    bench.operator.stop()
     names = [f"q{i}" for i in range(size)]
     pair(bench, names)
-    bench.start_operator(qps, burst)
+    bench.start_operator(qps, burst)  # stops the one running
     time.sleep(3)  # the restart's own reconciles (Paused ones re-read the router) are done
     samples: list[tuple[float, int]] = []
 
@@ -180,12 +177,11 @@ def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, 
         return sum(v for (verb, _), v in counts.items() if verb != "watch")
 
     base = operator_requests()
-    tail = LogTail(bench.sandbox)
+    tail = bench.tail()
     bench.create_migrations(
         [migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": 100}]) for n in names],
         workers=16,
     )
-    created = size  # our POSTs, subtracted below
     start = time.monotonic()
     idle_for = 0.0
     last = base
@@ -198,7 +194,7 @@ def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, 
             for e in tail.entries
             if e["resource"] == "migrations" and e["method"] == "PATCH" and not e["subresource"]
         )
-        count = operator_requests() - base - created - kopf
+        count = operator_requests() - base - kopf
         samples.append((now, count))
         if count == last:
             idle_for += 0.1
@@ -227,8 +223,7 @@ def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, 
     writes = sorted(
         float(e["time"])
         for e in tail.entries
-        if not (e["resource"] == "migrations" and e["method"] in ("POST", "PATCH"))
-        or e["subresource"]
+        if not (e["resource"] == "migrations" and e["method"] == "PATCH") or e["subresource"]
     )
     write_window = 0
     for i, t in enumerate(writes):
@@ -247,7 +242,7 @@ def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, 
         "max_writes_in_any_1s_window": write_window,
         "holds": sustained is None or sustained <= qps * 1.1,
         "kopf_patches_excluded": kopf,
-        "note": "Cutover's requests (counters minus Kopf's own PATCHes) sampled every 0.1 s;"
+        "note": "Cutover's requests (the operator's, minus Kopf's own PATCHes) sampled every 0.1 s;"
         " the first `burst` requests may go at once; afterwards the rate must not exceed qps",
     }
 
@@ -265,11 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-migrations", type=int, default=20, help="phase 4 size (20)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 5 s idle")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.rollbacks, args.paused = 2, 2, 2
         args.idle_seconds, args.burst_migrations = 5, 4
-    with Bench() as bench:
+    with Bench(args.cluster_dir) as bench:
         bench.start_operator(args.qps, args.burst)
         steps = steps_phase(bench, args.migrations)
         print(
@@ -308,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             f" (writes {limiter['max_writes_in_any_1s_window']}); holds {limiter['holds']}",
             flush=True,
         )
+        denied = bench.denied()
+        if denied:
+            print(f"requests the chart's RBAC denied: {denied}", flush=True)
     save(
         "api_economy",
         {
@@ -316,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": rollback,
             "idle": idle,
             "limiter": limiter,
+            "rbac_denied": denied,
         },
         args.output,
         args.smoke,
     )
-    return 0
+    return 1 if denied else 0
 
 
 if __name__ == "__main__":

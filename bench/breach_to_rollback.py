@@ -1,16 +1,16 @@
-"""How long from a green breach to traffic back on blue? Real operator, Prometheus, sandbox.
+"""How long from a green breach to traffic back on blue? Real operator, Prometheus, cluster.
 
-Starts the sandbox cluster, a real Prometheus (scrape interval 1 s) scraping a controllable
-traffic exporter, and the operator (``kopf run -m cutover.handlers``). Then, ``--runs`` times:
-applies an app and a Migration whose error-rate gate checks every ``--interval``, waits until
-green serves traffic and the gate has passed, raises green's error ratio to 50 %, and waits for
-the rollback. Each run's latency is split into
+Starts a real control plane (or uses ``--cluster-dir``'s), a real Prometheus (scrape interval
+1 s) scraping a controllable traffic exporter, and the operator (``kopf run -m cutover.handlers``
+with the chart's RBAC). Then, ``--runs`` times: applies an app and a Migration whose error-rate
+gate checks every ``--interval``, waits until green serves traffic and the gate has passed,
+raises green's error ratio to 50 %, and waits for the rollback. Each run's latency is split into
 
 * detection: exporter change -> the gate check that failed (``status.gates[].lastEvaluatedAt``,
   the moment that check started), made of the wait for the next scrape, the rate window
   filling up and the wait for the next gate check;
-* reaction: that check -> the sandbox's acknowledgement of the router write that sends all
-  traffic back to blue (green's replicas to 0; the request log's wall-clock ``time``), made of
+* reaction: that check -> the kube-apiserver's completion of the router write that sends all
+  traffic back to blue (green's replicas to 0; the audit event's ``stageTimestamp``), made of
   the query itself, the decision, the status write and the router write.
 
 Prints a table (median and p99) and writes every run as JSON to ``bench/results/``.
@@ -33,31 +33,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
+from _common import ROOT, Bench, add_cluster_option, replicas_written, wait_until
 
-from tests.integration.gates_support import (  # noqa: E402
+from cutover.core.durations import parse_duration
+from tests.integration.gates_support import (
     GREEN_ERROR_RATIO,
     app_manifest,
-    first_write_of,
     gate,
     gate_record,
     migration_manifest,
     series,
-    status,
 )
-from tests.integration.harness import (  # noqa: E402
-    OperatorProcess,
-    apply_text,
-    new_namespace,
-    wait_for,
-    wait_phase,
-)
-from tests.support.exporter import TrafficExporter  # noqa: E402
-from tests.support.prometheus import PrometheusServer  # noqa: E402
-
-from cutover.core.durations import parse_duration  # noqa: E402
-from cutover.sandbox.process import SandboxProcess  # noqa: E402
+from tests.support.exporter import TrafficExporter
+from tests.support.prometheus import PrometheusServer
 
 RESULTS = ROOT / "bench" / "results"
 SCRAPE_INTERVAL = "1s"
@@ -68,7 +56,7 @@ class Run:
     app: str
     changed_at: float  # wall clock, exporter error ratio raised
     checked_at: float  # wall clock, the failed gate check began
-    routed_at: float  # wall clock, sandbox acknowledged green -> 0
+    routed_at: float  # wall clock, the kube-apiserver completed green -> 0
     failed_value: float
 
     @property
@@ -90,10 +78,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", default="1s", help="gate interval (1s)")
     parser.add_argument("--window", default="5s", help="rate window of the gate query (5s)")
     parser.add_argument(
-        "--smoke", action="store_true", help="one run, no result file: checks the bench works"
+        "--smoke",
+        action="store_true",
+        help="one run, no result file unless --output is given: checks the bench works",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help="directory for the JSON")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="directory for the JSON (bench/results/)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for the breach offsets")
+    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs = 1
@@ -110,8 +103,7 @@ def query(window: str) -> str:
 
 def one_run(
     index: int,
-    sandbox: SandboxProcess,
-    namespace: str,
+    bench: Bench,
     exporter: TrafficExporter,
     prometheus: PrometheusServer,
     interval: str,
@@ -119,6 +111,7 @@ def one_run(
     rng: random.Random,
 ) -> Run:
     app = f"bench{index}"
+    namespace = bench.namespace
     green = series(namespace, f"{app}-green")
     for side in ("blue", "green"):
         exporter.set(series(namespace, f"{app}-{side}"), error_ratio=0.0)
@@ -130,31 +123,43 @@ def one_run(
         {"pause": {"duration": "10m"}},
         {"setWeight": 100},
     ]
-    apply_text(sandbox, namespace, app_manifest(app))
-    apply_text(sandbox, namespace, migration_manifest(app, app, [error_gate], steps))
+    bench.apply(app_manifest(app))
+    bench.apply(migration_manifest(app, app, [error_gate], steps))
 
     def gate_passed() -> bool:
-        state = status(sandbox, namespace, app)
-        records = state.get("gates") or []
+        records = bench.status(app).get("gates") or []
         return bool(records) and records[0].get("passed", 0) >= 1
 
-    wait_for(gate_passed, timeout=60, what=f"{app}: first passing check")
+    wait_until(gate_passed, 60)
+    tail = bench.tail()
     # Breach at a random point of the gate's cycle, as a real incident would.
     time.sleep(rng.uniform(0, parse_duration(interval)))
     exporter.set(green, error_ratio=0.5)
     changed = exporter.error_ratio_changed_at(green)
     assert changed is not None
-    final = wait_phase(sandbox, namespace, app, "RolledBack", "Succeeded", "Failed", timeout=120)
-    state = final["status"]
+
+    def ended() -> dict[str, Any]:
+        state = bench.status(app)
+        return state if state.get("phase") in ("RolledBack", "Succeeded", "Failed") else {}
+
+    state = wait_until(ended, 120, interval=0.1)
     if state["phase"] != "RolledBack":
         raise SystemExit(f"{app}: expected RolledBack, got {state['phase']}: {state['message']}")
     record = gate_record(state, "error-rate")
     checked = datetime.fromisoformat(record["lastEvaluatedAt"]).timestamp()
-    routed = wait_for(
-        lambda: first_write_of(sandbox, namespace, f"{app}-green", 0, after=changed[1]),
-        timeout=10,
-        what="the rollback write in the request log",
-    )
+
+    def rollback_write() -> float | None:
+        tail.poll()
+        for entry in tail.entries:
+            if (
+                entry["name"] == f"{app}-green"
+                and replicas_written(entry) == 0
+                and entry["time"] >= changed[1]
+            ):
+                return float(entry["time"])
+        return None
+
+    routed = wait_until(rollback_write, 10)
     for side in ("blue", "green"):
         exporter.set(series(namespace, f"{app}-{side}"), rps=0)
     return Run(app, changed[1], checked, float(routed), float(record["lastValue"]))
@@ -201,30 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     prometheus = PrometheusServer(targets=[exporter.target], scrape_interval=SCRAPE_INTERVAL)
     try:
         prometheus.wait_for_targets_up(timeout=30)
-        with SandboxProcess(deployment_delay=0.3) as sandbox:
-            sandbox.kubectl("apply", "-f", str(ROOT / "crds" / "migrations.cutover.io.yaml"))
-            namespace = new_namespace(sandbox, "bench")
-            operator = OperatorProcess(sandbox, namespace).start()
-            try:
-                for index in range(args.runs):
-                    run = one_run(
-                        index,
-                        sandbox,
-                        namespace,
-                        exporter,
-                        prometheus,
-                        args.interval,
-                        args.window,
-                        rng,
-                    )
-                    runs.append(run)
-                    print(
-                        f"run {index + 1}/{args.runs}: detection {run.detection:.3f}s"
-                        f" reaction {run.reaction:.3f}s total {run.total:.3f}s",
-                        flush=True,
-                    )
-            finally:
-                operator.stop()
+        with Bench(args.cluster_dir) as bench:
+            bench.start_operator(qps=1000, burst=2000)
+            for index in range(args.runs):
+                run = one_run(index, bench, exporter, prometheus, args.interval, args.window, rng)
+                runs.append(run)
+                print(
+                    f"run {index + 1}/{args.runs}: detection {run.detection:.3f}s"
+                    f" reaction {run.reaction:.3f}s total {run.total:.3f}s",
+                    flush=True,
+                )
+            denied = bench.denied()
     finally:
         prometheus.close()
         exporter.stop()
@@ -243,15 +235,20 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "summary": stats,
-        "runs": [{**asdict(r), "detection": r.detection, "reaction": r.reaction} for r in runs],
+        "rbac_denied": denied,
+        "runs": [
+            {**asdict(r), "detection": r.detection, "reaction": r.reaction, "total": r.total}
+            for r in runs
+        ],
     }
-    if not args.smoke:
-        args.output.mkdir(parents=True, exist_ok=True)
+    if not args.smoke or args.output is not None:
+        directory = args.output or RESULTS
+        directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = args.output / f"breach_to_rollback-{stamp}.json"
+        path = directory / f"breach_to_rollback-{stamp}.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return 0
+    return 1 if denied else 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Many concurrent Migrations in one namespace: step latency, missed or doubled steps.
 
 N Migrations (replicas router, no gates), steps 10 % -> pause -> 50 % -> pause -> 100 %, created
-together against the real operator (``kopf run``, watching the namespace) on the sandbox. Blue
-has 10 replicas so every weight is a distinct replica split.
+together against the real operator (``kopf run``, watching the namespace, with the chart's RBAC)
+on a real control plane. Blue has 10 replicas so every weight is a distinct replica split.
 
 * step latency: a timed pause ends at ``stepStartedAt + pause`` (``stepStartedAt`` from the
-  status the operator wrote, as the sandbox's write log received it); the step after it is done
-  when the sandbox acknowledges its first replica PATCH (wall-clock ``time`` of the log entry);
-* create -> first write: the Migration's POST to its first replica PATCH (for reference);
+  status the operator wrote, as the audit log recorded it); the step after it is done when the
+  kube-apiserver completes its first replica PATCH (the audit event's ``stageTimestamp``);
+* create -> first write: the Migration's POST returning to its first replica PATCH;
 * correctness: per Migration the sequence of replica PATCHes must be exactly the ideal one
   (green 1, blue 9, green 5, blue 5, green 10, blue 0): anything else is a missed or doubled step;
-* CPU of the sandbox and of the operator (psutil), to tell which one is the bottleneck.
+* CPU of the kube-apiserver, etcd and the operator (psutil), to tell which is the bottleneck.
 
     .venv/bin/python bench/concurrency.py --migrations 100 500 1000 --qps 500 --burst 1000
     .venv/bin/python bench/concurrency.py --smoke
@@ -27,10 +27,13 @@ from typing import Any
 
 from _common import (
     READ_VERBS,
+    READS_PER_STEP_BUDGET,
     WRITE_VERBS,
+    WRITES_PER_STEP_BUDGET,
     Bench,
     LogTail,
     Sampler,
+    add_cluster_option,
     delta,
     describe,
     flat,
@@ -79,20 +82,26 @@ def ideal_writes(name: str) -> list[tuple[str, int]]:
     return out
 
 
-def one_run(size: int, pause: str, qps: float, burst: int, timeout: float) -> dict[str, Any]:
+def one_run(
+    size: int, pause: str, qps: float, burst: int, timeout: float, cluster_dir: Path | None
+) -> dict[str, Any]:
     names = [f"m{i}" for i in range(size)]
     pause_s = parse_duration(pause)
-    with Bench() as bench:
+    with Bench(cluster_dir) as bench:
         bench.create_deployments(
             [(f"{n}-blue", BLUE_REPLICAS) for n in names] + [(f"{n}-green", 0) for n in names]
         )
         operator = bench.start_operator(qps, burst)
-        sandbox_proc = bench.sandbox_process()
-        tail = LogTail(bench.sandbox)
+        procs = {
+            "operator": operator,
+            "kube-apiserver": bench.component("kube-apiserver"),
+            "etcd": bench.component("etcd"),
+        }
+        tail = bench.tail()
         before = bench.counters()
         succeeded: set[str] = set()
         started = time.monotonic()
-        with Sampler({"operator": operator, "sandbox": sandbox_proc}) as sampler:
+        with Sampler(procs) as sampler:
             bench.create_migrations(
                 [bench_migration(n, pause) for n in names], workers=8 if size > 10 else 1
             )
@@ -109,10 +118,12 @@ def one_run(size: int, pause: str, qps: float, burst: int, timeout: float) -> di
             tail.poll()
         after = bench.counters()
         log_text = bench.operator_log()
+        denied = bench.denied()
+        created = dict(bench.created_at)
     counts = delta(after, before)
     return analyse(
-        names, tail, counts, pause_s, succeeded, sampler, elapsed, created_in, log_text
-    ) | {"qps": qps, "burst": burst}
+        names, tail, counts, pause_s, succeeded, sampler, elapsed, created_in, log_text, created
+    ) | {"qps": qps, "burst": burst, "rbac_denied": denied}
 
 
 def bench_migration(name: str, pause: str) -> dict[str, Any]:
@@ -129,14 +140,11 @@ def analyse(
     elapsed: float,
     created_in: float,
     log_text: str,
+    created: dict[str, float],
 ) -> dict[str, Any]:
-    created: dict[str, float] = {}
     statuses: dict[str, list[tuple[int, float, dict[str, Any]]]] = collections.defaultdict(list)
     patches: dict[str, list[tuple[int, float, str, int]]] = collections.defaultdict(list)
     for entry in tail.entries:
-        if entry["resource"] == "migrations" and entry["method"] == "POST":
-            created[str(entry["body"]["metadata"]["name"])] = float(entry["time"])
-            continue
         status = status_of(entry)
         if status is not None:
             statuses[str(entry["name"])].append((int(entry["seq"]), float(entry["time"]), status))
@@ -183,8 +191,7 @@ def analyse(
                 from_write.append(ack - (entered[1] + pause_s))
 
     step_writes = len(names) * len(WEIGHTS)
-    creates = counts.get(("create", "migrations"), 0)
-    writes = total(counts, WRITE_VERBS) - creates
+    writes = total(counts, WRITE_VERBS)
     reads = total(counts, READ_VERBS)
     cpu = {k: sampler.cpu_busy(k) for k in sampler.samples}
     errors = log_text.count("reconcile failed") + log_text.count("action failed")
@@ -203,6 +210,10 @@ def analyse(
         "log_entries_lost": tail.lost,
         "operator_writes_per_weight_step": writes / step_writes,
         "operator_reads_per_weight_step": reads / step_writes,
+        "budget_per_weight_step": {
+            "writes": WRITES_PER_STEP_BUDGET,
+            "reads": READS_PER_STEP_BUDGET,
+        },
         "cpu_cores": cpu,
         "operator_rss_max_mib": mib(sampler.rss_max("operator")),
         "operator_reconcile_errors_logged": errors,
@@ -220,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=40, help="CUTOVER_API_BURST (40)")
     parser.add_argument("--smoke", action="store_true", help="5 Migrations, 1 s pauses")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.runs, args.pause = [5], 1, "1s"
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.migrations:
         for run in range(args.runs):
             timeout = 120 + size * 0.6
-            result = one_run(size, args.pause, args.qps, args.burst, timeout)
+            result = one_run(size, args.pause, args.qps, args.burst, timeout, args.cluster_dir)
             result["run"] = run + 1
             results.append(result)
             lat = result["step_latency_seconds"]
@@ -241,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                 f" {result['operator_writes_per_weight_step']:.2f} reads/step"
                 f" {result['operator_reads_per_weight_step']:.2f}; CPU operator"
                 f" {cpu['operator']['mean_cores']:.2f} (peak {cpu['operator']['peak_cores']:.2f})"
-                f" sandbox {cpu['sandbox']['mean_cores']:.2f}"
-                f" (peak {cpu['sandbox']['peak_cores']:.2f}) cores",
+                f" kube-apiserver {cpu['kube-apiserver']['mean_cores']:.2f}"
+                f" (peak {cpu['kube-apiserver']['peak_cores']:.2f})"
+                f" etcd {cpu['etcd']['mean_cores']:.2f} cores",
                 flush=True,
             )
     summary: dict[str, Any] = {}
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         args.smoke,
     )
-    ok = all(r["succeeded"] == r["migrations"] for r in results)
+    ok = all(r["succeeded"] == r["migrations"] and not r["rbac_denied"] for r in results)
     return 0 if ok else 1
 
 

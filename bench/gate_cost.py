@@ -2,7 +2,8 @@
 Prometheus.
 
 Starts a real Prometheus (``/usr/bin/prometheus``, scrape 1 s) scraping the traffic exporter,
-a tiny counting HTTP proxy in front of it (the gates' ``address``), the sandbox and the operator.
+a tiny counting HTTP proxy in front of it (the gates' ``address``), a real control plane and the
+operator (the chart's RBAC).
 ``--migrations`` Migrations, each with one error-rate gate checked every ``--interval``, hold at
 50 % for a 10 m timed pause; once every gate has passed, the proxy counts queries per gate over
 ``--window`` seconds (expected: ``window / interval`` per gate, no more), the gaps between a
@@ -27,13 +28,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import Bench, describe, ms, save, wait_until
-from tests.integration.gates_support import GREEN_ERROR_RATIO, app_manifest, gate, series
-from tests.integration.harness import apply_text
-from tests.support.exporter import TrafficExporter
-from tests.support.prometheus import PrometheusServer
+from _common import Bench, add_cluster_option, describe, ms, save, wait_until
 
 from cutover.core.durations import parse_duration
+from tests.integration.gates_support import GREEN_ERROR_RATIO, app_manifest, gate, series
+from tests.support.exporter import TrafficExporter
+from tests.support.prometheus import PrometheusServer
 
 
 class CountingProxy:
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=2000, help="CUTOVER_API_BURST (2000)")
     parser.add_argument("--smoke", action="store_true", help="2 Migrations, 5 s window")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.window = 2, 5
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     apps = [f"g{i}" for i in range(args.migrations)]
     try:
         prometheus.wait_for_targets_up(timeout=30)
-        with Bench(deployment_delay=0.1) as bench:
+        with Bench(args.cluster_dir) as bench:
             ns = bench.namespace
             for app in apps:
                 for side in ("blue", "green"):
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             bench.start_operator(args.qps, args.burst)
             for app in apps:
-                apply_text(bench.sandbox, ns, app_manifest(app))
+                bench.apply(app_manifest(app))
                 error_gate = gate(
                     "error-rate", proxy.url, GREEN_ERROR_RATIO, interval=args.interval
                 )
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 window = [r for r in proxy.records[first:] if t0 <= r[0] < t1]
             prom_after = prometheus_query_count(prometheus)
             phases = bench.phases()
+            denied = bench.denied()
     finally:
         proxy.close()
         prometheus.close()
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "query_round_trip_seconds": describe(latency),
         "prometheus_counter_delta": prom_after - prom_before,
         "proxy_count": sum(counts.values()),
+        "rbac_denied": denied,
     }
     q = report["queries_per_gate_per_interval"]
     print(
@@ -223,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     save("gate_cost", report, args.output, args.smoke)
-    return 0
+    if denied:
+        print(f"requests the chart's RBAC denied: {denied}")
+    return 1 if denied else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Operator memory and CPU: RSS idle and with N active Migrations, CPU while they idle, and a
 create -> finish -> delete soak.
 
-The operator is a real ``kopf run`` process on the sandbox; psutil reads its RSS and CPU times.
+The operator is a real ``kopf run`` process (the chart's RBAC) on a real control plane; psutil
+reads its RSS and CPU times, the kube-apiserver's audit log its requests.
 
 1. RSS with 0 Migrations (after ``--settle`` seconds);
 2. RSS with ``--migrations`` active Migrations, each held at 10 % by an indefinite pause (one
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import Bench, LogTail, mib, migration, save, status_of, wait_until
+from _common import Bench, add_cluster_option, mib, migration, save, status_of, wait_until
 
 KOPF_ALONE_MIB = 41  # anchor from the brief: a bare Kopf operator
 ARGO_MIB_PER_ROLLOUT = 1.0  # argo-rollouts#2855: 11-13k Rollouts -> 11-14 GB
@@ -43,7 +44,7 @@ def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float
     pairs = [(f"lane{k}-a", f"lane{k}-b") for k in range(lanes)]
     bench.create_deployments([(a, 2) for a, _ in pairs] + [(b, 0) for _, b in pairs])
     time.sleep(1)
-    tail = LogTail(bench.sandbox)
+    tail = bench.tail()
     done = 0
     rounds: list[tuple[int, float, float]] = []  # (cycles done, seconds, rss)
     start = time.monotonic()
@@ -112,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=2000, help="CUTOVER_API_BURST (2000)")
     parser.add_argument("--smoke", action="store_true", help="5 Migrations, 5 s windows")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.idle_seconds, args.settle = 5, 5, 3
         args.lanes, args.cycles = 2, 6
     report: dict[str, Any] = {"settings": vars(args) | {"output": str(args.output)}}
-    with Bench() as bench:
+    with Bench(args.cluster_dir) as bench:
         proc = bench.start_operator(args.qps, args.burst)
         time.sleep(args.settle)
         rss_0 = rss(proc)
@@ -199,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             f" {result['rss_growth_extrapolated_to_100k_cycles'] * 100:+.1f} %)",
             flush=True,
         )
+        report["rbac_denied"] = bench.denied()
     report["anchors"] = {"kopf_alone_mib": KOPF_ALONE_MIB, "argo_mib_per_rollout": 1.0}
     save("memory", report, args.output, args.smoke)
-    return 0
+    return 1 if report["rbac_denied"] else 0
 
 
 if __name__ == "__main__":
