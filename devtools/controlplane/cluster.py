@@ -607,10 +607,32 @@ class ControlPlane:
         self.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
         )
-        self.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names]
-        )
+        self.wait_established(names)
         return names
+
+    def wait_established(self, names: list[str], timeout: float = 60.0) -> None:
+        """Polls each CRD until it is Established: `kubectl wait` right after an apply can fail
+        at once, before the CRD has any conditions."""
+
+        def established() -> bool:
+            out = self.kubectl("get", "crd", *names, "-o", "json", check=False)
+            if out.returncode != 0:
+                return False
+            found = json.loads(out.stdout)
+            items = found.get("items") if "items" in found else [found]
+            return len(items) == len(names) and all(
+                any(
+                    c["type"] == "Established" and c["status"] == "True"
+                    for c in (item.get("status") or {}).get("conditions") or []
+                )
+                for item in items
+            )
+
+        deadline = time.monotonic() + timeout
+        while not established():
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"CRDs not Established after {timeout}s: {names}")
+            time.sleep(0.2)
 
     def fault_proxy(self) -> FaultProxy:
         """A fault-injecting proxy in front of this kube-apiserver (started by the caller)."""
@@ -647,26 +669,17 @@ class ControlPlane:
             self._audit_counts[
                 (entry["verb"], entry["resource"] or entry["path"], entry["code"])
             ] += 1
-            if entry["method"] in _WRITE_METHODS:
-                self._audit_entries.append(entry)
+            self._audit_entries.append(entry)
 
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
         """Every write a client made (after ``since``), oldest first, with its request body."""
-        self._read_audit()
-        return [e for e in self._audit_entries if e["seq"] > since]
+        return [e for e in self.reads(since) if e["method"] in _WRITE_METHODS]
 
     def reads(self, since: int = 0) -> list[dict[str, Any]]:
-        """Every request, reads included, after ``since`` (re-parses the log; for counting)."""
+        """Every request a client made, reads included, after ``since``, oldest first."""
         self._read_audit()
-        out = []
-        seq = 0
-        with self.audit_log.open("rb") as f:
-            for raw in f:
-                if raw.strip():
-                    seq += 1
-                    if seq > since:
-                        out.append({**_audit_entry(json.loads(raw)), "seq": seq})
-        return out
+        # seq is the position in the list plus one: slice instead of scanning.
+        return self._audit_entries[max(since, 0) :]
 
     def stats(self) -> dict[str, Any]:
         self._read_audit()

@@ -26,9 +26,7 @@ def start_session_plane(root: Path) -> ControlPlane:
     plane = ControlPlane(root)
     plane.start()
     plane.kubectl("apply", "--server-side", "-f", str(MIGRATION_CRD))
-    plane.kubectl(
-        "wait", "--for=condition=Established", "crd/migrations.cutover.io", "--timeout=30s"
-    )
+    plane.wait_established(["migrations.cutover.io"])
     return plane
 
 
