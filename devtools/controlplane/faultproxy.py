@@ -46,6 +46,7 @@ class Faults:
     read_latency: float = 0.0  # seconds added to every read (watches: before the stream opens)
     watch_drop_after: float | None = None  # cut every watch stream after N seconds
     watch_gone_rate: float = 0.0  # answer a watch with a 410 Gone ERROR event
+    watch_gone_every: int = 0  # and, deterministically, every Nth watch resumed from a version
     resources: list[str] | None = None  # only these plurals; None means all
     script: list[int] = field(default_factory=list)  # exact statuses for the next writes
     seed: int = 0
@@ -61,6 +62,7 @@ class Faults:
                 self.read_latency,
                 self.watch_drop_after,
                 self.watch_gone_rate,
+                self.watch_gone_every,
                 self.script,
             )
         )
@@ -109,6 +111,7 @@ class FaultProxy:
         self._port = port
         self.faults = Faults()
         self.injected: list[Injected] = []
+        self._resumed_watches = 0
         self._random = random.Random(0)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,6 +135,7 @@ class FaultProxy:
         with self._lock:
             self.faults = Faults(**settings)
             self._random = random.Random(self.faults.seed)
+            self._resumed_watches = 0
         return self.faults
 
     def injected_since(self, since: float = 0.0) -> list[Injected]:
@@ -250,10 +254,20 @@ class FaultProxy:
                 )
         elif faults.read_latency and in_scope:
             await asyncio.sleep(faults.read_latency)
-        if watching and in_scope and faults.watch_gone_rate:
+        resuming = request.query.get("resourceVersion") not in (None, "", "0")
+        if (
+            watching
+            and in_scope
+            and resuming
+            and (faults.watch_gone_rate or faults.watch_gone_every)
+        ):
             with self._lock:
-                gone = self._random.random() < faults.watch_gone_rate
-            if gone and request.query.get("resourceVersion") not in (None, "", "0"):
+                self._resumed_watches += 1
+                gone = self._random.random() < faults.watch_gone_rate or (
+                    faults.watch_gone_every > 0
+                    and self._resumed_watches % faults.watch_gone_every == 0
+                )
+            if gone:
                 self._record(request, resource, namespace, 410)
                 return web.Response(
                     status=200,
@@ -293,7 +307,10 @@ class FaultProxy:
                     response.headers[key] = value
             if "Content-Encoding" in upstream.headers:
                 response.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
-            await response.prepare(request)
+            try:
+                await response.prepare(request)
+            except (ConnectionResetError, aiohttp.ClientError):
+                return response  # the client went away
             drop_after = self.faults.watch_drop_after if may_cut else None
             deadline = time.monotonic() + drop_after if drop_after else None
             try:
@@ -309,6 +326,6 @@ class FaultProxy:
                     await response.write(chunk)
             except (ConnectionResetError, aiohttp.ClientError):
                 pass
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
+            with contextlib.suppress(ConnectionResetError, RuntimeError, aiohttp.ClientError):
                 await response.write_eof()
             return response

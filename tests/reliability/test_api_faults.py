@@ -62,7 +62,7 @@ def test_runs_end_correctly_under_api_faults(cluster: ControlPlane) -> None:
             "retry_after": RETRY_AFTER,
             "write_latency": 0.05,
             "watch_drop_after": 3.0,
-            "watch_gone_rate": 0.2,
+            "watch_gone_every": 3,
             "seed": seed,
         },
     )
