@@ -46,6 +46,16 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 
+-- A spec the operator refused while traffic is fine (say, a new green against the blue the last
+-- run retired): the cluster does not do what Git says, so the sync is Degraded, with the reason.
+for _, condition in ipairs(status.conditions or {}) do
+  if condition.type == "InvalidSpec" and condition.status == "True" and status.phase == "Succeeded" then
+    hs.status = "Degraded"
+    hs.message = condition.message
+    return hs
+  end
+end
+
 local mapped = PHASES[status.phase]
 if mapped == nil then
   hs.status = "Unknown"

@@ -642,6 +642,14 @@ class MigrationStatus(_StatusModel):
     rollback_unavailable_reason: str | None = Field(
         default=None, description="Why rollback is no longer available."
     )
+    live_deployment: str | None = Field(
+        default=None,
+        description=(
+            "The Deployment serving all traffic when the last run ended: green after"
+            " Succeeded, blue after RolledBack. After success only a new spec.green starts a run,"
+            " and its spec.blue must name this Deployment."
+        ),
+    )
 
     def gate(self, name: str) -> GateStatus | None:
         return next((g for g in self.gates if g.name == name), None)

@@ -224,3 +224,24 @@ def test_example_application_ignores_what_the_operator_changes() -> None:
         ("networking.istio.io", "VirtualService"),
         ("networking.k8s.io", "Ingress"),
     } <= ignored
+
+
+def test_a_refused_spec_after_success_is_degraded_with_the_reason() -> None:
+    refused = status(
+        Phase.succeeded,
+        "done",
+        conditions=[
+            Condition(
+                type=ConditionType.invalid_spec,
+                status="True",
+                reason="BlueRetired",
+                message="spec.blue: checkout-blue was retired by the last run",
+                last_transition_time=NOW,
+            )
+        ],
+    )
+    health = run(HEALTH, migration(refused))
+    assert health == {
+        "status": "Degraded",
+        "message": "spec.blue: checkout-blue was retired by the last run",
+    }

@@ -497,3 +497,76 @@ def test_a_run_that_ended_badly_is_stalled_for_kstatus() -> None:
     assert condition(sim, ConditionType.stalled) == ("False", "NotStalled")
     sim.ask(RequestVerb.abort)
     assert condition(sim, ConditionType.stalled) == ("True", "Aborted")
+
+
+# --- spec changes after success (issue 14, item 1) ------------------------------------------
+
+
+def _succeeded() -> Sim:
+    sim = Sim(fast_spec(steps=[{"setWeight": 50}, {"setWeight": 100}]))
+    sim.run(phase_is(*TERMINAL_PHASES))
+    assert sim.status.phase is Phase.succeeded and (sim.blue, sim.green) == (0, 4)
+    assert sim.status.live_deployment == "checkout-green"
+    return sim
+
+
+def test_an_edit_after_success_that_keeps_green_moves_no_traffic() -> None:
+    sim = _succeeded()
+    writes = list(sim.weight_writes)
+    sim.spec = fast_spec(
+        steps=[{"setWeight": 25}, {"setWeight": 100}],
+        gates=[gate(interval="10s", failureLimit=0, threshold={"max": 0.5})],
+    )
+    sim.generation = 2
+    sim.run(lambda s: False, limit=120)
+    assert sim.status.phase is Phase.succeeded and sim.status.weight == 100
+    assert sim.weight_writes == writes  # blue was retired and stays retired
+    assert (sim.blue, sim.green) == (0, 4)
+    assert sim.status.observed_generation == 2
+    assert [e.reason for e in sim.events].count("SpecRecorded") == 1
+    assert condition(sim, ConditionType.invalid_spec)[0] == "False"
+
+
+def test_a_new_green_starts_the_next_run_from_the_live_side() -> None:
+    sim = _succeeded()
+    # The next release: the old green is now the live blue, a new Deployment is green.
+    sim.spec = fast_spec(
+        blue={"deployment": "checkout-green"},
+        green={"deployment": "checkout-v3"},
+        steps=[{"setWeight": 50}, {"setWeight": 100}],
+    )
+    sim.blue, sim.green, sim.weight_in_cluster = 4, 0, 0
+    sim.generation = 2
+    sim.run(phase_is(*TERMINAL_PHASES), limit=600)
+    assert sim.status.phase is Phase.succeeded
+    assert sim.status.live_deployment == "checkout-v3"
+    assert sim.weight_writes[-2:] == [50, 100]
+    assert (sim.blue, sim.green) == (0, 4)
+
+
+def test_a_new_green_against_the_retired_blue_is_refused_and_moves_nothing() -> None:
+    sim = _succeeded()
+    writes, actions = list(sim.weight_writes), len(sim.actions)
+    sim.spec = fast_spec(green={"deployment": "checkout-v3"})  # blue still checkout-blue
+    sim.generation = 2
+    sim.run(lambda s: False, limit=120)
+    assert sim.status.phase is Phase.succeeded
+    assert sim.weight_writes == writes
+    assert not [a for a in sim.actions[actions:] if a.__class__.__name__ != "EmitEvent"]
+    status, reason = condition(sim, ConditionType.invalid_spec)
+    assert (status, reason) == ("True", "BlueRetired")
+    message = sim.status.condition(ConditionType.invalid_spec).message  # type: ignore[union-attr]
+    assert "checkout-blue was retired" in message and "set spec.blue to checkout-green" in message
+    assert [e.reason for e in sim.events].count("BlueRetired") == 1
+
+
+def test_after_a_rollback_blue_is_the_live_side_and_an_edit_starts_a_new_run() -> None:
+    sim = Sim(fast_spec())
+    sim.run(lambda s: s.status.weight == 10)
+    sim.ask(RequestVerb.abort)
+    sim.run(phase_is(Phase.rolled_back))
+    assert sim.status.live_deployment == "checkout-blue"
+    sim.spec = fast_spec(steps=[{"setWeight": 20}, {"setWeight": 100}])
+    sim.generation = 2
+    sim.reconcile()
+    assert sim.status.phase is Phase.progressing and sim.status.weight == 20

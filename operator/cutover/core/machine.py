@@ -265,6 +265,10 @@ REASONS: dict[Event, str] = {
     E.traffic_restored: "TrafficRestored",
 }
 PAUSED_BY_SPEC = "PausedBySpec"
+# After Succeeded: a spec edit that keeps spec.green waits for the next run; a new spec.green whose
+# spec.blue is not the live side is refused (it would bring the retired version back).
+SPEC_RECORDED = "SpecRecorded"
+BLUE_RETIRED = "BlueRetired"
 _INVALID_REASONS = frozenset({"InvalidSpec", "PreflightFailed"})
 PAUSE_STEP = "PauseStep"
 
@@ -312,6 +316,7 @@ class _Run:
         self.now = now
         self.actions: list[Action] = []
         self.problems: list[str] = []
+        self.problem_reason: str | None = None  # InvalidSpec's reason when not the phase's
         self.started_in = status.phase
 
     # --- entry point ---
@@ -338,7 +343,9 @@ class _Run:
             self.s.observed_generation is not None
             and self.s.observed_generation != self.obs.generation
         )
-        if generation_changed:
+        if self.s.phase is Phase.succeeded:
+            self._after_success(spec, generation_changed)
+        elif generation_changed:
             self._fire(Event.spec_changed, "the spec changed: starting again from the first step")
         self._handle_request(spec)
         for _ in range(_MAX_ROUNDS):
@@ -348,6 +355,43 @@ class _Run:
             # An action must be carried out and observed before the run can go further.
             if self._fingerprint() == before or self._moves() > moves_before:
                 break
+
+    def _after_success(self, spec: MigrationSpec, generation_changed: bool) -> bool:
+        """Green serves everything and blue is retired. Only the next release (a new spec.green)
+        starts a run, from the live side; any other edit waits for that run. Returns whether a
+        new run started."""
+        live = self.s.live_deployment or self._live_before_tracking(spec, generation_changed)
+        self.s.live_deployment = live
+        if spec.green.deployment == live:
+            if generation_changed:
+                self._event(
+                    "Normal",
+                    SPEC_RECORDED,
+                    f"spec change recorded: traffic stays on {live}; it applies to the next run,"
+                    " which a new spec.green starts",
+                )
+            return False
+        if spec.blue.deployment != live:
+            self.problem_reason = BLUE_RETIRED
+            self.problems = [
+                f"spec.blue: {spec.blue.deployment} was retired by the last run and {live} serves"
+                f" all traffic; set spec.blue to {live} to start a run towards"
+                f" {spec.green.deployment}"
+            ]
+            if generation_changed:
+                self._event("Warning", BLUE_RETIRED, self.problems[0])
+            return False
+        return self._fire(
+            Event.spec_changed,
+            f"new release {spec.green.deployment}: starting from {live}, the live side",
+        )
+
+    def _live_before_tracking(self, spec: MigrationSpec, generation_changed: bool) -> str:
+        """For a run that succeeded before live_deployment was recorded: unchanged spec, green;
+        else the side that still has pods (blue, if the edit made the old green the new blue)."""
+        if not generation_changed or self.obs.blue is None or self.obs.blue.replicas == 0:
+            return spec.green.deployment
+        return spec.blue.deployment
 
     def _moves(self) -> int:
         return sum(1 for a in self.actions if not isinstance(a, EmitEvent))
@@ -390,9 +434,13 @@ class _Run:
             self._reset_run()
         if target is Phase.succeeded:
             self.s.completed_at = self.now
+            if isinstance(self.spec, MigrationSpec):
+                self.s.live_deployment = self.spec.green.deployment
         if target is Phase.rolled_back:
             self.s.completed_at = self.now
             self.s.rollback_reason = self.s.rollback_reason or message
+            if isinstance(self.spec, MigrationSpec):
+                self.s.live_deployment = self.spec.blue.deployment
         self._history(reason, message)
         warning = target in (Phase.rolling_back, Phase.failed) or (
             target is Phase.paused and reason not in (PAUSED_BY_SPEC, "PausedByUser", PAUSE_STEP)
@@ -926,7 +974,7 @@ class _Run:
             ),
             ConditionType.invalid_spec: (
                 invalid,
-                reason if invalid else "SpecValid",
+                (self.problem_reason or reason) if invalid else "SpecValid",
                 "; ".join(self.problems) if invalid else "",
             ),
             ConditionType.stalled: (
