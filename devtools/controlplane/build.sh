@@ -67,17 +67,18 @@ go_build_with_progress() {
   flags=("$@")
   local total
   total="$(go list -deps "${targets[@]}" | wc -l)"
+  # -v names each package as it is compiled; compiler errors come as "# pkg" then "file.go:…".
   go build -v -trimpath "${flags[@]}" "${targets[@]}" 2>&1 | {
     local n=0 line
     while IFS= read -r line; do
       case "$line" in
-        *.go:*|*error*|*cannot*) printf '%s\n' "$line" >&2 ;;
+        "# "*|*.go:*|go:\ *) printf '%s\n' "$line" >&2 ;;
         *) n=$((n + 1))
-           [ $((n % 100)) -eq 0 ] && step "compiled $n of at most $total packages" ;;
+           if [ $((n % 100)) -eq 0 ]; then step "compiled $n of at most $total packages"; fi ;;
       esac
     done
+    true
   }
-  return "${PIPESTATUS[0]}"
 }
 
 build_etcd() {
