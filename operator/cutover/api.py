@@ -637,10 +637,15 @@ class MigrationStatus(_StatusModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     hooks: list[HookRun] = Field(default_factory=list, description="Hook Jobs of this run.")
     rollback_available: bool = Field(
-        default=True, description="False once an irreversible hook has started."
+        default=True,
+        description="Whether traffic can still go back to blue (the RollbackAvailable condition).",
     )
     rollback_unavailable_reason: str | None = Field(
-        default=None, description="Why rollback is no longer available."
+        default=None, description="Why rollback is not available."
+    )
+    point_of_no_return: str | None = Field(
+        default=None,
+        description="Set when an irreversible hook of this run started: rollback is refused.",
     )
     live_deployment: str | None = Field(
         default=None,

@@ -35,6 +35,7 @@ from cutover.api import (
     MigrationStatus,
     Phase,
 )
+from cutover.core import rollback as rollback_rules
 from cutover.core.durations import format_duration, parse_duration
 
 # Below these relative margins a gate is close enough to its bound to worry about.
@@ -273,30 +274,15 @@ def assess_risk(
 
 
 def _rollback(raw_status: Mapping[str, Any], status: MigrationStatus) -> RollbackReport:
-    unavailable = RollbackState.not_available
-    if status.phase is Phase.succeeded:
-        return RollbackReport(state=unavailable, reason="succeeded: blue was retired")
-    # Newer operators say so explicitly (e.g. blue deleted); older ones omit the field.
-    if raw_status.get("rollbackAvailable") is False:
+    # The operator's own rule (core.rollback), so the report and the RollbackAvailable
+    # condition never disagree.
+    found = rollback_rules.availability(status)
+    if found.available and raw_status.get("rollbackAvailable") is False:
+        # An operator older than core.rollback recorded the point of no return only here.
         why = raw_status.get("rollbackUnavailableReason") or "the operator reports it unavailable"
-        return RollbackReport(state=unavailable, reason=str(why))
-    if status.phase is Phase.rolling_back:
-        return RollbackReport(state=unavailable, reason="already rolling back")
-    if status.phase is Phase.rolled_back:
-        return RollbackReport(state=unavailable, reason="already rolled back: traffic is on blue")
-    if status.phase is Phase.failed:
-        return RollbackReport(state=unavailable, reason="nothing to roll back: traffic is on blue")
-    if status.reason == "BlueMissing":
-        return RollbackReport(state=unavailable, reason="the blue Deployment is gone")
-    if status.weight == 0:
-        return RollbackReport(
-            state=RollbackState.available,
-            reason="all traffic is still on blue: abort stops the run",
-        )
-    return RollbackReport(
-        state=RollbackState.available,
-        reason=f"`cutover abort` returns {status.weight}% from green to blue",
-    )
+        return RollbackReport(state=RollbackState.not_available, reason=str(why))
+    state = RollbackState.available if found.available else RollbackState.not_available
+    return RollbackReport(state=state, reason=found.message)
 
 
 def _issues(status: MigrationStatus) -> list[Issue]:

@@ -12,6 +12,7 @@ from cutover.api import (
     SpecInvalid,
     parse_spec,
 )
+from cutover.cli_report import build_report
 from cutover.core.gates import Reading
 from cutover.core.machine import (
     TRANSITIONS,
@@ -570,3 +571,36 @@ def test_after_a_rollback_blue_is_the_live_side_and_an_edit_starts_a_new_run() -
     sim.generation = 2
     sim.reconcile()
     assert sim.status.phase is Phase.progressing and sim.status.weight == 20
+
+
+# --- rollback availability: one truth (issue 14, item 4) -------------------------------------
+
+
+def _rollback_truth(sim: Sim) -> tuple[bool, str, str]:
+    found = sim.status.condition(ConditionType.rollback_available)
+    assert found is not None
+    assert (found.status == "True") is sim.status.rollback_available
+    obj = {
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {},
+        "status": sim.status.to_dict(),
+    }
+    report = build_report(obj, now=sim.now)
+    assert (report.rollback.state.value == "AVAILABLE") is sim.status.rollback_available
+    return sim.status.rollback_available, found.reason, report.rollback.reason
+
+
+def test_rollback_availability_is_one_truth_for_status_condition_and_report() -> None:
+    sim = Sim(fast_spec(steps=[{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]))
+    sim.run(phase_is(Phase.paused))
+    assert _rollback_truth(sim)[:2] == (True, "Available")
+    sim.ask(RequestVerb.promote)
+    sim.run(phase_is(*TERMINAL_PHASES))
+    assert sim.status.phase is Phase.succeeded
+    assert _rollback_truth(sim) == (False, "BlueRetired", "succeeded: blue was retired")
+
+    aborted = Sim(fast_spec())
+    aborted.run(lambda s: s.status.weight == 10)
+    aborted.ask(RequestVerb.abort)
+    aborted.run(phase_is(Phase.rolled_back))
+    assert _rollback_truth(aborted)[:2] == (False, "RolledBack")

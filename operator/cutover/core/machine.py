@@ -35,6 +35,7 @@ from cutover.api import (
     SpecInvalid,
 )
 from cutover.core import gates as gate_rules
+from cutover.core import rollback as rollback_rules
 from cutover.core.durations import parse_duration
 from cutover.core.plan import green_replicas_needed
 
@@ -322,6 +323,7 @@ class _Run:
     # --- entry point ---
 
     def decide(self) -> Decision:
+        self._adopt_legacy_point_of_no_return()
         if isinstance(self.spec, SpecInvalid):
             self._spec_invalid(self.spec)
         else:
@@ -329,6 +331,19 @@ class _Run:
         self.s.observed_generation = self.obs.generation
         self._conditions()
         return Decision(self.s, tuple(self.actions), self._requeue())
+
+    def _adopt_legacy_point_of_no_return(self) -> None:
+        """Status written before point_of_no_return existed kept the fact only in the
+        RollbackAvailable condition's reason."""
+        old = self.s.condition(ConditionType.rollback_available)
+        if (
+            self.s.point_of_no_return is None
+            and old is not None
+            and old.status == "False"
+            and old.reason == rollback_rules.RollbackCode.irreversible.value
+            and self.s.phase in (Phase.progressing, Phase.paused)
+        ):
+            self.s.point_of_no_return = old.message or "an irreversible hook started"
 
     def _spec_invalid(self, error: SpecInvalid) -> None:
         self.problems = list(error.problems)
@@ -410,11 +425,11 @@ class _Run:
     def _fire(self, event: Event, message: str) -> bool:
         source = self.s.phase
         target = TRANSITIONS[source].get(event)
-        if target is Phase.rolling_back and not self.s.rollback_available:
+        if target is Phase.rolling_back and self.s.point_of_no_return:
             # Past the point of no return (an irreversible hook started): hold and alert.
             event = Event.breach_hold
             target = TRANSITIONS[source].get(event)
-            message = f"{message}; not rolling back: {self.s.rollback_unavailable_reason}"
+            message = f"{message}; not rolling back: {self.s.point_of_no_return}"
         if target is None:
             return False
         reason = REASONS[event]
@@ -485,8 +500,7 @@ class _Run:
         self.s.rollback_reason = None
         self.s.full_promotion = False
         self.s.hooks = []
-        self.s.rollback_available = True
-        self.s.rollback_unavailable_reason = None
+        self.s.point_of_no_return = None
 
     def _resume_clocks(self) -> None:
         """Give back the time spent paused, so timed pauses and deadlines lose nothing."""
@@ -903,13 +917,12 @@ class _Run:
             started_at=self.now,
         )
         self.s.hooks.append(run)
-        if hook.irreversible and self.s.rollback_available:
-            self.s.rollback_available = False
-            self.s.rollback_unavailable_reason = (
-                f"irreversible hook {hook.name} started at {self.now.isoformat()}"
+        if hook.irreversible and not self.s.point_of_no_return:
+            self.s.point_of_no_return = (
+                f"irreversible hook {hook.name} started at {self.now.isoformat(timespec='seconds')}"
             )
-            self._history("RollbackDisabled", self.s.rollback_unavailable_reason)
-            self._event("Warning", "RollbackDisabled", self.s.rollback_unavailable_reason)
+            self._history("RollbackDisabled", self.s.point_of_no_return)
+            self._event("Warning", "RollbackDisabled", self.s.point_of_no_return)
         self._history("HookStarted", f"hook {hook.name} ({stage.value}): Job {run.job}")
         self.actions.append(self._run_action(hook, run))
 
@@ -958,6 +971,10 @@ class _Run:
         if not self.problems and still_invalid and old_invalid and old_invalid.status == "True":
             self.problems = [old_invalid.message]
         invalid = bool(self.problems)
+        # One rule for status.rollbackAvailable, its condition and the CLI's report.
+        rollback = rollback_rules.availability(self.s)
+        self.s.rollback_available = rollback.available
+        self.s.rollback_unavailable_reason = None if rollback.available else rollback.message
         wanted: dict[ConditionType, tuple[bool, str, str]] = {
             ConditionType.ready: (phase is Phase.succeeded, reason, message),
             ConditionType.progressing: (
@@ -987,9 +1004,9 @@ class _Run:
                 message if phase in (Phase.rolled_back, Phase.failed) else "",
             ),
             ConditionType.rollback_available: (
-                self.s.rollback_available,
-                "Available" if self.s.rollback_available else "IrreversibleHookStarted",
-                self.s.rollback_unavailable_reason or "",
+                rollback.available,
+                rollback.code.value,
+                rollback.message,
             ),
         }
         if isinstance(self.spec, SpecInvalid):

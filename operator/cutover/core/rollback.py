@@ -1,0 +1,62 @@
+"""Whether `cutover abort` (or a breach) can still put traffic back on blue: one rule, used for
+status.rollbackAvailable, the RollbackAvailable condition and the CLI's report alike."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cutover.api import MigrationStatus, Phase
+
+
+class RollbackCode(enum.StrEnum):
+    """The RollbackAvailable condition's reason."""
+
+    available = "Available"
+    irreversible = "IrreversibleHookStarted"
+    blue_retired = "BlueRetired"
+    rolling_back = "RollingBack"
+    rolled_back = "RolledBack"
+    nothing_to_roll_back = "NothingToRollBack"
+    run_ended = "RunEnded"
+    blue_missing = "BlueMissing"
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    code: RollbackCode
+    message: str
+
+
+def availability(status: MigrationStatus) -> Availability:
+    phase, weight = status.phase, status.weight
+    if phase is Phase.succeeded:
+        return Availability(False, RollbackCode.blue_retired, "succeeded: blue was retired")
+    if status.point_of_no_return:
+        return Availability(False, RollbackCode.irreversible, status.point_of_no_return)
+    if phase is Phase.rolling_back:
+        return Availability(False, RollbackCode.rolling_back, "already rolling back")
+    if phase is Phase.rolled_back:
+        return Availability(
+            False, RollbackCode.rolled_back, "already rolled back: traffic is on blue"
+        )
+    if phase is Phase.failed:
+        if weight == 0:
+            return Availability(
+                False, RollbackCode.nothing_to_roll_back, "nothing to roll back: traffic is on blue"
+            )
+        return Availability(
+            False,
+            RollbackCode.run_ended,
+            f"the run ended with {weight}% on green: a corrected spec starts a new run",
+        )
+    if status.reason == RollbackCode.blue_missing.value:
+        return Availability(False, RollbackCode.blue_missing, "the blue Deployment is gone")
+    if weight == 0:
+        return Availability(
+            True, RollbackCode.available, "all traffic is still on blue: abort stops the run"
+        )
+    return Availability(
+        True, RollbackCode.available, f"`cutover abort` returns {weight}% from green to blue"
+    )
