@@ -619,6 +619,9 @@ class MigrationStatus(_StatusModel):
     observed_generation: int | None = Field(default=None, description="Generation acted on.")
     run_id: str | None = Field(default=None, description="Identifies this run (retry: new id).")
     current_step_index: int = Field(default=0, ge=0, description="Index into spec.steps.")
+    step: str | None = Field(
+        default=None, description='The current step for people: "2/5", counted from 1.'
+    )
     weight: int = Field(default=0, ge=0, le=100, description="Green's share of traffic, percent.")
     total_replicas: int | None = Field(default=None, ge=0, description="Blue's size at start.")
     started_at: datetime | None = None

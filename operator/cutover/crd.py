@@ -149,9 +149,9 @@ def crd() -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {
                             "name": "Step",
-                            "type": "integer",
-                            "jsonPath": ".status.currentStepIndex",
-                            "description": "Index of the current step (0-based).",
+                            "type": "string",
+                            "jsonPath": ".status.step",
+                            "description": "Current step of all steps, counted from 1.",
                         },
                         {
                             "name": "Weight",

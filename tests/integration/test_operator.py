@@ -114,7 +114,7 @@ def test_replicas_router_moves_pods_step_by_step_to_green(
     table = cluster.kubectl("get", "-n", namespace, "mig").stdout
     header, row = table.splitlines()[:2]
     assert header.split()[:5] == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
-    assert row.split()[:4] == ["checkout", "Succeeded", "5", "100"]
+    assert row.split()[:4] == ["checkout", "Succeeded", "5/5", "100"]
 
     events = cluster.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
     assert "Succeeded" in events and "Started" in events

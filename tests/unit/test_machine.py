@@ -604,3 +604,14 @@ def test_rollback_availability_is_one_truth_for_status_condition_and_report() ->
     aborted.ask(RequestVerb.abort)
     aborted.run(phase_is(Phase.rolled_back))
     assert _rollback_truth(aborted)[:2] == (False, "RolledBack")
+
+
+def test_the_step_a_person_reads_is_counted_from_one() -> None:
+    sim = Sim(fast_spec())
+    sim.reconcile()
+    assert (sim.status.current_step_index, sim.status.step) == (0, "1/5")
+    sim.run(phase_is(Phase.paused))
+    assert (sim.status.current_step_index, sim.status.step) == (3, "4/5")
+    sim.ask(RequestVerb.promote)
+    sim.run(phase_is(*TERMINAL_PHASES))
+    assert sim.status.step == "5/5"  # finished: the last step, not a sixth

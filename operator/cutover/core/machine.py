@@ -329,6 +329,10 @@ class _Run:
         else:
             self._valid(self.spec)
         self.s.observed_generation = self.obs.generation
+        if isinstance(self.spec, MigrationSpec):
+            # Counted from 1 wherever a person reads it (kubectl get, cutover list and status).
+            total = len(self.spec.steps)
+            self.s.step = f"{min(self.s.current_step_index + 1, total)}/{total}"
         self._conditions()
         return Decision(self.s, tuple(self.actions), self._requeue())
 
