@@ -31,6 +31,7 @@ from cutover.api import (
     Gate,
     GateOutcome,
     GateStatus,
+    HistoryEntry,
     MigrationSpec,
     MigrationStatus,
     Phase,
@@ -285,10 +286,20 @@ def _rollback(raw_status: Mapping[str, Any], status: MigrationStatus) -> Rollbac
     return RollbackReport(state=state, reason=found.message)
 
 
+# History entries with these reasons start a new run: what came before belongs to earlier runs.
+_RUN_BOUNDARIES = frozenset({"SpecChanged", "Retried"})
+
+
+def current_run(history: list[HistoryEntry]) -> list[HistoryEntry]:
+    """The entries of the run in progress (or the last one): status.history keeps them all."""
+    starts = [i for i, entry in enumerate(history) if entry.reason in _RUN_BOUNDARIES]
+    return history[starts[-1] :] if starts else list(history)
+
+
 def _issues(status: MigrationStatus) -> list[Issue]:
     issues: list[Issue] = []
     seen: set[str] = set()
-    for entry in status.history:
+    for entry in current_run(status.history):
         kind = _ISSUE_REASONS.get(entry.reason)
         if kind is None or entry.message in seen:
             continue

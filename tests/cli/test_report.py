@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +144,47 @@ def test_rich_rendering_mentions_the_essentials(name: str) -> None:
     assert report.status.value in text
     assert f"{report.step} of {report.total_steps}" in text
     assert f"{report.progress_percent}%" in text
+
+
+def test_issues_belong_to_the_current_run_not_to_earlier_ones() -> None:
+    from cutover.api import HistoryEntry, MigrationStatus, Phase
+    from cutover.cli_report import build_report
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    history = [
+        HistoryEntry(
+            time=t, phase=Phase.progressing, step=0, weight=10, reason="Started", message="started"
+        ),
+        HistoryEntry(
+            time=t,
+            phase=Phase.rolling_back,
+            step=1,
+            weight=10,
+            reason="GateFailed",
+            message="gate error-rate breached: rolling back",
+        ),
+        HistoryEntry(
+            time=t,
+            phase=Phase.pending,
+            step=0,
+            weight=0,
+            reason="Retried",
+            message="retry requested",
+        ),
+        HistoryEntry(
+            time=t,
+            phase=Phase.progressing,
+            step=0,
+            weight=10,
+            reason="Started",
+            message="started again",
+        ),
+    ]
+    status = MigrationStatus(phase=Phase.progressing, weight=10, history=history)
+    obj = {
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {},
+        "status": status.to_dict(),
+    }
+    report = build_report(obj, now=t)
+    assert [i.message for i in report.issues] == []
