@@ -24,7 +24,7 @@ import yaml
 
 from cutover import __version__, api
 from cutover.cli_client import EXIT_USER, CliError, Cluster, Target, request_id
-from cutover.cli_plan import build_plan, lint_problems
+from cutover.cli_plan import build_plan, lint_problems, live_change
 from cutover.cli_render import (
     console,
     dump,
@@ -179,12 +179,32 @@ def lint(file: FileOpt) -> None:
 
 @app.command()
 @guarded
-def plan(file: FileOpt, output: OutputOpt = None) -> None:
+def plan(
+    file: FileOpt,
+    output: OutputOpt = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Also read the Migration in the cluster and say what applying the file does.",
+        ),
+    ] = False,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
     """Validate manifests offline and print each one's schedule, gates and rollback effects."""
     out = console()
     plans = []
     failed = False
-    for document in _migrations(file):
+    documents = list(_migrations(file))
+    lives: dict[int, dict[str, Any] | None] = {}
+    if live:
+        for index, document in enumerate(documents):
+            ns = namespace or (document.get("metadata") or {}).get("namespace")
+            with _cluster(kubeconfig, context, ns) as cluster:
+                lives[index] = cluster.find(_name(document))
+    for index, document in enumerate(documents):
         problems = lint_problems(document)
         if problems:
             failed = True
@@ -192,7 +212,11 @@ def plan(file: FileOpt, output: OutputOpt = None) -> None:
                 typer.echo(f"{file}: Migration {_name(document)}: {problem}", err=True)
             continue
         try:
-            plans.append(build_plan(document))
+            built = build_plan(document)
+            if live:
+                effect, message = live_change(document, lives[index])
+                built = dataclasses.replace(built, change=message, change_effect=effect)
+            plans.append(built)
         except (api.SpecInvalid, promql.TemplateError) as error:  # pragma: no cover - linted
             failed = True
             typer.echo(f"{file}: Migration {_name(document)}: {error}", err=True)

@@ -147,6 +147,26 @@ class Cluster:
             )
         return _mapping(obj)
 
+    def find(self, name: str) -> dict[str, Any] | None:
+        """The Migration, or None when it does not exist (yet)."""
+        from kubernetes.client.exceptions import ApiException
+
+        with self._calling(f"get migrations in namespace {self.namespace}", name):
+            try:
+                obj = self._custom.get_namespaced_custom_object(
+                    api.GROUP,
+                    api.VERSION,
+                    self.namespace,
+                    api.PLURAL,
+                    name,
+                    _request_timeout=self._timeout(),
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+        return _mapping(obj)
+
     def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
         where = "all namespaces" if all_namespaces else f"namespace {self.namespace}"
         with self._calling(f"list migrations in {where}"):

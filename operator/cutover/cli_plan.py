@@ -11,7 +11,7 @@ from typing import Any
 
 from cutover import api
 from cutover.cli_report import threshold_text
-from cutover.core import promql
+from cutover.core import promql, speccheck
 from cutover.core.durations import format_duration
 from cutover.core.plan import schedule
 
@@ -100,6 +100,9 @@ class Plan:
     waits_for_promotion: bool
     after_success: str
     rollback_note: str
+    # With `plan --live`: what applying this manifest does to the Migration in the cluster.
+    change: str | None = None
+    change_effect: str | None = None
 
 
 def _rollback_text(weight: int) -> str:
@@ -168,3 +171,13 @@ def build_plan(manifest: Mapping[str, Any]) -> Plan:
             else "; a failed gate pauses instead of rolling back (automatic: false)"
         ),
     )
+
+
+def live_change(manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(effect, message) of applying ``manifest`` over the live Migration (None: not created)."""
+    if live is None:
+        return "Create", "a new Migration: its first run starts once it is applied"
+    spec = api.Migration.from_manifest(manifest).spec
+    status = api.parse_status(live.get("status") or {})
+    change = speccheck.effect_of(status, spec)
+    return change.effect.value, change.message

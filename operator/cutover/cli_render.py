@@ -197,4 +197,6 @@ def plan_renderable(plan: Plan) -> RenderableType:
         parts.append(Text(f"Bake at 100%: {plan.bake}"))
     parts.append(Text(f"On rollback: {plan.rollback_note}"))
     parts.append(Text(f"After success: {plan.after_success}"))
+    if plan.change is not None:
+        parts.append(Text(f"Applying it now: {plan.change}"))
     return Group(*parts)

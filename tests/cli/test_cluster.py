@@ -383,3 +383,36 @@ def test_a_missing_verb_is_a_clear_error_not_a_traceback(
     assert api.REQUEST_ANNOTATION not in (
         get(custom, "epsilon", namespace)["metadata"].get("annotations") or {}
     )
+
+
+def test_plan_live_says_what_applying_the_file_does(
+    cluster: ControlPlane, custom: Any, tmp_path: Path
+) -> None:
+    namespace = new_namespace(cluster, "plan")
+    manifest = MIGRATION.format(name="zeta", namespace=namespace)
+    path = tmp_path / "zeta.yaml"
+    path.write_text(manifest)
+    kube = ["--kubeconfig", cluster.kubeconfig]
+    code, out, err = cli(cluster, "plan", "-f", str(path), "--live", *kube)
+    assert code == 0, err
+    assert "Applying it now: a new Migration" in out
+
+    create(cluster, "zeta", namespace=namespace)
+    set_status(
+        custom,
+        "zeta",
+        namespace=namespace,
+        phase="Succeeded",
+        weight=100,
+        liveDeployment="checkout-green",
+    )
+    # Only a step changed: after success nothing moves.
+    path.write_text(manifest.replace("setWeight: 25", "setWeight: 10"))
+    code, out, _ = cli(cluster, "plan", "-f", str(path), "--live", *kube)
+    assert code == 0 and "Applying it now: nothing moves: checkout-green keeps all" in out
+    # A new green against the retired blue: refused, and the plan says why.
+    path.write_text(manifest.replace("checkout-green", "checkout-v3"))
+    code, out, _ = cli(cluster, "plan", "-f", str(path), "--live", "-o", "json", *kube)
+    change = json.loads(out)[0]
+    assert change["change_effect"] == "Refused"
+    assert "set spec.blue to checkout-green" in change["change"]

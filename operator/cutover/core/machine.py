@@ -36,6 +36,7 @@ from cutover.api import (
 )
 from cutover.core import gates as gate_rules
 from cutover.core import rollback as rollback_rules
+from cutover.core import speccheck
 from cutover.core.durations import parse_duration
 from cutover.core.plan import green_replicas_needed
 
@@ -377,33 +378,22 @@ class _Run:
 
     def _after_success(self, spec: MigrationSpec, generation_changed: bool) -> bool:
         """Green serves everything and blue is retired. Only the next release (a new spec.green)
-        starts a run, from the live side; any other edit waits for that run. Returns whether a
-        new run started."""
+        starts a run, from the live side; any other edit waits for that run (core.speccheck).
+        Returns whether a new run started."""
         live = self.s.live_deployment or self._live_before_tracking(spec, generation_changed)
         self.s.live_deployment = live
-        if spec.green.deployment == live:
+        change = speccheck.effect_of(self.s, spec, live)
+        if change.effect is speccheck.ChangeEffect.recorded:
             if generation_changed:
-                self._event(
-                    "Normal",
-                    SPEC_RECORDED,
-                    f"spec change recorded: traffic stays on {live}; it applies to the next run,"
-                    " which a new spec.green starts",
-                )
+                self._event("Normal", SPEC_RECORDED, f"spec change recorded: {change.message}")
             return False
-        if spec.blue.deployment != live:
+        if change.effect is speccheck.ChangeEffect.refused:
             self.problem_reason = BLUE_RETIRED
-            self.problems = [
-                f"spec.blue: {spec.blue.deployment} was retired by the last run and {live} serves"
-                f" all traffic; set spec.blue to {live} to start a run towards"
-                f" {spec.green.deployment}"
-            ]
+            self.problems = [change.message]
             if generation_changed:
-                self._event("Warning", BLUE_RETIRED, self.problems[0])
+                self._event("Warning", BLUE_RETIRED, change.message)
             return False
-        return self._fire(
-            Event.spec_changed,
-            f"new release {spec.green.deployment}: starting from {live}, the live side",
-        )
+        return self._fire(Event.spec_changed, change.message)
 
     def _live_before_tracking(self, spec: MigrationSpec, generation_changed: bool) -> str:
         """For a run that succeeded before live_deployment was recorded: unchanged spec, green;
