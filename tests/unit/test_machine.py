@@ -615,3 +615,22 @@ def test_the_step_a_person_reads_is_counted_from_one() -> None:
     sim.ask(RequestVerb.promote)
     sim.run(phase_is(*TERMINAL_PHASES))
     assert sim.status.step == "5/5"  # finished: the last step, not a sixth
+
+
+def test_a_next_release_that_fails_preflight_reports_its_own_run_not_the_last_one() -> None:
+    sim = _succeeded()
+    sim.spec = fast_spec(
+        blue={"deployment": "checkout-green"},
+        green={"deployment": "checkout-v3"},
+        steps=[{"setWeight": 50}, {"setWeight": 100}],
+    )
+    sim.blue, sim.green, sim.weight_in_cluster = 4, 0, 0
+    sim.generation = 2
+    sim.preflight_errors = ("gates[0]: parse error at char 5",)
+    sim.reconcile()
+    assert sim.status.phase is Phase.failed
+    # Traffic is all on the live side (this run's blue), and the step is this run's first.
+    assert (sim.status.weight, sim.status.step) == (0, "1/2")
+    assert sim.status.gates == []
+    assert sim.status.rollback_available is False
+    assert sim.status.rollback_unavailable_reason == "nothing to roll back: traffic is on blue"

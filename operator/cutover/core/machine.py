@@ -393,7 +393,14 @@ class _Run:
             if generation_changed:
                 self._event("Warning", BLUE_RETIRED, change.message)
             return False
-        return self._fire(Event.spec_changed, change.message)
+        started = self._fire(Event.spec_changed, change.message)
+        if started:
+            # The new run's green has no traffic yet and its blue (the live side) has it all:
+            # nothing of the last run's step, weight or gate verdicts describes it.
+            self.s.weight = 0
+            self.s.current_step_index = 0
+            self.s.gates = []
+        return started
 
     def _live_before_tracking(self, spec: MigrationSpec, generation_changed: bool) -> str:
         """For a run that succeeded before live_deployment was recorded: unchanged spec, green;
