@@ -62,9 +62,13 @@ def lint_problems(manifest: Mapping[str, Any]) -> list[str]:
             templates.append(("compare.baseline", gate.compare.baseline))
         for field, template in templates:
             try:
-                promql.render_query(template, variables)
+                rendered = promql.render_query(template, variables)
             except promql.TemplateError as error:
                 problems.append(f"spec.gates[{index}].{field}: {error}")
+                continue
+            syntax = promql.syntax_problem(rendered)
+            if syntax is not None:
+                problems.append(f"spec.gates[{index}].{field}: {syntax}")
     return problems
 
 

@@ -349,10 +349,16 @@ def _next_steps(
     phase = status.phase
     reason = status.reason or ""
     if phase is Phase.succeeded:
+        refused = status.condition(ConditionType.invalid_spec)
+        if refused is not None and refused.status == "True":
+            return [f"the applied spec was refused: {refused.message}"]
         return ["none: all traffic is on green"]
     if phase is Phase.rolled_back:
         return ["`cutover retry` starts a new run (or apply a new spec)"]
     if phase is Phase.failed:
+        if "not found" in status.message:
+            # The spec is fine (lint passes): the cluster lacks an object it names.
+            return ["create what the message says is missing, then `cutover retry`"]
         return ["fix the spec (`cutover lint -f FILE`) and apply it, or `cutover retry`"]
     if phase is Phase.rolling_back:
         return ["returning all traffic to blue"]

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from cutover.api import CompareTest, Gate, MigrationSpec, PrometheusQuery, SecretKeyRef
 from cutover.core.durations import parse_duration
 from cutover.core.gates import Reading
-from cutover.core.promql import TemplateError, render_query
+from cutover.core.promql import TemplateError, render_query, syntax_problem
 from cutover.kube import Kube, KubeError
 from cutover.providers import (
     InvalidQuery,
@@ -234,6 +234,10 @@ class GateChecker:
         except (ValueError, TypeError) as error:
             return [*problems, f"{path}.prometheus: {error}"]
         for field, text in texts:
+            syntax = syntax_problem(text)
+            if syntax is not None:  # the parser `cutover lint` uses: no need to ask Prometheus
+                problems.append(f"{field}: {syntax}")
+                continue
             try:
                 await self._blocking(provider.check_query, text)
             except InvalidQuery as error:

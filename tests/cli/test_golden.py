@@ -94,3 +94,16 @@ def test_bad_files_are_one_line_errors(args: list[str], message: str) -> None:
 def test_version() -> None:
     code, out, _ = _run("version")
     assert code == 0 and out.startswith("cutover ")
+
+
+def test_lint_and_plan_refuse_a_promql_syntax_error(tmp_path: Path) -> None:
+    manifest = (ROOT / "tests/cli/manifests/gated.yaml").read_text()
+    good = '"{{green}}"}[1m]))\n'
+    assert good in manifest
+    broken = tmp_path / "broken-promql.yaml"
+    broken.write_text(manifest.replace(good, '"{{green}}"}[1m])\n', 1))  # one ")" short
+    code, out, _ = _run("lint", "-f", str(broken))
+    assert code == 1
+    assert "spec.gates[1].prometheus.query: PromQL syntax: unclosed left parenthesis" in out
+    code, _, err = _run("plan", "-f", str(broken))
+    assert code == 1 and "PromQL syntax" in err

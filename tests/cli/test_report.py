@@ -188,3 +188,20 @@ def test_issues_belong_to_the_current_run_not_to_earlier_ones() -> None:
     }
     report = build_report(obj, now=t)
     assert [i.message for i in report.issues] == []
+
+
+@pytest.mark.parametrize(
+    ("message", "advice"),
+    [
+        ("Service shop/checkout not found", "create what the message says is missing"),
+        ("spec.gates[0].prometheus.query: PromQL syntax: oops", "fix the spec (`cutover lint"),
+    ],
+)
+def test_the_next_step_after_a_failed_preflight_fits_its_cause(message: str, advice: str) -> None:
+    from cutover.api import MigrationStatus, Phase
+
+    status = MigrationStatus(phase=Phase.failed, reason="PreflightFailed", message=message)
+    meta = {"name": "orders", "namespace": "shop"}
+    obj = {"metadata": meta, "spec": {}, "status": status.to_dict()}
+    report = build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert report.next_steps[0].startswith(advice), report.next_steps

@@ -338,14 +338,14 @@ async def test_preflight_names_the_field_of_every_problem(harness: Harness) -> N
     assert problems == [
         "spec.gates[0].prometheus.query: unknown template variable(s): colour"
         " (known: blue, green, migration, namespace, service)",
-        "spec.gates[1].prometheus.query: Prometheus says:"
-        " 1:25: parse error: unclosed left parenthesis",
+        # Caught offline by the parser `cutover lint` uses: Prometheus is not asked.
+        "spec.gates[1].prometheus.query: PromQL syntax: unclosed left parenthesis",
         "spec.gates[2].prometheus.auth.bearerToken: Secret shop/gone not found",
         "spec.gates[3].compare.baseline: unknown template variable(s): args.nope"
         " (known: blue, green, migration, namespace, service)",
     ]
     checked = [c[1] for c in harness.calls if c[0] == "check_query"]
-    assert checked == ['sum(x{a="checkout-green"}', "up", "fine"]
+    assert checked == ["up", "fine"]
 
 
 async def test_preflight_accepts_a_query_it_cannot_check_now(harness: Harness) -> None:

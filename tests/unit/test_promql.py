@@ -13,7 +13,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from cutover.core.promql import TemplateError, escape_string_literal, render_query, variables_in
+from cutover.core.promql import (
+    TemplateError,
+    escape_string_literal,
+    render_query,
+    syntax_problem,
+    variables_in,
+)
 
 PROMTOOL = shutil.which("promtool")
 INJECTIONS = [
@@ -314,3 +320,16 @@ def test_promtool_rejects_unescaped_injection(tmp_path: Path) -> None:
     result = _promtool_check(tmp_path, [naive])
     assert result.returncode != 0
     assert "parse error" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ('sum(rate(http_requests_total{code=~"5.."}[1m]))', None),
+        ("sum(rate(x[1m])", "unclosed left parenthesis"),
+        ("rate(x[1m]) >", "invalid promql query"),
+    ],
+)
+def test_syntax_problem_parses_offline(query: str, problem: str | None) -> None:
+    found = syntax_problem(query)
+    assert (found is None) if problem is None else (found is not None and problem in found)

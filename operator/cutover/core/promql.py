@@ -193,3 +193,15 @@ def render_query(template: str, variables: Mapping[str, str]) -> str:
                 'put it inside double quotes, e.g. {label="{{' + tok.name + '}}"}'
             )
     return "".join(out)
+
+
+def syntax_problem(query: str) -> str | None:
+    """Why ``query`` (rendered, no placeholders left) is not valid PromQL, or None. The same
+    parser serves `cutover lint`/`plan` offline and the operator's preflight."""
+    import promql_parser
+
+    try:
+        promql_parser.parse(query)
+    except ValueError as error:
+        return f"PromQL syntax: {error}"
+    return None
