@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -634,3 +635,16 @@ def test_a_next_release_that_fails_preflight_reports_its_own_run_not_the_last_on
     assert sim.status.gates == []
     assert sim.status.rollback_available is False
     assert sim.status.rollback_unavailable_reason == "nothing to roll back: traffic is on blue"
+
+
+def test_a_rollback_message_says_it_once_with_a_time_a_person_reads() -> None:
+    sim = Sim(fast_spec())
+    sim.run(lambda s: s.status.current_step_index == 2)
+    sim.now += timedelta(microseconds=123456)  # a clock with sub-second precision, as in life
+    sim.readings = failing_from(sim.now)
+    sim.run(phase_is(*TERMINAL_PHASES, Phase.paused))
+    message = sim.status.message
+    assert message.startswith("rolled back: gate error-rate at "), message
+    assert "rolling back" not in message, message
+    assert not re.search(r"\d\.\d{3,}", message.split(" at ", 1)[1][:20]), message
+    assert re.search(r" at \d\d:\d\d:\d\dZ", message), message

@@ -304,6 +304,14 @@ def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> li
     return due
 
 
+def _without_action(reason: str) -> str:
+    """A breach's message says what it set off ("...: rolling back"); once the rollback is done,
+    "rolled back: ...: rolling back" would say it twice."""
+    return reason.replace(
+        ": rolling back (onError: rollback)", " (onError: rollback)"
+    ).removesuffix(": rolling back")
+
+
 class _Run:
     def __init__(
         self,
@@ -663,7 +671,8 @@ class _Run:
 
     def _gate_event(self, gate: Gate, record: GateStatus) -> tuple[int, Event, str] | None:
         assert isinstance(self.spec, MigrationSpec)
-        when = record.last_evaluated_at.isoformat() if record.last_evaluated_at else "?"
+        evaluated = record.last_evaluated_at
+        when = evaluated.strftime("%H:%M:%SZ") if evaluated else "?"
         detail = f"gate {gate.name} at {when}: {record.last_message}"
         rank = gate_rules.severity(record.outcome)
         if record.outcome is GateOutcome.failed:
@@ -830,8 +839,9 @@ class _Run:
             if state == "running":
                 self.s.message = f"traffic on blue; running onRollback hooks ({self.s.message})"
                 return
-            self._fire(Event.traffic_restored, f"all traffic on blue; {self.s.rollback_reason}")
-            self.s.message = f"rolled back: {self.s.rollback_reason}"
+            reason = _without_action(self.s.rollback_reason or "")
+            self._fire(Event.traffic_restored, f"all traffic on blue; {reason}")
+            self.s.message = f"rolled back: {reason}"
             if state == "failed":
                 self.s.message += f"; {problem}: the data side may need a person"
         elif acted_before and not any(isinstance(a, RestoreBlue) for a in self.actions):
