@@ -551,6 +551,10 @@ class Verdict(enum.StrEnum):
 
 
 class GateOutcome(enum.StrEnum):
+    # The run ended with every check within its limits (final).
+    passed = "Passed"
+    # The run ended before this gate was checked (final).
+    skipped = "Skipped"
     # No check yet in this run.
     pending = "Pending"
     # Checks within their limits.

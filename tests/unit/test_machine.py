@@ -648,3 +648,15 @@ def test_a_rollback_message_says_it_once_with_a_time_a_person_reads() -> None:
     assert "rolling back" not in message, message
     assert not re.search(r"\d\.\d{3,}", message.split(" at ", 1)[1][:20]), message
     assert re.search(r" at \d\d:\d\d:\d\dZ", message), message
+
+
+def test_a_finished_run_has_no_gate_still_running() -> None:
+    sim = Sim(fast_spec(steps=[{"setWeight": 50}, {"setWeight": 100}]))
+    sim.run(phase_is(*TERMINAL_PHASES))
+    assert sim.status.phase is Phase.succeeded
+    assert [g.outcome for g in sim.status.gates] == [GateOutcome.passed]
+
+    never_checked = Sim(fast_spec(steps=[{"setWeight": 100}]))
+    never_checked.run(phase_is(*TERMINAL_PHASES))
+    outcomes = {g.outcome for g in never_checked.status.gates}
+    assert outcomes <= {GateOutcome.passed, GateOutcome.skipped}, outcomes

@@ -209,6 +209,8 @@ def outcome(status: GateStatus, gate: Gate) -> GateOutcome:
 
 
 _SEVERITY = [
+    GateOutcome.skipped,
+    GateOutcome.passed,
     GateOutcome.pending,
     GateOutcome.running,
     GateOutcome.inconclusive,

@@ -456,6 +456,8 @@ class _Run:
             self._enter_rollback(message)
         if target is Phase.pending:
             self._reset_run()
+        if target in (Phase.succeeded, Phase.rolled_back, Phase.failed):
+            self._finalize_gates()
         if target is Phase.succeeded:
             self.s.completed_at = self.now
             if isinstance(self.spec, MigrationSpec):
@@ -471,6 +473,14 @@ class _Run:
         )
         self._event("Warning" if warning else "Normal", reason, message)
         return True
+
+    def _finalize_gates(self) -> None:
+        """A finished run's gates are no longer "Running": they passed, or were never checked."""
+        for record in self.s.gates:
+            if record.outcome is GateOutcome.running:
+                record.outcome = GateOutcome.passed
+            elif record.outcome is GateOutcome.pending:
+                record.outcome = GateOutcome.skipped
 
     def _history(self, reason: str, message: str) -> None:
         self.s.history.append(
