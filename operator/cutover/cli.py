@@ -1,9 +1,9 @@
 """The ``cutover`` command (also installed as ``kubectl-cutover``).
 
 Exit codes: 0 success; 1 user error (bad file, not found, forbidden, refused request) or a watched
-run that ended RolledBack/Failed; 2 ``status --watch`` timed out (click also uses 2 for bad
-command-line usage); 3 the operator did not act on a request in time; 4 the cluster is
-unreachable. ``CUTOVER_DEBUG=1`` shows tracebacks instead of one-line errors.
+run that ended RolledBack/Failed; 2 bad command-line usage (click's); 3 the operator did not act
+on a request in time; 4 the cluster is unreachable; 5 ``status --watch`` timed out.
+``CUTOVER_DEBUG=1`` shows tracebacks instead of one-line errors.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from cutover.core.durations import DurationError, parse_duration
 from cutover.core.machine import RequestVerb
 from cutover.crd import crd_yaml
 
-EXIT_WATCH_TIMEOUT = 2
+# Not 2: click exits 2 on usage errors, and a script must tell the two apart.
+EXIT_WATCH_TIMEOUT = 5
 EXIT_NOT_HANDLED = 3
 
 app = typer.Typer(
@@ -268,7 +269,7 @@ def list_(
 def status(
     name: NameArg,
     watch: Annotated[
-        bool, typer.Option("-w", "--watch", help="Redraw until the run ends (exit 0/1/2).")
+        bool, typer.Option("-w", "--watch", help="Redraw until the run ends (exit 0/1/5).")
     ] = False,
     timeout: Annotated[
         str | None, typer.Option("--timeout", help="Give up watching after this long (e.g. 10m).")
@@ -303,7 +304,17 @@ def _watch(
 
     deadline = None if limit is None else time.monotonic() + limit
     out = console()
-    report = build_report(cluster.get(name))
+    found = cluster.find(name)
+    if found is None:
+        # Applied by a pipeline a moment later, typically: wait for it within the same timeout.
+        typer.echo(f"waiting for Migration {name} to be created...", err=True)
+    while found is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            typer.echo(f"timed out: {name} was not created within {limit:g}s", err=True)
+            return EXIT_WATCH_TIMEOUT
+        time.sleep(poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0)))
+        found = cluster.find(name)
+    report = build_report(found)
     live = None if output is not None else Live(report_renderable(report), console=out)
     if live is not None:
         live.start()

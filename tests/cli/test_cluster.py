@@ -245,8 +245,27 @@ def test_watch_times_out_with_2(cluster: ControlPlane, custom: Any) -> None:
         "-o",
         "json",
     )
-    assert code == 2 and "timed out" in err
+    assert code == 5 and "timed out" in err  # not click's usage-error 2
     assert json.loads(out)["phase"] == "Progressing"
+
+
+def test_watch_waits_for_a_migration_not_created_yet(cluster: ControlPlane, custom: Any) -> None:
+    def create_later() -> None:
+        time.sleep(1.0)
+        create(cluster, "late")
+        time.sleep(0.5)
+        set_status(custom, "late", phase="Succeeded", weight=100)
+
+    thread = threading.Thread(target=create_later, daemon=True)
+    thread.start()
+    code, out, err = cli(
+        cluster, "status", "late", "--watch", "--timeout", "30s", "--interval", "200ms"
+    )
+    thread.join()
+    assert code == 0, err
+    assert "waiting for Migration late to be created" in err and "COMPLETED" in out
+    code, _, err = cli(cluster, "status", "never", "--watch", "--timeout", "1s")
+    assert code == 5 and "never was not created within 1s" in err
 
 
 def _free_port() -> int:
