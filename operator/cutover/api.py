@@ -7,7 +7,9 @@ what ``kubectl explain migration.spec...`` prints, so they are written for users
 
 from __future__ import annotations
 
+import difflib
 import enum
+import typing
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -714,10 +716,54 @@ def describe_errors(error: ValidationError, root: str = "spec") -> list[str]:
     """
     lines = []
     for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
+        message = _helpful(item, item["msg"].removeprefix("Value error, "))
         path = _location(item["loc"], root)
         lines.append(f"{path}{message}" if message.startswith("[") else f"{path}: {message}")
     return lines
+
+
+def _field_names() -> set[str]:
+    """Every field name a Migration manifest may use (the YAML spelling)."""
+    names: set[str] = set()
+    pending: list[type[BaseModel]] = [MigrationSpec]
+    seen: set[type[BaseModel]] = set()
+    while pending:
+        model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            names.add(info.alias or name)
+            for candidate in typing.get_args(info.annotation) or (info.annotation,):
+                for inner in typing.get_args(candidate) or (candidate,):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        pending.append(inner)
+    return names
+
+
+def _helpful(item: Any, message: str) -> str:
+    """Pydantic's wording, plus what a person most likely meant."""
+    loc = [part for part in item.get("loc", ()) if isinstance(part, str)]
+    field = loc[-1] if loc else ""
+    if item.get("type") == "extra_forbidden":
+        close = difflib.get_close_matches(field, sorted(_field_names()), n=1, cutoff=0.7)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"unknown field {field!r}{hint}"
+    value = item.get("input")
+    if (
+        item.get("type") == "string_type"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and field in _DURATION_FIELDS
+    ):
+        return f"{message}: a duration needs a unit, e.g. {value:g}s"
+    return message
+
+
+# Fields that take a duration ("30s", "2m"): a bare number there is a missing unit.
+_DURATION_FIELDS = frozenset(
+    {"interval", "duration", "timeout", "progressDeadline", "bake", "window", "maxAge"}
+)
 
 
 class SpecInvalid(ValueError):

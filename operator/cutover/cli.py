@@ -131,6 +131,11 @@ def _load_documents(path: Path) -> list[dict[str, Any]]:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except OSError as error:
         raise CliError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        what = error.problem or error.context or "parse error"
+        raise CliError(f"{path} is not valid YAML:{where} {what}") from None
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0] if str(error) else "parse error"
         raise CliError(f"{path} is not valid YAML: {first}") from None

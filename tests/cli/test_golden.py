@@ -107,3 +107,30 @@ def test_lint_and_plan_refuse_a_promql_syntax_error(tmp_path: Path) -> None:
     assert "spec.gates[1].prometheus.query: PromQL syntax: unclosed left parenthesis" in out
     code, _, err = _run("plan", "-f", str(broken))
     assert code == 1 and "PromQL syntax" in err
+
+
+def test_lint_suggests_what_was_meant(tmp_path: Path) -> None:
+    manifest = (ROOT / "examples/replicas/migration.yaml").read_text()
+    assert "setWeight: 25" in manifest
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(manifest.replace("setWeight: 25", "setWieght: 25", 1))
+    code, out, _ = _run("lint", "-f", str(typo))
+    assert code == 1
+    assert "unknown field 'setWieght' (did you mean setWeight?)" in out
+
+
+def test_lint_says_a_bare_number_duration_needs_a_unit(tmp_path: Path) -> None:
+    manifest = (ROOT / "tests/cli/manifests/gated.yaml").read_text()
+    assert "interval: 30s" in manifest
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(manifest.replace("interval: 30s", "interval: 30", 1))
+    code, out, _ = _run("lint", "-f", str(bare))
+    assert code == 1 and "a duration needs a unit, e.g. 30s" in out
+
+
+def test_a_yaml_error_names_its_line_and_column(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: Migration\nspec:\n  steps: [1,\n  blue: x\n")
+    code, _, err = _run("lint", "-f", str(broken))
+    assert code == 1
+    assert "is not valid YAML: line 5, column 1: expected ',' or ']'" in err

@@ -93,7 +93,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("unparseable duration", {"progressDeadline": "ten minutes"}, "spec.progressDeadline"),
     ("unparseable gate interval", {"gates": [gate(interval="30")]}, "spec.gates[0].interval"),
-    ("unknown field", {"stepz": []}, "spec.stepz: Extra inputs are not permitted"),
+    ("unknown field", {"stepz": []}, "spec.stepz: unknown field 'stepz' (did you mean steps?)"),
     ("same deployment twice", {"green": {"deployment": "checkout-blue"}}, "same Deployment"),
     (
         "service router with a partial weight",
