@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO, cast
 
 import yaml
 from rich.console import Console, Group, RenderableType
@@ -29,17 +30,46 @@ _STATUS_STYLE = {
 _RISK_STYLE = {Risk.low: "green", Risk.medium: "yellow", Risk.high: "bold red"}
 
 
+class _LineTrimmer(io.TextIOBase):
+    """Rich pads lines to the table width; in a file or a pipe that is trailing whitespace."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._stream.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(self._pending.rstrip())
+            self._pending = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def console(stderr: bool = False) -> Console:
     # Rich sizes to the terminal or COLUMNS; piped without COLUMNS it would squeeze tables into 80.
     stream = sys.stderr if stderr else sys.stdout
-    width = None if os.environ.get("COLUMNS") or stream.isatty() else 120
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    tty = stream.isatty()
+    width = None if os.environ.get("COLUMNS") or tty else 120
+    if tty:
+        return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+    trimmed = cast(TextIO, _LineTrimmer(stream))
+    return Console(file=trimmed, width=width, highlight=False, soft_wrap=False)
 
 
 def dump(data: Any, output: str) -> str:
     if output == "json":
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
-    return yaml.safe_dump(data, sort_keys=False)
+        return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    # allow_unicode: "→" stays an arrow instead of "\u2192".
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def _time(value: datetime | None) -> str:

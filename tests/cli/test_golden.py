@@ -134,3 +134,11 @@ def test_a_yaml_error_names_its_line_and_column(tmp_path: Path) -> None:
     code, _, err = _run("lint", "-f", str(broken))
     assert code == 1
     assert "is not valid YAML: line 5, column 1: expected ',' or ']'" in err
+
+
+def test_piped_output_has_no_trailing_padding_and_yaml_keeps_arrows() -> None:
+    _, out, _ = _run("plan", "-f", CASES["gated"])
+    padded = [line for line in out.splitlines() if line != line.rstrip()]
+    assert padded == []
+    _, out, _ = _run("plan", "-f", CASES["replicas"], "-o", "yaml")
+    assert "green 25 % → 0 %" in out and "\\u2192" not in out
