@@ -6,7 +6,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
@@ -121,11 +121,12 @@ def report_renderable(report: Report) -> RenderableType:
     head.add_row("Rollback", rollback)
     parts: list[RenderableType] = [head]
     if report.gates:
+        # The four counts share one column so that the table fits 80 columns; long names and
+        # thresholds wrap instead of being cut.
         gates = Table(title="Gates", title_justify="left", expand=False)
         for column in ("Gate", "Value", "Threshold", "Verdict", "Outcome"):
-            gates.add_column(column)
-        for column in ("Passed", "Failed", "Inconcl.", "Errors"):
-            gates.add_column(column, justify="right")
+            gates.add_column(column, overflow="fold")
+        gates.add_column("Checks P/F/I/E", justify="right", no_wrap=True)
         for g in report.gates:
             verdict_style = {"Passed": "green", "Failed": "red"}.get(g.verdict or "", "yellow")
             gates.add_row(
@@ -134,22 +135,28 @@ def report_renderable(report: Report) -> RenderableType:
                 g.threshold,
                 Text(g.verdict or "-", style=verdict_style if g.verdict else ""),
                 g.outcome,
-                str(g.passed),
-                str(g.failed),
-                str(g.inconclusive),
-                str(g.errors),
+                f"{g.passed}/{g.failed}/{g.inconclusive}/{g.errors}",
             )
         parts.append(gates)
     if report.spec_problems:
         parts.append(Text("Spec problems:", style="bold red"))
-        parts.extend(Text(f"  - {p}") for p in report.spec_problems)
+        parts.append(_bullets(report.spec_problems))
     if report.issues:
         parts.append(Text("Issues:", style="bold"))
-        for issue in report.issues:
-            parts.append(Text(f"  - {_time(issue.time)} {issue.kind}: {issue.message}"))
+        parts.append(_bullets(f"{_time(i.time)} {i.kind}: {i.message}" for i in report.issues))
     parts.append(Text("Next:", style="bold"))
-    parts.extend(Text(f"  - {step}") for step in report.next_steps)
+    parts.append(_bullets(report.next_steps))
     return Group(*parts)
+
+
+def _bullets(items: Iterable[str]) -> Table:
+    """A list whose long items wrap under their own text, not under the dash."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for item in items:
+        grid.add_row("  - ", Text(item))
+    return grid
 
 
 def _age(created: str | None, now: datetime) -> str:

@@ -205,3 +205,23 @@ def test_the_next_step_after_a_failed_preflight_fits_its_cause(message: str, adv
     obj = {"metadata": meta, "spec": {}, "status": status.to_dict()}
     report = build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
     assert report.next_steps[0].startswith(advice), report.next_steps
+
+
+@pytest.mark.parametrize("name", ["in_progress", "rolled_back", "paused", "succeeded"])
+def test_the_report_fits_80_columns_and_wraps_under_its_labels(name: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, highlight=False, soft_wrap=False).print(
+        report_renderable(_report(name))
+    )
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+    bullets = False
+    for line in lines:
+        if line.endswith(":") and not line.startswith(" "):
+            bullets = True
+        elif bullets and line.startswith(" ") and not line.startswith("  - "):
+            assert line.startswith("    "), line  # a wrapped item continues under its text
