@@ -22,6 +22,7 @@ from cutover.core.durations import format_duration
 
 _STATUS_STYLE = {
     OverallStatus.in_progress: "bold cyan",
+    OverallStatus.rolling_back: "bold red",
     OverallStatus.completed: "bold green",
     OverallStatus.rolled_back: "bold yellow",
     OverallStatus.paused: "bold magenta",

@@ -62,6 +62,7 @@ _GATE_HOLDS = {"GateFailed", "GateError", "InconclusiveGate"}
 
 class OverallStatus(enum.StrEnum):
     in_progress = "IN_PROGRESS"
+    rolling_back = "ROLLING_BACK"
     completed = "COMPLETED"
     rolled_back = "ROLLED_BACK"
     paused = "PAUSED"
@@ -71,8 +72,8 @@ class OverallStatus(enum.StrEnum):
 _OVERALL = {
     Phase.pending: OverallStatus.in_progress,
     Phase.progressing: OverallStatus.in_progress,
-    # Still moving (traffic on its way back to blue); the issues say why.
-    Phase.rolling_back: OverallStatus.in_progress,
+    # Traffic on its way back to blue: not progress, and a person should see it at once.
+    Phase.rolling_back: OverallStatus.rolling_back,
     Phase.paused: OverallStatus.paused,
     Phase.succeeded: OverallStatus.completed,
     Phase.rolled_back: OverallStatus.rolled_back,

@@ -226,3 +226,14 @@ def test_the_report_fits_80_columns_and_wraps_under_its_labels(name: str) -> Non
             section = line
         elif section is not None and not line.startswith("  - "):
             assert line.startswith("    "), (section, line)  # wraps under its item's text
+
+
+def test_a_run_rolling_back_says_so_not_in_progress() -> None:
+    from cutover.api import MigrationStatus, Phase
+
+    status = MigrationStatus(phase=Phase.rolling_back, weight=10, message="gate failed")
+    meta = {"name": "orders", "namespace": "shop"}
+    obj = {"metadata": meta, "spec": {}, "status": status.to_dict()}
+    report = build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert report.status is OverallStatus.rolling_back
+    assert report.to_data()["status"] == "ROLLING_BACK"
