@@ -7,6 +7,7 @@ code, so the commands never show a client traceback.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -113,7 +114,7 @@ class Cluster:
             raise CliError(self._api_message(error, what, name)) from None
         except (HTTPError, OSError) as error:
             raise CliError(
-                f"cannot reach the cluster at {self.server}: {_first_line(error)}",
+                f"cannot reach the cluster at {self.server}: {_network_reason(error)}",
                 EXIT_UNREACHABLE,
             ) from None
 
@@ -225,6 +226,20 @@ def _incluster_namespace() -> str:
         )
     except OSError:
         return "default"
+
+
+def _network_reason(error: BaseException) -> str:
+    """The cause a person can act on ("connection refused"), not urllib3's retry dump."""
+    text = str(getattr(error, "reason", None) or error)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if found:
+        return found.group(1).strip().lower()
+    tls = re.search(r"certificate verify failed: ([^(\"]+)", text)
+    if tls:
+        return f"TLS certificate refused: {tls.group(1).strip().rstrip('.')}"
+    if "timed out" in text.lower():
+        return "timed out"
+    return _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

@@ -298,6 +298,9 @@ current-context: x
     )
     assert result.returncode == 4
     assert result.stderr.startswith("error: cannot reach the cluster at http://127.0.0.1:")
+    # What a person can act on, not urllib3's retry dump.
+    assert result.stderr.rstrip().endswith(": connection refused"), result.stderr
+    assert "HTTPConnectionPool" not in result.stderr and "Max retries" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     # With CUTOVER_DEBUG=1 the traceback is shown for debugging.
     debug = subprocess.run(
