@@ -272,6 +272,11 @@ def assess_risk(
         return RiskReport(level=Risk.medium, reasons=medium)
     if not gates:
         return RiskReport(level=Risk.low, reasons=["no gate concerns (no gates defined)"])
+    if all(g.value is None and g.verdict is None for g in gates):
+        # Nothing was measured: "within thresholds" would claim checks that never ran.
+        if status.weight == 0:
+            return RiskReport(level=Risk.low, reasons=["no gate checked yet; no traffic on green"])
+        return RiskReport(level=Risk.medium, reasons=["green takes traffic and no gate has a value"])
     return RiskReport(level=Risk.low, reasons=["all gates within their thresholds"])
 
 

@@ -237,3 +237,18 @@ def test_a_run_rolling_back_says_so_not_in_progress() -> None:
     report = build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
     assert report.status is OverallStatus.rolling_back
     assert report.to_data()["status"] == "ROLLING_BACK"
+
+
+def test_risk_never_claims_checks_that_did_not_run() -> None:
+    from cutover.api import GateStatus, MigrationStatus, Phase
+
+    obj, now = _load("in_progress")
+    failed_preflight = MigrationStatus(
+        phase=Phase.failed,
+        reason="PreflightFailed",
+        message="spec.gates[0].prometheus.query: PromQL syntax: oops",
+        gates=[GateStatus(name="error-rate")],
+    )
+    report = build_report({**obj, "status": failed_preflight.to_dict()}, now)
+    assert report.risk.level is Risk.low
+    assert report.risk.reasons == ["no gate checked yet; no traffic on green"]
