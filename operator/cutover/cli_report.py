@@ -276,7 +276,9 @@ def assess_risk(
         # Nothing was measured: "within thresholds" would claim checks that never ran.
         if status.weight == 0:
             return RiskReport(level=Risk.low, reasons=["no gate checked yet; no traffic on green"])
-        return RiskReport(level=Risk.medium, reasons=["green takes traffic and no gate has a value"])
+        return RiskReport(
+            level=Risk.medium, reasons=["green takes traffic and no gate has a value"]
+        )
     return RiskReport(level=Risk.low, reasons=["all gates within their thresholds"])
 
 
