@@ -304,14 +304,21 @@ def current_run(history: list[HistoryEntry]) -> list[HistoryEntry]:
     return history[starts[-1] :] if starts else list(history)
 
 
+def _cause(message: str) -> str:
+    """A breach and the rollback it caused tell one story: compare them by their cause."""
+    cause = message.removeprefix("all traffic on blue; ")
+    cause = cause.replace(": rolling back (onError: rollback)", " (onError: rollback)")
+    return cause.removesuffix(": rolling back")
+
+
 def _issues(status: MigrationStatus) -> list[Issue]:
     issues: list[Issue] = []
     seen: set[str] = set()
     for entry in current_run(status.history):
         kind = _ISSUE_REASONS.get(entry.reason)
-        if kind is None or entry.message in seen:
+        if kind is None or _cause(entry.message) in seen:
             continue
-        seen.add(entry.message)
+        seen.add(_cause(entry.message))
         issues.append(Issue(time=_aware(entry.time), kind=kind, message=entry.message))
     invalid = status.condition(ConditionType.invalid_spec)
     if (
