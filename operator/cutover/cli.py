@@ -292,7 +292,8 @@ def status(
     poll = max(_seconds(interval, "--interval"), 0.05)
     with _cluster(kubeconfig, context, namespace) as cluster:
         if not watch:
-            report = build_report(cluster.get(name))
+            obj = cluster.get(name)
+            report = build_report(obj, deployments=_sides(cluster, obj))
             if output is not None:
                 typer.echo(dump(report.to_data(), output.value), nl=False)
             else:
@@ -300,6 +301,16 @@ def status(
             return
         code = _watch(cluster, name, limit, poll, output)
     raise typer.Exit(code)
+
+
+def _sides(cluster: Cluster, obj: dict[str, Any]) -> dict[str, dict[str, Any] | None] | None:
+    spec = obj.get("spec") or {}
+    names = [
+        str(ref.get("deployment"))
+        for ref in (spec.get("blue") or {}, spec.get("green") or {})
+        if ref.get("deployment")
+    ]
+    return cluster.deployments(names) if names else None
 
 
 def _watch(
@@ -319,7 +330,7 @@ def _watch(
             return EXIT_WATCH_TIMEOUT
         time.sleep(poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0)))
         found = cluster.find(name)
-    report = build_report(found)
+    report = build_report(found, deployments=_sides(cluster, found))
     live = None if output is not None else Live(report_renderable(report), console=out)
     if live is not None:
         live.start()
@@ -328,7 +339,8 @@ def _watch(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             time.sleep(poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0)))
-            report = build_report(cluster.get(name))
+            obj = cluster.get(name)
+            report = build_report(obj, deployments=_sides(cluster, obj))
             if live is not None:
                 live.update(report_renderable(report))
     finally:

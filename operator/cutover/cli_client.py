@@ -168,6 +168,32 @@ class Cluster:
                 raise
         return _mapping(obj)
 
+    def deployments(self, names: list[str]) -> dict[str, dict[str, Any] | None] | None:
+        """Blue and green for the report's per-side tree: None when the user may not read
+        Deployments (the report then says "not readable"), a missing one maps to None."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        apps = client.AppsV1Api(self._api_client)
+        found: dict[str, dict[str, Any] | None] = {}
+        for name in names:
+            with self._calling(f"get deployments in namespace {self.namespace}", None):
+                try:
+                    obj = apps.read_namespaced_deployment(
+                        name, self.namespace, _request_timeout=self._timeout()
+                    )
+                except ApiException as error:
+                    if error.status in (401, 403):
+                        return None
+                    if error.status == 404:
+                        found[name] = None
+                        continue
+                    raise
+            found[name] = _mapping(
+                self._api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+            )
+        return found
+
     def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
         where = "all namespaces" if all_namespaces else f"namespace {self.namespace}"
         with self._calling(f"list migrations in {where}"):

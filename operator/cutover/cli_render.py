@@ -17,7 +17,14 @@ from rich.table import Table
 from rich.text import Text
 
 from cutover.cli_plan import Plan
-from cutover.cli_report import OverallStatus, Report, Risk, RollbackState
+from cutover.cli_report import (
+    OverallStatus,
+    Report,
+    Risk,
+    RollbackState,
+    Side,
+    TaskState,
+)
 from cutover.core.durations import format_duration
 
 _STATUS_STYLE = {
@@ -139,6 +146,15 @@ def report_renderable(report: Report) -> RenderableType:
                 f"{g.passed}/{g.failed}/{g.inconclusive}/{g.errors}",
             )
         parts.append(gates)
+    if report.sides:
+        parts.append(Text("Versions:", style="bold"))
+        parts.append(_bullets(_side_text(side) for side in report.sides))
+    if report.tasks:
+        parts.append(Text("Tasks:", style="bold"))
+        parts.append(_tasks(report))
+    if report.key_metrics:
+        parts.append(Text("Key metrics:", style="bold"))
+        parts.append(_bullets(report.key_metrics))
     if report.spec_problems:
         parts.append(Text("Spec problems:", style="bold red"))
         parts.append(_bullets(report.spec_problems))
@@ -148,6 +164,32 @@ def report_renderable(report: Report) -> RenderableType:
     parts.append(Text("Next:", style="bold"))
     parts.append(_bullets(report.next_steps))
     return Group(*parts)
+
+
+_TASK_MARKS = {
+    TaskState.done: "✓",
+    TaskState.running: "🔄",
+    TaskState.stopped: "✗",
+    TaskState.upcoming: "⏳",
+}
+
+
+def _tasks(report: Report) -> Table:
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for task in report.tasks:
+        grid.add_row(f"  {_TASK_MARKS[task.state]} ", f"{task.step} {task.description}")
+        for issue in task.issues:
+            grid.add_row("", Text(f"⚠️  {issue}"))
+    return grid
+
+
+def _side_text(side: Side) -> str:
+    if side.note is not None:
+        return f"{side.role} {side.deployment}: {side.note}"
+    image = f", image {side.image}" if side.image else ""
+    return f"{side.role} {side.deployment}: {side.ready}/{side.replicas} ready{image}"
 
 
 def _bullets(items: Iterable[str]) -> Table:

@@ -127,6 +127,33 @@ class RollbackReport(_Report):
     reason: str
 
 
+class TaskState(enum.StrEnum):
+    done = "completed"
+    running = "in progress"
+    stopped = "stopped"  # where a run that did not succeed ended
+    upcoming = "upcoming"
+
+
+class Task(_Report):
+    """One step of the run, as the seed's status report lists them (✓ / 🔄 / ⏳)."""
+
+    step: int  # 1-based
+    description: str
+    state: TaskState
+    issues: list[str] = []  # ⚠️ what went wrong at this step
+
+
+class Side(_Report):
+    """One version, like a branch of `kubectl argo rollouts get rollout`'s tree."""
+
+    role: str  # blue / green
+    deployment: str
+    replicas: int | None = None  # None: not readable (missing, or RBAC)
+    ready: int | None = None
+    image: str | None = None
+    note: str | None = None
+
+
 class Report(_Report):
     namespace: str
     name: str
@@ -149,6 +176,9 @@ class Report(_Report):
     risk: RiskReport
     rollback: RollbackReport
     spec_problems: list[str]
+    tasks: list[Task] = []
+    key_metrics: list[str] = []
+    sides: list[Side] = []
 
     @property
     def terminal(self) -> bool:
@@ -439,8 +469,97 @@ def _invalid_risk(status: MigrationStatus) -> RiskReport:
     return RiskReport(level=Risk.medium, reasons=["the spec is invalid: the run cannot go on"])
 
 
-def build_report(obj: Mapping[str, Any], now: datetime | None = None) -> Report:
-    """The report for one Migration object as returned by the API server."""
+def _tasks(spec: MigrationSpec, status: MigrationStatus, issues: list[Issue]) -> list[Task]:
+    index = status.current_step_index
+    finished = status.phase is Phase.succeeded
+    tasks = []
+    for position in range(len(spec.steps)):
+        if finished or position < index:
+            state = TaskState.done
+        elif position == index and status.phase not in TERMINAL_PHASES:
+            state = TaskState.running
+        elif position == index:
+            state = TaskState.stopped
+        else:
+            state = TaskState.upcoming
+        at_step = [
+            f"{i.kind}: {i.message}"
+            for i in issues
+            if position == index and state is not TaskState.done
+        ]
+        tasks.append(
+            Task(
+                step=position + 1,
+                description=_step_text(spec, position),
+                state=state,
+                issues=at_step,
+            )
+        )
+    return tasks
+
+
+def _key_metrics(
+    status: MigrationStatus, gates: list[GateReport], issues: list[Issue]
+) -> list[str]:
+    """The gates' latest values (availability, error rates: whatever the gates measure), the
+    data-side hooks' progress, and the issues so far."""
+    metrics = [
+        f"{g.name}: {_metric(g.value)} ({g.threshold})"
+        for g in gates
+        if g.value is not None or g.verdict is not None
+    ]
+    by_hook: dict[str, list[str]] = {}
+    for run in status.hooks:
+        by_hook.setdefault(f"{run.name} ({run.stage.value})", []).append(run.state.value)
+    for hook, states in by_hook.items():
+        succeeded = states.count("Succeeded")
+        metrics.append(f"hook {hook}: {succeeded} of {len(states)} Jobs succeeded")
+    metrics.append(f"issues encountered: {len(issues)}")
+    return metrics
+
+
+def _metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def sides_from(
+    spec: MigrationSpec | None, deployments: Mapping[str, Mapping[str, Any] | None] | None
+) -> list[Side]:
+    """Blue and green as the cluster has them; ``deployments`` maps a name to the Deployment
+    (None: not found) and is None when they could not be read at all."""
+    if spec is None:
+        return []
+    sides = []
+    for role, ref in (("blue", spec.blue), ("green", spec.green)):
+        name = ref.deployment
+        if deployments is None:
+            sides.append(Side(role=role, deployment=name, note="not readable"))
+            continue
+        found = deployments.get(name)
+        if found is None:
+            sides.append(Side(role=role, deployment=name, note="not found"))
+            continue
+        containers = ((found.get("spec") or {}).get("template") or {}).get("spec") or {}
+        images = [str(c.get("image")) for c in containers.get("containers") or []]
+        sides.append(
+            Side(
+                role=role,
+                deployment=name,
+                replicas=int((found.get("spec") or {}).get("replicas") or 0),
+                ready=int((found.get("status") or {}).get("readyReplicas") or 0),
+                image=", ".join(images) or None,
+            )
+        )
+    return sides
+
+
+def build_report(
+    obj: Mapping[str, Any],
+    now: datetime | None = None,
+    deployments: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> Report:
+    """The report for one Migration object as returned by the API server; ``deployments`` (blue
+    and green by name, when the caller could read them) adds the per-side tree."""
     now = now or datetime.now(UTC)
     metadata = obj.get("metadata") or {}
     raw_spec = obj.get("spec") or {}
@@ -461,6 +580,7 @@ def build_report(obj: Mapping[str, Any], now: datetime | None = None) -> Report:
     else:
         progress = 0
     gates = _gate_reports(spec, status) if spec else []
+    issues = _issues(status)
     blue = (raw_spec.get("blue") or {}).get("deployment", "?")
     green = (raw_spec.get("green") or {}).get("deployment", "?")
     return Report(
@@ -480,9 +600,12 @@ def build_report(obj: Mapping[str, Any], now: datetime | None = None) -> Report:
         blue=str(blue),
         green=str(green),
         gates=gates,
-        issues=_issues(status),
+        issues=issues,
         next_steps=_next_steps(spec, status, gates, now),
         risk=assess_risk(spec, status, gates) if spec else _invalid_risk(status),
         rollback=_rollback(raw_status, status),
         spec_problems=problems,
+        tasks=_tasks(spec, status, issues) if spec else [],
+        key_metrics=_key_metrics(status, gates, issues),
+        sides=sides_from(spec, deployments) if deployments is not None else [],
     )

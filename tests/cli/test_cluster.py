@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cutover import api
 from cutover.cli import app
 from devtools.controlplane import ControlPlane
-from tests.support.controlplane import new_namespace
+from tests.support.controlplane import new_namespace, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -438,3 +438,27 @@ def test_plan_live_says_what_applying_the_file_does(
     change = json.loads(out)[0]
     assert change["change_effect"] == "Refused"
     assert "set spec.blue to checkout-green" in change["change"]
+
+
+def test_status_shows_each_version_from_the_cluster(
+    cluster: ControlPlane, custom: Any, tmp_path: Path
+) -> None:
+    namespace = new_namespace(cluster, "sides")
+    cluster.kubectl(
+        "create", "deployment", "checkout-blue", "-n", namespace, "--image=shop:1.4", "--replicas=2"
+    )
+    create(cluster, "eta", namespace=namespace)
+    wait_for(
+        lambda: "2/2 ready" in cli(cluster, "status", "eta", "-n", namespace)[1],
+        timeout=60,
+        what="blue's pods ready",
+    )
+    code, out, _ = cli(cluster, "status", "eta", "-n", namespace)
+    assert code == 0
+    assert "blue checkout-blue: 2/2 ready, image shop:1.4" in out
+    assert "green checkout-green: not found" in out
+    # A user who may not read Deployments still gets the report, without the versions.
+    kubeconfig = _cli_user(cluster, namespace, ["get"], tmp_path / "reader")
+    code, out, err = cli(cluster, "status", "eta", "-n", namespace, "--kubeconfig", kubeconfig)
+    assert code == 0, err
+    assert "Versions:" not in out and "Tasks:" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,45 @@ def test_risk_never_claims_checks_that_did_not_run() -> None:
     report = build_report({**obj, "status": failed_preflight.to_dict()}, now)
     assert report.risk.level is Risk.low
     assert report.risk.reasons == ["no gate checked yet; no traffic on green"]
+
+
+def test_tasks_key_metrics_and_versions_follow_the_seeds_report() -> None:
+    obj, now = _load("rolled_back")
+    deployments = {
+        "checkout-blue": {
+            "spec": {"replicas": 4, "template": {"spec": {"containers": [{"image": "shop:1.4"}]}}},
+            "status": {"readyReplicas": 4},
+        },
+        "checkout-green": None,
+    }
+    report = build_report(obj, now, deployments=deployments)
+    states = [t.state.value for t in report.tasks]
+    assert states == ["stopped", "upcoming", "upcoming", "upcoming", "upcoming"]
+    assert report.tasks[0].issues and "gate failed" in report.tasks[0].issues[0]
+    assert "error-rate: 0.05 (<= 0.01)" in report.key_metrics
+    assert report.key_metrics[-1] == "issues encountered: 1"
+    blue, green = report.sides
+    assert (blue.role, blue.ready, blue.replicas, blue.image) == ("blue", 4, 4, "shop:1.4")
+    assert (green.role, green.note) == ("green", "not found")
+    text = _render(report)
+    assert re.search(r"✗ +1 setWeight 10", text) and re.search(r"⏳ +2 pause 2m", text)
+    assert "blue checkout-blue: 4/4 ready, image shop:1.4" in text
+
+    progressing = _report("in_progress")
+    assert [t.state.value for t in progressing.tasks][:3] == [
+        "completed",
+        "in progress",
+        "upcoming",
+    ]
+    unreadable = build_report(*_load("in_progress"), deployments=None)
+    assert unreadable.sides == []
+
+
+def _render(report: Report) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=100, highlight=False).print(report_renderable(report))
+    return buffer.getvalue()
