@@ -303,8 +303,14 @@ def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers
     assert condition(rolled_status, "RolledBack")["reason"] == "GateError"
     assert replicas(cluster, namespace, "out-rollback-green") == 0
 
-    # Prometheus is back (with a gap in its data): resume as `cutover resume` does.
+    # Prometheus is back (with a gap in its data): resume as `cutover resume` does, once the
+    # gate's own query answers again (a person checks that first; a check in the gap would be
+    # inconclusive and hold the run again, rightly).
     traffic.wait_for_data()
+    rendered = GREEN_ERROR_RATIO.replace("{{namespace}}", namespace).replace(
+        "{{green}}", "out-pause-green"
+    )
+    prometheus.wait_for_series(rendered, timeout=30)
     request_id = request_annotation(cluster, namespace, "out-pause", "resume")
     final = wait_phase(cluster, namespace, "out-pause", *TERMINAL, timeout=45)["status"]
     assert final["phase"] == "Succeeded", final
