@@ -121,7 +121,7 @@ class Cluster:
     def _api_message(self, error: Any, what: str, name: str | None) -> str:
         status = getattr(error, "status", None)
         if status == 404 and name is not None:
-            return f'Migration "{name}" not found in namespace "{self.namespace}"'
+            return self._not_found(name)
         if status == 404:
             return (
                 "the Migration resource is not known to this cluster: install the CRD"
@@ -133,20 +133,17 @@ class Cluster:
             return "unauthorized: the kubeconfig credentials were refused"
         return f"cannot {what}: {status} {_reason(error)}"
 
+    def _not_found(self, name: str) -> str:
+        return f'Migration "{name}" not found in namespace "{self.namespace}"'
+
     def _timeout(self) -> tuple[float, float]:
         return (_CONNECT_TIMEOUT, _READ_TIMEOUT)
 
     def get(self, name: str) -> dict[str, Any]:
-        with self._calling(f"get migrations in namespace {self.namespace}", name):
-            obj = self._custom.get_namespaced_custom_object(
-                api.GROUP,
-                api.VERSION,
-                self.namespace,
-                api.PLURAL,
-                name,
-                _request_timeout=self._timeout(),
-            )
-        return _mapping(obj)
+        obj = self.find(name)
+        if obj is None:
+            raise CliError(self._not_found(name))
+        return obj
 
     def find(self, name: str) -> dict[str, Any] | None:
         """The Migration, or None when it does not exist (yet)."""

@@ -38,6 +38,7 @@ from cutover.api import (
 )
 from cutover.core import rollback as rollback_rules
 from cutover.core.durations import format_duration, parse_duration
+from cutover.core.machine import breach_cause
 
 # Below these relative margins a gate is close enough to its bound to worry about.
 HIGH_MARGIN = 0.10
@@ -334,21 +335,16 @@ def current_run(history: list[HistoryEntry]) -> list[HistoryEntry]:
     return history[starts[-1] :] if starts else list(history)
 
 
-def _cause(message: str) -> str:
-    """A breach and the rollback it caused tell one story: compare them by their cause."""
-    cause = message.removeprefix("all traffic on blue; ")
-    cause = cause.replace(": rolling back (onError: rollback)", " (onError: rollback)")
-    return cause.removesuffix(": rolling back")
-
-
 def _issues(status: MigrationStatus) -> list[Issue]:
     issues: list[Issue] = []
     seen: set[str] = set()
     for entry in current_run(status.history):
         kind = _ISSUE_REASONS.get(entry.reason)
-        if kind is None or _cause(entry.message) in seen:
+        # A breach and the rollback it caused tell one story: compare them by their cause.
+        cause = breach_cause(entry.message)
+        if kind is None or cause in seen:
             continue
-        seen.add(_cause(entry.message))
+        seen.add(cause)
         issues.append(Issue(time=_aware(entry.time), kind=kind, message=entry.message))
     invalid = status.condition(ConditionType.invalid_spec)
     if (

@@ -304,12 +304,15 @@ def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> li
     return due
 
 
-def _without_action(reason: str) -> str:
-    """A breach's message says what it set off ("...: rolling back"); once the rollback is done,
-    "rolled back: ...: rolling back" would say it twice."""
-    return reason.replace(
-        ": rolling back (onError: rollback)", " (onError: rollback)"
-    ).removesuffix(": rolling back")
+TRAFFIC_RESTORED_PREFIX = "all traffic on blue; "
+
+
+def breach_cause(message: str) -> str:
+    """The cause a breach message and the rollback message it led to share: a breach says what it
+    set off ("...: rolling back"), and "rolled back: ...: rolling back" would say it twice."""
+    cause = message.removeprefix(TRAFFIC_RESTORED_PREFIX)
+    cause = cause.replace(": rolling back (onError: rollback)", " (onError: rollback)")
+    return cause.removesuffix(": rolling back")
 
 
 class _Run:
@@ -849,8 +852,8 @@ class _Run:
             if state == "running":
                 self.s.message = f"traffic on blue; running onRollback hooks ({self.s.message})"
                 return
-            reason = _without_action(self.s.rollback_reason or "")
-            self._fire(Event.traffic_restored, f"all traffic on blue; {reason}")
+            reason = breach_cause(self.s.rollback_reason or "")
+            self._fire(Event.traffic_restored, f"{TRAFFIC_RESTORED_PREFIX}{reason}")
             self.s.message = f"rolled back: {reason}"
             if state == "failed":
                 self.s.message += f"; {problem}: the data side may need a person"
