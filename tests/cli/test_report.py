@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cutover.api import GateStatus, HistoryEntry, MigrationStatus, Phase
 from cutover.cli_render import console, report_renderable
 from cutover.cli_report import OverallStatus, Report, Risk, RollbackState, build_report
 
@@ -25,6 +26,13 @@ def _load(name: str) -> tuple[dict[str, Any], datetime]:
 def _report(name: str) -> Report:
     obj, now = _load(name)
     return build_report(obj, now)
+
+
+def _report_of(status: MigrationStatus) -> Report:
+    """The report of a Migration with no spec and only ``status``."""
+    meta = {"name": "orders", "namespace": "shop"}
+    obj = {"metadata": meta, "spec": {}, "status": status.to_dict()}
+    return build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 def test_in_progress_with_gates() -> None:
@@ -148,8 +156,6 @@ def test_rich_rendering_mentions_the_essentials(name: str) -> None:
 
 
 def test_issues_belong_to_the_current_run_not_to_earlier_ones() -> None:
-    from cutover.api import HistoryEntry, MigrationStatus, Phase
-    from cutover.cli_report import build_report
 
     t = datetime(2026, 1, 1, tzinfo=UTC)
     history = [
@@ -199,12 +205,9 @@ def test_issues_belong_to_the_current_run_not_to_earlier_ones() -> None:
     ],
 )
 def test_the_next_step_after_a_failed_preflight_fits_its_cause(message: str, advice: str) -> None:
-    from cutover.api import MigrationStatus, Phase
 
     status = MigrationStatus(phase=Phase.failed, reason="PreflightFailed", message=message)
-    meta = {"name": "orders", "namespace": "shop"}
-    obj = {"metadata": meta, "spec": {}, "status": status.to_dict()}
-    report = build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
+    report = _report_of(status)
     assert report.next_steps[0].startswith(advice), report.next_steps
 
 
@@ -230,18 +233,14 @@ def test_the_report_fits_80_columns_and_wraps_under_its_labels(name: str) -> Non
 
 
 def test_a_run_rolling_back_says_so_not_in_progress() -> None:
-    from cutover.api import MigrationStatus, Phase
 
     status = MigrationStatus(phase=Phase.rolling_back, weight=10, message="gate failed")
-    meta = {"name": "orders", "namespace": "shop"}
-    obj = {"metadata": meta, "spec": {}, "status": status.to_dict()}
-    report = build_report(obj, now=datetime(2026, 1, 1, tzinfo=UTC))
+    report = _report_of(status)
     assert report.status is OverallStatus.rolling_back
     assert report.to_data()["status"] == "ROLLING_BACK"
 
 
 def test_risk_never_claims_checks_that_did_not_run() -> None:
-    from cutover.api import GateStatus, MigrationStatus, Phase
 
     obj, now = _load("in_progress")
     failed_preflight = MigrationStatus(

@@ -512,6 +512,18 @@ def _succeeded() -> Sim:
     return sim
 
 
+def _next_release(sim: Sim) -> Sim:
+    """The next release: the old green is now the live blue, a new Deployment is green."""
+    sim.spec = fast_spec(
+        blue={"deployment": "checkout-green"},
+        green={"deployment": "checkout-v3"},
+        steps=[{"setWeight": 50}, {"setWeight": 100}],
+    )
+    sim.blue, sim.green, sim.weight_in_cluster = 4, 0, 0
+    sim.generation = 2
+    return sim
+
+
 def test_an_edit_after_success_that_keeps_green_moves_no_traffic() -> None:
     sim = _succeeded()
     writes = list(sim.weight_writes)
@@ -530,15 +542,7 @@ def test_an_edit_after_success_that_keeps_green_moves_no_traffic() -> None:
 
 
 def test_a_new_green_starts_the_next_run_from_the_live_side() -> None:
-    sim = _succeeded()
-    # The next release: the old green is now the live blue, a new Deployment is green.
-    sim.spec = fast_spec(
-        blue={"deployment": "checkout-green"},
-        green={"deployment": "checkout-v3"},
-        steps=[{"setWeight": 50}, {"setWeight": 100}],
-    )
-    sim.blue, sim.green, sim.weight_in_cluster = 4, 0, 0
-    sim.generation = 2
+    sim = _next_release(_succeeded())
     sim.run(phase_is(*TERMINAL_PHASES), limit=600)
     assert sim.status.phase is Phase.succeeded
     assert sim.status.live_deployment == "checkout-v3"
@@ -619,14 +623,7 @@ def test_the_step_a_person_reads_is_counted_from_one() -> None:
 
 
 def test_a_next_release_that_fails_preflight_reports_its_own_run_not_the_last_one() -> None:
-    sim = _succeeded()
-    sim.spec = fast_spec(
-        blue={"deployment": "checkout-green"},
-        green={"deployment": "checkout-v3"},
-        steps=[{"setWeight": 50}, {"setWeight": 100}],
-    )
-    sim.blue, sim.green, sim.weight_in_cluster = 4, 0, 0
-    sim.generation = 2
+    sim = _next_release(_succeeded())
     sim.preflight_errors = ("gates[0]: parse error at char 5",)
     sim.reconcile()
     assert sim.status.phase is Phase.failed
