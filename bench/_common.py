@@ -41,6 +41,7 @@ import psutil  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 
 from devtools.controlplane import ControlPlane  # noqa: E402
+from devtools.operator import launch_operator  # noqa: E402
 from tests.support.controlplane import (  # noqa: E402
     MIGRATION_CRD,
     chart_rbac,
@@ -298,34 +299,8 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONPATH": str(ROOT / "operator"),
-            "PYTHONUNBUFFERED": "1",
-            **self.env,
-        }
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kopf",
-                    "run",
-                    "-m",
-                    "cutover.handlers",
-                    "--standalone",
-                    "--namespace",
-                    self.namespace,
-                    "--verbose",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=ROOT,
-                start_new_session=True,
-            )
+            self.proc = launch_operator(self.namespace, self.kubeconfig, log, self.env)
         return self
 
     def stop(self) -> None:

@@ -11,11 +11,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-# The directory holding the `cutover` package, so that the operator imports this very code.
-SOURCE_ROOT = Path(__file__).resolve().parents[2] / "operator"
+from devtools.operator import launch_operator
 
 
 def stop_group(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
@@ -49,36 +47,8 @@ class OperatorProcess:
         return None if self.proc is None else self.proc.pid
 
     def start(self) -> OperatorProcess:
-        env = dict(os.environ)
-        env.update(
-            {
-                "KUBECONFIG": self.kubeconfig,
-                "PYTHONPATH": os.pathsep.join(
-                    [str(SOURCE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-                ),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kopf",
-                    "run",
-                    "-m",
-                    "cutover.handlers",
-                    "--standalone",
-                    "--namespace",
-                    self.namespace,
-                    "--verbose",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+            self.proc = launch_operator(self.namespace, self.kubeconfig, log)
         return self
 
     def watching(self) -> bool:

@@ -4,14 +4,13 @@ did from the kube-apiserver's audit log."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from devtools.controlplane import ControlPlane
+from devtools.operator import launch_operator
 from tests.support.controlplane import new_namespace, operator_kubeconfig, wait_for
 
 __all__ = [
@@ -57,35 +56,10 @@ class OperatorProcess:
         )
 
     def start(self) -> OperatorProcess:
-        env = dict(os.environ)
-        env.update(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "PYTHONPATH": str(ROOT / "operator"),
-                "PYTHONUNBUFFERED": "1",
-                **self.env,
-            }
-        )
         log = self.log_path.open("ab")
         log.write(f"--- start {self.starts} ---\n".encode())
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "-m",
-                "cutover.handlers",
-                "--standalone",
-                "--namespace",
-                self.namespace,
-                "--verbose",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
+        log.flush()
+        self.proc = launch_operator(self.namespace, self.kubeconfig, log, self.env)
         self.starts += 1
         return self
 
