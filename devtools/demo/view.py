@@ -168,13 +168,13 @@ class RunView:
             phase = Text(report.phase, style=_PHASE_STYLE.get(report.phase, ""))
             if report.reason and report.reason != report.phase:
                 phase.append(f" ({report.reason})", style="")
-            grid.add_row("Phase", phase)
+            grid.add_row("State", phase)
             grid.add_row(
-                "Step",
+                "Current Phase",
                 f"{report.step} of {report.total_steps} ({escape(report.step_description)})",
             )
             grid.add_row("Weight", f"green {report.weight}% / blue {100 - report.weight}%")
-            grid.add_row("Progress", bar(report.progress_percent))
+            grid.add_row("Overall Progress", bar(report.progress_percent))
         grid.add_row("Traffic", escape(traffic_line(traffic)))
         grid.add_row("Routing", Text(traffic.source, style="dim"))
         grid.add_row("Elapsed", f"{time.monotonic() - self._started:.0f}s")

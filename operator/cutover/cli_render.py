@@ -103,18 +103,19 @@ def report_renderable(report: Report) -> RenderableType:
     head.add_column(style="bold")
     head.add_column()
     head.add_row("Migration", f"{report.namespace}/{report.name}")
-    head.add_row("Status", status)
+    head.add_row("Migration Status", status)
     phase = report.phase + (f" ({report.reason})" if report.reason else "")
-    head.add_row("Phase", escape(phase))
+    head.add_row("State", escape(phase))
     if report.message:
         head.add_row("Message", escape(report.message))
-    head.add_row("Started", _time(report.started_at))
+    head.add_row("Start Time", _time(report.started_at))
     if report.completed_at:
-        head.add_row("Completed", _time(report.completed_at))
+        head.add_row("End Time", _time(report.completed_at))
     head.add_row(
-        "Step", f"{report.step} of {report.total_steps} ({escape(report.step_description)})"
+        "Current Phase",
+        f"{report.step} of {report.total_steps} ({escape(report.step_description)})",
     )
-    head.add_row("Progress", _bar(report.progress_percent))
+    head.add_row("Overall Progress", _bar(report.progress_percent))
     head.add_row(
         "Traffic",
         f"green {escape(report.green)} {report.weight}% / blue {escape(report.blue)}"
@@ -122,11 +123,11 @@ def report_renderable(report: Report) -> RenderableType:
     )
     risk = Text(report.risk.level.value, style=_RISK_STYLE[report.risk.level])
     risk.append(f"  {'; '.join(report.risk.reasons)}", style="")
-    head.add_row("Risk", risk)
+    head.add_row("Risk Assessment", risk)
     rollback_style = "green" if report.rollback.state is RollbackState.available else "yellow"
     rollback = Text(report.rollback.state.value, style=rollback_style)
     rollback.append(f"  {report.rollback.reason}", style="")
-    head.add_row("Rollback", rollback)
+    head.add_row("Rollback Status", rollback)
     parts: list[RenderableType] = [head]
     if report.gates:
         # The four counts share one column so that the table fits 80 columns; long names and
@@ -153,7 +154,7 @@ def report_renderable(report: Report) -> RenderableType:
         parts.append(Text("Tasks:", style="bold"))
         parts.append(_tasks(report))
     if report.key_metrics:
-        parts.append(Text("Key metrics:", style="bold"))
+        parts.append(Text("Key Metrics:", style="bold"))
         parts.append(_bullets(report.key_metrics))
     if report.spec_problems:
         parts.append(Text("Spec problems:", style="bold red"))
@@ -161,7 +162,7 @@ def report_renderable(report: Report) -> RenderableType:
     if report.issues:
         parts.append(Text("Issues:", style="bold"))
         parts.append(_bullets(f"{_time(i.time)} {i.kind}: {i.message}" for i in report.issues))
-    parts.append(Text("Next:", style="bold"))
+    parts.append(Text("Next Steps:", style="bold"))
     parts.append(_bullets(report.next_steps))
     return Group(*parts)
 

@@ -226,7 +226,7 @@ def test_the_report_fits_80_columns_and_wraps_under_its_labels(name: str) -> Non
     assert "…" not in buffer.getvalue()  # nothing cut to fit
     section = None
     for line in lines:
-        if line in ("Spec problems:", "Issues:", "Next:"):
+        if line in ("Spec problems:", "Issues:", "Next Steps:"):
             section = line
         elif section is not None and not line.startswith("  - "):
             assert line.startswith("    "), (section, line)  # wraps under its item's text
@@ -294,3 +294,24 @@ def _render(report: Report) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=100, highlight=False).print(report_renderable(report))
     return buffer.getvalue()
+
+
+def test_the_report_reads_with_the_seeds_labels_in_the_seeds_order() -> None:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, highlight=False).print(report_renderable(_report("in_progress")))
+    labels = [line.split("  ")[0] for line in buffer.getvalue().splitlines() if line[:1].isalpha()]
+    seed_order = [
+        "Migration Status",
+        "Start Time",
+        "Current Phase",
+        "Overall Progress",
+        "Risk Assessment",
+        "Rollback Status",
+        "Key Metrics:",
+        "Next Steps:",
+    ]
+    assert [label for label in labels if label in seed_order] == seed_order, labels

@@ -96,7 +96,7 @@ def test_terminal_panel_shows_step_weight_progress_traffic_and_gates() -> None:
     console.print(view.panel(build_report(obj), TRAFFIC))
     console.print(view.panel(None, TrafficSnapshot()))
     text = out.getvalue()
-    assert "Step      4 of 5 (pause 4s)" in text
+    assert "Current Phase     4 of 5 (pause 4s)" in text
     assert "green 50% / blue 50%" in text
     assert "60%" in text  # the progress bar
     assert "checkout-green 100.0 rps, 30.0% errors" in text

@@ -106,11 +106,20 @@ def phase(cluster: ControlPlane, namespace: str, name: str) -> str | None:
 def wait_phase(
     cluster: ControlPlane, namespace: str, name: str, *phases: str, timeout: float = 60
 ) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
     def probe() -> dict[str, Any] | None:
         obj = migration(cluster, namespace, name)
-        return obj if (obj.get("status") or {}).get("phase") in phases else None
+        seen["status"] = obj.get("status") or {}
+        return obj if seen["status"].get("phase") in phases else None
 
-    return wait_for(probe, timeout=timeout, what=f"{name} in {phases}")  # type: ignore[no-any-return]
+    try:
+        return wait_for(probe, timeout=timeout, what=f"{name} in {phases}")  # type: ignore[no-any-return]
+    except AssertionError as error:
+        # Where the run was instead says more than "last=None" when a wait times out.
+        last = seen.get("status") or {}
+        where = {key: last.get(key) for key in ("phase", "reason", "message", "weight", "step")}
+        raise AssertionError(f"{error}; last status {where}") from None
 
 
 def replicas(cluster: ControlPlane, namespace: str, deployment: str) -> int:

@@ -333,3 +333,17 @@ def test_promtool_rejects_unescaped_injection(tmp_path: Path) -> None:
 def test_syntax_problem_parses_offline(query: str, problem: str | None) -> None:
     found = syntax_problem(query)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_every_broken_operand_of_one_query_is_reported_not_only_the_first() -> None:
+    problem = syntax_problem("rate(y{a=}[5m]) / on(a) group_left sum(z{b=}) > bool 0.5")
+
+    assert problem is not None and problem.startswith("PromQL syntax: 2 errors:"), problem
+    assert "`rate(y{a=}[5m])`" in problem and "`sum(z{b=})`" in problem, problem
+
+
+def test_operators_inside_strings_numbers_and_brackets_do_not_split_a_query() -> None:
+    query = 'sum(rate(x{a="b+c"}[5m] offset 1m)) / on(a) group_left(b) sum(y) > bool 1e-3'
+
+    assert syntax_problem(query) is None
+    assert syntax_problem(query + " + z{") == "PromQL syntax: unexpected end of input inside braces"

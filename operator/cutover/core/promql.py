@@ -195,13 +195,76 @@ def render_query(template: str, variables: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+# Binary operators split a query into operands; the vector-matching modifiers that may follow an
+# operator belong to it, not to the next operand.
+_BINARY_OPERATOR = re.compile(
+    r"(==|!=|>=|<=|[-+*/%^<>]|\b(?:and|or|unless|atan2)\b)"
+    r"(\s*\bbool\b)?"
+    r"(\s*\b(?:on|ignoring)\s*\([^)]*\))?"
+    r"(\s*\b(?:group_left|group_right)\b(\s*\([^)]*\))?)?"
+)
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _operands(query: str) -> list[str]:
+    """The top-level operands of ``query``: split at binary operators outside brackets and
+    string literals. A unary minus yields an empty operand, which callers skip."""
+    operands: list[str] = []
+    closers: list[str] = []
+    quote: str | None = None
+    start = index = 0
+    while index < len(query):
+        ch = query[index]
+        if quote is not None:
+            if ch == "\\" and quote != "`":
+                index += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in _OPENERS:
+            closers.append(_OPENERS[ch])
+        elif closers and ch == closers[-1]:
+            closers.pop()
+        elif not closers and not query[max(0, index - 1) : index].isalnum():
+            match = _BINARY_OPERATOR.match(query, index)
+            # "e-3" inside a number and "-" in "offset -5m" are not operators worth splitting on
+            # for error reports; a spurious split only costs a less precise message.
+            if match:
+                operands.append(query[start:index])
+                start = index = match.end()
+                continue
+        index += 1
+    operands.append(query[start:])
+    return [operand.strip() for operand in operands]
+
+
 def syntax_problem(query: str) -> str | None:
     """Why ``query`` (rendered, no placeholders left) is not valid PromQL, or None. The same
-    parser serves `cutover lint`/`plan` offline and the operator's preflight."""
+    parser serves `cutover lint`/`plan` offline and the operator's preflight.
+
+    The parser stops at its first error, so a broken query is parsed again operand by operand
+    and every broken operand is named: one lint run shows every mistake."""
+    first = _parse_error(query)
+    if first is None:
+        return None
+    broken = [
+        (operand, error)
+        for operand in _operands(query)
+        if operand and (error := _parse_error(operand)) is not None
+    ]
+    if len(broken) < 2:
+        return f"PromQL syntax: {first}"
+    listed = "; ".join(f"`{operand}`: {error}" for operand, error in broken)
+    return f"PromQL syntax: {len(broken)} errors: {listed}"
+
+
+def _parse_error(query: str) -> str | None:
     import promql_parser
 
     try:
         promql_parser.parse(query)
     except ValueError as error:
-        return f"PromQL syntax: {error}"
+        return str(error)
     return None
