@@ -20,6 +20,9 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
+import requests.adapters
+import urllib3.util.connection
 
 from cutover.providers import (
     InvalidQuery,
@@ -44,6 +47,9 @@ class Canned:
     body: bytes
     content_type: str = "application/json"
     delay: float = 0.0
+    # Held back until the test sets it (bounded by ``delay``), so "the client gave up before
+    # the server answered" is an order of events, not a stopwatch reading.
+    release: threading.Event | None = None
 
 
 def recorded(name: str) -> Canned:
@@ -58,6 +64,7 @@ class FakePrometheus:
     server: ThreadingHTTPServer
     responses: dict[str, Canned] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)  # queries whose response was sent
 
     @property
     def url(self) -> str:
@@ -81,8 +88,11 @@ class _Handler(BaseHTTPRequestHandler):
         canned = self.fake.responses.get(params.get("query", ""))
         if canned is None:
             canned = Canned(404, b"404 page not found\n", "text/plain; charset=utf-8")
-        if canned.delay:
+        if canned.release is not None:
+            canned.release.wait(timeout=canned.delay or None)
+        elif canned.delay:
             time.sleep(canned.delay)
+        self.fake.answered.append(params.get("query", ""))
         self.send_response(canned.status)
         self.send_header("Content-Type", canned.content_type)
         self.send_header("Content-Length", str(len(canned.body)))
@@ -236,15 +246,23 @@ def test_malformed_json(fake: FakePrometheus, provider: PrometheusProvider) -> N
     assert info.value.error_type == "bad_response"
 
 
-def test_connection_refused() -> None:
+def test_connection_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # Count the TCP connection attempts: a retry or back-off would show as a second one.
+    attempts: list[tuple[str, int]] = []
+    real_connect = urllib3.util.connection.create_connection
+
+    def counting_connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        attempts.append(address)
+        return real_connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counting_connect)
     provider = PrometheusProvider(f"http://127.0.0.1:{port}", timeout=1.0)
-    started = time.monotonic()
     with pytest.raises(ProviderError) as info:
         provider.query("up")
-    assert time.monotonic() - started < 1.0  # no retry/back-off
+    assert attempts == [("127.0.0.1", port)]  # one attempt: no retry, no back-off
     assert info.value.error_type == "connection"
     assert (
         str(info.value) == f"cannot connect to Prometheus at http://127.0.0.1:{port}: "
@@ -252,14 +270,29 @@ def test_connection_refused() -> None:
     )
 
 
-def test_client_timeout(fake: FakePrometheus) -> None:
-    q = fake.serve("slow", Canned(200, (FIXTURES / "scalar.json").read_bytes(), delay=1.5))
+def test_client_timeout(fake: FakePrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server holds its answer until the test releases it (30 s at most): the query can
+    # only end before that if the client gave up by itself.
+    release = threading.Event()
+    body = (FIXTURES / "scalar.json").read_bytes()
+    q = fake.serve("slow", Canned(200, body, delay=30.0, release=release))
+    timeouts: list[object] = []
+    real_send = requests.adapters.HTTPAdapter.send
+
+    def recording_send(adapter: requests.adapters.HTTPAdapter, request: Any, **kwargs: Any) -> Any:
+        timeouts.append(kwargs.get("timeout"))
+        return real_send(adapter, request, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
     provider = PrometheusProvider(fake.url, timeout=0.3)
-    started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        provider.query(q)
-    elapsed = time.monotonic() - started
-    assert 0.25 < elapsed < 1.2
+    try:
+        with pytest.raises(ProviderError) as info:
+            provider.query(q)
+        assert fake.answered == []  # gave up while the server was still holding the answer
+    finally:
+        release.set()
+    assert timeouts == [0.3]  # the configured timeout reached the HTTP layer, once
+    assert len(fake.requests) == 1  # and the timeout was not retried
     assert info.value.error_type == "client_timeout"
     assert "did not answer within 0.3s" in str(info.value)
 
