@@ -9,6 +9,9 @@ import pytest
 from devtools.controlplane import ControlPlane
 from tests.support.controlplane import session_root, start_session_plane
 
+# CUTOVER_STRICT_SKIPS=1 (set by .ci/run): a skip not in its allow-list fails the session.
+pytest_plugins = ["tests.support.strict_skips"]
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
