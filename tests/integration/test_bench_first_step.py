@@ -37,9 +37,19 @@ def test_first_step_bench_smoke(tmp_path: Path, control_plane: ControlPlane) -> 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(output.read_text())
-    assert result["succeeded"] == 1
+    assert result["migrations"] == result["succeeded"] == 1
     assert result["rbac_denied"] == []
-    assert 0 < result["create_to_first_step_seconds"]["median"] < 5
+    assert result["operator_errors_logged"] == 0
+    # One Migration, one latency: the summary describes exactly it. Its size is the benchmark's
+    # measurement (docs/performance.md); here only its sign is a claim: the first replica write
+    # came after the Migration was created.
+    latency = result["create_to_first_step_seconds"]
+    assert latency["n"] == 1, latency
+    assert 0 < latency["min"] == latency["median"] == latency["max"], latency
+    # 25 % -> 50 % -> 100 %: the per-step figures are the totals over those 3 weight steps.
+    assert result["weight_steps"] == 3, result
+    assert result["operator_writes_per_weight_step"] == pytest.approx(result["operator_writes"] / 3)
+    assert result["operator_reads_per_weight_step"] == pytest.approx(result["operator_reads"] / 3)
     counts = result["requests_by_verb_resource"]
     # Blue 4 -> 3 -> 2 -> 0 while green 0 -> 1 -> 2 -> 4: at least one PATCH per weight step.
     assert counts.get("patch deployments", 0) >= 3, counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -203,8 +204,17 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
         "blue=4",
         "job undo",
     ]
-    events = cluster.kubectl("get", "-n", namespace, "events", "-o", "json").stdout
-    assert "HookFailed" in events
+    rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
+    assert rolled["reason"] == "HookFailed" and "check" in rolled["message"], rolled
+    listed = json.loads(cluster.kubectl("get", "-n", namespace, "events", "-o", "json").stdout)
+    warnings = [
+        e
+        for e in listed["items"]
+        if e["involvedObject"]["name"] == "orders" and e["reason"] == "HookFailed"
+    ]
+    # The hook's own failure and the rollback it caused: both Warnings that name the hook.
+    assert warnings, listed["items"]
+    assert all(e["type"] == "Warning" and "check" in e["message"] for e in warnings), warnings
 
 
 def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
@@ -279,6 +289,9 @@ def test_a_hook_that_runs_past_its_timeout_fails_and_its_job_is_deleted(
         ),
     )
     obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    assert obj["status"]["phase"] == "RolledBack", obj["status"]
+    rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
+    assert rolled["reason"] == "HookFailed" and "check" in rolled["message"], rolled
     check = next(r for r in obj["status"]["hooks"] if r["name"] == "check")
     assert check["state"] == "Failed" and "timed out after 2s" in check["message"]
     deleted = [e for e in writes(cluster, namespace, "jobs") if e["method"] == "DELETE"]

@@ -195,7 +195,15 @@ def test_provider_errors_beyond_the_limit_follow_on_error(
     sim.readings = lambda _g, _n: Reading.error("connection refused")
     sim.run(phase_is(Phase.paused, *TERMINAL_PHASES))
     assert sim.status.phase is phase
-    assert sim.status.reason in (reason, "TrafficRestored")
+    # A finished rollback's phase reason is the last transition (traffic back on blue); the
+    # cause a user reads is the RolledBack condition's.
+    if phase is Phase.rolled_back:
+        assert condition(sim, ConditionType.rolled_back) == ("True", reason)
+        assert sim.status.rollback_reason is not None
+        assert "connection refused" in sim.status.rollback_reason
+    else:
+        assert sim.status.reason == reason
+        assert condition(sim, ConditionType.paused) == ("True", reason)
     record = sim.status.gate("error-rate")
     assert record is not None and record.consecutive_errors == 3 and record.failed == 0
 
