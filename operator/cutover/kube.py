@@ -30,6 +30,8 @@ import kubernetes.client
 import kubernetes.config
 import urllib3
 
+from . import metrics
+
 log = logging.getLogger("cutover.kube")
 
 PatchType = Literal["merge", "strategic", "json"]
@@ -196,6 +198,8 @@ class Kube:
         self._retries = max(retries, 0)
         self._timeout = timeout
         self._on_request = on_request
+        # (Event reason, HTTP status) of the Events already logged as rejected at WARNING.
+        self._events_rejected: set[tuple[str, int | None]] = set()
         # Overridable by tests so that backoff does not cost wall-clock time.
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -449,13 +453,24 @@ class Kube:
         try:
             await self.create("", "v1", "events", namespace, body)
         except Exception as error:  # an Event is a courtesy: it must never fail a reconcile
-            log.warning(
-                "event not posted",
+            status = error.status if isinstance(error, KubeError) else None
+            metrics.count_event_rejected(reason, status)
+            # Once per Event reason and status at WARNING (a rejected kind of Event repeats every
+            # time that phase change happens), later ones at DEBUG. Status and the API's reason
+            # only: the error's text may quote the Event's message or the request.
+            key = (reason, status)
+            first = key not in self._events_rejected
+            self._events_rejected.add(key)
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "event rejected",
                 extra={
                     "namespace": namespace,
                     "object": ref.get("name"),
                     "event_reason": reason,
-                    "error": str(error),
+                    "code": status,
+                    "api_reason": error.reason if isinstance(error, KubeError) else None,
+                    "error_type": type(error).__name__,
                 },
             )
 

@@ -30,6 +30,7 @@ __all__ = [
     "REGISTRY",
     "STEP_DURATION_BUCKETS",
     "count_api_request",
+    "count_event_rejected",
     "count_reconcile_error",
     "count_rollback",
     "forget_migration",
@@ -121,6 +122,12 @@ API_REQUESTS = Counter(
     "cutover_api_requests",
     "Requests to the Kubernetes API made by the operator's client, by verb, resource and code.",
     ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
+EVENTS_REJECTED = Counter(
+    "cutover_events_rejected",
+    "Events the operator could not post, by the Event's reason and the API server's HTTP status.",
+    ["reason", "code"],
     registry=REGISTRY,
 )
 BUILD_INFO = Gauge(
@@ -218,6 +225,12 @@ def count_api_request(verb: str, resource: str, code: int | str) -> None:
     """
     label = "error" if code in (0, "0") else str(code)
     API_REQUESTS.labels(verb=verb, resource=resource, code=label).inc()
+
+
+def count_event_rejected(reason: str, code: int | None) -> None:
+    """Count one Event that could not be posted; ``reason`` is the Event's (a short fixed word
+    such as "GateFailed"), ``code`` the HTTP status, None (no response) as ``code="error"``."""
+    EVENTS_REJECTED.labels(reason=reason, code="error" if code is None else str(code)).inc()
 
 
 def start_metrics_server(
