@@ -139,7 +139,9 @@ def test_a_restart_while_a_job_runs_does_not_create_a_second_job() -> None:
 def test_after_an_irreversible_hook_a_breach_pauses_instead_of_rolling_back() -> None:
     sim = Sim(hooked(bake="0s"), job_delay=60)
     sim.run(lambda s: not s.status.rollback_available)
-    assert sim.status.reason != "RolledBack"
+    # The contract hook started while the run still goes on, at 100 % green.
+    assert sim.status.phase is Phase.progressing and sim.weight_in_cluster == 100
+    assert "irreversible hook contract started" in (sim.status.point_of_no_return or "")
     condition = sim.status.condition(ConditionType.rollback_available)
     assert condition is not None and condition.status == "False"
     assert "contract" in (sim.status.rollback_unavailable_reason or "")

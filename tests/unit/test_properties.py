@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,12 @@ from tests.crdschema import validator
 from .sim import Sim
 
 VALIDATOR = validator()
+# `make mutation` runs these once per mutant, so it asks for fewer examples.
+SCALE = float(os.environ.get("CUTOVER_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    return max(10, round(count * SCALE))
 
 
 @st.composite
@@ -77,7 +84,7 @@ def step_target(spec: MigrationSpec, index: int) -> int:
     return 100 if index >= len(spec.steps) else target
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), moves=MOVES, blue=st.integers(1, 10))
 def test_invariants_hold_for_any_spec_and_any_observations(
     spec: MigrationSpec, moves: list[tuple[str, Any]], blue: int
@@ -123,7 +130,7 @@ def test_invariants_hold_for_any_spec_and_any_observations(
         assert sim.weight_in_cluster == 0
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     spec=specs(), when=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1))
 )
