@@ -7,11 +7,11 @@ rollback`` or a failing hook ignoring ``rollback.automatic: false``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
-from cutover.api import TERMINAL_PHASES, ConditionType, GateOutcome, Phase
+from cutover.api import TERMINAL_PHASES, ConditionType, GateOutcome, Phase, Verdict
 from cutover.core.gates import Reading
 from cutover.core.machine import RestoreBlue
 
@@ -101,3 +101,29 @@ def test_a_failing_hook_rolls_back_only_when_automatic_rollback_is_on(
     if not automatic:
         assert sim.status.reason == "HookFailed" and sim.weight_in_cluster > 0
         assert "hook check (afterStep) failed after 1 attempt(s)" in (sim.status.message or "")
+
+
+def test_a_failed_check_within_the_limit_holds_the_step_until_a_later_check_passes() -> None:
+    sim = Sim(
+        spec(
+            gates=[gate(interval="10s", failureLimit=3)],
+            steps=[{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 100}],
+        )
+    )
+    sim.run(lambda s: s.status.current_step_index == 1)
+    assert sim.status.step_started_at is not None
+    pause_end = sim.status.step_started_at + timedelta(minutes=1)
+    # Passing checks all through the pause, then failing ones around its end.
+    sim.readings = lambda _g, now: Reading.of(
+        0.5 if pause_end - timedelta(seconds=5) <= now < pause_end + timedelta(seconds=25) else 0.0
+    )
+    sim.run(lambda s: s.now >= pause_end + timedelta(seconds=20))
+
+    record = sim.status.gate("error-rate")
+    assert record is not None and record.failed >= 2 and record.last_verdict is Verdict.failed
+    assert (sim.status.phase, sim.status.current_step_index) == (Phase.progressing, 1)
+    assert sim.weight_in_cluster == 10
+
+    sim.run(lambda s: s.status.current_step_index == 2)
+    assert sim.now >= pause_end + timedelta(seconds=25)  # the first passing check after the end
+    assert sim.status.gate("error-rate").last_verdict is Verdict.passed  # type: ignore[union-attr]

@@ -33,6 +33,7 @@ from cutover.api import (
     Phase,
     Router,
     SpecInvalid,
+    Verdict,
 )
 from cutover.core import gates as gate_rules
 from cutover.core import rollback as rollback_rules
@@ -792,11 +793,15 @@ class _Run:
                 record.next_check_at = self.now + timedelta(seconds=parse_duration(gate.interval))
 
     def _gates_passed_since(self, spec: MigrationSpec, since: datetime | None) -> bool:
+        """Every gate passed a check newer than ``since`` and its latest check passed: a failed
+        check within failureLimit holds the weight until a later check passes."""
         if self.s.weight == 0 or since is None:
             return True
         for gate in spec.gates:
             record = self.s.gate(gate.name)
             if record is None or record.last_passed_at is None or record.last_passed_at <= since:
+                return False
+            if record.last_verdict is not Verdict.passed:
                 return False
         return True
 
