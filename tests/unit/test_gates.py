@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cutover.api import Gate, GateOutcome, GateStatus, Verdict
-from cutover.core.gates import Reading, judge, outcome, record, worst
+from cutover.core.gates import MIN_SAMPLES, Reading, ReadingKind, judge, outcome, record
 
 from .specs import gate
 
@@ -144,13 +144,122 @@ def test_a_record_keeps_counts_values_and_schedules_the_next_check() -> None:
     assert status.last_verdict is Verdict.error
 
 
-def test_the_worst_outcome_wins() -> None:
-    assert worst([GateOutcome.running, GateOutcome.failed, GateOutcome.error]) is GateOutcome.failed
-    assert worst([GateOutcome.inconclusive, GateOutcome.error]) is GateOutcome.error
-    assert worst([GateOutcome.running, GateOutcome.inconclusive]) is GateOutcome.inconclusive
-    assert worst([]) is GateOutcome.pending
-
-
 def test_outcome_is_recomputed_from_counts() -> None:
     gate_def = make(failureLimit=0)
     assert outcome(GateStatus(name="x", failed=1), gate_def) is GateOutcome.failed
+
+
+# --- what a person reads, and the edges of each rule ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reading", "message"),
+    [
+        ({}, Reading.no_data(), "query returned no data (onNoData: inconclusive)"),
+        # A provider that says nothing about the emptiness still gets a message a person reads.
+        (
+            {},
+            Reading(ReadingKind.no_data, message=""),
+            "query returned no data (onNoData: inconclusive)",
+        ),
+        ({"onNoData": "fail"}, Reading.of(math.nan), "query returned NaN (onNoData: fail)"),
+        ({"threshold": {"min": 0.9}}, Reading.of(0.95), "value 0.95 is >= 0.9"),
+        ({"threshold": {"max": 0.01}}, Reading.of(0.005), "value 0.005 is <= 0.01"),
+        ({}, Reading.error("connection refused"), "provider error: connection refused"),
+        (
+            {
+                "threshold": None,
+                "compare": {"baseline": "q", "maxIncrease": 0.2, "tolerance": 0.02},
+            },
+            Reading.of(0.13, 0.1),
+            "value 0.13 vs baseline 0.1 (bound 0.14 = baseline x 1.2 + 0.02)",
+        ),
+        (
+            {
+                "threshold": None,
+                "onNoData": "fail",
+                "compare": {"baseline": "q", "maxIncrease": 0.2},
+            },
+            Reading.of(0.13, None),
+            "baseline query returned no data (onNoData: fail)",
+        ),
+    ],
+)
+def test_each_verdict_explains_itself_in_words(
+    changes: dict[str, object], reading: Reading, message: str
+) -> None:
+    assert judge(reading, make(**changes)).message == message
+
+
+def test_a_value_exactly_on_a_bound_passes() -> None:
+    both = make(threshold={"min": 0.9, "max": 1.0})
+    assert judge(Reading.of(0.9), both).verdict is Verdict.passed
+    assert judge(Reading.of(1.0), both).verdict is Verdict.passed
+
+
+MANN_WHITNEY = {"baseline": "q", "maxIncrease": 0.0, "test": "mannwhitney", "confidence": 0.95}
+
+
+def mann_whitney(green: tuple[float, ...], baseline: tuple[float, ...], **compare: object):  # type: ignore[no-untyped-def]
+    return judge(
+        Reading.samples(green, baseline),
+        make(threshold=None, onNoData="inconclusive", compare=dict(MANN_WHITNEY, **compare)),
+    )
+
+
+def test_mann_whitney_judges_from_exactly_the_minimum_number_of_samples() -> None:
+    enough = (0.1,) * MIN_SAMPLES
+    judgement = mann_whitney(enough, enough)
+    assert judgement.verdict is Verdict.passed and judgement.p_value == 1.0
+    assert mann_whitney(enough[:-1], enough).verdict is Verdict.inconclusive
+    assert mann_whitney(enough, enough[:-1]).verdict is Verdict.inconclusive
+
+
+def test_mann_whitney_allows_green_up_to_max_increase_and_tolerance_above_blue() -> None:
+    blue = (0.1, 0.1, 0.1, 0.1, 0.1)
+    # 15 % above blue: allowed by maxIncrease 0.2 (bound 0.12), not by 0.0.
+    green = (0.115, 0.116, 0.114, 0.115, 0.117)
+    assert mann_whitney(green, blue, maxIncrease=0.2).verdict is Verdict.passed
+    assert mann_whitney(green, blue, maxIncrease=0.0).verdict is Verdict.failed
+    # An absolute tolerance widens the bound the same way.
+    assert mann_whitney(green, blue, tolerance=0.02).verdict is Verdict.passed
+    # 80 % above blue is beyond maxIncrease 0.2 (bound 0.12; a bound of 2.2x would pass it).
+    far = (0.18, 0.181, 0.179, 0.18, 0.182)
+    assert mann_whitney(far, blue, maxIncrease=0.2).verdict is Verdict.failed
+
+
+def test_mann_whitney_fails_two_flat_series_far_apart_and_passes_a_better_green() -> None:
+    worse = mann_whitney((0.5,) * 5, (0.1,) * 5)
+    assert worse.verdict is Verdict.failed and worse.p_value is not None and worse.p_value < 0.05
+    assert worse.message.startswith(f"mannwhitney p={worse.p_value:.4g} (green is significantly")
+    assert worse.message.endswith("above baseline x 1 at 95% confidence; 5 vs 5 samples)")
+    # The test is one-sided: a green clearly *below* blue is not a breach.
+    better = mann_whitney((0.01, 0.02, 0.01, 0.015, 0.012), (0.1, 0.11, 0.09, 0.1, 0.12))
+    assert better.verdict is Verdict.passed and "green is not significantly above" in better.message
+
+
+def test_a_record_counts_every_check_and_keeps_the_comparison_figures() -> None:
+    gate_def = make(failureLimit=5, consecutiveErrorLimit=5)
+    status = run(gate_def, [GOOD, GOOD, ERR, ERR])
+    assert (status.passed, status.errors, status.consecutive_errors) == (2, 2, 2)
+
+    compare = make(threshold=None, compare={"baseline": "q", "maxIncrease": 0.2})
+    status = run(compare, [Reading.of(0.1, 0.1), Reading.of(0.1, None)])
+    assert status.last_baseline == 0.1  # a check without a baseline keeps the last one
+
+    mw = make(threshold=None, compare=MANN_WHITNEY)
+    sampled = Reading.samples((0.5,) * 5, (0.1,) * 5)
+    status = record(GateStatus(name="x"), mw, sampled, judge(sampled, mw), T0)
+    assert status.last_p_value is not None and status.last_p_value < 0.05
+
+
+def test_excused_checks_no_longer_count_and_any_check_means_running_not_pending() -> None:
+    gate_def = make(failureLimit=1, inconclusiveLimit=1, consecutiveErrorLimit=4)
+    excused = GateStatus(name="x", failed=2, excused_failed=2, passed=1)
+    assert outcome(excused, gate_def) is GateOutcome.running
+    for counts in (
+        {"errors": 1, "consecutive_errors": 1},
+        {"inconclusive": 1},
+        {"passed": 1, "failed": 1},
+    ):
+        assert outcome(GateStatus(name="x", **counts), gate_def) is GateOutcome.running, counts

@@ -232,7 +232,3 @@ def excuse(status: GateStatus, gate: Gate) -> GateStatus:
 def severity(outcome: GateOutcome) -> int:
     """Rank of an outcome: the worst gate decides what the run does."""
     return _SEVERITY.index(outcome)
-
-
-def worst(outcomes: list[GateOutcome]) -> GateOutcome:
-    return max(outcomes, key=severity, default=GateOutcome.pending)
