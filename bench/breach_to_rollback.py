@@ -35,7 +35,7 @@ from typing import Any
 
 from _common import ROOT, Bench, add_cluster_option, replicas_written, wait_until
 
-from cutover.core.durations import parse_duration
+from cutover.durations import parse_duration
 from tests.integration.gates_support import (
     GREEN_ERROR_RATIO,
     app_manifest,

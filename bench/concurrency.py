@@ -47,8 +47,8 @@ from _common import (
     total,
 )
 
-from cutover.core.durations import parse_duration
 from cutover.core.plan import replica_split
+from cutover.durations import parse_duration
 
 BLUE_REPLICAS = 10
 WEIGHTS = (10, 50, 100)

@@ -30,7 +30,7 @@ from typing import Any
 
 from _common import Bench, add_cluster_option, describe, ms, save, wait_until
 
-from cutover.core.durations import parse_duration
+from cutover.durations import parse_duration
 from tests.integration.gates_support import GREEN_ERROR_RATIO, app_manifest, gate, series
 from tests.support.exporter import TrafficExporter
 from tests.support.prometheus import PrometheusServer

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from cutover.core.durations import DURATION_PATTERN, parse_duration
+from cutover.durations import DURATION_PATTERN, parse_duration
 
 GROUP = "cutover.io"
 VERSION = "v1alpha1"

@@ -35,9 +35,9 @@ from cutover.cli_render import (
 )
 from cutover.cli_report import build_report
 from cutover.core import promql
-from cutover.core.durations import DurationError, parse_duration
 from cutover.core.machine import RequestVerb
 from cutover.crd import crd_yaml
+from cutover.durations import DurationError, parse_duration
 
 # Not 2: click exits 2 on usage errors, and a script must tell the two apart.
 EXIT_WATCH_TIMEOUT = 5

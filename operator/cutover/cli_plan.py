@@ -12,8 +12,8 @@ from typing import Any
 from cutover import api
 from cutover.cli_report import threshold_text
 from cutover.core import promql, speccheck
-from cutover.core.durations import format_duration
 from cutover.core.plan import schedule
+from cutover.durations import format_duration
 
 
 def query_variables(manifest: Mapping[str, Any], spec: api.MigrationSpec) -> dict[str, str]:

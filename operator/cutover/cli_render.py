@@ -25,7 +25,7 @@ from cutover.cli_report import (
     Side,
     TaskState,
 )
-from cutover.core.durations import format_duration
+from cutover.durations import format_duration
 
 _STATUS_STYLE = {
     OverallStatus.in_progress: "bold cyan",

@@ -37,8 +37,8 @@ from cutover.api import (
     Phase,
 )
 from cutover.core import rollback as rollback_rules
-from cutover.core.durations import format_duration, parse_duration
 from cutover.core.machine import breach_cause
+from cutover.durations import format_duration, parse_duration
 
 # Below these relative margins a gate is close enough to its bound to worry about.
 HIGH_MARGIN = 0.10

@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from cutover.api import CompareTest, Gate, MigrationSpec, PrometheusQuery, SecretKeyRef
-from cutover.core.durations import parse_duration
 from cutover.core.gates import Reading
 from cutover.core.promql import TemplateError, render_query, syntax_problem
+from cutover.durations import parse_duration
 from cutover.kube import Kube, KubeError
 from cutover.providers import (
     InvalidQuery,

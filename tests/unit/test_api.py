@@ -116,14 +116,14 @@ def test_invalid_specs_are_rejected_with_the_field_path(
     ("text", "seconds"), [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5), ("0", 0)]
 )
 def test_go_style_durations_are_accepted(text: str, seconds: float) -> None:
-    from cutover.core.durations import parse_duration
+    from cutover.durations import parse_duration
 
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "30", "m", "1x", "-5s", "1m 30s", "s30"])
 def test_malformed_durations_are_refused(text: str) -> None:
-    from cutover.core.durations import DurationError, parse_duration
+    from cutover.durations import DurationError, parse_duration
 
     with pytest.raises(DurationError):
         parse_duration(text)

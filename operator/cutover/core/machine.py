@@ -38,8 +38,8 @@ from cutover.api import (
 from cutover.core import gates as gate_rules
 from cutover.core import rollback as rollback_rules
 from cutover.core import speccheck
-from cutover.core.durations import parse_duration
 from cutover.core.plan import green_replicas_needed
+from cutover.durations import parse_duration
 
 # --- inputs -----------------------------------------------------------------------------------
 

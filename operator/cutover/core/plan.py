@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cutover.api import MigrationSpec, Router
-from cutover.core.durations import parse_duration
+from cutover.durations import parse_duration
 
 
 def replica_split(total: int, green_weight: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cutover.api import API_VERSION, KIND, MigrationSpec
-from cutover.core.durations import parse_duration
+from cutover.durations import parse_duration
 from cutover.kube import Kube, KubeError
 
 log = logging.getLogger("cutover.routers")

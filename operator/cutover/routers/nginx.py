@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from cutover.core.durations import parse_duration
+from cutover.durations import parse_duration
 from cutover.kube import Kube
 from cutover.routers.base import (
     ORIGINAL_ANNOTATION,

@@ -1,0 +1,51 @@
+"""Go/Kubernetes-style durations (``30s``, ``2m``, ``1h30m``, ``500ms``), as users write them."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_PATTERN = r"^((\d+(\.\d+)?)(ms|s|m|h))+$|^0$"
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``; negative or unitless values (other than ``0``) are refused."""
+    stripped = text.strip()
+    if stripped == "0":
+        return 0.0
+    if stripped.startswith("-"):
+        raise DurationError(f"duration {text!r} is negative")
+    position = 0
+    total = 0.0
+    for match in _PART.finditer(stripped):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position == 0 or position != len(stripped):
+        raise DurationError(
+            f"cannot parse duration {text!r}: use a number with a unit, e.g. 30s, 2m, 1h30m"
+        )
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Go-style spelling of ``seconds`` (whole seconds), for messages and plans."""
+    whole = round(seconds)
+    if whole == 0:
+        return "0s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes:
+        parts.append(f"{minutes}m")
+    if secs:
+        parts.append(f"{secs}s")
+    return "".join(parts)
