@@ -4,8 +4,9 @@
 mutmut looks for the code to mutate only at the top of a project (``./``, ``src/``, ``source/``)
 and names mutants after file paths, while our package lives under ``operator/``, which must never
 be importable (it shadows the standard library). So the run happens in a work tree,
-``build/mutation/``, where the package sits at the top as ``cutover/``. The work tree keeps
-mutmut's ``mutants/`` between runs, so a second run only re-checks what changed.
+``build/mutation/`` (``build/mutation-ci/`` for the subset), where the package sits at the top
+as ``cutover/``. The work tree keeps mutmut's ``mutants/`` between runs, so a second run only
+re-checks what changed.
 
 The score is killed / (all - equivalent): mutants listed in ``devtools/mutation-equivalent.txt``
 change no behaviour (each line says why) and are left out; every other survivor is a gap in the
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "build" / "mutation"
 EQUIVALENT = ROOT / "devtools" / "mutation-equivalent.txt"
 COPIED = ("tests", "devtools", "crds", "charts", "examples", "docs", "bench")
 CORE = "cutover/core"
@@ -68,16 +68,16 @@ def equivalent_mutants() -> dict[str, str]:
     return listed
 
 
-def prepare(sources: list[str]) -> None:
+def prepare(work: Path, sources: list[str]) -> None:
     """The work tree: a fresh copy of the project with the package at the top."""
-    WORK.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     for name in (*COPIED, "cutover"):
-        shutil.rmtree(WORK / name, ignore_errors=True)
+        shutil.rmtree(work / name, ignore_errors=True)
     for name in COPIED:
-        shutil.copytree(ROOT / name, WORK / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(
         ROOT / "operator" / "cutover",
-        WORK / "cutover",
+        work / "cutover",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     also_copy = [f"{name}/" for name in (*COPIED, "cutover")]
@@ -91,13 +91,13 @@ def prepare(sources: list[str]) -> None:
             "",
         ]
     )
-    (WORK / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + config)
+    (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + config)
 
 
-def mutmut(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def mutmut(work: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     executable = Path(sys.executable).with_name("mutmut")
     return subprocess.run(
-        [str(executable), *args], cwd=WORK, env=env, text=True, capture_output=True, check=False
+        [str(executable), *args], cwd=work, env=env, text=True, capture_output=True, check=False
     )
 
 
@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--floor", type=float, default=0.0, help="fail below this % killed")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--report", type=Path, default=WORK / "report.json")
+    parser.add_argument("--work", type=Path, help="work tree (default build/mutation[-ci])")
     args = parser.parse_args(argv)
+    work: Path = args.work or ROOT / "build" / ("mutation-ci" if args.ci else "mutation")
+    report = work / "report.json"
 
     names = (
         CI_SOURCES
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sources = [f"{CORE}/{name}" for name in names if name != "__init__.py"]
     started = time.monotonic()
-    prepare(sources)
+    prepare(work, sources)
     env = {
         **os.environ,
         # The package is imported from the work tree's copy, never from operator/.
@@ -146,16 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         "CUTOVER_HYPOTHESIS_SCALE": "0.2",
         "CUTOVER_HYPOTHESIS_PROFILE": "mutation",
     }
-    run = mutmut("run", "--max-children", str(args.jobs), env=env)
+    run = mutmut(work, "run", "--max-children", str(args.jobs), env=env)
     if run.returncode != 0:
         print(run.stdout[-4000:], run.stderr[-4000:], sep="\n", file=sys.stderr)
         print(f"mutmut run failed with exit code {run.returncode}", file=sys.stderr)
         return 2
-    results = mutmut("results", "--all", "true", env=env).stdout
+    results = mutmut(work, "results", "--all", "true", env=env).stdout
     result = score(results, equivalent_mutants())
     seconds = time.monotonic() - started
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(
+    report.write_text(
         json.dumps(
             {
                 "sources": sources,
@@ -170,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     for name in result.survived:
-        print(f"survived: {name}   (mutmut show {name}, in {WORK.relative_to(ROOT)})")
+        print(f"survived: {name}   (mutmut show {name}, in {work})")
     print(
         f"mutation score on {', '.join(sources)}: {result.percent:.1f}% killed"
         f" ({result.killed} of {result.judged}; {len(result.equivalent)} equivalent left out,"
-        f" {result.not_run} not run) in {seconds:.0f}s; report {args.report}"
+        f" {result.not_run} not run) in {seconds:.0f}s; report {report}"
     )
     if result.percent < args.floor:
         print(f"below the floor of {args.floor:.0f}%", file=sys.stderr)

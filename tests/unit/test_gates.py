@@ -225,7 +225,9 @@ def test_mann_whitney_allows_green_up_to_max_increase_and_tolerance_above_blue()
     assert mann_whitney(green, blue, tolerance=0.02).verdict is Verdict.passed
     # 80 % above blue is beyond maxIncrease 0.2 (bound 0.12; a bound of 2.2x would pass it).
     far = (0.18, 0.181, 0.179, 0.18, 0.182)
-    assert mann_whitney(far, blue, maxIncrease=0.2).verdict is Verdict.failed
+    breach = mann_whitney(far, blue, maxIncrease=0.2)
+    assert breach.verdict is Verdict.failed
+    assert "significantly above baseline x 1.2 at 95% confidence" in breach.message
 
 
 def test_mann_whitney_fails_two_flat_series_far_apart_and_passes_a_better_green() -> None:

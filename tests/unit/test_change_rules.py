@@ -1,0 +1,165 @@
+"""The two small rules a person reads most directly: what a spec change does in each phase
+(`cutover plan --live`, the operator's SpecChanged handling) and whether a rollback is still
+possible (status.rollbackAvailable, the RollbackAvailable condition, the report). Each case
+pins the effect and the exact words."""
+
+from __future__ import annotations
+
+import pytest
+
+from cutover.api import MigrationStatus, Phase
+from cutover.core.rollback import RollbackCode, availability
+from cutover.core.speccheck import ChangeEffect, effect_of, live_after_success
+
+from .specs import spec
+
+# ISSUE_SPEC: checkout-blue -> checkout-green in 5 steps.
+NEXT = spec(blue={"deployment": "checkout-green"}, green={"deployment": "checkout-v3"})
+AGAINST_RETIRED = spec(green={"deployment": "checkout-v3"})
+
+
+@pytest.mark.parametrize(
+    ("status", "new_spec", "effect", "message", "live"),
+    [
+        (
+            MigrationStatus(phase=Phase.pending),
+            spec(),
+            ChangeEffect.first_run,
+            "the run has not started: it will run these 5 steps",
+            None,
+        ),
+        (
+            MigrationStatus(phase=Phase.paused, weight=10),
+            spec(),
+            ChangeEffect.restart,
+            "the run starts again from step 1 of 5 with this spec (10% on green now)",
+            None,
+        ),
+        (
+            MigrationStatus(phase=Phase.rolling_back, weight=10),
+            spec(),
+            ChangeEffect.after_rollback,
+            "the rollback to blue finishes first; `cutover retry` then runs this spec",
+            None,
+        ),
+        (
+            MigrationStatus(phase=Phase.failed),
+            spec(),
+            ChangeEffect.new_run,
+            "a new run starts from checkout-blue (blue) towards checkout-green: step 1 of 5",
+            None,
+        ),
+        (
+            MigrationStatus(phase=Phase.succeeded, weight=100, live_deployment="checkout-green"),
+            spec(),
+            ChangeEffect.recorded,
+            "nothing moves: checkout-green keeps all traffic; the change applies to the next run,"
+            " which a new spec.green starts",
+            "checkout-green",
+        ),
+        (
+            MigrationStatus(phase=Phase.succeeded, weight=100, live_deployment="checkout-green"),
+            AGAINST_RETIRED,
+            ChangeEffect.refused,
+            "spec.blue: checkout-blue was retired by the last run and checkout-green serves all"
+            " traffic; set spec.blue to checkout-green to start a run towards checkout-v3",
+            "checkout-green",
+        ),
+        (
+            MigrationStatus(phase=Phase.succeeded, weight=100, live_deployment="checkout-green"),
+            NEXT,
+            ChangeEffect.new_release,
+            "new release checkout-v3: starting from checkout-green, the live side",
+            "checkout-green",
+        ),
+    ],
+    ids=["pending", "paused", "rolling-back", "failed", "same-green", "retired-blue", "release"],
+)
+def test_what_a_spec_change_does_in_each_phase(
+    status: MigrationStatus, new_spec: object, effect: ChangeEffect, message: str, live: str | None
+) -> None:
+    change = effect_of(status, new_spec)  # type: ignore[arg-type]
+    assert (change.effect, change.message, change.live) == (effect, message, live)
+
+
+def test_a_status_from_before_live_deployment_reads_green_as_live() -> None:
+    recorded = MigrationStatus(phase=Phase.succeeded, live_deployment="checkout-v2")
+    assert live_after_success(recorded, spec()) == "checkout-v2"
+    assert live_after_success(MigrationStatus(phase=Phase.succeeded), spec()) == "checkout-green"
+
+
+@pytest.mark.parametrize(
+    ("status", "available", "code", "message"),
+    [
+        (
+            MigrationStatus(phase=Phase.succeeded, weight=100),
+            False,
+            RollbackCode.blue_retired,
+            "succeeded: blue was retired",
+        ),
+        (
+            MigrationStatus(phase=Phase.progressing, weight=100, point_of_no_return="contract ran"),
+            False,
+            RollbackCode.irreversible,
+            "contract ran",
+        ),
+        (
+            MigrationStatus(phase=Phase.rolling_back, weight=10),
+            False,
+            RollbackCode.rolling_back,
+            "already rolling back",
+        ),
+        (
+            MigrationStatus(phase=Phase.rolled_back),
+            False,
+            RollbackCode.rolled_back,
+            "already rolled back: traffic is on blue",
+        ),
+        (
+            MigrationStatus(phase=Phase.failed),
+            False,
+            RollbackCode.nothing_to_roll_back,
+            "nothing to roll back: traffic is on blue",
+        ),
+        (
+            MigrationStatus(phase=Phase.failed, weight=25),
+            False,
+            RollbackCode.run_ended,
+            "the run ended with 25% on green: a corrected spec starts a new run",
+        ),
+        (
+            MigrationStatus(phase=Phase.paused, weight=25, reason="BlueMissing"),
+            False,
+            RollbackCode.blue_missing,
+            "the blue Deployment is gone",
+        ),
+        (
+            MigrationStatus(phase=Phase.progressing),
+            True,
+            RollbackCode.available,
+            "all traffic is still on blue: abort stops the run",
+        ),
+        (
+            MigrationStatus(phase=Phase.paused, weight=50),
+            True,
+            RollbackCode.available,
+            "`cutover abort` returns 50% from green to blue",
+        ),
+    ],
+    ids=[
+        "succeeded",
+        "irreversible",
+        "rolling-back",
+        "rolled-back",
+        "failed-on-blue",
+        "failed-on-green",
+        "blue-missing",
+        "not-started",
+        "mid-run",
+    ],
+)
+def test_whether_traffic_can_still_go_back_to_blue_and_why(
+    status: MigrationStatus, available: bool, code: RollbackCode, message: str
+) -> None:
+    found = availability(status)
+    assert (found.available, found.code, found.message) == (available, code, message)
