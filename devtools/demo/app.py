@@ -43,7 +43,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cutover import api
-from cutover.cli_report import Report, build_report
+from cutover.cli.report import Report, build_report
 from devtools.controlplane import ControlPlane, ControlPlaneError
 from devtools.demo.cluster import (
     DEFAULT_CLUSTER_DIR,

@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cutover.cli_report import GateReport, Report
+from cutover.cli.report import GateReport, Report
 from devtools.demo.traffic import TrafficSnapshot
 
 _PHASE_STYLE = {

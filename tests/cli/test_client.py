@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from cutover.cli_client import EXIT_UNREACHABLE, CliError, Cluster, Target, request_id
+from cutover.cli.client import EXIT_UNREACHABLE, CliError, Cluster, Target, request_id
 
 KUBECONFIG = """\
 apiVersion: v1

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cutover.api import GateStatus, HistoryEntry, MigrationStatus, Phase
-from cutover.cli_render import console, report_renderable
-from cutover.cli_report import OverallStatus, Report, Risk, RollbackState, build_report
+from cutover.cli.render import console, report_renderable
+from cutover.cli.report import OverallStatus, Report, Risk, RollbackState, build_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

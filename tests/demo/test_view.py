@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from cutover.cli_report import build_report
+from cutover.cli.report import build_report
 from devtools.demo.traffic import DeploymentLoad, TrafficSnapshot
 from devtools.demo.view import RunView
 

@@ -13,7 +13,7 @@ from cutover.api import (
     SpecInvalid,
     parse_spec,
 )
-from cutover.cli_report import build_report
+from cutover.cli.report import build_report
 from cutover.core.gates import Reading
 from cutover.core.machine import (
     TRANSITIONS,

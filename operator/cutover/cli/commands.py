@@ -23,9 +23,9 @@ import typer
 import yaml
 
 from cutover import __version__, api
-from cutover.cli_client import EXIT_USER, CliError, Cluster, Target, request_id
-from cutover.cli_plan import build_plan, lint_problems, live_change
-from cutover.cli_render import (
+from cutover.cli.client import EXIT_USER, CliError, Cluster, Target, request_id
+from cutover.cli.plan import build_plan, lint_problems, live_change
+from cutover.cli.render import (
     console,
     dump,
     list_rows,
@@ -33,7 +33,7 @@ from cutover.cli_render import (
     plan_renderable,
     report_renderable,
 )
-from cutover.cli_report import build_report
+from cutover.cli.report import build_report
 from cutover.core import promql
 from cutover.core.machine import RequestVerb
 from cutover.crd import crd_yaml
@@ -513,7 +513,3 @@ def main() -> None:
     except KeyboardInterrupt:  # pragma: no cover - interactive
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Offline checks of Migration manifests: ``cutover lint`` problems and the ``cutover plan``.
 
-Pure: a parsed manifest in, data out; ``cli_render`` draws it.
+Pure: a parsed manifest in, data out; ``cli.render`` draws it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cutover import api
-from cutover.cli_report import threshold_text
+from cutover.cli.report import threshold_text
 from cutover.core import promql, speccheck
 from cutover.core.plan import schedule
 from cutover.durations import format_duration

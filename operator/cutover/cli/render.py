@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cutover.cli_plan import Plan
-from cutover.cli_report import (
+from cutover.cli.plan import Plan
+from cutover.cli.report import (
     OverallStatus,
     Report,
     Risk,

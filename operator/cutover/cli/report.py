@@ -2,7 +2,7 @@
 
 Everything here works on the raw dictionary the API server returns (plus a clock), so the report
 can be unit-tested from recorded objects without a cluster, and renders the same for humans
-(``cli_render``) and machines (``-o json|yaml``).
+(``cli.render``) and machines (``-o json|yaml``).
 
 Risk rule (also in docs/cli.md), from the gates' latest values and counts in this run:
 
