@@ -44,6 +44,7 @@ from rich.table import Table
 
 from cutover import api
 from cutover.cli.report import Report, build_report
+from cutover.core.machine import GATE_HOLDS
 from devtools.controlplane import ControlPlane, ControlPlaneError
 from devtools.demo.cluster import (
     DEFAULT_CLUSTER_DIR,
@@ -76,7 +77,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # Gate holds that no timer ends: in a demo they mean the run is stuck, so stop watching.
-_STUCK_REASONS = {"GateError", "InconclusiveGate", "GateFailed"}
+_STUCK_REASONS = GATE_HOLDS
 SKIPPED_MESSAGE = "gates skipped: Prometheus not installed (apt-get install prometheus)"
 
 

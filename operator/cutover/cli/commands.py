@@ -35,7 +35,7 @@ from cutover.cli.render import (
 )
 from cutover.cli.report import build_report
 from cutover.core import promql
-from cutover.core.machine import RequestVerb
+from cutover.core.machine import Reason, RequestVerb
 from cutover.crd import crd_yaml
 from cutover.durations import DurationError, parse_duration
 
@@ -401,7 +401,7 @@ def _effect(verb: RequestVerb, obj: dict[str, Any]) -> str:
             f"all remaining steps and gates will be skipped: 100% to green ({green}),"
             f" then blue ({blue}) retired"
         )
-    if verb is RequestVerb.resume and raw_status.get("reason") != "PauseStep":
+    if verb is RequestVerb.resume and raw_status.get("reason") != Reason.pause_step:
         return f"the run will go on from step {min(index + 1, len(steps))} of {len(steps)}"
     following = index + 1
     if following >= len(steps):

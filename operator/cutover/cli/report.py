@@ -37,7 +37,7 @@ from cutover.api import (
     Phase,
 )
 from cutover.core import rollback as rollback_rules
-from cutover.core.machine import breach_cause
+from cutover.core.machine import GATE_HOLDS, Reason, breach_cause
 from cutover.durations import format_duration, parse_duration
 
 # Below these relative margins a gate is close enough to its bound to worry about.
@@ -45,20 +45,18 @@ HIGH_MARGIN = 0.10
 MEDIUM_MARGIN = 0.25
 
 # History reasons that are worth showing as issues (the rest is normal progress).
-_ISSUE_REASONS = {
-    "GateFailed": "gate failed",
-    "GateError": "gate provider errors",
-    "InconclusiveGate": "gate inconclusive",
-    "ProgressDeadlineExceeded": "progress deadline exceeded",
-    "GreenMissing": "green Deployment missing",
-    "BlueMissing": "blue Deployment missing",
-    "InvalidSpec": "invalid spec",
-    "PreflightFailed": "preflight failed",
-    "Aborted": "aborted",
-    "TrafficRestored": "rolled back",
+_ISSUE_REASONS: dict[str, str] = {
+    Reason.gate_failed: "gate failed",
+    Reason.gate_error: "gate provider errors",
+    Reason.inconclusive_gate: "gate inconclusive",
+    Reason.progress_deadline_exceeded: "progress deadline exceeded",
+    Reason.green_missing: "green Deployment missing",
+    Reason.blue_missing: "blue Deployment missing",
+    Reason.invalid_spec: "invalid spec",
+    Reason.preflight_failed: "preflight failed",
+    Reason.aborted: "aborted",
+    Reason.traffic_restored: "rolled back",
 }
-
-_GATE_HOLDS = {"GateFailed", "GateError", "InconclusiveGate"}
 
 
 class OverallStatus(enum.StrEnum):
@@ -326,7 +324,7 @@ def _rollback(raw_status: Mapping[str, Any], status: MigrationStatus) -> Rollbac
 
 
 # History entries with these reasons start a new run: what came before belongs to earlier runs.
-_RUN_BOUNDARIES = frozenset({"SpecChanged", "Retried"})
+_RUN_BOUNDARIES = frozenset({Reason.spec_changed, Reason.retried})
 
 
 def current_run(history: list[HistoryEntry]) -> list[HistoryEntry]:
@@ -406,7 +404,7 @@ def _next_steps(
     if spec is None:
         return ["fix the spec (`cutover lint -f FILE`) and apply it"]
     if phase is Phase.pending:
-        if reason == "WaitingForDeployments":
+        if reason == Reason.waiting_for_deployments:
             return [f"waiting for Deployments: {status.message}"]
         return ["waiting for the operator to start the run"]
     steps: list[str] = []
@@ -414,20 +412,20 @@ def _next_steps(
     step = spec.steps[index] if index < len(spec.steps) else None
     started = _aware(status.step_started_at)
     if phase is Phase.paused:
-        if reason == "PauseStep":
+        if reason == Reason.pause_step:
             steps.append(f"waiting for `cutover promote` (step {index + 1} pauses until promoted)")
-        elif reason == "PausedBySpec":
+        elif reason == Reason.paused_by_spec:
             steps.append("spec.paused is true: set it to false to go on")
-        elif reason == "PausedByUser":
+        elif reason == Reason.paused_by_user:
             steps.append("paused by request: `cutover resume` to go on")
-        elif reason in _GATE_HOLDS:
+        elif reason in GATE_HOLDS:
             steps.append(
                 "held by a gate: investigate, then `cutover resume`/`cutover promote` to go on"
                 " or `cutover abort` to return traffic to blue"
             )
-        elif reason == "InvalidSpec":
+        elif reason == Reason.invalid_spec:
             steps.append("the spec became invalid: fix it and apply it")
-        elif reason == "BlueMissing":
+        elif reason == Reason.blue_missing:
             steps.append("blue is gone: `cutover promote` to go on, or recreate blue and resume")
         else:
             steps.append(f"paused ({reason or 'no reason'}): `cutover resume` to go on")

@@ -165,6 +165,14 @@ class Decision:
     requeue_after: float | None  # seconds until something is due; None: only a change wakes it
 
 
+class StageResult(enum.StrEnum):
+    """Where the hooks of one stage (preShift, afterStep, ...) stand."""
+
+    done = "done"  # every hook succeeded
+    running = "running"  # one is running or was just started
+    failed = "failed"  # one failed with no retries left
+
+
 # --- the phase table --------------------------------------------------------------------------
 
 
@@ -240,40 +248,80 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
     P.failed: {E.retry: P.pending, E.spec_changed: P.pending, E.spec_invalid: P.failed},
 }
 
+
+class Reason(enum.StrEnum):
+    """Why the phase is what it is: condition, history and Event reasons (API-visible)."""
+
+    started = "Started"
+    invalid_spec = "InvalidSpec"
+    preflight_failed = "PreflightFailed"
+    spec_changed = "SpecChanged"
+    paused_by_user = "PausedByUser"
+    paused_by_spec = "PausedBySpec"
+    pause_step = "PauseStep"
+    resumed = "Resumed"
+    promoted = "Promoted"
+    aborted = "Aborted"
+    retried = "Retried"
+    gate_failed = "GateFailed"
+    gate_error = "GateError"
+    inconclusive_gate = "InconclusiveGate"
+    progress_deadline_exceeded = "ProgressDeadlineExceeded"
+    hook_failed = "HookFailed"
+    rollback_not_available = "RollbackNotAvailable"
+    green_missing = "GreenMissing"
+    blue_missing = "BlueMissing"
+    succeeded = "Succeeded"
+    traffic_restored = "TrafficRestored"
+    waiting_for_deployments = "WaitingForDeployments"
+    # History and Event reasons that do not change the phase.
+    weight_set = "WeightSet"
+    step_started = "StepStarted"
+    hook_started = "HookStarted"
+    hook_succeeded = "HookSucceeded"
+    rollback_disabled = "RollbackDisabled"
+    request_ignored = "RequestIgnored"
+    # After Succeeded: a spec edit that keeps spec.green waits for the next run; a new spec.green
+    # whose spec.blue is not the live side is refused (it would bring the retired version back).
+    spec_recorded = "SpecRecorded"
+    blue_retired = "BlueRetired"
+
+
+R = Reason
 # Reasons a phase was entered with; they become condition reasons and Event reasons.
-REASONS: dict[Event, str] = {
-    E.start: "Started",
-    E.spec_invalid: "InvalidSpec",
-    E.preflight_failed: "PreflightFailed",
-    E.spec_changed: "SpecChanged",
-    E.pause: "PausedByUser",
-    E.spec_pause: "PausedBySpec",
-    E.pause_step: "PauseStep",
-    E.resume: "Resumed",
-    E.promote: "Promoted",
-    E.abort: "Aborted",
-    E.retry: "Retried",
-    E.gate_failed: "GateFailed",
-    E.gate_failed_hold: "GateFailed",
-    E.gate_error: "GateError",
-    E.gate_error_hold: "GateError",
-    E.gate_inconclusive: "InconclusiveGate",
-    E.deadline_exceeded: "ProgressDeadlineExceeded",
-    E.hook_failed: "HookFailed",
-    E.hook_failed_hold: "HookFailed",
-    E.breach_hold: "RollbackNotAvailable",
-    E.green_missing: "GreenMissing",
-    E.blue_missing: "BlueMissing",
-    E.steps_done: "Succeeded",
-    E.traffic_restored: "TrafficRestored",
+REASONS: dict[Event, Reason] = {
+    E.start: R.started,
+    E.spec_invalid: R.invalid_spec,
+    E.preflight_failed: R.preflight_failed,
+    E.spec_changed: R.spec_changed,
+    E.pause: R.paused_by_user,
+    E.spec_pause: R.paused_by_spec,
+    E.pause_step: R.pause_step,
+    E.resume: R.resumed,
+    E.promote: R.promoted,
+    E.abort: R.aborted,
+    E.retry: R.retried,
+    E.gate_failed: R.gate_failed,
+    E.gate_failed_hold: R.gate_failed,
+    E.gate_error: R.gate_error,
+    E.gate_error_hold: R.gate_error,
+    E.gate_inconclusive: R.inconclusive_gate,
+    E.deadline_exceeded: R.progress_deadline_exceeded,
+    E.hook_failed: R.hook_failed,
+    E.hook_failed_hold: R.hook_failed,
+    E.breach_hold: R.rollback_not_available,
+    E.green_missing: R.green_missing,
+    E.blue_missing: R.blue_missing,
+    E.steps_done: R.succeeded,
+    E.traffic_restored: R.traffic_restored,
 }
-PAUSED_BY_SPEC = "PausedBySpec"
-# After Succeeded: a spec edit that keeps spec.green waits for the next run; a new spec.green whose
-# spec.blue is not the live side is refused (it would bring the retired version back).
-SPEC_RECORDED = "SpecRecorded"
-BLUE_RETIRED = "BlueRetired"
-_INVALID_REASONS = frozenset({"InvalidSpec", "PreflightFailed"})
-PAUSE_STEP = "PauseStep"
+_INVALID_REASONS = frozenset({R.invalid_spec, R.preflight_failed})
+# The reasons a gate holds the run with (Paused, automatic: false or inconclusive).
+GATE_HOLDS = frozenset(
+    REASONS[e] for e in (E.gate_failed_hold, E.gate_error_hold, E.gate_inconclusive)
+)
+# Holds a person asked for (or the spec did): a Normal Event, where other holds warn.
+_CHOSEN_PAUSES = frozenset({R.paused_by_spec, R.paused_by_user, R.pause_step})
 
 # Rounds of "tick" per decision: a transition can enable the next (start -> first weight).
 _MAX_ROUNDS = 8
@@ -365,7 +413,7 @@ class _Run:
     def _spec_invalid(self, error: SpecInvalid) -> None:
         self.problems = list(error.problems)
         message = "invalid spec: " + "; ".join(error.problems)
-        if self.s.phase is Phase.paused and self.s.reason == "InvalidSpec":
+        if self.s.phase is Phase.paused and self.s.reason == Reason.invalid_spec:
             self.s.message = message
             return
         self._fire(Event.spec_invalid, message)
@@ -397,13 +445,15 @@ class _Run:
         change = speccheck.effect_of(self.s, spec, live)
         if change.effect is speccheck.ChangeEffect.recorded:
             if generation_changed:
-                self._event("Normal", SPEC_RECORDED, f"spec change recorded: {change.message}")
+                self._event(
+                    "Normal", Reason.spec_recorded, f"spec change recorded: {change.message}"
+                )
             return False
         if change.effect is speccheck.ChangeEffect.refused:
-            self.problem_reason = BLUE_RETIRED
+            self.problem_reason = Reason.blue_retired
             self.problems = [change.message]
             if generation_changed:
-                self._event("Warning", BLUE_RETIRED, change.message)
+                self._event("Warning", Reason.blue_retired, change.message)
             return False
         started = self._fire(Event.spec_changed, change.message)
         if started:
@@ -450,7 +500,7 @@ class _Run:
             # Already held: keep the first reason (the one a person must act on).
             return False
         self.s.phase = target
-        self.s.reason = reason
+        self.s.reason = reason.value
         self.s.message = message
         if target is Phase.paused:
             self.s.paused_at = self.now
@@ -473,7 +523,7 @@ class _Run:
                 self.s.live_deployment = self.spec.blue.deployment
         self._history(reason, message)
         warning = target in (Phase.rolling_back, Phase.failed) or (
-            target is Phase.paused and reason not in (PAUSED_BY_SPEC, "PausedByUser", PAUSE_STEP)
+            target is Phase.paused and reason not in _CHOSEN_PAUSES
         )
         self._event("Warning" if warning else "Normal", reason, message)
         return True
@@ -500,7 +550,7 @@ class _Run:
         del self.s.history[:-HISTORY_LIMIT]
 
     def _event(self, type_: str, reason: str, message: str) -> None:
-        self.actions.append(EmitEvent(type_, reason, message))
+        self.actions.append(EmitEvent(type_, str(reason), message))
 
     def _enter_rollback(self, message: str) -> None:
         assert isinstance(self.spec, MigrationSpec)
@@ -559,7 +609,7 @@ class _Run:
         if not handled:
             self._event(
                 "Normal",
-                "RequestIgnored",
+                Reason.request_ignored,
                 f"request {verb.value} has no effect in phase {self.s.phase.value}",
             )
 
@@ -568,7 +618,7 @@ class _Run:
             return False
         if spec.paused:
             return False
-        if self.s.reason == PAUSE_STEP:
+        if self.s.reason == Reason.pause_step:
             return self._promote(spec, full=False)
         return self._fire(Event.resume, message)
 
@@ -610,7 +660,7 @@ class _Run:
         ]
         if missing:
             # GitOps tools may apply the Migration before its Deployments: wait for them.
-            self.s.reason = "WaitingForDeployments"
+            self.s.reason = Reason.waiting_for_deployments.value
             self.s.message = "; ".join(missing)
             return
         assert self.obs.blue is not None and self.obs.green is not None
@@ -655,7 +705,11 @@ class _Run:
     def _spec_pause(self, spec: MigrationSpec) -> None:
         if spec.paused and self.s.phase is Phase.progressing:
             self._fire(Event.spec_pause, "spec.paused is true")
-        elif not spec.paused and self.s.phase is Phase.paused and self.s.reason == PAUSED_BY_SPEC:
+        elif (
+            not spec.paused
+            and self.s.phase is Phase.paused
+            and self.s.reason == Reason.paused_by_spec
+        ):
             self._fire(Event.resume, "spec.paused is false again")
 
     def _judge_gates(self, spec: MigrationSpec) -> bool:
@@ -761,7 +815,7 @@ class _Run:
         if self.s.weight != target:
             self.s.weight = target
             self.s.step_ready_at = None
-            self._history("WeightSet", f"green weight set to {target}%")
+            self._history(Reason.weight_set, f"green weight set to {target}%")
         return False
 
     def _wrote_weight(self) -> bool:
@@ -818,7 +872,7 @@ class _Run:
         label = "finishing" if index >= len(self.spec.steps) else f"step {index + 1}"
         # History only: Events mark phase changes, so a long run does not flood `kubectl events`
         # (and each Event is an API write).
-        self._history("StepStarted", f"{message}; {label} of {len(self.spec.steps)}")
+        self._history(Reason.step_started, f"{message}; {label} of {len(self.spec.steps)}")
 
     def _finish(self, spec: MigrationSpec) -> None:
         bake = 0.0 if self.s.full_promotion else parse_duration(spec.bake)
@@ -854,13 +908,13 @@ class _Run:
         if done:
             assert isinstance(self.spec, MigrationSpec)
             state, problem = self._run_stage(self.spec, HookStage.on_rollback, None)
-            if state == "running":
+            if state is StageResult.running:
                 self.s.message = f"traffic on blue; running onRollback hooks ({self.s.message})"
                 return
             reason = breach_cause(self.s.rollback_reason or "")
             self._fire(Event.traffic_restored, f"{TRAFFIC_RESTORED_PREFIX}{reason}")
             self.s.message = f"rolled back: {reason}"
-            if state == "failed":
+            if state is StageResult.failed:
                 self.s.message += f"; {problem}: the data side may need a person"
         elif acted_before and not any(isinstance(a, RestoreBlue) for a in self.actions):
             assert isinstance(self.spec, MigrationSpec)
@@ -871,15 +925,15 @@ class _Run:
     def _stage_ok(self, spec: MigrationSpec, stage: HookStage, step: int | None) -> bool:
         """True once every hook of the stage succeeded; a failure stops the run like a gate."""
         state, problem = self._run_stage(spec, stage, step)
-        if state == "failed":
+        if state is StageResult.failed:
             event = Event.hook_failed if spec.rollback.automatic else Event.hook_failed_hold
             self._fire(event, problem)
-        return state == "done"
+        return state is StageResult.done
 
     def _run_stage(
         self, spec: MigrationSpec, stage: HookStage, step: int | None
-    ) -> tuple[str, str]:
-        """("done" | "running" | "failed", why); hooks of a stage run one after another."""
+    ) -> tuple[StageResult, str]:
+        """Where the stage's hooks stand, and why one failed; they run one after another."""
         for hook in spec.hooks.of(stage):
             while True:
                 runs = [
@@ -890,20 +944,20 @@ class _Run:
                 last = runs[-1] if runs else None
                 if last is None:
                     self._start_hook(hook, stage, step, attempt=1)
-                    return "running", ""
+                    return StageResult.running, ""
                 if last.state is HookState.succeeded:
                     break
                 if last.state is HookState.failed:
                     if last.attempt <= hook.retries:
                         self._start_hook(hook, stage, step, attempt=last.attempt + 1)
-                        return "running", ""
-                    return "failed", (
+                        return StageResult.running, ""
+                    return StageResult.failed, (
                         f"hook {hook.name} ({stage.value}) failed after {last.attempt}"
                         f" attempt(s): {last.message}"
                     )
                 if not self._observe_hook(hook, last):
-                    return "running", ""
-        return "done", ""
+                    return StageResult.running, ""
+        return StageResult.done, ""
 
     def _observe_hook(self, hook: Hook, run: HookRun) -> bool:
         """Updates a running hook from its Job; True when it finished (either way)."""
@@ -913,7 +967,9 @@ class _Run:
             run.state = HookState.succeeded
             run.finished_at = self.now
             run.message = job.message
-            self._event("Normal", "HookSucceeded", f"hook {hook.name}: Job {run.job} succeeded")
+            self._event(
+                "Normal", Reason.hook_succeeded, f"hook {hook.name}: Job {run.job} succeeded"
+            )
             return True
         if (job is not None and job.failed) or timed_out:
             run.state = HookState.failed
@@ -925,7 +981,7 @@ class _Run:
                 self.actions.append(StopJob(run.job))
             self._event(
                 "Warning",
-                "HookFailed",
+                Reason.hook_failed,
                 f"hook {hook.name}: Job {run.job} (attempt {run.attempt} of"
                 f" {hook.retries + 1}) failed: {run.message}",
             )
@@ -950,9 +1006,9 @@ class _Run:
             self.s.point_of_no_return = (
                 f"irreversible hook {hook.name} started at {self.now.isoformat(timespec='seconds')}"
             )
-            self._history("RollbackDisabled", self.s.point_of_no_return)
-            self._event("Warning", "RollbackDisabled", self.s.point_of_no_return)
-        self._history("HookStarted", f"hook {hook.name} ({stage.value}): Job {run.job}")
+            self._history(Reason.rollback_disabled, self.s.point_of_no_return)
+            self._event("Warning", Reason.rollback_disabled, self.s.point_of_no_return)
+        self._history(Reason.hook_started, f"hook {hook.name} ({stage.value}): Job {run.job}")
         self.actions.append(self._run_action(hook, run))
 
     @staticmethod
@@ -995,7 +1051,7 @@ class _Run:
         message = self.s.message
         old_invalid = self.s.condition(ConditionType.invalid_spec)
         still_invalid = (phase is Phase.failed and reason in _INVALID_REASONS) or (
-            phase is Phase.paused and reason == "InvalidSpec"
+            phase is Phase.paused and reason == Reason.invalid_spec
         )
         if not self.problems and still_invalid and old_invalid and old_invalid.status == "True":
             self.problems = [old_invalid.message]
@@ -1039,7 +1095,11 @@ class _Run:
             ),
         }
         if isinstance(self.spec, SpecInvalid):
-            wanted[ConditionType.invalid_spec] = (True, "InvalidSpec", "; ".join(self.problems))
+            wanted[ConditionType.invalid_spec] = (
+                True,
+                Reason.invalid_spec,
+                "; ".join(self.problems),
+            )
         conditions = []
         for type_, (truth, why, text) in wanted.items():
             status = "True" if truth else "False"
