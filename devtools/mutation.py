@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -68,9 +69,26 @@ def equivalent_mutants() -> dict[str, str]:
     return listed
 
 
+def tests_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def prepare(work: Path, sources: list[str]) -> None:
-    """The work tree: a fresh copy of the project with the package at the top."""
+    """The work tree: a fresh copy of the project with the package at the top.
+
+    mutmut keeps a mutant's result while the mutated function is unchanged, even when the tests
+    changed; a weakened test would leave a stale "killed". So a change to the tests starts the
+    mutants over."""
     work.mkdir(parents=True, exist_ok=True)
+    stamp = work / "tests.sha256"
+    fingerprint = tests_fingerprint()
+    if not stamp.exists() or stamp.read_text() != fingerprint:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    stamp.write_text(fingerprint)
     for name in (*COPIED, "cutover"):
         shutil.rmtree(work / name, ignore_errors=True)
     for name in COPIED:

@@ -82,6 +82,11 @@ def test_what_a_spec_change_does_in_each_phase(
     assert (change.effect, change.message, change.live) == (effect, message, live)
 
 
+def test_a_success_recorded_before_live_deployment_existed_keeps_green_live() -> None:
+    change = effect_of(MigrationStatus(phase=Phase.succeeded, weight=100), spec())
+    assert (change.effect, change.live) == (ChangeEffect.recorded, "checkout-green")
+
+
 def test_a_status_from_before_live_deployment_reads_green_as_live() -> None:
     recorded = MigrationStatus(phase=Phase.succeeded, live_deployment="checkout-v2")
     assert live_after_success(recorded, spec()) == "checkout-v2"

@@ -265,3 +265,16 @@ def test_excused_checks_no_longer_count_and_any_check_means_running_not_pending(
         {"passed": 1, "failed": 1},
     ):
         assert outcome(GateStatus(name="x", **counts), gate_def) is GateOutcome.running, counts
+
+
+def test_an_empty_result_without_a_provider_message_reads_as_no_data() -> None:
+    # Built here, not in a parametrize list: the default message is part of what is tested.
+    assert judge(Reading.no_data(), make()).message == (
+        "query returned no data (onNoData: inconclusive)"
+    )
+
+
+def test_a_gate_with_only_inconclusive_checks_and_errors_is_running_not_pending() -> None:
+    gate_def = make(inconclusiveLimit=1, consecutiveErrorLimit=4)
+    mixed = GateStatus(name="x", inconclusive=1, errors=1, consecutive_errors=1)
+    assert outcome(mixed, gate_def) is GateOutcome.running

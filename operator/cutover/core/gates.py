@@ -26,7 +26,7 @@ from cutover.api import (
     NoDataPolicy,
     Verdict,
 )
-from cutover.core.durations import parse_duration
+from cutover.durations import parse_duration
 
 # Mann-Whitney needs a few samples on each side before its p-value means anything.
 MIN_SAMPLES = 3
