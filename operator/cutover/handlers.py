@@ -19,13 +19,13 @@ from typing import Any
 import kopf
 
 from cutover import api, metrics
-from cutover.api import REQUEST_ANNOTATION, TERMINAL_PHASES, Phase
+from cutover.api import REQUEST_ANNOTATION, TERMINAL_PHASES
 from cutover.core.machine import DeploymentState, JobState
 from cutover.gatecheck import GateChecker
 from cutover.hookjobs import MIGRATION_LABEL, job_state
 from cutover.kube import Kube, KubeError
 from cutover.reconciler import Context, Reconciler
-from cutover.routers.base import ORIGINAL_ANNOTATION, Target, TrafficRouterError
+from cutover.routers.base import ORIGINAL_ANNOTATION, TrafficRouterError
 
 log = logging.getLogger("cutover.handlers")
 _TERMINAL = {p.value for p in TERMINAL_PHASES}
@@ -234,24 +234,11 @@ async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, delay: float 
 async def restore_on_delete(
     body: kopf.Body, namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    namespace = namespace or ""
-    """A Migration deleted mid-run gives all traffic back to blue before it goes."""
-    status = body.get("status") or {}
-    phase = status.get("phase")
-    if phase in _TERMINAL or phase is None or phase == Phase.pending.value:
-        metrics.forget_migration(namespace, name)
-        return
+    """A Migration deleted mid-run: the core decides (core/deletion.py), the reconciler acts;
+    the Migration goes only once that is done."""
+    reconciler = Reconciler(memo.context, namespace or "", name, uid)
     try:
-        spec = api.parse_spec(body.get("spec") or {})
-    except api.SpecInvalid:
-        metrics.forget_migration(namespace, name)
-        return
-    context: Context = memo.context
-    target = Target(namespace, name, uid, spec)
-    total = int(status.get("totalReplicas") or 1)
-    try:
-        await context.router(spec).restore(target, total, spec.rollback.scale_down_green)
+        await reconciler.on_delete(body)
     except (KubeError, TrafficRouterError) as error:
         raise kopf.TemporaryError(f"cannot restore traffic to blue: {error}", delay=5) from error
-    metrics.forget_migration(namespace, name)
-    log.info("traffic restored on delete", extra={"migration": name, "namespace": namespace})
+    metrics.forget_migration(namespace or "", name)

@@ -26,6 +26,7 @@ from cutover.api import (
     SpecInvalid,
     StatusCorrupt,
 )
+from cutover.core import deletion
 from cutover.core.machine import (
     Action,
     Decision,
@@ -200,6 +201,29 @@ class Reconciler:
             readings = {}
             observations = observe(weight, tuple(moves))
         return await self._record(body, status, written, decisions)
+
+    async def on_delete(self, body: Mapping[str, Any]) -> None:
+        """Acts on what the core says a deletion does (core/deletion.py). KubeError and
+        TrafficRouterError propagate: the caller retries before the Migration may go."""
+        try:
+            status = api.parse_status(body.get("status") or {})
+        except StatusCorrupt as error:
+            log.error("status cannot be read", extra=self._log({"problems": error.problems}))
+            return
+        try:
+            spec: MigrationSpec | SpecInvalid = api.parse_spec(body.get("spec") or {})
+        except SpecInvalid as error:
+            spec = error
+        actions = deletion.on_delete(spec, status)
+        moves = [a for a in actions if not isinstance(a, EmitEvent)]
+        if moves and isinstance(spec, MigrationSpec):
+            target = Target(self.namespace, self.name, self.uid, spec)
+            await self._act(self.ctx.router(spec), target, moves)
+        involved = self._involved(body)
+        for action in actions:
+            if isinstance(action, EmitEvent):
+                await self.ctx.kube.emit_event(involved, action.type, action.reason, action.message)
+        log.info("deleted", extra=self._log({"actions": [repr(a) for a in actions]}))
 
     # --- observing ---
 

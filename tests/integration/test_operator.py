@@ -12,6 +12,7 @@ import pytest
 
 from devtools.controlplane import ControlPlane
 
+from .gates_support import events
 from .harness import (
     ROOT,
     OperatorProcess,
@@ -316,6 +317,9 @@ def test_deleting_a_migration_mid_run_restores_blue(
     assert replicas(cluster, namespace, "checkout-green") == 0
     gone = cluster.kubectl("get", "-n", namespace, "mig", "checkout", check=False)
     assert gone.returncode != 0
+    # The core's deletion rule (core/deletion.py) says what it did, as every decision does.
+    said = [e for e in events(cluster, namespace, "checkout") if e["reason"] == "TrafficRestored"]
+    assert said and "deleted mid-run with 50% on green" in said[-1]["message"], said
 
 
 def test_spec_paused_holds_and_unpausing_resumes(

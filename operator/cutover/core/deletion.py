@@ -1,0 +1,44 @@
+"""What deleting a Migration does to traffic: one rule, in the core like every other decision.
+
+A run still in motion gives all traffic back to blue before the Migration goes. Past the point
+of no return (an irreversible hook started) blue can no longer serve the data, so traffic stays
+where it is and a Warning says why, as a breach does then. A run that has not moved traffic, or
+has ended, leaves everything as it is.
+"""
+
+from __future__ import annotations
+
+from cutover.api import TERMINAL_PHASES, MigrationSpec, MigrationStatus, Phase, SpecInvalid
+from cutover.core.machine import Action, EmitEvent, Reason, RestoreBlue
+
+
+def on_delete(spec: MigrationSpec | SpecInvalid, status: MigrationStatus) -> tuple[Action, ...]:
+    """The actions that deleting the Migration takes (none when nothing needs to move)."""
+    if status.phase in TERMINAL_PHASES or status.phase is Phase.pending:
+        return ()
+    weight = status.weight
+    if isinstance(spec, SpecInvalid):
+        return (
+            EmitEvent(
+                "Warning",
+                Reason.invalid_spec,
+                f"deleted with an invalid spec, so no router to call: {weight}% stays on green",
+            ),
+        )
+    if status.point_of_no_return:
+        return (
+            EmitEvent(
+                "Warning",
+                Reason.rollback_not_available,
+                f"deleted past the point of no return ({status.point_of_no_return}):"
+                f" {weight}% stays on green",
+            ),
+        )
+    return (
+        RestoreBlue(status.total_replicas or 1, spec.rollback.scale_down_green),
+        EmitEvent(
+            "Normal",
+            Reason.traffic_restored,
+            f"deleted mid-run with {weight}% on green: all traffic returned to blue",
+        ),
+    )
