@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT = ROOT / "devtools" / "mutation-equivalent.txt"
 COPIED = ("tests", "devtools", "crds", "charts", "examples", "docs", "bench")
 CORE = "cutover/core"
-# The subset CI runs: the rules that decide rollbacks, gate outcomes, what a spec change does
-# and what a deletion does.
-CI_SOURCES = ("gates.py", "rollback.py", "speccheck.py", "deletion.py")
+# The subset CI runs: the rules that decide rollbacks, gate outcomes, what a spec change and a
+# deletion do, and which Migration may drive a Deployment.
+CI_SOURCES = ("gates.py", "rollback.py", "speccheck.py", "deletion.py", "claims.py")
 TESTS = ("tests/unit/",)
 KILLED = {"killed", "timeout", "segfault", "suspicious"}
 NOT_RUN = {"not checked", "skipped"}

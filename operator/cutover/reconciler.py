@@ -26,7 +26,7 @@ from cutover.api import (
     SpecInvalid,
     StatusCorrupt,
 )
-from cutover.core import deletion
+from cutover.core import claims, deletion
 from cutover.core.machine import (
     Action,
     Decision,
@@ -246,41 +246,15 @@ class Reconciler:
         return problems
 
     async def _claims(self, spec: MigrationSpec) -> list[str]:
-        """A Deployment belongs to one run at a time: refuse one another Migration drives.
-
-        Another Migration with a valid spec claims a Deployment while it is Progressing, Paused
-        or RollingBack, or while it is Pending and older (creation time, then name): of two
-        created together, exactly one starts.
-        """
-        mine = {spec.blue.deployment, spec.green.deployment}
-        problems = []
-        others = await self.ctx.kube.list(api.GROUP, api.VERSION, api.PLURAL, self.namespace)
-        key = None
-        for other in others:
-            meta = other.get("metadata") or {}
-            if meta.get("uid") == self.uid:
-                key = (str(meta.get("creationTimestamp") or ""), self.name)
-        for other in others:
-            meta = other.get("metadata") or {}
-            if meta.get("uid") == self.uid or meta.get("deletionTimestamp"):
-                continue
-            phase = str((other.get("status") or {}).get("phase") or Phase.pending.value)
-            if phase in {p.value for p in TERMINAL_PHASES}:
-                continue
-            other_key = (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
-            if phase == Phase.pending.value and (key is None or other_key >= key):
-                continue
-            try:
-                their_spec = api.parse_spec(other.get("spec") or {})
-            except SpecInvalid:
-                continue  # can never start, so claims nothing
-            theirs = {their_spec.blue.deployment, their_spec.green.deployment}
-            for deployment in sorted(mine & theirs):
-                problems.append(
-                    f"Deployment {self.namespace}/{deployment} is already claimed by Migration"
-                    f" {meta.get('name')} ({phase})"
-                )
-        return problems
+        """Deployments another Migration drives (the rule: core/claims.py)."""
+        listed = await self.ctx.kube.list(api.GROUP, api.VERSION, api.PLURAL, self.namespace)
+        return claims.conflicts(
+            self.uid,
+            self.name,
+            self.namespace,
+            (spec.blue.deployment, spec.green.deployment),
+            (_claimant(other) for other in listed),
+        )
 
     async def _read_weight(self, router: TrafficRouter, target: Target) -> int | None:
         try:
@@ -479,3 +453,27 @@ class Reconciler:
 
     def _log(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {"namespace": self.namespace, "migration": self.name, **extra}
+
+
+def _claimant(obj: Mapping[str, Any]) -> claims.Claimant:
+    meta = obj.get("metadata") or {}
+    raw_phase = str((obj.get("status") or {}).get("phase") or Phase.pending.value)
+    try:
+        phase = Phase(raw_phase)
+    except ValueError:
+        phase = Phase.pending  # a phase this version does not know claims as little as Pending
+    try:
+        spec = api.parse_spec(obj.get("spec") or {})
+        deployments: frozenset[str] | None = frozenset(
+            {spec.blue.deployment, spec.green.deployment}
+        )
+    except SpecInvalid:
+        deployments = None
+    return claims.Claimant(
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        created=str(meta.get("creationTimestamp") or ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+        phase=phase,
+        deployments=deployments,
+    )

@@ -58,7 +58,7 @@ def test_with_an_invalid_spec_there_is_no_router_to_call_and_a_warning_says_so()
 
     (event,) = on_delete(SpecInvalid(["spec.steps: bad"]), status)
 
-    assert isinstance(event, EmitEvent) and event.type == "Warning"
+    assert isinstance(event, EmitEvent) and (event.type, event.reason) == ("Warning", "InvalidSpec")
     assert event.message.endswith("10% stays on green")
 
 
