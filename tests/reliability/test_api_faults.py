@@ -100,7 +100,10 @@ def test_runs_end_correctly_under_api_faults(cluster: ControlPlane) -> None:
     assert injected[429] >= 1, injected
     gone = [i for i in report.injected if i.status == 410 and i.namespace == namespace]
     assert gone, "no watch was answered 410 Gone"
-    # Dropped every 3 s, the watches were re-opened many times, and the runs still finished.
-    assert watches >= report.seconds // 3, watches
+    # Watches are dropped every 3 s: beyond the first migrations and deployments watches, at
+    # least one re-opened watch was served or answered 410, and the runs still finished. (Not a
+    # count per elapsed second: how soon Kopf re-opens depends on the machine's load, and CI
+    # once saw 5 in 19.8 s.)
+    assert watches >= 3, watches
     assert report.anomalies == [], (report.line("api-faults"), report.anomalies, report.phases)
     assert late == []
