@@ -29,6 +29,10 @@ def retry_after_violations(
     for fault in injected:
         if fault.status != 429 or fault.namespace != namespace or fault.method == "POST":
             continue
+        if "/migrations/" in fault.path and not fault.path.endswith("/status"):
+            # Kopf's own client also patches the Migration itself (finalizer, its handler
+            # state), and with its own back-off: the next write there is not ours to judge.
+            continue
         retry = next(
             (
                 e
