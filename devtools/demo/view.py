@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cutover.cli.render import progress_bar
 from cutover.cli.report import GateReport, Report
 from devtools.demo.traffic import TrafficSnapshot
 
@@ -34,15 +35,6 @@ _PHASE_STYLE = {
     "Failed": "bold red",
 }
 _VERDICT_STYLE = {"Passed": "green", "Failed": "bold red", "Inconclusive": "yellow"}
-
-
-def bar(percent: int, width: int = 30) -> Text:
-    # Plain characters rather than rich's ProgressBar: it reads the same without colours.
-    done = round(width * percent / 100)
-    text = Text("█" * done, style="green")
-    text.append("░" * (width - done), style="dim")
-    text.append(f" {percent}%")
-    return text
 
 
 def _clock(value: Any) -> str:
@@ -174,7 +166,7 @@ class RunView:
                 f"{report.step} of {report.total_steps} ({escape(report.step_description)})",
             )
             grid.add_row("Weight", f"green {report.weight}% / blue {100 - report.weight}%")
-            grid.add_row("Overall Progress", bar(report.progress_percent))
+            grid.add_row("Overall Progress", progress_bar(report.progress_percent))
         grid.add_row("Traffic", escape(traffic_line(traffic)))
         grid.add_row("Routing", Text(traffic.source, style="dim"))
         grid.add_row("Elapsed", f"{time.monotonic() - self._started:.0f}s")

@@ -88,7 +88,7 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _bar(percent: int, width: int = 30) -> Text:
+def progress_bar(percent: int, width: int = 30) -> Text:
     # Characters rather than rich's ProgressBar: it must read the same without colours (CI logs).
     done = round(width * percent / 100)
     bar = Text("█" * done, style="green")
@@ -115,7 +115,7 @@ def report_renderable(report: Report) -> RenderableType:
         "Current Phase",
         f"{report.step} of {report.total_steps} ({escape(report.step_description)})",
     )
-    head.add_row("Overall Progress", _bar(report.progress_percent))
+    head.add_row("Overall Progress", progress_bar(report.progress_percent))
     head.add_row(
         "Traffic",
         f"green {escape(report.green)} {report.weight}% / blue {escape(report.blue)}"
