@@ -274,10 +274,12 @@ def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers
         traffic.app(f"out-{policy}")
     traffic.wait_for_data()
     for policy in ("pause", "rollback"):
-        # Inconclusive checks are not what this test is about: a loaded machine may scrape late
-        # right after Prometheus comes back, and one empty [5s] window must not hold the run again.
+        # Inconclusive checks are not what this test is about. After Prometheus comes back a
+        # loaded CI machine has stalled its scrapes for 6 s and more (empty [5s] windows), so the
+        # limit is above the number of checks the final wait allows: a gap can only slow the run
+        # (a step needs a Passed verdict), never hold it for a reason this test does not test.
         outage_gate = error_gate(
-            prometheus.url, onError=policy, consecutiveErrorLimit=2, inconclusiveLimit=5
+            prometheus.url, onError=policy, consecutiveErrorLimit=2, inconclusiveLimit=100
         )
         start_app(cluster, namespace, f"out-{policy}", f"out-{policy}", [outage_gate], steps)
     for policy in ("pause", "rollback"):
