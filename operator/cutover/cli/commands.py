@@ -20,10 +20,21 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-import yaml
 
 from cutover import __version__, api
 from cutover.cli.client import EXIT_USER, CliError, Cluster, Target, request_id
+from cutover.cli.compat import (
+    Located,
+    Severity,
+    check,
+    file_sources,
+    manifest_sources,
+    read_schema,
+    short,
+    summary_line,
+    text_lines,
+)
+from cutover.cli.manifests import Document, read_manifests
 from cutover.cli.plan import build_plan, lint_problems, live_change
 from cutover.cli.render import (
     console,
@@ -38,6 +49,7 @@ from cutover.core import promql
 from cutover.core.machine import Reason, RequestVerb
 from cutover.crd import crd_yaml
 from cutover.durations import DurationError, parse_duration
+from cutover.sqlscript import Dialect
 
 # Not 2: click exits 2 on usage errors, and a script must tell the two apart.
 EXIT_WATCH_TIMEOUT = 5
@@ -112,7 +124,22 @@ OutputOpt = Annotated[
     Output | None, typer.Option("-o", "--output", help="Machine-readable output: json | yaml.")
 ]
 NameArg = Annotated[str, typer.Argument(help="Name of the Migration.")]
-FileOpt = Annotated[Path, typer.Option("-f", "--filename", help="Manifest file, or - for stdin.")]
+FilesOpt = Annotated[
+    list[Path],
+    typer.Option(
+        "-f",
+        "--filename",
+        help="Manifest file or directory, or - for stdin; repeat -f for more (e.g. the"
+        " ConfigMaps holding the hooks' SQL).",
+    ),
+]
+DialectOpt = Annotated[
+    Dialect,
+    typer.Option(
+        "--dialect",
+        help="SQL dialect where a hook's image or command does not tell (psql, mysql, mariadb).",
+    ),
+]
 
 
 def _seconds(text: str, option: str) -> float:
@@ -125,32 +152,24 @@ def _seconds(text: str, option: str) -> float:
 # --- offline commands -------------------------------------------------------------------------
 
 
-def _load_documents(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except OSError as error:
-        raise CliError(f"cannot read {path}: {error.strerror}") from None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        what = error.problem or error.context or "parse error"
-        raise CliError(f"{path} is not valid YAML:{where} {what}") from None
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0] if str(error) else "parse error"
-        raise CliError(f"{path} is not valid YAML: {first}") from None
-    return [d for d in documents if isinstance(d, dict) and d.get("kind") == api.KIND]
-
-
-def _migrations(path: Path) -> list[dict[str, Any]]:
-    migrations = _load_documents(path)
+def _migrations(documents: list[Document], files: list[Path]) -> list[Document]:
+    migrations = [d for d in documents if d.kind == api.KIND]
     if not migrations:
-        raise CliError(f"{path}: no Migration found")
+        raise CliError(f"{', '.join(str(f) for f in files)}: no Migration found")
     return migrations
 
 
-def _name(document: dict[str, Any]) -> str:
-    return str((document.get("metadata") or {}).get("name", "<unnamed>"))
+def _hook_sql(documents: list[Document], dialect: Dialect) -> tuple[list[Located], list[str]]:
+    """What ``cutover compat`` makes of the SQL the Migrations' hooks run."""
+    sources, notes = manifest_sources(documents, dialect)
+    return check(sources).located, notes
+
+
+def _of(
+    migration: Document, located: list[Located], notes: list[str]
+) -> tuple[list[Located], list[str]]:
+    mine = [i for i in located if i.source.hook and i.source.hook.migration == migration.name]
+    return mine, [n for n in notes if f"Migration {migration.name}:" in n]
 
 
 @app.command()
@@ -169,24 +188,42 @@ def version() -> None:
 
 @app.command()
 @guarded
-def lint(file: FileOpt) -> None:
-    """Validate Migration manifests (schema and gate query templates); exit 1 on any error."""
+def lint(files: FilesOpt, dialect: DialectOpt = Dialect.postgres) -> None:
+    """Validate Migration manifests: schema, gate query templates and the hooks' SQL.
+
+    Exit 1 on any error: a schema or template problem, contract SQL in a preShift or afterStep
+    hook, or in a postPromotion hook not marked irreversible. Locking SQL is a warning.
+    """
+    documents = read_manifests(files)
+    migrations = _migrations(documents, files)
+    located, notes = _hook_sql(documents, dialect)
     failed = False
-    for document in _migrations(file):
-        name = _name(document)
-        problems = lint_problems(document)
-        failed = failed or bool(problems)
+    for document in migrations:
+        prefix = f"{document.path}: Migration {document.name}"
+        problems = lint_problems(document.body)
+        mine, my_notes = _of(document, located, notes)
+        errors = [i for i in mine if i.severity is Severity.error]
+        warnings = [i for i in mine if i.severity is Severity.warning]
+        failed = failed or bool(problems) or bool(errors)
         for problem in problems:
-            typer.echo(f"{file}: Migration {name}: {problem}")
-        if not problems:
-            typer.echo(f"{file}: Migration {name}: valid")
+            typer.echo(f"{prefix}: {problem}")
+        if not problems and not errors:
+            typer.echo(f"{prefix}: valid")
+        for item in errors + warnings:
+            assert item.severity is not None
+            typer.echo(
+                f"{item.source.file}:{item.line}: {item.severity.value}: {item.problem}:"
+                f" {short(item.finding.statement)}"
+            )
+        for note in my_notes:
+            typer.echo(f"note: {note}")
     raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
 @guarded
 def plan(
-    file: FileOpt,
+    files: FilesOpt,
     output: OutputOpt = None,
     live: Annotated[
         bool,
@@ -195,37 +232,43 @@ def plan(
             help="Also read the Migration in the cluster and say what applying the file does.",
         ),
     ] = False,
+    dialect: DialectOpt = Dialect.postgres,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Validate manifests offline and print each one's schedule, gates and rollback effects."""
+    """Validate manifests offline and print each one's schedule, gates and rollback effects.
+
+    With -o json|yaml: the migration plan, with its phases, point of no return and risks.
+    """
     out = console()
     plans = []
     failed = False
-    documents = list(_migrations(file))
+    everything = read_manifests(files)
+    documents = _migrations(everything, files)
+    located, notes = _hook_sql(everything, dialect)
     lives: dict[int, dict[str, Any] | None] = {}
     if live:
         for index, document in enumerate(documents):
-            ns = namespace or (document.get("metadata") or {}).get("namespace")
+            ns = namespace or (document.body.get("metadata") or {}).get("namespace")
             with _cluster(kubeconfig, context, ns) as cluster:
-                lives[index] = cluster.find(_name(document))
+                lives[index] = cluster.find(document.name)
     for index, document in enumerate(documents):
-        problems = lint_problems(document)
+        problems = lint_problems(document.body)
         if problems:
             failed = True
             for problem in problems:
-                typer.echo(f"{file}: Migration {_name(document)}: {problem}", err=True)
+                typer.echo(f"{document.path}: Migration {document.name}: {problem}", err=True)
             continue
         try:
-            built = build_plan(document)
+            built = build_plan(document.body, *_of(document, located, notes))
             if live:
-                effect, message = live_change(document, lives[index])
+                effect, message = live_change(document.body, lives[index])
                 built = dataclasses.replace(built, change=message, change_effect=effect)
             plans.append(built)
         except (api.SpecInvalid, promql.TemplateError) as error:  # pragma: no cover - linted
             failed = True
-            typer.echo(f"{file}: Migration {_name(document)}: {error}", err=True)
+            typer.echo(f"{document.path}: Migration {document.name}: {error}", err=True)
     if output is not None:
         data = [dataclasses.asdict(p) for p in plans]
         typer.echo(dump(data, output.value), nl=False)
@@ -235,6 +278,62 @@ def plan(
                 out.print()
             out.print(plan_renderable(item))
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+@guarded
+def compat(
+    sql_files: Annotated[
+        list[Path] | None, typer.Argument(help="SQL migration files.", show_default=False)
+    ] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "-f",
+            "--filename",
+            help="Manifests (file, directory or -): the SQL their Migrations' hooks run is"
+            " checked against the hook's phase. Repeat -f for more.",
+        ),
+    ] = None,
+    dialect: DialectOpt = Dialect.postgres,
+    schema: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--schema",
+            help="SQL with the current schema (CREATE TABLE): lets a type change be judged"
+            " as widening or narrowing. Repeatable.",
+        ),
+    ] = None,
+    phase: Annotated[
+        api.HookStage | None,
+        typer.Option("--phase", help="Judge the SQL files as if a hook of this stage ran them."),
+    ] = None,
+    irreversible: Annotated[
+        bool,
+        typer.Option("--irreversible", help="With --phase postPromotion: as an irreversible hook."),
+    ] = False,
+    output: OutputOpt = None,
+) -> None:
+    """Classify SQL as expand, contract, locking or unknown; exit 1 on an error.
+
+    An error is contract SQL in a phase where blue still serves (preShift, afterStep) or in a
+    postPromotion hook not marked irreversible. -o json writes the compatibility report.
+    """
+    sources = file_sources(sql_files or [], dialect, phase, irreversible)
+    notes: list[str] = []
+    if files:
+        found, notes = manifest_sources(read_manifests(files), dialect)
+        sources.extend(found)
+    if not sources and not notes:
+        raise CliError("nothing to check: name SQL files, or manifests with -f")
+    report = check(sources, read_schema(schema or [], dialect), notes)
+    if output is not None:
+        typer.echo(dump(report.to_data(), output.value), nl=False)
+    else:
+        for line in text_lines(report):
+            typer.echo(line)
+        typer.echo(summary_line(report))
+    raise typer.Exit(1 if report.count(Severity.error) else 0)
 
 
 # --- reading the cluster ----------------------------------------------------------------------

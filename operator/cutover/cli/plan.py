@@ -5,11 +5,13 @@ Pure: a parsed manifest in, data out; ``cli.render`` draws it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cutover import api
+from cutover.cli.compat import Located
+from cutover.cli.phases import PlanPhase, RiskAssessment, assess, build_phases, point_of_no_return
 from cutover.cli.report import threshold_text
 from cutover.core import promql, speccheck
 from cutover.core.plan import schedule
@@ -107,6 +109,10 @@ class Plan:
     # With `plan --live`: what applying this manifest does to the Migration in the cluster.
     change: str | None = None
     change_effect: str | None = None
+    # The migration plan for CI (`plan -o json`): phases, the point of no return and the risks.
+    phases: tuple[PlanPhase, ...] = ()
+    point_of_no_return: str = ""
+    risk: RiskAssessment | None = None
 
 
 def _rollback_text(weight: int) -> str:
@@ -115,8 +121,14 @@ def _rollback_text(weight: int) -> str:
     return f"green {weight} % → 0 %, blue back to its original size"
 
 
-def build_plan(manifest: Mapping[str, Any]) -> Plan:
-    """The schedule of a valid manifest; raises SpecInvalid or promql.TemplateError."""
+def build_plan(
+    manifest: Mapping[str, Any], sql: Sequence[Located] = (), notes: Sequence[str] = ()
+) -> Plan:
+    """The schedule of a valid manifest; raises SpecInvalid or promql.TemplateError.
+
+    ``sql`` holds what ``cutover compat`` found in the hooks' SQL and ``notes`` what it could
+    not check: both feed the risk assessment.
+    """
     migration = api.Migration.from_manifest(manifest)
     spec = migration.spec
     queries = rendered_queries(manifest, spec)
@@ -174,6 +186,9 @@ def build_plan(manifest: Mapping[str, Any]) -> Plan:
             if spec.rollback.automatic
             else "; a failed gate pauses instead of rolling back (automatic: false)"
         ),
+        phases=build_phases(spec, sql),
+        point_of_no_return=point_of_no_return(spec),
+        risk=assess(spec, sql, notes),
     )
 
 
