@@ -70,6 +70,30 @@ def add_cluster_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def bench_parser(
+    doc: str | None,
+    *,
+    qps: float,
+    burst: int,
+    smoke: str,
+    qps_help: str | None = None,
+    burst_help: str | None = None,
+) -> argparse.ArgumentParser:
+    """The options every load benchmark shares: the operator's client rate limit, a smoke mode,
+    where the JSON goes and which control plane; the script adds its own sizes to it."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument(
+        "--qps", type=float, default=qps, help=qps_help or f"CUTOVER_API_QPS ({qps:g})"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=burst, help=burst_help or f"CUTOVER_API_BURST ({burst})"
+    )
+    parser.add_argument("--smoke", action="store_true", help=smoke)
+    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
+    add_cluster_option(parser)
+    return parser
+
+
 # --- manifests ---------------------------------------------------------------------------------
 
 
@@ -448,6 +472,11 @@ class Bench:
         time.sleep(1)  # the other watches (and the Deployment index) are up
         return proc
 
+    def outcome(self) -> tuple[dict[tuple[str, str], int], str, list[str], dict[str, float]]:
+        """At a run's end: the operator's request counters, its log, the requests RBAC denied
+        and when each Migration was created."""
+        return self.counters(), self.operator_log(), self.denied(), dict(self.created_at)
+
     def operator_alive(self) -> bool:
         return bool(self.operator and self.operator.proc and self.operator.proc.poll() is None)
 
@@ -541,6 +570,16 @@ class LogTail:
             self.seq = new[-1]["seq"]
             self.entries.extend(new)
         return new
+
+    def wait_succeeded(self, done: set[str], want: int, deadline: float, every: float) -> None:
+        """Adds to ``done`` each Migration whose status the operator writes as Succeeded, polling
+        every ``every`` seconds until ``want`` have or ``deadline`` (monotonic) passes."""
+        while len(done) < want and time.monotonic() < deadline:
+            for entry in self.poll():
+                status = status_of(entry)
+                if status is not None and status.get("phase") == "Succeeded":
+                    done.add(str(entry["name"]))
+            time.sleep(every)
 
 
 # --- helpers -----------------------------------------------------------------------------------

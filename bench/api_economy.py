@@ -20,9 +20,7 @@ with bodies and timestamps), is the source of truth. Phases:
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -31,7 +29,7 @@ from _common import (
     WRITE_VERBS,
     WRITES_PER_STEP_BUDGET,
     Bench,
-    add_cluster_option,
+    bench_parser,
     delta,
     flat,
     migration,
@@ -56,6 +54,36 @@ def wait_phases(bench: Bench, names: list[str], phases: set[str], timeout: float
         return all(current.get(n) in phases for n in names)
 
     wait_until(done, timeout, interval=0.5)
+
+
+def start_paused(bench: Bench, names: list[str], first_weight: int) -> None:
+    """Blue/green pairs and a Migration each that pauses (indefinitely) after ``first_weight``."""
+    pair(bench, names)
+    steps = [{"setWeight": first_weight}, {"pause": {}}, {"setWeight": 100}]
+    bench.create_migrations([migration(n, f"{n}-blue", f"{n}-green", steps) for n in names])
+    wait_phases(bench, names, {"Paused"}, 60 + len(names))
+
+
+def rates(counts: dict[tuple[str, str], int], n: int, unit: str) -> dict[str, float]:
+    """Writes (with and without Events) and reads per ``unit``, over ``n`` of them."""
+    writes = total(counts, WRITE_VERBS)
+    return {
+        f"writes_per_{unit}": writes / n,
+        f"writes_per_{unit}_without_events": (writes - counts.get(("create", "events"), 0)) / n,
+        f"reads_per_{unit}": total(counts, READ_VERBS) / n,
+    }
+
+
+def show_rates(label: str, unit: str, result: dict[str, Any], extra: str) -> None:
+    """Prints what :func:`rates` measured for a phase, then its requests by verb and resource."""
+    print(
+        f"{label}: writes/{unit} {result[f'writes_per_{unit}']:.2f}"
+        f" ({result[f'writes_per_{unit}_without_events']:.2f} without Events),"
+        f" reads/{unit} {result[f'reads_per_{unit}']:.2f}{extra}",
+        flush=True,
+    )
+    for key, value in result[f"per_{unit}_by_verb_resource"].items():
+        print(f"  {key:32} {value}")
 
 
 def per(counts: dict[tuple[str, str], int], n: int) -> dict[str, float]:
@@ -84,12 +112,7 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
     return {
         "migrations": size,
         "weight_steps": steps,
-        "writes_per_step": (total(counts, WRITE_VERBS)) / steps,
-        "writes_per_step_without_events": (
-            total(counts, WRITE_VERBS) - counts.get(("create", "events"), 0)
-        )
-        / steps,
-        "reads_per_step": total(counts, READ_VERBS) / steps,
+        **rates(counts, steps, "step"),
         "status_writes_per_step": status_writes / steps,
         "per_step_by_verb_resource": per(counts, steps),
         "budget_per_weight_step": {
@@ -103,16 +126,7 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
 
 def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
     names = [f"r{i}" for i in range(size)]
-    pair(bench, names)
-    bench.create_migrations(
-        [
-            migration(
-                n, f"{n}-blue", f"{n}-green", [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
-            )
-            for n in names
-        ]
-    )
-    wait_phases(bench, names, {"Paused"}, 60 + size)
+    start_paused(bench, names, 50)
     time.sleep(1.5)
     before = bench.counters()
     for i, name in enumerate(names):
@@ -125,28 +139,14 @@ def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
     return {
         "migrations": size,
         "final_phases": sorted({phases[n] for n in names}),
-        "writes_per_rollback": total(counts, WRITE_VERBS) / size,
-        "writes_per_rollback_without_events": (
-            total(counts, WRITE_VERBS) - counts.get(("create", "events"), 0)
-        )
-        / size,
-        "reads_per_rollback": total(counts, READ_VERBS) / size,
+        **rates(counts, size, "rollback"),
         "per_rollback_by_verb_resource": per({k: v for k, v in counts.items() if v}, size),
     }
 
 
 def idle_phase(bench: Bench, paused: int, seconds: float) -> dict[str, Any]:
     names = [f"p{i}" for i in range(paused)]
-    pair(bench, names)
-    bench.create_migrations(
-        [
-            migration(
-                n, f"{n}-blue", f"{n}-green", [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]
-            )
-            for n in names
-        ]
-    )
-    wait_phases(bench, names, {"Paused"}, 60 + paused)
+    start_paused(bench, names, 10)
     time.sleep(3)  # the last writes settle
     phases = bench.phases()
     before = bench.counters()
@@ -248,19 +248,21 @@ def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = bench_parser(
+        __doc__,
+        qps=200,
+        burst=400,
+        smoke="tiny sizes, 5 s idle",
+        qps_help="operator QPS, phases 1-3 (200)",
+        burst_help="operator burst, phases 1-3",
+    )
     parser.add_argument("--migrations", type=int, default=20, help="phase 1 size (20)")
     parser.add_argument("--rollbacks", type=int, default=10, help="phase 2 size (10)")
     parser.add_argument("--paused", type=int, default=10, help="paused indefinitely in 3 (10)")
     parser.add_argument("--idle-seconds", type=float, default=30, help="phase 3 length (30)")
-    parser.add_argument("--qps", type=float, default=200, help="operator QPS, phases 1-3 (200)")
-    parser.add_argument("--burst", type=int, default=400, help="operator burst, phases 1-3")
     parser.add_argument("--limit-qps", type=float, default=5, help="phase 4 QPS (5)")
     parser.add_argument("--limit-burst", type=int, default=10, help="phase 4 burst (10)")
     parser.add_argument("--burst-migrations", type=int, default=20, help="phase 4 size (20)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 5 s idle")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
-    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.rollbacks, args.paused = 2, 2, 2
@@ -268,25 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     with Bench(args.cluster_dir) as bench:
         bench.start_operator(args.qps, args.burst)
         steps = steps_phase(bench, args.migrations)
-        print(
-            f"steps: writes/step {steps['writes_per_step']:.2f}"
-            f" ({steps['writes_per_step_without_events']:.2f} without Events),"
-            f" reads/step {steps['reads_per_step']:.2f},"
-            f" status writes/step {steps['status_writes_per_step']:.2f}",
-            flush=True,
+        show_rates(
+            "steps", "step", steps, f", status writes/step {steps['status_writes_per_step']:.2f}"
         )
-        for key, value in steps["per_step_by_verb_resource"].items():
-            print(f"  {key:32} {value}")
         rollback = rollback_phase(bench, args.rollbacks)
-        print(
-            f"rollback: writes/rollback {rollback['writes_per_rollback']:.2f}"
-            f" ({rollback['writes_per_rollback_without_events']:.2f} without Events),"
-            f" reads/rollback {rollback['reads_per_rollback']:.2f}, phases"
-            f" {rollback['final_phases']}",
-            flush=True,
-        )
-        for key, value in rollback["per_rollback_by_verb_resource"].items():
-            print(f"  {key:32} {value}")
+        show_rates("rollback", "rollback", rollback, f", phases {rollback['final_phases']}")
         idle = idle_phase(bench, args.paused, args.idle_seconds)
         print(
             f"idle: {idle['requests_per_second']:.3f} requests/s over {idle['seconds']:.0f}s"

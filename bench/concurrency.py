@@ -18,7 +18,6 @@ on a real control plane. Blue has 10 replicas so every weight is a distinct repl
 
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
 import time
@@ -33,7 +32,7 @@ from _common import (
     Bench,
     LogTail,
     Sampler,
-    add_cluster_option,
+    bench_parser,
     delta,
     describe,
     flat,
@@ -107,19 +106,11 @@ def one_run(
             )
             created_in = time.monotonic() - started
             deadline = time.monotonic() + timeout
-            while len(succeeded) < size and time.monotonic() < deadline:
-                for entry in tail.poll():
-                    status = status_of(entry)
-                    if status and status.get("phase") == "Succeeded":
-                        succeeded.add(str(entry["name"]))
-                time.sleep(0.5)
+            tail.wait_succeeded(succeeded, size, deadline, every=0.5)
             elapsed = time.monotonic() - started
             time.sleep(1)
             tail.poll()
-        after = bench.counters()
-        log_text = bench.operator_log()
-        denied = bench.denied()
-        created = dict(bench.created_at)
+        after, log_text, denied, created = bench.outcome()
     counts = delta(after, before)
     return analyse(
         names, tail, counts, pause_s, succeeded, sampler, elapsed, created_in, log_text, created
@@ -223,15 +214,10 @@ def analyse(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = bench_parser(__doc__, qps=20, burst=40, smoke="5 Migrations, 1 s pauses")
     parser.add_argument("--migrations", type=int, nargs="+", default=[100], help="sizes (100)")
     parser.add_argument("--runs", type=int, default=1, help="repetitions of each size (1)")
     parser.add_argument("--pause", default="5s", help="timed pause duration (5s)")
-    parser.add_argument("--qps", type=float, default=20, help="CUTOVER_API_QPS (20)")
-    parser.add_argument("--burst", type=int, default=40, help="CUTOVER_API_BURST (40)")
-    parser.add_argument("--smoke", action="store_true", help="5 Migrations, 1 s pauses")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
-    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.runs, args.pause = [5], 1, "1s"

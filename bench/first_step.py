@@ -32,7 +32,6 @@ from _common import (
     flat,
     migration,
     replicas_written,
-    status_of,
     total,
 )
 
@@ -56,18 +55,10 @@ def run(migrations: int, cluster_dir: Path | None) -> dict[str, Any]:
             )
         deadline = time.monotonic() + 60 + migrations
         done: set[str] = set()
-        while time.monotonic() < deadline and len(done) < migrations:
-            for entry in tail.poll():
-                status = status_of(entry)
-                if status is not None and status.get("phase") == "Succeeded":
-                    done.add(str(entry["name"]))
-            time.sleep(0.2)
+        tail.wait_succeeded(done, migrations, deadline, every=0.2)
         time.sleep(1)
         tail.poll()
-        after = bench.counters()
-        denied = bench.denied()
-        log_text = bench.operator_log()
-        created = dict(bench.created_at)
+        after, log_text, denied, created = bench.outcome()
     first_write: dict[str, float] = {}
     for entry in tail.entries:
         if replicas_written(entry) is not None:

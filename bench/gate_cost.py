@@ -16,7 +16,6 @@ gate's consecutive queries, and each query's round trip through the proxy. Prome
 
 from __future__ import annotations
 
-import argparse
 import collections
 import http.server
 import itertools
@@ -25,14 +24,14 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-from _common import Bench, add_cluster_option, describe, ms, save, wait_until
+from _common import Bench, bench_parser, describe, ms, save, wait_until
 
 from cutover.durations import parse_duration
 from tests.integration.gates_support import GREEN_ERROR_RATIO, app_manifest, gate, series
 from tests.support.exporter import TrafficExporter
+from tests.support.manifests import migration_body
 from tests.support.prometheus import PrometheusServer
 
 
@@ -110,15 +109,10 @@ def prometheus_query_count(prometheus: PrometheusServer) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = bench_parser(__doc__, qps=1000, burst=2000, smoke="2 Migrations, 5 s window")
     parser.add_argument("--migrations", type=int, default=10, help="Migrations with a gate (10)")
     parser.add_argument("--interval", default="1s", help="gate interval (1s)")
     parser.add_argument("--window", type=float, default=30, help="counting window, s (30)")
-    parser.add_argument("--qps", type=float, default=1000, help="CUTOVER_API_QPS (1000)")
-    parser.add_argument("--burst", type=int, default=2000, help="CUTOVER_API_BURST (2000)")
-    parser.add_argument("--smoke", action="store_true", help="2 Migrations, 5 s window")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
-    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.window = 2, 5
@@ -145,22 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     "error-rate", proxy.url, GREEN_ERROR_RATIO, interval=args.interval
                 )
                 error_gate["threshold"] = {"max": 0.05}
-                body = {
-                    "apiVersion": "cutover.io/v1alpha1",
-                    "kind": "Migration",
-                    "metadata": {"name": app},
-                    "spec": {
-                        "blue": {"deployment": f"{app}-blue"},
-                        "green": {"deployment": f"{app}-green"},
-                        "traffic": {"router": "replicas", "service": app},
-                        "steps": [
-                            {"setWeight": 50},
-                            {"pause": {"duration": "10m"}},
-                            {"setWeight": 100},
-                        ],
-                        "gates": [error_gate],
-                    },
-                }
+                steps = [{"setWeight": 50}, {"pause": {"duration": "10m"}}, {"setWeight": 100}]
+                body = migration_body(app, app, {"steps": steps, "gates": [error_gate]})
                 bench.create_migrations([body], workers=1)
 
             def all_passed() -> bool:

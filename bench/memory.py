@@ -20,12 +20,10 @@ reads its RSS and CPU times, the kube-apiserver's audit log its requests.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import Bench, add_cluster_option, mib, migration, save, status_of, wait_until
+from _common import Bench, bench_parser, mib, migration, save, status_of, wait_until
 
 KOPF_ALONE_MIB = 41  # anchor from the brief: a bare Kopf operator
 ARGO_MIB_PER_ROLLOUT = 1.0  # argo-rollouts#2855: 11-13k Rollouts -> 11-14 GB
@@ -102,18 +100,13 @@ def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = bench_parser(__doc__, qps=1000, burst=2000, smoke="5 Migrations, 5 s windows")
     parser.add_argument("--migrations", type=int, default=1000, help="active Migrations (1000)")
     parser.add_argument("--idle-seconds", type=float, default=60, help="CPU window (60)")
     parser.add_argument("--settle", type=float, default=10, help="wait before readings (10)")
     parser.add_argument("--lanes", type=int, default=10, help="parallel soak lanes (10)")
     parser.add_argument("--cycles", type=int, default=None, help="soak cycles (default: time)")
     parser.add_argument("--soak-seconds", type=float, default=120, help="soak length (120)")
-    parser.add_argument("--qps", type=float, default=1000, help="CUTOVER_API_QPS (1000)")
-    parser.add_argument("--burst", type=int, default=2000, help="CUTOVER_API_BURST (2000)")
-    parser.add_argument("--smoke", action="store_true", help="5 Migrations, 5 s windows")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (bench/results/)")
-    add_cluster_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.idle_seconds, args.settle = 5, 5, 3

@@ -5,37 +5,19 @@ budget docs/performance.md sets, and the chart's RBAC lets it do all of them."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from devtools.controlplane import ControlPlane
+from tests.support.benchrun import run_bench_smoke
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 def test_first_step_bench_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     output = tmp_path / "first_step.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "first_step.py"),
-            "--smoke",
-            "--output",
-            str(output),
-            "--cluster-dir",
-            str(control_plane.root),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_bench_smoke("first_step", output, control_plane, timeout=200)
     result = json.loads(output.read_text())
     assert result["migrations"] == result["succeeded"] == 1
     assert result["rbac_denied"] == []

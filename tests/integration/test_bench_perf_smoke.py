@@ -11,17 +11,15 @@ measurements and are not asserted: a 2-core CI machine is no benchmark rig.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.controlplane import ControlPlane
+from tests.support.benchrun import run_bench_smoke
 from tests.support.prometheus import find_prometheus
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 psutil = pytest.importorskip("psutil", reason="the benchmarks sample processes with psutil")
@@ -29,23 +27,7 @@ psutil = pytest.importorskip("psutil", reason="the benchmarks sample processes w
 
 def run_bench(script: str, tmp_path: Path, plane: ControlPlane) -> dict[str, Any]:
     output = tmp_path / f"{script}.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / f"{script}.py"),
-            "--smoke",
-            "--output",
-            str(output),
-            "--cluster-dir",
-            str(plane.root),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_bench_smoke(script, output, plane, timeout=400)
     result: dict[str, Any] = json.loads(output.read_text())
     assert result["smoke"] is True
     return result

@@ -5,39 +5,21 @@ write is in the audit log, and the report's figures agree with each other."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from devtools.controlplane import ControlPlane
+from tests.support.benchrun import run_bench_smoke
 from tests.support.prometheus import find_prometheus
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def test_breach_bench_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     if find_prometheus() is None:
         pytest.skip("prometheus binary not installed")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "breach_to_rollback.py"),
-            "--smoke",
-            "--output",
-            str(tmp_path),
-            "--cluster-dir",
-            str(control_plane.root),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_bench_smoke("breach_to_rollback", tmp_path, control_plane, timeout=280)
     lines = result.stdout.splitlines()
     assert any(line.startswith("run 1/1: detection") for line in lines), result.stdout
     report = json.loads(next(tmp_path.glob("breach_to_rollback-*.json")).read_text())
