@@ -1,0 +1,74 @@
+"""What ``decide`` returns: the actions that bring the cluster in line with the new status.
+
+Every action is idempotent, so applying a decision twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cutover.api import HookStage, MigrationStatus
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    weight: int
+    total_replicas: int
+
+
+@dataclass(frozen=True)
+class PrepareGreen:
+    """Scale green so that it can take any weight (routers that shift by weight, not pods)."""
+
+    total_replicas: int
+
+
+@dataclass(frozen=True)
+class RestoreBlue:
+    """All traffic back to blue in one router write, then green scaled down if asked."""
+
+    total_replicas: int
+    scale_down_green: bool
+
+
+@dataclass(frozen=True)
+class RetireBlue:
+    """After success: blue is no longer needed."""
+
+    total_replicas: int
+
+
+@dataclass(frozen=True)
+class RunHook:
+    """Create the hook's Job (idempotent: the name is deterministic)."""
+
+    stage: HookStage
+    hook: str
+    job: str
+    step: int | None
+    attempt: int
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class StopJob:
+    """Delete a Job that ran out of time."""
+
+    job: str
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = SetWeight | PrepareGreen | RestoreBlue | RetireBlue | RunHook | StopJob | EmitEvent
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: MigrationStatus
+    actions: tuple[Action, ...]
+    requeue_after: float | None  # seconds until something is due; None: only a change wakes it

@@ -1,0 +1,115 @@
+"""Gates inside a run: which checks are due, how their recorded verdicts (core.gates) stop or
+hold the run, and whether every gate passed since a step became ready.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cutover.api import (
+    ErrorPolicy,
+    Gate,
+    GateOutcome,
+    GateStatus,
+    MigrationSpec,
+    MigrationStatus,
+    Phase,
+    Verdict,
+)
+from cutover.core import gates as gate_rules
+from cutover.core.runstate import RunState
+from cutover.core.transitions import Event
+from cutover.durations import parse_duration
+
+
+def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> list[Gate]:
+    """Gates whose next check is due: the shell measures these before calling ``decide``."""
+    if status.phase not in (Phase.progressing, Phase.paused) or status.weight == 0:
+        return []
+    due = []
+    for gate in spec.gates:
+        record = status.gate(gate.name)
+        if record and record.next_check_at is not None and record.next_check_at <= now:
+            due.append(gate)
+    return due
+
+
+class GateJudge(RunState):
+    def _judge_gates(self, spec: MigrationSpec) -> bool:
+        """Record due readings; returns True when a gate stopped the run."""
+        if self.s.weight == 0:
+            return False
+        due = {g.name for g in gates_due(spec, self.s, self.now)}
+        worst: tuple[int, Event, str] | None = None
+        for gate in spec.gates:
+            record = self.s.gate(gate.name)
+            if record is None:
+                record = GateStatus(name=gate.name)
+                self.s.gates.append(record)
+            reading = self.obs.readings.get(gate.name)
+            if reading is not None and gate.name in due:
+                judgement = gate_rules.judge(reading, gate)
+                updated = gate_rules.record(record, gate, reading, judgement, self.now)
+                self.s.gates[self.s.gates.index(record)] = updated
+                record = updated
+            candidate = self._gate_event(gate, record)
+            if candidate and (worst is None or candidate[0] > worst[0]):
+                worst = candidate
+        if worst is None:
+            return False
+        _, event, message = worst
+        return self._fire(event, message) and self.s.phase is not Phase.progressing
+
+    def _gate_event(self, gate: Gate, record: GateStatus) -> tuple[int, Event, str] | None:
+        assert isinstance(self.spec, MigrationSpec)
+        evaluated = record.last_evaluated_at
+        when = evaluated.strftime("%H:%M:%SZ") if evaluated else "?"
+        detail = f"gate {gate.name} at {when}: {record.last_message}"
+        rank = gate_rules.severity(record.outcome)
+        if record.outcome is GateOutcome.failed:
+            counts = f"({record.failed} failed checks, failureLimit {gate.failure_limit})"
+            if self.spec.rollback.automatic:
+                return rank, Event.gate_failed, f"{detail} {counts}: rolling back"
+            return (
+                rank,
+                Event.gate_failed_hold,
+                f"{detail} {counts}: paused (automatic rollback off)",
+            )
+        if record.outcome is GateOutcome.error:
+            counts = (
+                f"({record.consecutive_errors} errors in a row,"
+                f" consecutiveErrorLimit {gate.consecutive_error_limit})"
+            )
+            if gate.on_error is ErrorPolicy.rollback and self.spec.rollback.automatic:
+                return (
+                    rank,
+                    Event.gate_error,
+                    f"{detail} {counts}: rolling back (onError: rollback)",
+                )
+            return rank, Event.gate_error_hold, f"{detail} {counts}: paused"
+        if record.outcome is GateOutcome.inconclusive:
+            counts = (
+                f"({record.inconclusive} inconclusive checks,"
+                f" inconclusiveLimit {gate.inconclusive_limit})"
+            )
+            return rank, Event.gate_inconclusive, f"{detail} {counts}: paused, promote or resume"
+        return None
+
+    def _schedule_first_checks(self, spec: MigrationSpec) -> None:
+        for gate in spec.gates:
+            record = self.s.gate(gate.name)
+            if record is not None and record.next_check_at is None:
+                record.next_check_at = self.now + timedelta(seconds=parse_duration(gate.interval))
+
+    def _gates_passed_since(self, spec: MigrationSpec, since: datetime | None) -> bool:
+        """Every gate passed a check newer than ``since`` and its latest check passed: a failed
+        check within failureLimit holds the weight until a later check passes."""
+        if self.s.weight == 0 or since is None:
+            return True
+        for gate in spec.gates:
+            record = self.s.gate(gate.name)
+            if record is None or record.last_passed_at is None or record.last_passed_at <= since:
+                return False
+            if record.last_verdict is not Verdict.passed:
+                return False
+        return True

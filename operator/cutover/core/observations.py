@@ -1,0 +1,67 @@
+"""What ``decide`` reads: the cluster as the shell observed it, and the manual request to handle.
+
+Plain frozen data, built by the shell (reconciler.py) and by the simulator in tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cutover.core import gates as gate_rules
+from cutover.core.actions import Action
+
+
+class RequestVerb(enum.StrEnum):
+    promote = "promote"
+    promote_full = "promote-full"
+    pause = "pause"
+    resume = "resume"
+    abort = "abort"
+    retry = "retry"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A manual request (from ``cutover promote`` etc.); ``id`` makes it act once only."""
+
+    id: str
+    verb: RequestVerb
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int  # spec.replicas
+    available: int  # status.availableReplicas
+    # The size a router saved before its first write: after a crash between a router write and
+    # the status write, spec.replicas is no longer the size the run started from.
+    original_replicas: int | None = None
+
+    @property
+    def size_before_run(self) -> int:
+        return self.original_replicas if self.original_replicas is not None else self.replicas
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A hook's Job as the cluster reports it."""
+
+    succeeded: bool = False
+    failed: bool = False
+    message: str = ""  # e.g. the Job's Failed condition message and the pod log's last lines
+
+
+@dataclass(frozen=True)
+class Observations:
+    generation: int
+    blue: DeploymentState | None = None  # None: the Deployment does not exist
+    green: DeploymentState | None = None
+    router_weight: int | None = None  # what the router reads from the cluster; None: cannot tell
+    readings: Mapping[str, gate_rules.Reading] = field(default_factory=dict)
+    request: Request | None = None
+    preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
+    # Actions of the previous decision that the router acknowledged in this same wake-up.
+    acted: tuple[Action, ...] = ()
+    jobs: Mapping[str, JobState] = field(default_factory=dict)  # hook Jobs by name
+    migration: str = "migration"  # the Migration's name, for hook Job names

@@ -1,0 +1,141 @@
+"""The steps of a run: set each step's weight, wait for green to be ready, hold timed and manual
+pauses, wait for hooks and gates, then bake and retire blue; and when the next step is due.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cutover.api import HookStage, MigrationSpec
+from cutover.core.actions import RetireBlue, SetWeight
+from cutover.core.gating import GateJudge
+from cutover.core.hooks import HookRunner
+from cutover.core.plan import green_replicas_needed
+from cutover.core.transitions import Event, Reason
+from cutover.durations import parse_duration
+
+# Deployment changes wake a waiting Migration (handlers.wake_on_deployment); this poll is only
+# a safety net for a missed event.
+_READINESS_POLL = 5.0
+
+
+class StepRunner(HookRunner, GateJudge):
+    def _progress(self, spec: MigrationSpec) -> None:
+        if not self._stage_ok(spec, HookStage.pre_shift, None):
+            return
+        index = self.s.current_step_index
+        finishing = index >= len(spec.steps)
+        step = None if finishing else spec.steps[index]
+        if finishing:
+            target = 100
+        elif step is not None and step.set_weight is not None:
+            target = step.set_weight
+        else:
+            target = self.s.weight
+        if not self._weight_applied(target):
+            return
+        if self.s.step_ready_at is None and not self._green_ready(spec, target):
+            return
+        if finishing:
+            self._finish(spec)
+            return
+        assert step is not None
+        if step.set_weight is not None:
+            hooks_done = target == 0 or self._stage_ok(spec, HookStage.after_step, index)
+            if hooks_done and self._gates_passed_since(spec, self.s.step_ready_at):
+                self._advance_to(index + 1, f"weight {target}% held and gates passed")
+            return
+        assert step.pause is not None
+        if step.pause.duration is None:
+            self._fire(Event.pause_step, f"step {index + 1}: paused until promoted")
+            return
+        end = self._pause_end(step.pause.duration)
+        if self.now >= end and self._gates_passed_since(spec, self.s.step_ready_at):
+            self._advance_to(index + 1, f"pause of {step.pause.duration} over")
+
+    def _weight_applied(self, target: int) -> bool:
+        """Sets the weight when the status or the cluster disagree with ``target``."""
+        router_weight = self.obs.router_weight
+        in_cluster = router_weight is None or router_weight == target
+        if self.s.weight == target and (in_cluster or self._wrote_weight()):
+            return True
+        self.actions.append(SetWeight(target, self._total()))
+        if self.s.weight != target:
+            self.s.weight = target
+            self.s.step_ready_at = None
+            self._history(Reason.weight_set, f"green weight set to {target}%")
+        return False
+
+    def _wrote_weight(self) -> bool:
+        return any(isinstance(a, SetWeight) for a in self.actions)
+
+    def _green_ready(self, spec: MigrationSpec, target: int) -> bool:
+        green = self.obs.green
+        needed = green_replicas_needed(spec, self._total(), target)
+        if green is not None and green.available >= needed:
+            self.s.step_ready_at = self.now
+            if target > 0:
+                self._schedule_first_checks(spec)
+            return True
+        deadline = parse_duration(spec.progress_deadline)
+        started = self.s.step_started_at or self.now
+        if (self.now - started).total_seconds() > deadline:
+            have = green.available if green is not None else 0
+            self._fire(
+                Event.deadline_exceeded,
+                f"green {spec.green.deployment} has {have}/{needed} replicas available"
+                f" {spec.progress_deadline} after the step started (progressDeadline)",
+            )
+        return False
+
+    def _pause_end(self, duration: str) -> datetime:
+        started = self.s.step_started_at or self.now
+        return started + timedelta(seconds=parse_duration(duration))
+
+    def _advance_to(self, index: int, message: str) -> None:
+        assert isinstance(self.spec, MigrationSpec)
+        index = min(index, len(self.spec.steps))
+        self.s.current_step_index = index
+        self.s.step_started_at = self.now
+        self.s.step_ready_at = None
+        label = "finishing" if index >= len(self.spec.steps) else f"step {index + 1}"
+        # History only: Events mark phase changes, so a long run does not flood `kubectl events`
+        # (and each Event is an API write).
+        self._history(Reason.step_started, f"{message}; {label} of {len(self.spec.steps)}")
+
+    def _finish(self, spec: MigrationSpec) -> None:
+        bake = 0.0 if self.s.full_promotion else parse_duration(spec.bake)
+        ready = self.s.step_ready_at or self.now
+        if bake > 0:
+            if (self.now - ready).total_seconds() < bake:
+                return
+            if not self._gates_passed_since(spec, ready):
+                return
+        if not self._stage_ok(spec, HookStage.post_promotion, None):
+            return
+        if not any(isinstance(a, RetireBlue) for a in self.obs.acted):
+            # Succeeded only once the router acknowledged the retirement: a crash in between
+            # must not leave a "succeeded" run with blue still scaled.
+            self.actions.append(RetireBlue(self._total()))
+            return
+        self._fire(
+            Event.steps_done,
+            f"all traffic on {spec.green.deployment}; {spec.blue.deployment} retired",
+        )
+
+    def _progress_wake(self, spec: MigrationSpec) -> float | None:
+        if self.s.step_ready_at is None:
+            started = self.s.step_started_at or self.now
+            deadline = parse_duration(spec.progress_deadline)
+            # Just past the deadline, so the wake-up that judges it is not a poll too late.
+            left = deadline - (self.now - started).total_seconds() + 0.05
+            return min(_READINESS_POLL, max(left, 0.0))
+        index = self.s.current_step_index
+        if index >= len(spec.steps):
+            bake = parse_duration(spec.bake)
+            return max((self.s.step_ready_at - self.now).total_seconds() + bake, 0.0)
+        step = spec.steps[index]
+        if step.pause is not None and step.pause.duration is not None:
+            return (self._pause_end(step.pause.duration) - self.now).total_seconds()
+        # Otherwise the next gate check (already a candidate) is what moves the step on.
+        return None
