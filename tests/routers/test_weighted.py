@@ -11,6 +11,7 @@ Migration owns the nginx canary, so the garbage collector keeps it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from cutover.routers.base import (
     TrafficRouter,
 )
 from tests.routers.support import Audit, settle
+from tests.support.manifests import deployment
 
 BLUE, GREEN = "checkout-blue", "checkout-green"
 WEIGHTS = [0, 1, 33, 50, 99, 100]
@@ -36,6 +38,8 @@ ROUTE = {
     Router.nginx: ("networking.k8s.io", "v1", "ingresses", "checkout"),
 }
 CANARY = "checkout-cutover-canary"
+CANARY_MATCH = [{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}]
+GREEN_COOKIE = {"name": "cutover-green", "maxAge": "1h"}
 USER_NOTES = {"team.example.com/owner": "payments", "argocd.argoproj.io/tracking-id": "shop:x"}
 
 HTTP_ROUTE: dict[str, Any] = {
@@ -137,20 +141,7 @@ pytestmark = pytest.mark.usefixtures("third_party_crds")
 
 
 def _deployment(name: str, version: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": "checkout", "version": version}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": f"shop:{version}"}]},
-            },
-        },
-    }
+    return deployment(name, replicas, {"app": "checkout", "version": version}, f"shop:{version}")
 
 
 def _service(name: str, version: str) -> dict[str, Any]:
@@ -233,6 +224,49 @@ async def _route(w: World, kind: Router, name: str | None = None) -> dict[str, A
     return await w.kube.get(group, version, plural, w.ns, name or default)
 
 
+async def _sticky_world(
+    kube: Kube,
+    admin: Kube,
+    ns: str,
+    kind: Router,
+    match: list[dict[str, Any]],
+    cookie: dict[str, Any],
+) -> tuple[World, Target, dict[str, Any]]:
+    """A world whose Migration sends ``match`` requests to green and keeps users there with
+    ``cookie``, prepared by the router; with the route as the team wrote it."""
+    w = await _world(kube, admin, ns, kind)
+    target = w.target(kind, match=match, stickiness={"cookie": cookie})
+    before = await _present(w, kind)
+    await _prepared(w, target)
+    return w, target, before
+
+
+async def _present(w: World, kind: Router, name: str | None = None) -> dict[str, Any]:
+    """The route (or the canary Ingress ``name``), which must exist."""
+    route = await _route(w, kind, name)
+    assert route is not None
+    return route
+
+
+async def _prepared(w: World, target: Target) -> None:
+    """The router prepares ``target`` (blue at 4) and both Deployments settle."""
+    await w.router.prepare(target, 4)
+    await _settled(w.kube, w.ns)
+
+
+async def _no_writes(audit: Audit, call: Awaitable[object], message: str = "") -> None:
+    """``call`` (a router method already done once) writes nothing: it is idempotent."""
+    mark = audit.mark()
+    await call
+    assert audit.writes(mark) == [], message
+
+
+async def _patch_route(w: World, kind: Router, ops: list[dict[str, Any]]) -> None:
+    """Someone else (the admin) edits the route with a JSON patch."""
+    group, version, plural, name = ROUTE[kind]
+    await w.admin.patch(group, version, plural, w.ns, name, ops, patch_type="json")
+
+
 async def _replicas(w: World, name: str) -> int:
     obj = await w.kube.get("apps", "v1", "deployments", w.ns, name)
     assert obj is not None
@@ -256,13 +290,10 @@ async def test_contract(kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Ro
     w = await _world(kube, admin, ns, kind)
     router, target = w.router, w.target(kind)
     assert await router.preflight(target) == []
-    before = await _route(w, kind)
-    assert before is not None
+    before = await _present(w, kind)
 
     await router.prepare(target, 4)
-    mark = audit.mark()
-    await router.prepare(target, 4)  # idempotent
-    assert audit.writes(mark) == []
+    await _no_writes(audit, router.prepare(target, 4))  # idempotent
     assert await _replicas(w, GREEN) == 4
     saved = await _route(w, kind)
     assert saved is not None and ORIGINAL_ANNOTATION in saved["metadata"]["annotations"]
@@ -277,15 +308,14 @@ async def test_contract(kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Ro
         assert route is not None
         weights = _weights(kind, route)
         assert weights in (None, (100 - weight, weight))
-        mark = audit.mark()
-        await router.set_weight(target, weight, 4)
-        assert audit.writes(mark) == [], f"second set_weight({weight}) wrote"
+        await _no_writes(
+            audit, router.set_weight(target, weight, 4), f"second set_weight({weight}) wrote"
+        )
 
     await router.set_weight(target, 50, 4)
     assert await router.verify(target, 0) is False
     await router.restore(target, 4, True)
-    after = await _route(w, kind)
-    assert after is not None
+    after = await _present(w, kind)
     assert after["spec"] == before["spec"]
     assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
     assert after["metadata"].get("labels") == before["metadata"].get("labels")
@@ -294,9 +324,7 @@ async def test_contract(kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Ro
     assert await router.get_weight(target) == 0
     assert await _replicas(w, GREEN) == 0
     assert await _replicas(w, BLUE) == 4
-    mark = audit.mark()
-    await router.restore(target, 4, True)  # idempotent
-    assert audit.writes(mark) == []
+    await _no_writes(audit, router.restore(target, 4, True))  # idempotent
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
@@ -305,15 +333,13 @@ async def test_retire_blue_keeps_green_at_100(
 ) -> None:
     w = await _world(kube, admin, ns, kind)
     router, target = w.router, w.target(kind, match=[{"name": "X-Canary", "exact": "1"}])
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    await _prepared(w, target)
     await router.set_weight(target, 50, 4)
     await router.set_weight(target, 100, 4)
     await router.retire_blue(target, 4)
     assert await router.get_weight(target) == 100
     assert await _replicas(w, BLUE) == 0
-    route = await _route(w, kind)
-    assert route is not None
+    route = await _present(w, kind)
     assert ORIGINAL_ANNOTATION not in route["metadata"]["annotations"]
     assert MANAGED_RULE not in str(route["spec"])
     if kind is Router.nginx:
@@ -324,42 +350,33 @@ async def test_retire_blue_keeps_green_at_100(
         assert backends == [GREEN, "admin"]
     else:
         assert _weights(kind, route) == (0, 100)
-    mark = audit.mark()
-    await router.retire_blue(target, 4)
-    assert audit.writes(mark) == []
+    await _no_writes(audit, router.retire_blue(target, 4))
 
 
 @pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio], ids=["gatewayapi", "istio"])
 async def test_edits_by_others_survive(kube: Kube, admin: Kube, ns: str, kind: Router) -> None:
     w = await _world(kube, admin, ns, kind)
     router, target = w.router, w.target(kind)
-    group, version, plural, name = ROUTE[kind]
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    await _prepared(w, target)
     await router.set_weight(target, 10, 4)
     key = "rules" if kind is Router.gatewayapi else "http"
     # Someone else inserts a rule at the front (every index shifts) and edits the weighted one.
     extra = copy.deepcopy(OBJECTS[kind]["spec"][key][0])
     extra["name"] = "docs"
     timeout = ["timeouts", "request"] if kind is Router.gatewayapi else ["timeout"]
-    await admin.patch(
-        group,
-        version,
-        plural,
-        ns,
-        name,
+    await _patch_route(
+        w,
+        kind,
         [
             {"op": "add", "path": f"/spec/{key}/0", "value": extra},
             {"op": "replace", "path": f"/spec/{key}/2/" + "/".join(timeout), "value": "30s"},
             {"op": "add", "path": "/metadata/labels", "value": {"tier": "web"}},
         ],
-        patch_type="json",
     )
     await router.set_weight(target, 60, 4)
     assert await router.get_weight(target) == 60
     await router.restore(target, 4, True)
-    now = await _route(w, kind)
-    assert now is not None
+    now = await _present(w, kind)
     assert [r["name"] for r in now["spec"][key]] == ["docs", "admin", "main"]
     rule = now["spec"][key][2]
     assert (rule["timeouts"]["request"] if kind is Router.gatewayapi else rule["timeout"]) == "30s"
@@ -373,7 +390,7 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(
     w = await _world(kube, admin, ns, Router.gatewayapi)
     router = w.router
     target = w.target(Router.gatewayapi, match=[{"name": "X-Canary", "exact": "1"}])
-    group, version, plural, name = ROUTE[Router.gatewayapi]
+    plural = ROUTE[Router.gatewayapi][2]
     real_get = kube.get
     raced = False
 
@@ -383,25 +400,17 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(
         if args[2] == plural and not raced:
             raced = True  # another writer slips in right after our read: indexes shift
             extra = {"name": "docs", "backendRefs": [{"name": "docs", "port": 80}]}
-            await admin.patch(
-                group,
-                version,
-                plural,
-                ns,
-                name,
-                [{"op": "add", "path": "/spec/rules/0", "value": extra}],
-                patch_type="json",
+            await _patch_route(
+                w, Router.gatewayapi, [{"op": "add", "path": "/spec/rules/0", "value": extra}]
             )
         return obj
 
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    await _prepared(w, target)
     mark = audit.mark()
     kube.get = racing_get  # type: ignore[method-assign,assignment]
     await router.set_weight(target, 30, 4)
     kube.get = real_get  # type: ignore[method-assign]
-    route = await _route(w, Router.gatewayapi)
-    assert route is not None
+    route = await _present(w, Router.gatewayapi)
     assert [r.get("name") for r in route["spec"]["rules"]] == [
         "docs",
         "admin",
@@ -418,20 +427,12 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(
 async def test_gatewayapi_match_and_sticky_rules(
     kube: Kube, admin: Kube, ns: str, audit: Audit
 ) -> None:
-    w = await _world(kube, admin, ns, Router.gatewayapi)
-    router = w.router
-    target = w.target(
-        Router.gatewayapi,
-        match=[{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}],
-        stickiness={"cookie": {"name": "cutover-green", "maxAge": "1h"}},
+    w, target, before = await _sticky_world(
+        kube, admin, ns, Router.gatewayapi, CANARY_MATCH, GREEN_COOKIE
     )
-    before = await _route(w, Router.gatewayapi)
-    assert before is not None
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    router = w.router
     await router.set_weight(target, 0, 4)
-    route = await _route(w, Router.gatewayapi)
-    assert route is not None
+    route = await _present(w, Router.gatewayapi)
     rules = route["spec"]["rules"]
     assert [r["name"] for r in rules] == ["admin", MANAGED_RULE, "main"]
     managed = rules[1]
@@ -461,9 +462,7 @@ async def test_gatewayapi_match_and_sticky_rules(
     ]
     assert await router.get_weight(target) == 0
     await router.set_weight(target, 25, 4)
-    mark = audit.mark()
-    await router.set_weight(target, 25, 4)
-    assert audit.writes(mark) == []
+    await _no_writes(audit, router.set_weight(target, 25, 4))
     await router.restore(target, 4, True)
     after = await _route(w, Router.gatewayapi)
     assert after is not None and after["spec"] == before["spec"]
@@ -472,20 +471,17 @@ async def test_gatewayapi_match_and_sticky_rules(
 async def test_istio_match_and_sticky_routes(
     kube: Kube, admin: Kube, ns: str, audit: Audit
 ) -> None:
-    w = await _world(kube, admin, ns, Router.istio)
-    router = w.router
-    target = w.target(
+    w, target, before = await _sticky_world(
+        kube,
+        admin,
+        ns,
         Router.istio,
-        match=[{"name": "X-Canary", "regex": "yes|1"}],
-        stickiness={"cookie": {"name": "sticky", "maxAge": "10m"}},
+        [{"name": "X-Canary", "regex": "yes|1"}],
+        {"name": "sticky", "maxAge": "10m"},
     )
-    before = await _route(w, Router.istio)
-    assert before is not None
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    router = w.router
     await router.set_weight(target, 5, 4)
-    route = await _route(w, Router.istio)
-    assert route is not None
+    route = await _present(w, Router.istio)
     http = route["spec"]["http"]
     assert [r["name"] for r in http] == ["admin", MANAGED_RULE, "main"]
     assert http[1]["route"] == [{"destination": {"host": GREEN}, "weight": 100}]
@@ -495,9 +491,9 @@ async def test_istio_match_and_sticky_routes(
     assert http[2]["route"][1]["headers"] == {
         "response": {"add": {"Set-Cookie": f"sticky={w.sticky}; Max-Age=600; Path=/"}}
     }
-    mark = audit.mark()
-    await router.set_weight(target, 5, 4)  # the stored route already says so: no write
-    assert audit.writes(mark) == []
+    await _no_writes(
+        audit, router.set_weight(target, 5, 4)
+    )  # the stored route already says so: no write
     await router.restore(target, 4, False)
     after = await _route(w, Router.istio)
     assert after is not None and after["spec"] == before["spec"]
@@ -507,24 +503,16 @@ async def test_istio_match_and_sticky_routes(
 async def test_istio_subsets_name_the_versions(kube: Kube, admin: Kube, ns: str) -> None:
     w = await _world(kube, admin, ns, Router.istio)
     router = w.router
-    group, version, plural, name = ROUTE[Router.istio]
     dests = [
         {"destination": {"host": "checkout", "subset": "blue"}, "weight": 100},
         {"destination": {"host": "checkout", "subset": "green"}},
     ]
-    await admin.patch(
-        group,
-        version,
-        plural,
-        ns,
-        name,
-        [{"op": "replace", "path": "/spec/http/1/route", "value": dests}],
-        patch_type="json",
+    await _patch_route(
+        w, Router.istio, [{"op": "replace", "path": "/spec/http/1/route", "value": dests}]
     )
     target = w.target(Router.istio)
     assert await router.preflight(target) == []
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    await _prepared(w, target)
     await router.set_weight(target, 40, 4)
     assert await router.get_weight(target) == 40
     await router.restore(target, 4, True)
@@ -533,20 +521,12 @@ async def test_istio_subsets_name_the_versions(kube: Kube, admin: Kube, ns: str)
 
 
 async def test_nginx_canary_ingress(kube: Kube, admin: Kube, ns: str, audit: Audit) -> None:
-    w = await _world(kube, admin, ns, Router.nginx)
-    router = w.router
-    target = w.target(
-        Router.nginx,
-        match=[{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}],
-        stickiness={"cookie": {"name": "cutover-green", "maxAge": "1h"}},
+    w, target, before = await _sticky_world(
+        kube, admin, ns, Router.nginx, CANARY_MATCH, GREEN_COOKIE
     )
-    before = await _route(w, Router.nginx)
-    assert before is not None
-    await router.prepare(target, 4)
-    await _settled(kube, ns)
+    router = w.router
     await router.set_weight(target, 20, 4)
-    canary = await _route(w, Router.nginx, CANARY)
-    assert canary is not None
+    canary = await _present(w, Router.nginx, CANARY)
     meta = canary["metadata"]
     assert meta["ownerReferences"][0]["kind"] == "Migration"
     assert meta["ownerReferences"][0]["uid"] == target.uid
@@ -571,9 +551,7 @@ async def test_nginx_canary_ingress(kube: Kube, admin: Kube, ns: str, audit: Aud
     assert [p["backend"]["service"]["name"] for p in paths] == [GREEN]  # admin path left out
     stable = await _route(w, Router.nginx)
     assert stable is not None and stable["spec"] == before["spec"]
-    mark = audit.mark()
-    await router.set_weight(target, 20, 4)
-    assert audit.writes(mark) == []
+    await _no_writes(audit, router.set_weight(target, 20, 4))
     await router.restore(target, 4, True)
     assert await _route(w, Router.nginx, CANARY) is None
 
@@ -602,17 +580,8 @@ async def test_preflight_rule_without_both_services(
 ) -> None:
     w = await _world(kube, admin, ns, kind)
     router = w.router
-    group, version, plural, name = ROUTE[kind]
     key, entries = ("rules", "backendRefs") if kind is Router.gatewayapi else ("http", "route")
-    await admin.patch(
-        group,
-        version,
-        plural,
-        ns,
-        name,
-        [{"op": "remove", "path": f"/spec/{key}/1/{entries}/1"}],
-        patch_type="json",
-    )
+    await _patch_route(w, kind, [{"op": "remove", "path": f"/spec/{key}/1/{entries}/1"}])
     problems = await router.preflight(w.target(kind))
     assert len(problems) == 1 and f"{ns}/checkout" in problems[0] and "green" in problems[0]
     named = w.target(
