@@ -199,10 +199,14 @@ def type_change(
         if before is not None and (after is None or after[0] >= before[0]):
             if dialect is Dialect.postgres:
                 return _expand(Reason.widen_type, f"{what}: a longer text type, no rewrite")
+            # InnoDB changes a VARCHAR's length in place while its length prefix keeps its size
+            # (1 byte up to 255 bytes): sure for any charset (1 to 4 bytes a character) when
+            # the new length fits 255 bytes in 4-byte characters, or the old one never did.
+            if after is not None and (after[0] * 4 <= 255 or before[0] > 255):
+                return _expand(Reason.widen_type, f"{what}: a longer VARCHAR, changed in place")
             return _locking(
                 Reason.table_rewrite,
-                f"{what}: a longer VARCHAR copies the table unless its length prefix stays the"
-                " same size",
+                f"{what}: a longer VARCHAR whose length prefix may grow copies the table",
                 _table_lock(dialect, table, "the table is copied"),
             )
         if before is None and after is None:
@@ -679,6 +683,9 @@ def _classify_parsed(dialect: Dialect, statement: str, parsed: exp.Expr, schema:
         return _expand(Reason.query, "a query: no schema change")
     if isinstance(parsed, exp.Set | exp.Transaction | exp.Commit | exp.Rollback | exp.Use):
         return _expand(Reason.session, f"{parsed.key.upper()}: no schema change")
+    keyed = _by_keywords(dialect, statement)
+    if keyed is not None:
+        return keyed
     return _unknown(Reason.unsupported, f"no rule for {parsed.key.upper()}")
 
 

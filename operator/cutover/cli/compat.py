@@ -29,6 +29,7 @@ REPORT_VERSION = 1
 # Phases in which blue still serves traffic, so blue's queries must keep working.
 BLUE_SERVES = (api.HookStage.pre_shift, api.HookStage.after_step)
 INLINE_FLAGS = {"-c", "--command", "-e", "--execute"}
+SQL_CLIENTS = {"psql", "mysql", "mariadb"}
 
 
 class Severity(enum.StrEnum):
@@ -164,26 +165,33 @@ def _dialect_of(container: Mapping[str, Any], default: Dialect) -> Dialect:
     return default
 
 
-def _words(container: Mapping[str, Any]) -> list[str]:
-    """The container's argv, with shell scripts (``sh -c '...'``) split into their words too."""
-    words: list[str] = []
-    for raw in [*(container.get("command") or []), *(container.get("args") or [])]:
-        text = str(raw)
-        try:
-            words.extend(shlex.split(text) if " " in text else [text])
-        except ValueError:
-            words.extend(text.split())
-    return words
+def _argvs(container: Mapping[str, Any]) -> list[list[str]]:
+    """The container's argv, and the words of each shell script in it (``sh -c '...'``)."""
+    argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    argvs = [argv]
+    for entry in argv:
+        if " " in entry:
+            try:
+                argvs.append(shlex.split(entry))
+            except ValueError:
+                argvs.append(entry.split())
+    return argvs
 
 
-def _inline(words: Sequence[str]) -> list[str]:
+def _inline(argvs: Sequence[Sequence[str]]) -> list[str]:
+    """SQL given to psql (-c, --command) or mysql/mariadb (-e, --execute) on the command line."""
     found = []
-    for index, word in enumerate(words):
-        if word in INLINE_FLAGS and index + 1 < len(words):
-            found.append(words[index + 1])
-        for flag in ("--command=", "--execute="):
-            if word.startswith(flag):
-                found.append(word.removeprefix(flag))
+    for argv in argvs:
+        client = False
+        for index, word in enumerate(argv):
+            if word.rsplit("/", 1)[-1] in SQL_CLIENTS:
+                client = True
+            elif not client:
+                continue
+            elif word in INLINE_FLAGS and index + 1 < len(argv):
+                found.append(argv[index + 1])
+            elif word.startswith(("--command=", "--execute=")):
+                found.append(word.split("=", 1)[1])
     return found
 
 
@@ -266,8 +274,10 @@ def hook_sources(
     for container in containers:
         if not isinstance(container, dict):
             continue
-        dialect, words = _dialect_of(container, default), _words(container)
-        for text in _inline(words):
+        argvs = _argvs(container)
+        dialect, words = _dialect_of(container, default), [w for a in argvs for w in a]
+        inline = _inline(argvs)
+        for text in inline:
             origin = f"Migration {migration.name} hook {hook.name} (inline SQL)"
             sources.append(SqlSource(migration.path, 1, text, origin, dialect, hook))
         for mount in _mounts(pod, container):
@@ -279,7 +289,10 @@ def hook_sources(
                 )
                 continue
             data = document.body.get("data") or {}
-            keys = _referenced_keys(mount, words) or sorted(k for k in data if k.endswith(".sql"))
+            keys = _referenced_keys(mount, words)
+            if not keys and not inline:
+                # A script that runs whatever the mount holds: judge all of its SQL.
+                keys = sorted(k for k in data if k.endswith(".sql"))
             for key in dict.fromkeys(keys):
                 if key not in data:
                     notes.append(f"{where}: runs {key}, which ConfigMap {mount.config_map} lacks")
