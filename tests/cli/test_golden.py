@@ -96,12 +96,22 @@ def test_version() -> None:
     assert code == 0 and out.startswith("cutover ")
 
 
+GATED = "tests/cli/manifests/gated.yaml"
+
+
+def _edited(tmp_path: Path, manifest: str, old: str, new: str) -> Path:
+    """A copy of ``manifest`` (repo-relative) with its first ``old`` (which must be there) made
+    ``new``."""
+    text = (ROOT / manifest).read_text()
+    assert old in text
+    edited = tmp_path / Path(manifest).name
+    edited.write_text(text.replace(old, new, 1))
+    return edited
+
+
 def test_lint_and_plan_refuse_a_promql_syntax_error(tmp_path: Path) -> None:
-    manifest = (ROOT / "tests/cli/manifests/gated.yaml").read_text()
     good = '"{{green}}"}[1m]))\n'
-    assert good in manifest
-    broken = tmp_path / "broken-promql.yaml"
-    broken.write_text(manifest.replace(good, '"{{green}}"}[1m])\n', 1))  # one ")" short
+    broken = _edited(tmp_path, GATED, good, '"{{green}}"}[1m])\n')  # one ")" short
     code, out, _ = _run("lint", "-f", str(broken))
     assert code == 1
     assert "spec.gates[1].prometheus.query: PromQL syntax: unclosed left parenthesis" in out
@@ -110,20 +120,14 @@ def test_lint_and_plan_refuse_a_promql_syntax_error(tmp_path: Path) -> None:
 
 
 def test_lint_suggests_what_was_meant(tmp_path: Path) -> None:
-    manifest = (ROOT / "examples/replicas/migration.yaml").read_text()
-    assert "setWeight: 25" in manifest
-    typo = tmp_path / "typo.yaml"
-    typo.write_text(manifest.replace("setWeight: 25", "setWieght: 25", 1))
+    typo = _edited(tmp_path, "examples/replicas/migration.yaml", "setWeight: 25", "setWieght: 25")
     code, out, _ = _run("lint", "-f", str(typo))
     assert code == 1
     assert "unknown field 'setWieght' (did you mean setWeight?)" in out
 
 
 def test_lint_says_a_bare_number_duration_needs_a_unit(tmp_path: Path) -> None:
-    manifest = (ROOT / "tests/cli/manifests/gated.yaml").read_text()
-    assert "interval: 30s" in manifest
-    bare = tmp_path / "bare.yaml"
-    bare.write_text(manifest.replace("interval: 30s", "interval: 30", 1))
+    bare = _edited(tmp_path, GATED, "interval: 30s", "interval: 30")
     code, out, _ = _run("lint", "-f", str(bare))
     assert code == 1 and "a duration needs a unit, e.g. 30s" in out
 

@@ -158,34 +158,15 @@ def test_rich_rendering_mentions_the_essentials(name: str) -> None:
 def test_issues_belong_to_the_current_run_not_to_earlier_ones() -> None:
 
     t = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        (Phase.progressing, 0, 10, "Started", "started"),
+        (Phase.rolling_back, 1, 10, "GateFailed", "gate error-rate breached: rolling back"),
+        (Phase.pending, 0, 0, "Retried", "retry requested"),
+        (Phase.progressing, 0, 10, "Started", "started again"),
+    ]
     history = [
-        HistoryEntry(
-            time=t, phase=Phase.progressing, step=0, weight=10, reason="Started", message="started"
-        ),
-        HistoryEntry(
-            time=t,
-            phase=Phase.rolling_back,
-            step=1,
-            weight=10,
-            reason="GateFailed",
-            message="gate error-rate breached: rolling back",
-        ),
-        HistoryEntry(
-            time=t,
-            phase=Phase.pending,
-            step=0,
-            weight=0,
-            reason="Retried",
-            message="retry requested",
-        ),
-        HistoryEntry(
-            time=t,
-            phase=Phase.progressing,
-            step=0,
-            weight=10,
-            reason="Started",
-            message="started again",
-        ),
+        HistoryEntry(time=t, phase=phase, step=step, weight=weight, reason=reason, message=message)
+        for phase, step, weight, reason, message in rows
     ]
     status = MigrationStatus(phase=Phase.progressing, weight=10, history=history)
     obj = {

@@ -56,6 +56,21 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr
 
 
+def ok_twice(db: str, name: str) -> None:
+    """Runs hook ``name`` twice, as a retried Job would: a hook is idempotent, both succeed."""
+    ok(hook(db, name))
+    ok(hook(db, name))
+
+
+def v2_write_then_run_twice(db: str, name: str, snapshot: str) -> tuple[str, list[Row]]:
+    """v2 writes Alan Turing, then hook ``name`` runs twice (:func:`ok_twice`); Alan's id and
+    the rows ``snapshot`` selected before the hook ran."""
+    alan = v2_write(db, "Alan", "Turing")
+    before = query(db, snapshot)
+    ok_twice(db, name)
+    return alan, before
+
+
 def failed(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0, f"expected a failure\n{result.stderr}"
     return result.stderr
@@ -301,11 +316,11 @@ def test_any_update_backfills_a_row_the_backfill_missed(expanded: str) -> None:
 
 def test_undo_expand_restores_the_v1_schema_without_losing_v2_writes(expanded: str) -> None:
     db = expanded
-    alan = v2_write(db, "Alan", "Turing")
-    before = query(db, "SELECT id, customer_name, total_cents, status FROM orders ORDER BY id")
-
-    ok(hook(db, "undo-expand.sql"))
-    ok(hook(db, "undo-expand.sql"))  # idempotent: a retried Job is harmless
+    alan, before = v2_write_then_run_twice(
+        db,
+        "undo-expand.sql",
+        "SELECT id, customer_name, total_cents, status FROM orders ORDER BY id",
+    )
 
     assert columns(db) == V1_COLUMNS
     assert helper_objects(db) == []
@@ -327,11 +342,9 @@ def test_undo_expand_restores_the_v1_schema_without_losing_v2_writes(expanded: s
 
 def test_contract_drops_the_old_column_and_v2_still_works(expanded: str) -> None:
     db = expanded
-    alan = v2_write(db, "Alan", "Turing")
-    before = query(db, "SELECT id, customer_first, customer_last FROM orders ORDER BY id")
-
-    ok(hook(db, "contract.sql"))
-    ok(hook(db, "contract.sql"))  # idempotent
+    alan, before = v2_write_then_run_twice(
+        db, "contract.sql", "SELECT id, customer_first, customer_last FROM orders ORDER BY id"
+    )
 
     assert columns(db) == [c for c in V1_COLUMNS if c != "customer_name"] + [
         "customer_first",

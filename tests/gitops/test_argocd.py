@@ -106,19 +106,12 @@ def test_recorded_rollback() -> None:
         current_step_index=2,
         conditions=[
             Condition(
-                type=ConditionType.rolled_back,
-                status="True",
-                reason="GateFailed",
-                last_transition_time=NOW,
-                observed_generation=1,
-            ),
-            Condition(
-                type=ConditionType.ready,
-                status="False",
-                reason="RolledBack",
-                last_transition_time=NOW,
-                observed_generation=1,
-            ),
+                type=kind, status=value, reason=why, last_transition_time=NOW, observed_generation=1
+            )
+            for kind, value, why in (
+                (ConditionType.rolled_back, "True", "GateFailed"),
+                (ConditionType.ready, "False", "RolledBack"),
+            )
         ],
     )
     health = run(HEALTH, migration(recorded))
