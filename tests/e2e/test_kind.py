@@ -200,40 +200,53 @@ def replicas(cluster: Cluster, ns: str, deployment: str) -> int:
     return int(cluster.get(ns, f"deployment/{deployment}")["spec"].get("replicas", 1))
 
 
-def test_a_healthy_green_completes(cluster: Cluster) -> None:
-    ns = namespace(cluster, "e2e-good")
-    cluster.apply(demo_app(GOOD_IMAGE), ns)
+def run_demo(
+    cluster: Cluster, name: str, image: str, query: str, deadline: str, condition: str
+) -> tuple[str, dict[str, Any]]:
+    """The demo app with ``image`` in namespace ``name`` and its Migration gated on ``query``;
+    the namespace and the Migration's status once ``condition`` holds."""
+    ns = namespace(cluster, name)
+    cluster.apply(demo_app(image), ns)
     cluster.wait(ns, "deployment/checkout-blue", "condition=Available")
-    cluster.apply([demo_migration("vector(0)", "2m")], ns)
-    cluster.wait(ns, "migration/checkout", "condition=Complete", timeout=600)
-    status = cluster.get(ns, "migration/checkout")["status"]
-    assert status["phase"] == "Succeeded"
-    assert status["weight"] == 100
-    assert replicas(cluster, ns, "checkout-green") == 4
-    assert replicas(cluster, ns, "checkout-blue") == 0
+    cluster.apply([demo_migration(query, deadline)], ns)
+    cluster.wait(ns, "migration/checkout", f"condition={condition}", timeout=600)
+    return ns, cluster.get(ns, "migration/checkout")["status"]
 
 
-def test_a_bad_green_rolls_back(cluster: Cluster) -> None:
-    ns = namespace(cluster, "e2e-bad")
-    cluster.apply(demo_app(BAD_IMAGE), ns)
-    cluster.wait(ns, "deployment/checkout-blue", "condition=Available")
-    cluster.apply([demo_migration("vector(0)", "30s")], ns)
-    cluster.wait(ns, "migration/checkout", "condition=RolledBack", timeout=600)
-    status = cluster.get(ns, "migration/checkout")["status"]
-    assert status["phase"] == "RolledBack"
-    assert status["weight"] == 0
-    assert replicas(cluster, ns, "checkout-blue") == 4
-    assert replicas(cluster, ns, "checkout-green") == 0
+@pytest.mark.parametrize(
+    ("name", "image", "deadline", "condition", "phase", "weight", "blue", "green"),
+    [
+        pytest.param(
+            "e2e-good", GOOD_IMAGE, "2m", "Complete", "Succeeded", 100, 0, 4, id="healthy-completes"
+        ),
+        pytest.param(
+            "e2e-bad", BAD_IMAGE, "30s", "RolledBack", "RolledBack", 0, 4, 0, id="bad-rolls-back"
+        ),
+    ],
+)
+def test_a_green_completes_or_rolls_back_by_its_health(
+    cluster: Cluster,
+    name: str,
+    image: str,
+    deadline: str,
+    condition: str,
+    phase: str,
+    weight: int,
+    blue: int,
+    green: int,
+) -> None:
+    """A healthy green takes all the traffic; one that never becomes ready is rolled back to
+    blue at its progress deadline."""
+    ns, status = run_demo(cluster, name, image, "vector(0)", deadline, condition)
+    assert status["phase"] == phase
+    assert status["weight"] == weight
+    assert replicas(cluster, ns, "checkout-green") == green
+    assert replicas(cluster, ns, "checkout-blue") == blue
 
 
 def test_a_failing_gate_rolls_back(cluster: Cluster) -> None:
-    ns = namespace(cluster, "e2e-gate")
-    cluster.apply(demo_app(GOOD_IMAGE), ns)
-    cluster.wait(ns, "deployment/checkout-blue", "condition=Available")
     # vector(1) > max 0.5: the first check fails and failureLimit 0 rolls back.
-    cluster.apply([demo_migration("vector(1)", "2m")], ns)
-    cluster.wait(ns, "migration/checkout", "condition=RolledBack", timeout=600)
-    status = cluster.get(ns, "migration/checkout")["status"]
+    _, status = run_demo(cluster, "e2e-gate", GOOD_IMAGE, "vector(1)", "2m", "RolledBack")
     gates = {g["name"]: g for g in status.get("gates", [])}
     assert gates["e2e"]["lastVerdict"] == "Failed"
 
