@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from cutover.kube import Conflict, Forbidden, Kube, KubeError, NotFound, RateLimiter
+from cutover.kube import (
+    Conflict,
+    Forbidden,
+    Kube,
+    KubeError,
+    NotFound,
+    PatchType,
+    RateLimiter,
+)
 from devtools.controlplane import ControlPlane
 from devtools.controlplane.faultproxy import FaultProxy
 from tests.support.controlplane import operator_kubeconfig
@@ -42,14 +51,23 @@ def _kube(kubeconfig: Path, recorder: Recorder, **kw: Any) -> Kube:
     return kube
 
 
+@contextlib.contextmanager
+def _recorded(kubeconfig: Path, **kw: Any) -> Iterator[tuple[Kube, Recorder]]:
+    """A client as :func:`_kube` makes it and its recorder; closed when the block ends."""
+    recorder = Recorder()
+    kube = _kube(kubeconfig, recorder, **kw)
+    try:
+        yield kube, recorder
+    finally:
+        kube.close()
+
+
 @pytest.fixture()
 def proxy(control_plane: ControlPlane) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of the kube-apiserver; faults off until set."""
     instance = control_plane.fault_proxy().start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
+    yield instance  # pytest resumes the generator after the test, passed or failed
+    instance.stop()
 
 
 @pytest.fixture()
@@ -97,32 +115,21 @@ async def test_crud_list_and_delete(admin: Kube, ns: str) -> None:
     assert await admin.get("", "v1", "configmaps", ns, "cm") is None
 
 
+async def _patch_cm(
+    kube: Kube, ns: str, body: dict[str, Any] | list[Any], patch_type: PatchType = "merge"
+) -> dict[str, Any]:
+    """A patch of the test's ConfigMap ``cm``."""
+    return await kube.patch("", "v1", "configmaps", ns, "cm", body, patch_type=patch_type)
+
+
 async def test_json_and_strategic_patches(admin: Kube, ns: str) -> None:
     await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
-    result = await admin.patch(
-        "",
-        "v1",
-        "configmaps",
-        ns,
-        "cm",
-        [{"op": "add", "path": "/data/j", "value": "2"}],
-        patch_type="json",
-    )
+    result = await _patch_cm(admin, ns, [{"op": "add", "path": "/data/j", "value": "2"}], "json")
     assert result["data"]["j"] == "2"
     with pytest.raises(KubeError) as failed:
-        await admin.patch(
-            "",
-            "v1",
-            "configmaps",
-            ns,
-            "cm",
-            [{"op": "test", "path": "/data/j", "value": "nope"}],
-            patch_type="json",
-        )
+        await _patch_cm(admin, ns, [{"op": "test", "path": "/data/j", "value": "nope"}], "json")
     assert failed.value.status == 422
-    strategic = await admin.patch(
-        "", "v1", "configmaps", ns, "cm", {"data": {"s": "3"}}, patch_type="strategic"
-    )
+    strategic = await _patch_cm(admin, ns, {"data": {"s": "3"}}, "strategic")
     assert strategic["data"] == {"k": "v", "j": "2", "s": "3"}
 
 
@@ -132,16 +139,9 @@ async def test_not_found_and_conflict(admin: Kube, ns: str) -> None:
     assert f"configmaps {ns}/ghost" in str(missing.value) and missing.value.status == 404
     created = await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
     stale = created["metadata"]["resourceVersion"]
-    await admin.patch("", "v1", "configmaps", ns, "cm", {"data": {"k": "w"}})
+    await _patch_cm(admin, ns, {"data": {"k": "w"}})
     with pytest.raises(Conflict):
-        await admin.patch(
-            "",
-            "v1",
-            "configmaps",
-            ns,
-            "cm",
-            {"metadata": {"resourceVersion": stale}, "data": {"k": "z"}},
-        )
+        await _patch_cm(admin, ns, {"metadata": {"resourceVersion": stale}, "data": {"k": "z"}})
     with pytest.raises(Conflict):  # AlreadyExists
         await admin.create("", "v1", "configmaps", ns, CONFIGMAP)
 
@@ -154,15 +154,11 @@ async def test_the_charts_rbac_is_enforced_and_forbidden_is_not_retried(
 ) -> None:
     # The chart grants the operator no ConfigMaps: the real RBAC answers 403 at once.
     expected_denials.append("create configmaps")
-    recorder = Recorder()
-    operator = _kube(operator_kubeconfig_path, recorder)
-    try:
+    with _recorded(operator_kubeconfig_path) as (operator, recorder):
         with pytest.raises(Forbidden) as denied:
             await operator.create("", "v1", "configmaps", ns, CONFIGMAP)
         assert denied.value.status == 403
         assert recorder.calls == [("create", "configmaps", 403)] and recorder.sleeps == []
-    finally:
-        operator.close()
     # What it does grant works with the same token.
     assert await kube.get("apps", "v1", "deployments", ns, "absent") is None
 
@@ -170,37 +166,27 @@ async def test_the_charts_rbac_is_enforced_and_forbidden_is_not_retried(
 async def test_retries_server_errors_then_succeeds(
     proxy: FaultProxy, proxied_admin: Path, ns: str
 ) -> None:
-    recorder = Recorder()
-    kube = _kube(proxied_admin, recorder)
-    try:
+    with _recorded(proxied_admin) as (kube, recorder):
         proxy.set_faults(script=[503, 500])
         await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
         assert [c[2] for c in recorder.calls] == [503, 500, 201]
         assert len(recorder.sleeps) == 2 and all(0 <= s <= 5 for s in recorder.sleeps)
         assert [i.status for i in proxy.injected] == [503, 500]
         assert await kube.get("", "v1", "configmaps", ns, "cm") is not None
-    finally:
-        kube.close()
 
 
 async def test_obeys_retry_after(proxy: FaultProxy, proxied_admin: Path, ns: str) -> None:
-    recorder = Recorder()
-    kube = _kube(proxied_admin, recorder)
-    try:
+    with _recorded(proxied_admin) as (kube, recorder):
         proxy.set_faults(script=[429], retry_after=2)
         await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
         assert [c[2] for c in recorder.calls] == [429, 201]
         assert recorder.sleeps == [2.0]
-    finally:
-        kube.close()
 
 
 async def test_unguarded_conflict_is_retried_guarded_is_not(
     proxy: FaultProxy, proxied_admin: Path, ns: str
 ) -> None:
-    recorder = Recorder()
-    kube = _kube(proxied_admin, recorder)
-    try:
+    with _recorded(proxied_admin) as (kube, recorder):
         created = await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
         proxy.set_faults(script=[409])
         await kube.patch("", "v1", "configmaps", ns, "cm", {"data": {"a": "1"}})
@@ -217,14 +203,10 @@ async def test_unguarded_conflict_is_retried_guarded_is_not(
                 {"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}},
             )
         assert [c[2] for c in recorder.calls] == [409]
-    finally:
-        kube.close()
 
 
 async def test_gives_up_after_the_retries(proxy: FaultProxy, proxied_admin: Path, ns: str) -> None:
-    recorder = Recorder()
-    kube = _kube(proxied_admin, recorder, retries=2)
-    try:
+    with _recorded(proxied_admin, retries=2) as (kube, recorder):
         proxy.set_faults(script=[500] * 10)
         with pytest.raises(KubeError) as failed:
             await kube.create("", "v1", "configmaps", ns, CONFIGMAP)
@@ -232,8 +214,6 @@ async def test_gives_up_after_the_retries(proxy: FaultProxy, proxied_admin: Path
         assert len(recorder.calls) == 3
         # Exponential backoff, capped: each delay is within base * 2**attempt.
         assert all(s <= 0.2 * 2**i for i, s in enumerate(recorder.sleeps))
-    finally:
-        kube.close()
 
 
 async def test_operator_event_survives_server_errors(
@@ -245,15 +225,11 @@ async def test_operator_event_survives_server_errors(
 ) -> None:
     # The operator's own identity through the proxy: its Event is retried past two 5xx.
     path = operator_kubeconfig(control_plane, ns, tmp_path / "via-proxy", server=proxy.url)
-    recorder = Recorder()
-    kube = _kube(path, recorder)
-    try:
+    with _recorded(path) as (kube, recorder):
         proxy.set_faults(script=[503, 500])
         involved = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "namespace": ns}
         await kube.emit_event(involved, "Normal", "Retried", "through two server errors")
         assert [c[2] for c in recorder.calls] == [503, 500, 201]
-    finally:
-        kube.close()
     events = await admin.list("", "v1", "events", ns)
     assert [e["reason"] for e in events] == ["Retried"]
 
