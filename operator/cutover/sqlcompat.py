@@ -103,16 +103,41 @@ class Finding:
 
 @dataclass
 class Schema:
-    """Column types known so far: from ``--schema`` files and the scripts' own CREATE/ADD."""
+    """Columns known so far, from ``--schema`` files and the scripts' own CREATE/ADD: their
+    types, and which are NOT NULL."""
 
     tables: dict[str, dict[str, exp.DataType]] = field(default_factory=dict)
+    not_null: set[tuple[str, str]] = field(default_factory=set)
 
     def column(self, table: str, column: str) -> exp.DataType | None:
         return self.tables.get(table.lower(), {}).get(column.lower())
 
-    def learn(self, table: str, column: str, dtype: exp.DataType | None) -> None:
+    def is_not_null(self, table: str, column: str) -> bool | None:
+        """None when the column is not known."""
+        if self.column(table, column) is None:
+            return None
+        return (table.lower(), column.lower()) in self.not_null
+
+    def learn(
+        self, table: str, column: str, dtype: exp.DataType | None, not_null: bool | None = None
+    ) -> None:
         if dtype is not None:
             self.tables.setdefault(table.lower(), {})[column.lower()] = dtype
+        if not_null is not None:
+            key = (table.lower(), column.lower())
+            (self.not_null.add if not_null else self.not_null.discard)(key)
+
+    def learn_column(self, table: str, column: exp.ColumnDef) -> None:
+        kinds = [c.kind for c in column.constraints]
+        required = any(
+            isinstance(k, exp.PrimaryKeyColumnConstraint)
+            or (isinstance(k, exp.NotNullColumnConstraint) and not k.args.get("allow_null"))
+            for k in kinds
+        )
+        self.learn(table, column.name, column.args.get("kind"), required)
+
+    def copy(self) -> Schema:
+        return Schema({t: dict(c) for t, c in self.tables.items()}, set(self.not_null))
 
 
 def _expand(reason: Reason, detail: str) -> Verdict:
@@ -286,7 +311,7 @@ def _default_verdict(
 
 def _add_column(dialect: Dialect, table: str, column: exp.ColumnDef, schema: Schema) -> Verdict:
     name = column.name
-    schema.learn(table, name, column.args.get("kind"))
+    schema.learn_column(table, column)
     constraints = [c.kind for c in column.constraints]
     kind = column.args.get("kind")
     not_null = any(
@@ -354,6 +379,7 @@ def _alter_column(dialect: Dialect, table: str, action: exp.AlterColumn, schema:
             )
         return verdict
     if action.args.get("allow_null") is False:
+        schema.learn(table, column, None, not_null=True)
         return Verdict(
             Category.contract,
             Reason.set_not_null,
@@ -361,6 +387,7 @@ def _alter_column(dialect: Dialect, table: str, action: exp.AlterColumn, schema:
             _table_lock(dialect, table, "every row is checked"),
         )
     if action.args.get("allow_null") is True:
+        schema.learn(table, column, None, not_null=False)
         return _expand(Reason.drop_not_null, f"{table}.{column} DROP NOT NULL: only loosens")
     if action.args.get("drop"):
         return _contract(
@@ -387,13 +414,12 @@ def _modify_column(dialect: Dialect, table: str, action: exp.Expression, schema:
         )
     verdicts = []
     kind = definition.args.get("kind")
+    was_not_null = schema.is_not_null(table, new_name)
     if isinstance(kind, exp.DataType):
         verdicts.append(type_change(dialect, table, new_name, schema.column(table, new_name), kind))
-        schema.learn(table, new_name, kind)
-    if any(
-        isinstance(c.kind, exp.NotNullColumnConstraint) and not c.kind.args.get("allow_null")
-        for c in definition.constraints
-    ):
+    schema.learn_column(table, definition)
+    # MODIFY restates the whole column, NOT NULL included: only a change from NULL counts.
+    if schema.is_not_null(table, new_name) and was_not_null is False:
         verdicts.append(
             _contract(
                 Reason.set_not_null,
@@ -524,7 +550,7 @@ def _create(dialect: Dialect, create: exp.Create, schema: Schema) -> Verdict:
             table = _name(target.this)
             for column in target.expressions:
                 if isinstance(column, exp.ColumnDef):
-                    schema.learn(table, column.name, column.args.get("kind"))
+                    schema.learn_column(table, column)
             return _expand(Reason.new_table, f"new table {table}: the old version never uses it")
         return _expand(
             Reason.new_table, f"new table {_name(target)}: the old version never uses it"

@@ -129,7 +129,6 @@ CASES = [
     (MY, "ALTER TABLE orders RENAME COLUMN a TO b", C, Reason.rename),
     (MY, "RENAME TABLE orders TO purchases", C, Reason.rename),
     (MY, "DROP TABLE IF EXISTS orders", C, Reason.drop_table),
-    (MY, "ALTER TABLE orders MODIFY COLUMN coupon VARCHAR(20) NOT NULL", C, Reason.set_not_null),
     (MY, "ALTER TABLE orders ADD COLUMN n INT NOT NULL", C, Reason.not_null_without_default),
     (MY, "CREATE UNIQUE INDEX u ON orders (customer_name)", C, Reason.new_constraint),
     # MySQL: locking
@@ -138,6 +137,7 @@ CASES = [
     (MY, "ALTER TABLE orders ADD COLUMN g INT AS (a + 1) STORED", L, Reason.table_rewrite),
     # MySQL: unknown
     (MY, "ALTER TABLE orders MODIFY COLUMN total BIGINT", U, Reason.type_unknown),
+    (MY, "ALTER TABLE orders MODIFY COLUMN coupon VARCHAR(20) NOT NULL", U, Reason.type_unknown),
 ]
 
 
@@ -156,7 +156,8 @@ def test_each_statement_gets_its_class_and_reason(
 V1 = {
     PG: "CREATE TABLE orders (id bigint, status varchar(20), total integer, price numeric(10,2),"
     " note text);",
-    MY: "CREATE TABLE orders (id BIGINT, status VARCHAR(20), total INT, big VARCHAR(300));",
+    MY: "CREATE TABLE orders (id BIGINT, status VARCHAR(20), total INT NOT NULL, big VARCHAR(300),"
+    " coupon VARCHAR(20));",
 }
 
 TYPE_CHANGES = [
@@ -175,6 +176,9 @@ TYPE_CHANGES = [
     (MY, "ALTER TABLE orders MODIFY total BIGINT", L),
     (MY, "ALTER TABLE orders MODIFY status VARCHAR(5)", C),
     (MY, "ALTER TABLE orders MODIFY total TINYINT", C),
+    (MY, "ALTER TABLE orders MODIFY total BIGINT NOT NULL", L),
+    (MY, "ALTER TABLE orders MODIFY coupon VARCHAR(20) NOT NULL", C),
+    (MY, "ALTER TABLE orders MODIFY coupon VARCHAR(20) NULL", E),
 ]
 
 

@@ -370,7 +370,7 @@ def check(
     """
     report = Report(notes=list(notes))
     for source in sources:
-        known = Schema({t: dict(c) for t, c in (schema or Schema()).tables.items()})
+        known = (schema or Schema()).copy()
         for finding in analyze(source.text, source.dialect, known):
             severity, problem = judge(source.hook, finding)
             report.located.append(Located(source, finding, severity, problem))
