@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cutover.api import Phase
-from cutover.core.machine import REASONS, TRANSITIONS
+from cutover.core.transitions import REASONS, TRANSITIONS
 
 
 def state_machine_markdown() -> str:

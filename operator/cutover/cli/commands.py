@@ -46,7 +46,8 @@ from cutover.cli.render import (
 )
 from cutover.cli.report import build_report
 from cutover.core import promql
-from cutover.core.machine import Reason, RequestVerb
+from cutover.core.observations import RequestVerb
+from cutover.core.transitions import Reason
 from cutover.crd import crd_yaml
 from cutover.durations import DurationError, parse_duration
 from cutover.sqlscript import Dialect

@@ -37,7 +37,7 @@ from cutover.api import (
     Phase,
 )
 from cutover.core import rollback as rollback_rules
-from cutover.core.machine import GATE_HOLDS, Reason, breach_cause
+from cutover.core.transitions import GATE_HOLDS, Reason, breach_cause
 from cutover.durations import format_duration, parse_duration
 
 # Below these relative margins a gate is close enough to its bound to worry about.

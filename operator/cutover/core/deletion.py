@@ -9,7 +9,8 @@ has ended, leaves everything as it is.
 from __future__ import annotations
 
 from cutover.api import TERMINAL_PHASES, MigrationSpec, MigrationStatus, Phase, SpecInvalid
-from cutover.core.machine import Action, EmitEvent, Reason, RestoreBlue
+from cutover.core.actions import Action, EmitEvent, RestoreBlue
+from cutover.core.transitions import Reason
 
 
 def on_delete(spec: MigrationSpec | SpecInvalid, status: MigrationStatus) -> tuple[Action, ...]:

@@ -3,10 +3,10 @@
 Pure: no I/O, no clock. Phases move only along ``TRANSITIONS`` (core.transitions, drawn in
 docs/state-machine.md); what happens inside a phase is computed by ``_Run``, which handles the
 manual request, then ticks the phase (start, active run, rolling back) until nothing more can
-happen without the cluster, and finally writes the conditions and when to wake. The steps,
-gates and hooks it drives are in core.steps, core.gating and core.hooks. The result is a new
-status and the actions that bring the cluster in line with it; every action is idempotent, so
-applying a decision twice changes nothing.
+happen without the cluster, and finally writes the conditions and when to wake. The requests,
+steps, gates and hooks it drives are in core.manual, core.steps, core.gating and core.hooks.
+The result is a new status and the actions that bring the cluster in line with it; every action
+is idempotent, so applying a decision twice changes nothing.
 
 The shell and the tests import the core's vocabulary from here; the names are re-exported from
 the modules that define them.
@@ -43,8 +43,8 @@ from cutover.core.actions import (
 from cutover.core.conditions import update_conditions
 from cutover.core.gating import gates_due
 from cutover.core.hooks import StageResult, job_name
+from cutover.core.manual import RequestHandler
 from cutover.core.observations import DeploymentState, JobState, Observations, Request, RequestVerb
-from cutover.core.steps import StepRunner
 from cutover.core.transitions import (
     GATE_HOLDS,
     REASONS,
@@ -97,8 +97,8 @@ def decide(
     return _Run(spec, status, observations, now).decide()
 
 
-class _Run(StepRunner):
-    # --- entry point ---
+class _Run(RequestHandler):
+    """One decision: the request, then rounds of progress, then conditions and the next wake."""
 
     def decide(self) -> Decision:
         self._adopt_legacy_point_of_no_return()
@@ -206,53 +206,6 @@ class _Run(StepRunner):
             self.s.step_ready_at,
             len(self.actions),
         )
-
-    # --- manual requests ---
-
-    def _handle_request(self, spec: MigrationSpec) -> None:
-        request = self.obs.request
-        if request is None or request.id == self.s.last_request:
-            return
-        self.s.last_request = request.id
-        verb = request.verb
-        handled = False
-        if verb is RequestVerb.abort:
-            handled = self._fire(Event.abort, "aborted by request: returning all traffic to blue")
-        elif verb is RequestVerb.retry:
-            handled = self._fire(Event.retry, "retry requested: starting a new run")
-        elif verb is RequestVerb.pause:
-            handled = self._fire(Event.pause, "paused by request")
-        elif verb is RequestVerb.resume:
-            handled = self._resume(spec, "resumed by request")
-        elif verb in (RequestVerb.promote, RequestVerb.promote_full):
-            handled = self._promote(spec, full=verb is RequestVerb.promote_full)
-        if not handled:
-            self._event(
-                "Normal",
-                Reason.request_ignored,
-                f"request {verb.value} has no effect in phase {self.s.phase.value}",
-            )
-
-    def _resume(self, spec: MigrationSpec, message: str) -> bool:
-        if self.s.phase is not Phase.paused:
-            return False
-        if spec.paused:
-            return False
-        if self.s.reason == Reason.pause_step:
-            return self._promote(spec, full=False)
-        return self._fire(Event.resume, message)
-
-    def _promote(self, spec: MigrationSpec, *, full: bool) -> bool:
-        if self.s.phase not in (Phase.progressing, Phase.paused) or spec.paused:
-            return False
-        if full:
-            self.s.full_promotion = True
-            self._advance_to(len(spec.steps), "promoted fully: skipping remaining steps and gates")
-        else:
-            self._advance_to(self.s.current_step_index + 1, "promoted: skipping to the next step")
-        if self.s.phase is Phase.paused:
-            self._fire(Event.promote, "promoted by request")
-        return True
 
     # --- one round of progress ---
 

@@ -1,0 +1,58 @@
+"""Manual requests (``cutover promote``, ``pause``, ``resume``, ``abort``, ``retry``): each acts
+once (by its id), and only in the phases where it means something; otherwise an Event says that
+it was ignored.
+"""
+
+from __future__ import annotations
+
+from cutover.api import MigrationSpec, Phase
+from cutover.core.observations import RequestVerb
+from cutover.core.steps import StepRunner
+from cutover.core.transitions import Event, Reason
+
+
+class RequestHandler(StepRunner):
+    def _handle_request(self, spec: MigrationSpec) -> None:
+        request = self.obs.request
+        if request is None or request.id == self.s.last_request:
+            return
+        self.s.last_request = request.id
+        verb = request.verb
+        handled = False
+        if verb is RequestVerb.abort:
+            handled = self._fire(Event.abort, "aborted by request: returning all traffic to blue")
+        elif verb is RequestVerb.retry:
+            handled = self._fire(Event.retry, "retry requested: starting a new run")
+        elif verb is RequestVerb.pause:
+            handled = self._fire(Event.pause, "paused by request")
+        elif verb is RequestVerb.resume:
+            handled = self._resume(spec, "resumed by request")
+        elif verb in (RequestVerb.promote, RequestVerb.promote_full):
+            handled = self._promote(spec, full=verb is RequestVerb.promote_full)
+        if not handled:
+            self._event(
+                "Normal",
+                Reason.request_ignored,
+                f"request {verb.value} has no effect in phase {self.s.phase.value}",
+            )
+
+    def _resume(self, spec: MigrationSpec, message: str) -> bool:
+        if self.s.phase is not Phase.paused:
+            return False
+        if spec.paused:
+            return False
+        if self.s.reason == Reason.pause_step:
+            return self._promote(spec, full=False)
+        return self._fire(Event.resume, message)
+
+    def _promote(self, spec: MigrationSpec, *, full: bool) -> bool:
+        if self.s.phase not in (Phase.progressing, Phase.paused) or spec.paused:
+            return False
+        if full:
+            self.s.full_promotion = True
+            self._advance_to(len(spec.steps), "promoted fully: skipping remaining steps and gates")
+        else:
+            self._advance_to(self.s.current_step_index + 1, "promoted: skipping to the next step")
+        if self.s.phase is Phase.paused:
+            self._fire(Event.promote, "promoted by request")
+        return True
