@@ -38,6 +38,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Manual control goes through this annotation so that a GitOps sync of the spec never fights it:
 # the CLI writes it, the operator acts on it once (remembering its id in status) and clears it.
 REQUEST_ANNOTATION = "cutover.io/request"
+# Every hook Job carries its Migration's name: the operator's watch of Jobs selects on it.
+MIGRATION_LABEL = "cutover.io/migration"
 
 HISTORY_LIMIT = 50
 # An object name in the Migration's namespace (RFC 1123 subdomain): no "/", so no other namespace.

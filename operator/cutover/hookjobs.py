@@ -7,20 +7,24 @@ not an error: it is how a restarted operator finds the Job it already started.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 import yaml
 
 from cutover import api
-from cutover.api import Hook
-from cutover.core.machine import RunHook
-from cutover.kube import Conflict, Kube
+from cutover.api import MIGRATION_LABEL, Hook
+from cutover.core.actions import RunHook
+from cutover.core.observations import JobState
+from cutover.kube import Conflict, Kube, KubeError
 from cutover.routers.base import Target, TrafficRouterError
 
 log = logging.getLogger("cutover.hooks")
 
-MIGRATION_LABEL = "cutover.io/migration"
 HOOK_LABEL = "cutover.io/hook"
+_LOG_LINES = 10
+_LOG_CHARS = 2000
 STAGE_LABEL = "cutover.io/stage"
 
 
@@ -105,17 +109,50 @@ class HookJobs:
         log.info("hook job stopped", extra={"job": name})
 
 
-def job_state(status: dict[str, Any]) -> tuple[bool, bool, str]:
-    """(succeeded, failed, message) from a Job's status, as the Job controller reports it."""
-    conditions = status.get("conditions") or []
-    for condition in conditions:
+def observe_job(status: Mapping[str, Any]) -> JobState:
+    """A hook Job's outcome as the Job controller reports it in the Job's status."""
+    for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
         if condition.get("type") == "Complete":
-            return True, False, condition.get("message") or ""
+            return JobState(succeeded=True, failed=False, message=condition.get("message") or "")
         if condition.get("type") == "Failed":
             reason = condition.get("reason") or "Failed"
-            return False, True, f"{reason}: {condition.get('message') or ''}".strip(": ")
-    if int(status.get("succeeded") or 0) > 0 and not status.get("active"):
-        return True, False, ""
-    return False, False, ""
+            message = f"{reason}: {condition.get('message') or ''}".strip(": ")
+            return JobState(succeeded=False, failed=True, message=message)
+    done = int(status.get("succeeded") or 0) > 0 and not status.get("active")
+    return JobState(succeeded=done, failed=False, message="")
+
+
+async def with_log_tails(
+    kube: Kube, namespace: str, jobs: Mapping[str, JobState], running: Collection[str]
+) -> dict[str, JobState]:
+    """Adds the last log lines of hook Jobs that just finished, for status and Events.
+
+    Only Jobs the status still shows ``running`` are read, so each log is fetched once.
+    """
+    result = dict(jobs)
+    for name, state in jobs.items():
+        if name not in running or not (state.succeeded or state.failed):
+            continue
+        tail = await _log_tail(kube, namespace, name)
+        if tail:
+            message = f"{state.message}; last log lines: {tail}" if state.message else tail
+            result[name] = replace(state, message=message[-_LOG_CHARS:])
+    return result
+
+
+async def _log_tail(kube: Kube, namespace: str, job: str) -> str:
+    try:
+        pods = await kube.list("", "v1", "pods", namespace, label_selector=f"job-name={job}")
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
+        pod = (newest.get("metadata") or {}).get("name", "")
+        text = await kube.pod_log_tail(namespace, pod, lines=_LOG_LINES)
+    except KubeError as error:
+        log.info(
+            "hook log not read", extra={"namespace": namespace, "job": job, "error": str(error)}
+        )
+        return ""
+    return " | ".join(line for line in text.splitlines() if line.strip())

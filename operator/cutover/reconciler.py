@@ -10,10 +10,11 @@ wake-ups except a flag saying whether it has read the cluster since it (re)start
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 from cutover import api, metrics
 from cutover.api import (
@@ -26,30 +27,44 @@ from cutover.api import (
     SpecInvalid,
     StatusCorrupt,
 )
-from cutover.core import claims, deletion
-from cutover.core.machine import (
+from cutover.core import activity, claims, deletion
+from cutover.core.actions import (
     Action,
     Decision,
-    DeploymentState,
     EmitEvent,
-    JobState,
-    Observations,
     PrepareGreen,
-    Request,
-    RequestVerb,
     RestoreBlue,
     RetireBlue,
     RunHook,
     SetWeight,
     StopJob,
-    decide,
-    gates_due,
+)
+from cutover.core.gating import gates_due
+from cutover.core.machine import decide
+from cutover.core.observations import (
+    DeploymentState,
+    JobState,
+    Observations,
+    Request,
+    RequestVerb,
 )
 from cutover.gatecheck import GateChecker, summarize
-from cutover.hookjobs import HookJobs
+from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import Kube, KubeError
 from cutover.routers import router_for
-from cutover.routers.base import Target, TrafficRouter, TrafficRouterError
+from cutover.routers.base import Target, TrafficRouter, TrafficRouterError, original_replicas
+from cutover.wakeups import Stopped, Wakeups, sleep
+
+# What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
+__all__ = [
+    "Context",
+    "DeploymentState",
+    "JobState",
+    "Reconciler",
+    "deployment_state",
+    "needs_attention",
+    "observe_job",
+]
 
 log = logging.getLogger("cutover.reconciler")
 Clock = Callable[[], datetime]
@@ -59,12 +74,42 @@ JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migratio
 # Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
 _ROUNDS = 4
 _ERROR_RETRY = 5.0
-_LOG_LINES = 10
-_LOG_CHARS = 2000
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def needs_attention(body: Mapping[str, Any]) -> bool:
+    """Whether a Migration needs a daemon now (the rule: core/activity.py)."""
+    status = body.get("status") or {}
+    metadata = body.get("metadata") or {}
+    try:
+        phase: Phase | None = Phase(str(status.get("phase")))
+    except ValueError:
+        phase = None
+    return activity.needs_attention(
+        phase,
+        status.get("observedGeneration"),
+        int(metadata.get("generation") or 1),
+        REQUEST_ANNOTATION in (metadata.get("annotations") or {}),
+    )
+
+
+def deployment_state(
+    spec: Mapping[str, Any], status: Mapping[str, Any], annotations: Mapping[str, str]
+) -> DeploymentState:
+    """A Deployment as ``decide`` sees it, from the watch (waiting for pods costs no request)."""
+    return DeploymentState(
+        replicas=int(spec.get("replicas", 1) or 0),
+        available=int(status.get("availableReplicas") or 0),
+        original_replicas=original_replicas(annotations),
+    )
 
 
 def parse_request(annotations: Mapping[str, str]) -> Request | None:
@@ -87,6 +132,29 @@ class Context:
     gates: GateChecker
     clock: Clock = utcnow
     routers: dict[str, TrafficRouter] = field(default_factory=dict)
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+    @classmethod
+    def from_environment(cls) -> Context:
+        """Clients for the cluster the operator runs in, with the rate limits it is given."""
+        kube = Kube.from_environment(
+            qps=_env_float("CUTOVER_API_QPS", 20.0),
+            burst=int(_env_float("CUTOVER_API_BURST", 40)),
+            on_request=metrics.count_api_request,
+        )
+        return cls(kube=kube, gates=GateChecker(kube))
+
+    async def may_list_namespaces(self) -> bool:
+        """Installed for one namespace, the operator may not list namespaces (unknown: yes)."""
+        try:
+            return await self.kube.allowed("list", "", "namespaces")
+        except KubeError as error:
+            log.warning("access review failed", extra={"error": str(error)})
+            return True
+
+    def close(self) -> None:
+        self.gates.close()
+        self.kube.close()
 
     def router(self, spec: MigrationSpec) -> TrafficRouter:
         kind = spec.traffic.router.value
@@ -103,6 +171,9 @@ class Outcome:
 
 
 class Reconciler:
+    # Failures worth retrying: the API server or a router object said no, for now.
+    RETRYABLE = (KubeError, TrafficRouterError)
+
     def __init__(self, ctx: Context, namespace: str, name: str, uid: str) -> None:
         self.ctx = ctx
         self.namespace = namespace
@@ -113,6 +184,39 @@ class Reconciler:
         # next wake-up; deciding from the older status in the body would start a step twice.
         # Only the operator writes status, so what we wrote is never older than the body's.
         self._written: dict[str, Any] | None = None
+
+    async def drive(
+        self,
+        stopped: Stopped,
+        body: Mapping[str, Any],
+        deployments: DeploymentLookup,
+        jobs: JobLookup,
+    ) -> None:
+        """Reconciles whenever something this Migration waits for happens, until Kopf stops it.
+
+        Never returns on its own: Kopf would never respawn a daemon that exited by itself. A
+        terminal Migration stops needing attention, and Kopf stops this daemon then.
+        """
+        wakeups = self.ctx.wakeups
+        wake = wakeups.event(self.uid)
+        try:
+            while not stopped:
+                spec = body.get("spec") or {}
+                names = {
+                    str((spec.get(role) or {}).get("deployment") or "")
+                    for role in ("blue", "green")
+                }
+                wakeups.watch(self.uid, {(self.namespace, n) for n in names if n})
+                wake.clear()
+                try:
+                    delay = (await self.reconcile(body, deployments, jobs)).requeue_after
+                except KubeError as error:
+                    log.warning("reconcile failed", extra=self._log({"error": str(error)}))
+                    metrics.count_reconcile_error("api")
+                    delay = _ERROR_RETRY
+                await sleep(stopped, wake, delay)
+        finally:
+            wakeups.forget(self.uid)
 
     async def reconcile(
         self,
@@ -148,7 +252,7 @@ class Reconciler:
         target = Target(self.namespace, self.name, self.uid, spec)
 
         preflight: tuple[str, ...] = ()
-        if self._may_start(status, generation, request):
+        if activity.may_start(status, generation, request):
             preflight = tuple(await self._preflight(router, target))
 
         router_weight: int | None = None
@@ -161,7 +265,9 @@ class Reconciler:
         if readings:
             log.info("gates measured", extra=self._log({"readings": summarize(readings)}))
 
-        job_states = await self._with_logs(jobs(self.namespace, self.name) if jobs else {}, status)
+        running = {r.job for r in status.hooks if r.state is HookState.running}
+        observed_jobs = jobs(self.namespace, self.name) if jobs else {}
+        job_states = await with_log_tails(self.ctx.kube, self.namespace, observed_jobs, running)
 
         def observe(weight: int | None, acted: tuple[Action, ...] = ()) -> Observations:
             return Observations(
@@ -227,18 +333,6 @@ class Reconciler:
 
     # --- observing ---
 
-    @staticmethod
-    def _may_start(status: MigrationStatus, generation: int, request: Request | None) -> bool:
-        if status.phase is Phase.pending:
-            return True
-        if status.observed_generation not in (None, generation):
-            return True
-        return (
-            request is not None
-            and request.verb is RequestVerb.retry
-            and request.id != status.last_request
-        )
-
     async def _preflight(self, router: TrafficRouter, target: Target) -> list[str]:
         problems = await self._claims(target.spec)
         problems += list(await router.preflight(target))
@@ -253,7 +347,7 @@ class Reconciler:
             self.name,
             self.namespace,
             (spec.blue.deployment, spec.green.deployment),
-            (_claimant(other) for other in listed),
+            (claims.claimant(other) for other in listed),
         )
 
     async def _read_weight(self, router: TrafficRouter, target: Target) -> int | None:
@@ -263,39 +357,6 @@ class Reconciler:
             log.warning("cannot read weight", extra=self._log({"error": str(error)}))
             return None
 
-    async def _with_logs(
-        self, jobs: Mapping[str, JobState], status: MigrationStatus
-    ) -> dict[str, JobState]:
-        """Adds the last log lines of hook Jobs that just finished, for status and Events.
-
-        Only Jobs the status still shows running are read: each log is fetched once.
-        """
-        result = dict(jobs)
-        running = {r.job for r in status.hooks if r.state is HookState.running}
-        for name, state in jobs.items():
-            if name not in running or not (state.succeeded or state.failed):
-                continue
-            tail = await self._log_tail(name)
-            if tail:
-                message = f"{state.message}; last log lines: {tail}" if state.message else tail
-                result[name] = replace(state, message=message[-_LOG_CHARS:])
-        return result
-
-    async def _log_tail(self, job: str) -> str:
-        try:
-            pods = await self.ctx.kube.list(
-                "", "v1", "pods", self.namespace, label_selector=f"job-name={job}"
-            )
-            if not pods:
-                return ""
-            newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
-            pod = (newest.get("metadata") or {}).get("name", "")
-            text = await self.ctx.kube.pod_log_tail(self.namespace, pod, lines=_LOG_LINES)
-        except KubeError as error:
-            log.info("hook log not read", extra=self._log({"job": job, "error": str(error)}))
-            return ""
-        return " | ".join(line for line in text.splitlines() if line.strip())
-
     # --- acting ---
 
     async def _act(
@@ -304,20 +365,23 @@ class Reconciler:
         """Performs the actions in order; returns the weight the router reports afterwards."""
         hook_jobs = HookJobs(self.ctx.kube, target, self.uid)
         for action in moves:
-            if isinstance(action, RunHook):
-                await hook_jobs.run(action)
-                continue
-            if isinstance(action, StopJob):
-                await hook_jobs.stop(action.job)
-                continue
-            if isinstance(action, PrepareGreen):
-                await router.prepare(target, action.total_replicas)
-            elif isinstance(action, SetWeight):
-                await router.set_weight(target, action.weight, action.total_replicas)
-            elif isinstance(action, RestoreBlue):
-                await router.restore(target, action.total_replicas, action.scale_down_green)
-            elif isinstance(action, RetireBlue):
-                await router.retire_blue(target, action.total_replicas)
+            match action:
+                case RunHook():
+                    await hook_jobs.run(action)
+                case StopJob():
+                    await hook_jobs.stop(action.job)
+                case PrepareGreen():
+                    await router.prepare(target, action.total_replicas)
+                case SetWeight():
+                    await router.set_weight(target, action.weight, action.total_replicas)
+                case RestoreBlue():
+                    await router.restore(target, action.total_replicas, action.scale_down_green)
+                case RetireBlue():
+                    await router.retire_blue(target, action.total_replicas)
+                case EmitEvent():
+                    continue  # recorded with the status, not performed
+                case _:
+                    assert_never(action)
             log.info("acted", extra=self._log({"action": repr(action)}))
         self._cluster_read = True
         return await router.get_weight(target)
@@ -453,27 +517,3 @@ class Reconciler:
 
     def _log(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {"namespace": self.namespace, "migration": self.name, **extra}
-
-
-def _claimant(obj: Mapping[str, Any]) -> claims.Claimant:
-    meta = obj.get("metadata") or {}
-    raw_phase = str((obj.get("status") or {}).get("phase") or Phase.pending.value)
-    try:
-        phase = Phase(raw_phase)
-    except ValueError:
-        phase = Phase.pending  # a phase this version does not know claims as little as Pending
-    try:
-        spec = api.parse_spec(obj.get("spec") or {})
-        deployments: frozenset[str] | None = frozenset(
-            {spec.blue.deployment, spec.green.deployment}
-        )
-    except SpecInvalid:
-        deployments = None
-    return claims.Claimant(
-        name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""),
-        created=str(meta.get("creationTimestamp") or ""),
-        deleting=bool(meta.get("deletionTimestamp")),
-        phase=phase,
-        deployments=deployments,
-    )

@@ -7,8 +7,8 @@ from typing import Any
 
 from cutover.api import HookRun, HookStage, HookState, MigrationStatus
 from cutover.core.machine import JobState
+from cutover.hookjobs import with_log_tails
 from cutover.kube import NotFound
-from cutover.reconciler import Context, Reconciler
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,11 +42,15 @@ def status_with(*jobs: str) -> MigrationStatus:
     )
 
 
+def running(status: MigrationStatus) -> set[str]:
+    """The Jobs the reconciler passes: those the status still shows running."""
+    return {run.job for run in status.hooks if run.state is HookState.running}
+
+
 async def test_the_log_tail_of_a_job_that_just_failed_joins_its_message() -> None:
     kube = StubKube({"check-pod": "checking rows\nERROR: 2 rows missing in target\n"})
-    reconciler = Reconciler(Context(kube=kube, gates=None), "ns", "orders", "uid")  # type: ignore[arg-type]
     jobs = {"check": JobState(failed=True, message="BackoffLimitExceeded")}
-    result = await reconciler._with_logs(jobs, status_with("check"))
+    result = await with_log_tails(kube, "ns", jobs, running(status_with("check")))  # type: ignore[arg-type]
     assert result["check"].message == (
         "BackoffLimitExceeded; last log lines: checking rows | ERROR: 2 rows missing in target"
     )
@@ -54,15 +58,14 @@ async def test_the_log_tail_of_a_job_that_just_failed_joins_its_message() -> Non
 
 async def test_running_or_already_recorded_jobs_are_not_read() -> None:
     kube = StubKube({"a-pod": "x", "b-pod": "y"})
-    reconciler = Reconciler(Context(kube=kube, gates=None), "ns", "orders", "uid")  # type: ignore[arg-type]
     done = status_with("a")
     done.hooks[0].state = HookState.failed
     jobs = {"a": JobState(failed=True), "b": JobState()}
-    await reconciler._with_logs(jobs, done)
+    await with_log_tails(kube, "ns", jobs, running(done))  # type: ignore[arg-type]
     assert kube.reads == []
 
 
 async def test_a_missing_log_leaves_the_message_as_it_was() -> None:
-    reconciler = Reconciler(Context(kube=StubKube({}), gates=None), "ns", "o", "u")  # type: ignore[arg-type]
     jobs = {"c": JobState(succeeded=True, message="")}
-    assert (await reconciler._with_logs(jobs, status_with("c")))["c"].message == ""
+    result = await with_log_tails(StubKube({}), "ns", jobs, running(status_with("c")))  # type: ignore[arg-type]
+    assert result["c"].message == ""

@@ -8,10 +8,12 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from cutover.api import TERMINAL_PHASES, Phase
+from cutover import api
+from cutover.api import TERMINAL_PHASES, Phase, SpecInvalid
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,30 @@ class Claimant:
     phase: Phase
     # Its blue and green; None when its spec is invalid (it can never start, so claims nothing).
     deployments: frozenset[str] | None
+
+
+def claimant(obj: Mapping[str, Any]) -> Claimant:
+    """Another Migration as the API returns it; what cannot be read claims as little as it may."""
+    meta = obj.get("metadata") or {}
+    try:
+        phase = Phase(str((obj.get("status") or {}).get("phase") or Phase.pending.value))
+    except ValueError:
+        phase = Phase.pending  # a phase this version does not know claims as little as Pending
+    try:
+        spec = api.parse_spec(obj.get("spec") or {})
+        deployments: frozenset[str] | None = frozenset(
+            {spec.blue.deployment, spec.green.deployment}
+        )
+    except SpecInvalid:
+        deployments = None
+    return Claimant(
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        created=str(meta.get("creationTimestamp") or ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+        phase=phase,
+        deployments=deployments,
+    )
 
 
 def conflicts(

@@ -108,6 +108,16 @@ def load_original(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def original_replicas(annotations: Mapping[str, str]) -> int | None:
+    """The replica count ``prepare`` saved on a Deployment, if any: the size a run started from."""
+    try:
+        saved = json.loads(annotations.get(ORIGINAL_ANNOTATION, ""))
+    except ValueError:
+        return None
+    value = saved.get("replicas") if isinstance(saved, dict) else None
+    return value if isinstance(value, int) and value >= 0 else None
+
+
 def dump_original(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
 
