@@ -206,7 +206,7 @@ def test_a_schema_file_lets_type_changes_be_judged(tmp_path: Path) -> None:
     migration.write_text("ALTER TABLE orders ALTER COLUMN status TYPE varchar(8);\n")
     code, out, _ = run("compat", "--phase", "preShift", str(migration))
     assert code == 0 and "unknown (type-unknown)" in out
-    assert "warning: unclassified statement in preShift hook --phase" in out
+    assert "warning: unclassified statement in preShift SQL (--phase)" in out
     schema = EXAMPLE / "schema" / "orders-v1.sql"  # status is text there
     code, out, _ = run("compat", "--phase", "preShift", "--schema", str(schema), str(migration))
     assert code == 1

@@ -30,6 +30,8 @@ REPORT_VERSION = 1
 BLUE_SERVES = (api.HookStage.pre_shift, api.HookStage.after_step)
 INLINE_FLAGS = {"-c", "--command", "-e", "--execute"}
 SQL_CLIENTS = {"psql", "mysql", "mariadb"}
+# Stands for the hook of SQL files judged with --phase (no Migration, no hook name).
+PHASE_OPTION = "--phase"
 
 
 class Severity(enum.StrEnum):
@@ -127,7 +129,11 @@ def judge(hook: HookRef | None, finding: Finding) -> tuple[Severity | None, str 
     """What the phase a statement runs in makes of its class: (severity, message) or Nones."""
     if hook is None:
         return None, None
-    where = f"{hook.stage.value} hook {hook.name}"
+    where = (
+        f"{hook.stage.value} SQL (--phase)"
+        if hook.migration == PHASE_OPTION
+        else f"{hook.stage.value} hook {hook.name}"
+    )
     blue_serves = hook.stage in BLUE_SERVES
     guarded = hook.stage is api.HookStage.post_promotion and not hook.irreversible
     if finding.category is Category.contract and blue_serves:
@@ -339,7 +345,7 @@ def file_sources(
     paths: Iterable[Path], dialect: Dialect, stage: api.HookStage | None, irreversible: bool
 ) -> list[SqlSource]:
     """SQL files named on the command line; ``stage`` judges them as if a hook ran them."""
-    hook = None if stage is None else HookRef("-", stage, "--phase", irreversible)
+    hook = None if stage is None else HookRef(PHASE_OPTION, stage, PHASE_OPTION, irreversible)
     sources = []
     for path in paths:
         try:
