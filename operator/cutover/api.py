@@ -11,6 +11,7 @@ import difflib
 import enum
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -81,6 +82,35 @@ class Router(enum.StrEnum):
     gatewayapi = "gatewayapi"
     istio = "istio"
     nginx = "nginx"
+
+    @property
+    def capabilities(self) -> RouterCapabilities:
+        return ROUTER_CAPABILITIES[self]
+
+
+class Shift(enum.StrEnum):
+    """How a router moves traffic, which decides how green is sized and which weights exist."""
+
+    pods = "pods"  # by the ratio of ready pods behind one Service: green grows step by step
+    weight = "weight"  # by a weighted route: green at full size before any traffic moves
+    switch = "switch"  # all at once (a selector): green at full size, only 0 and 100 %
+
+
+@dataclass(frozen=True)
+class RouterCapabilities:
+    shift: Shift
+    # Routes each HTTP request itself (headers, cookies), so it can keep a user on green.
+    sees_requests: bool
+
+
+# What each router can do, as data the models and the core ask instead of naming routers.
+ROUTER_CAPABILITIES: dict[Router, RouterCapabilities] = {
+    Router.replicas: RouterCapabilities(Shift.pods, sees_requests=False),
+    Router.service: RouterCapabilities(Shift.switch, sees_requests=False),
+    Router.gatewayapi: RouterCapabilities(Shift.weight, sees_requests=True),
+    Router.istio: RouterCapabilities(Shift.weight, sees_requests=True),
+    Router.nginx: RouterCapabilities(Shift.weight, sees_requests=True),
+}
 
 
 class DeploymentRef(_Model):
@@ -179,12 +209,13 @@ class TrafficSpec(_Model):
             block, value = needs[self.router]
             if value is None:
                 raise ValueError(f"router {self.router.value!r} needs the {block!r} field")
-        if self.stickiness is not None and self.router in (Router.replicas, Router.service):
-            # Both split traffic below HTTP (pods behind one Service, or one selector), where
+        if self.stickiness is not None and not self.router.capabilities.sees_requests:
+            # It splits traffic below HTTP (pods behind one Service, or one selector), where
             # no cookie can be read or set.
+            able = ", ".join(r.value for r in Router if r.capabilities.sees_requests)
             raise ValueError(
                 f"stickiness: the {self.router.value!r} router cannot keep users on green;"
-                " use gatewayapi, istio or nginx"
+                f" use {able}"
             )
         return self
 
@@ -484,12 +515,13 @@ class MigrationSpec(_Model):
     def _versions_differ(self) -> MigrationSpec:
         if self.blue.deployment == self.green.deployment:
             raise ValueError("blue and green name the same Deployment")
-        if self.traffic.router is Router.service:
+        if self.traffic.router.capabilities.shift is Shift.switch:
             for index, step in enumerate(self.steps):
                 if step.set_weight not in (None, 0, 100):
                     raise ValueError(
-                        f"steps[{index}].setWeight {step.set_weight}: the service router switches"
-                        " all traffic at once, so only weights 0 and 100 are possible"
+                        f"steps[{index}].setWeight {step.set_weight}: the"
+                        f" {self.traffic.router.value} router switches all traffic at once,"
+                        " so only weights 0 and 100 are possible"
                     )
         return self
 

@@ -24,7 +24,7 @@ from cutover.api import (
     MigrationSpec,
     MigrationStatus,
     Phase,
-    Router,
+    Shift,
     SpecInvalid,
 )
 from cutover.core import rollback as rollback_rules
@@ -253,7 +253,7 @@ class _Run(RequestHandler):
             f"run {self.s.run_id} started: {len(spec.steps)} steps,"
             f" {spec.blue.deployment} -> {spec.green.deployment}",
         )
-        if spec.traffic.router is not Router.replicas:
+        if spec.traffic.router.capabilities.shift is not Shift.pods:
             self.actions.append(PrepareGreen(total))
         if spec.paused:
             self._fire(Event.spec_pause, "spec.paused is true")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cutover.api import MigrationSpec, Router
+from cutover.api import MigrationSpec, Shift
 from cutover.durations import parse_duration
 
 
@@ -94,7 +94,7 @@ def schedule(spec: MigrationSpec) -> Schedule:
 
 def green_replicas_needed(spec: MigrationSpec, total: int, weight: int) -> int:
     """Green pods that must be available before ``weight`` percent of traffic may reach green."""
-    if spec.traffic.router is Router.replicas:
+    if spec.traffic.router.capabilities.shift is Shift.pods:
         return replica_split(total, weight)[1]
     # Other routers send traffic by weight to a green scaled to full size up front.
     return max(total, 1) if weight > 0 else 0
