@@ -348,6 +348,18 @@ def _add_column(dialect: Dialect, table: str, column: exp.ColumnDef, schema: Sch
             f"{table}.{name}: a generated, identity or serial column is filled in for every row",
             _table_lock(dialect, table, "the table is rewritten"),
         )
+    checked = {
+        column.name.lower()
+        for check in constraints
+        if isinstance(check, exp.CheckColumnConstraint)
+        for column in check.find_all(exp.Column)
+    }
+    if checked - {name.lower()}:
+        return _contract(
+            Reason.new_constraint,
+            f"{table}.{name}: its CHECK reads {', '.join(sorted(checked - {name.lower()}))},"
+            " which the old version writes: it may write rows the check rejects",
+        )
     if primary or any(isinstance(c, exp.UniqueColumnConstraint) for c in constraints):
         return _locking(
             Reason.index_build_lock,

@@ -20,6 +20,13 @@ CASES = [
     (PG, "ALTER TABLE orders ADD COLUMN IF NOT EXISTS customer_first text", E, Reason.new_column),
     (PG, "ALTER TABLE orders ADD COLUMN note text NOT NULL DEFAULT ''", E, Reason.new_column),
     (PG, "ALTER TABLE orders ADD COLUMN at timestamptz DEFAULT now()", E, Reason.new_column),
+    (PG, "ALTER TABLE orders ADD COLUMN tax int CHECK (tax >= 0)", E, Reason.new_column),
+    (
+        PG,
+        "ALTER TABLE orders ADD COLUMN ref bigint REFERENCES customers (id)",
+        E,
+        Reason.new_column,
+    ),
     (PG, "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL)", E, Reason.new_table),
     (PG, "CREATE INDEX CONCURRENTLY orders_name ON orders (customer_name)", E, Reason.online_index),
     (
@@ -70,6 +77,7 @@ CASES = [
         Reason.new_constraint,
     ),
     (PG, "CREATE UNIQUE INDEX CONCURRENTLY u ON orders (customer_name)", C, Reason.new_constraint),
+    (PG, "ALTER TABLE orders ADD COLUMN tax int CHECK (total > 0)", C, Reason.new_constraint),
     (PG, "TRUNCATE orders", C, Reason.data_removed),
     (PG, "REVOKE SELECT ON orders FROM app", C, Reason.privilege_revoked),
     # PostgreSQL: locking

@@ -152,6 +152,15 @@ def test_without_the_configmap_lint_says_the_sql_was_not_checked() -> None:
     ) in out
 
 
+def test_an_invalid_migration_is_a_note_not_a_silent_pass(example: Path) -> None:
+    edit_hooks(example, lambda hooks: hooks["preShift"][0].update(retries=99))
+    code, out, _ = run("compat", "-f", str(example))
+    assert code == 0
+    assert "Migration orders is invalid (see cutover lint): its hooks' SQL was not checked" in out
+    code, out, _ = run("lint", "-f", str(example))
+    assert code == 1 and "spec.hooks.preShift[0].retries" in out
+
+
 def test_sql_files_can_be_judged_as_if_a_phase_ran_them() -> None:
     contract = EXAMPLE / "sql" / "contract.sql"
     code, out, _ = run("compat", str(contract))

@@ -326,7 +326,12 @@ def manifest_sources(
         try:
             spec = api.Migration.from_manifest(document.body).spec
         except api.SpecInvalid:
-            continue  # lint reports the schema problems; there are no hooks to speak of
+            # The schema problems are lint's to report; the hooks cannot be trusted to exist.
+            notes.append(
+                f"{document.path}: Migration {document.name} is invalid (see cutover lint):"
+                " its hooks' SQL was not checked"
+            )
+            continue
         for stage in api.HookStage:
             for hook in spec.hooks.of(stage):
                 ref = HookRef(document.name, stage, hook.name, hook.irreversible)
