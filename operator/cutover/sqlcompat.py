@@ -257,46 +257,53 @@ def type_change(
 
 # --- ALTER TABLE actions --------------------------------------------------------------------------
 
-# Defaults PostgreSQL evaluates once for the whole ALTER (no rewrite) or per row (rewrite).
+# Defaults PostgreSQL evaluates once for the whole ALTER (no rewrite) or once per row (a rewrite).
+# Both of sqlglot's spellings of a function: its SQL name and its class name.
 _STABLE_DEFAULTS = {
     "now",
     "current_timestamp",
+    "currenttimestamp",
     "current_date",
+    "currentdate",
     "current_time",
+    "currenttime",
     "localtimestamp",
     "current_user",
+    "currentuser",
     "transaction_timestamp",
     "statement_timestamp",
 }
 _VOLATILE_DEFAULTS = {
     "random",
+    "rand",
     "gen_random_uuid",
     "uuid_generate_v4",
+    "uuid",
     "clock_timestamp",
     "timeofday",
     "nextval",
-    "uuid",
-    "rand",
 }
+
+
+def _calls(default: exp.Expression) -> set[str]:
+    """The lower-case names of the functions an expression calls (casts are no calls)."""
+    names: set[str] = set()
+    for node in default.walk():
+        if isinstance(node, exp.Anonymous):
+            names.add(node.name.lower())
+        elif isinstance(node, exp.Func) and not isinstance(node, exp.Cast):
+            names |= {node.sql_name().lower(), type(node).__name__.lower()}
+    return names
 
 
 def _default_verdict(
     dialect: Dialect, table: str, column: str, default: exp.Expression
 ) -> Verdict | None:
     """None when the default costs nothing; else why it may rewrite the table."""
-    calls = [node for node in default.walk() if isinstance(node, exp.Func)]
-    names = {(c.name if isinstance(c, exp.Anonymous) else c.sql_name()).lower() for c in calls} - {
-        "cast",
-        "trycast",
-    }
-    named_types = {type(c).__name__.lower() for c in calls}
-    if (
-        not names
-        or names <= _STABLE_DEFAULTS
-        or named_types <= {"currenttimestamp", "currentdate", "cast", "currenttime"}
-    ):
+    names = _calls(default)
+    if names <= _STABLE_DEFAULTS:
         return None
-    if names & _VOLATILE_DEFAULTS or named_types & {"rand", "uuid"}:
+    if names & _VOLATILE_DEFAULTS:
         return _locking(
             Reason.table_rewrite,
             f"{table}.{column}: a volatile default is computed for every existing row",
@@ -304,8 +311,8 @@ def _default_verdict(
         )
     return _unknown(
         Reason.default_volatility_unknown,
-        f"{table}.{column}: the default calls {', '.join(sorted(names))}; whether that rewrites"
-        " the table depends on its volatility",
+        f"{table}.{column}: the default calls {', '.join(sorted(names - _STABLE_DEFAULTS))};"
+        " whether that rewrites the table depends on its volatility",
     )
 
 
@@ -416,7 +423,7 @@ def _modify_column(dialect: Dialect, table: str, action: exp.Expression, schema:
     definition = action.this
     if not isinstance(definition, exp.ColumnDef):
         return _unknown(Reason.unsupported, f"{action.sql(dialect.value)}: no rule")
-    old_name = action.args.get("old") or action.args.get("rename_from")
+    old_name = action.args.get("rename_from")  # CHANGE old new ...; MODIFY has none
     new_name = definition.name
     if old_name is not None and _name(old_name).lower() != new_name.lower():
         return _contract(
@@ -493,7 +500,7 @@ def _alter(dialect: Dialect, alter: exp.Alter, schema: Schema) -> Verdict:
             verdicts.append(_add_column(dialect, table, action, schema))
         elif isinstance(action, exp.AlterColumn):
             verdicts.append(_alter_column(dialect, table, action, schema))
-        elif isinstance(action, exp.ModifyColumn) or type(action).__name__ == "ChangeColumn":
+        elif isinstance(action, exp.ModifyColumn):
             verdicts.append(_modify_column(dialect, table, action, schema))
         elif isinstance(action, exp.Drop):
             verdicts.append(_drop_action(table, action))
@@ -610,6 +617,16 @@ _LOCK_MODE = re.compile(
 )
 
 
+# Only a statement that does nothing else: "ALTER TABLE t DROP COLUMN a, VALIDATE CONSTRAINT c"
+# must not pass for a validation.
+_VALIDATE = re.compile(
+    r"\s*ALTER\s+TABLE\s+(?:ONLY\s+)?[\w.\"]+\s+VALIDATE\s+CONSTRAINT\s+[\w\"]+\s*$",
+    re.IGNORECASE,
+)
+# Words between VACUUM/CLUSTER/REINDEX and the table they work on.
+_MAINTENANCE_WORDS = {"FULL", "VERBOSE", "ANALYZE", "FREEZE", "TABLE", "INDEX", "ONLY"}
+
+
 def _by_keywords(dialect: Dialect, text: str) -> Verdict | None:
     """Statements sqlglot keeps as text, whose leading keywords alone decide their class."""
     words = re.findall(r"[A-Za-z_]+", text[:200].upper())
@@ -654,7 +671,7 @@ def _by_keywords(dialect: Dialect, text: str) -> Verdict | None:
     ):
         if head.startswith(prefix):
             return _expand(Reason.new_object, f"{prefix.lower()}: a new object")
-    if head.startswith("ALTER TABLE") and "VALIDATE CONSTRAINT" in " ".join(words):
+    if _VALIDATE.match(text):
         return _expand(
             Reason.constraint_validation,
             "VALIDATE CONSTRAINT checks existing rows under SHARE UPDATE EXCLUSIVE:"
@@ -667,13 +684,13 @@ def _by_keywords(dialect: Dialect, text: str) -> Verdict | None:
         or words[:1] == ["CLUSTER"]
         or (words[:1] == ["REINDEX"] and "CONCURRENTLY" not in words[:4])
     ):
-        table = words[-1].lower() if words else "?"
+        table = next((w.lower() for w in words[1:] if w not in _MAINTENANCE_WORDS), "?")
         return _locking(
             Reason.table_rewrite,
             f"{' '.join(words[:2])}: rebuilds the table",
             _table_lock(dialect, table, "it runs"),
         )
-    if words[:2] == ["REINDEX"] or words[:1] == ["VACUUM"]:
+    if words[:1] in (["REINDEX"], ["VACUUM"]):
         return _expand(Reason.session, f"{words[0]} without a long lock")
     return None
 

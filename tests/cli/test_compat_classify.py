@@ -91,6 +91,9 @@ CASES = [
     (PG, "ALTER TABLE orders ADD COLUMN n bigserial", L, Reason.table_rewrite),
     (PG, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", L, Reason.explicit_lock),
     (PG, "VACUUM FULL orders", L, Reason.table_rewrite),
+    (PG, "CLUSTER orders USING orders_pkey", L, Reason.table_rewrite),
+    (PG, "REINDEX TABLE orders", L, Reason.table_rewrite),
+    (PG, "REINDEX TABLE CONCURRENTLY orders", E, Reason.session),
     (PG, "ALTER TABLE orders SET TABLESPACE slow", L, Reason.table_rewrite),
     # PostgreSQL: unknown, never guessed
     (PG, "ALTER TABLE orders ALTER COLUMN total TYPE bigint", U, Reason.type_unknown),
@@ -102,6 +105,7 @@ CASES = [
     ),
     (PG, "DO $$ BEGIN EXECUTE 'DROP TABLE ' || 'orders'; END $$", U, Reason.procedural_ddl),
     (PG, "FROBNICATE orders", U, Reason.unsupported),
+    (PG, "ALTER TABLE orders DROP COLUMN a, VALIDATE CONSTRAINT c", U, Reason.unparsed),
     (PG, "ALTER TABLE orders ADD COLUMN (", U, Reason.unparsed),
     # MySQL: expand
     (
