@@ -158,6 +158,20 @@ class Sim:
             decision = self.reconcile()
         return decision
 
+    def order(self) -> list[str]:
+        """Traffic writes and hook starts, in the order the engine asked for them."""
+        out: list[str] = []
+        for action in self.actions:
+            if isinstance(action, SetWeight):
+                out.append(f"weight {action.weight}")
+            elif isinstance(action, RunHook) and (not out or out[-1] != f"hook {action.hook}"):
+                out.append(f"hook {action.hook}")
+            elif isinstance(action, RestoreBlue):
+                out.append("restore")
+            elif isinstance(action, RetireBlue):
+                out.append("retire")
+        return out
+
     @property
     def events(self) -> list[EmitEvent]:
         return [a for a in self.actions if isinstance(a, EmitEvent)]

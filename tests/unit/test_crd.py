@@ -10,6 +10,7 @@ import yaml
 from cutover.crd import crd, crd_yaml
 from cutover.docgen import state_machine_markdown
 from tests.crdschema import CRD_PATH, validator
+from tests.support.manifests import migration
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,17 +104,15 @@ def test_every_example_is_valid(path: Path) -> None:
 
 
 def test_the_schema_rejects_what_a_real_api_server_would() -> None:
-    bad = {
-        "apiVersion": "cutover.io/v1alpha1",
-        "kind": "Migration",
-        "metadata": {"name": "x"},
-        "spec": {
+    bad = migration(
+        "x",
+        {
             "blue": {"deployment": "a"},
             "green": {"deployment": "b"},
             "traffic": {"router": "linkerd"},
             "steps": [{"setWeight": 150}],
         },
-    }
+    )
     messages = [e.message for e in validator().iter_errors(bad)]
     assert any("linkerd" in m for m in messages)
     assert any("150" in m for m in messages)

@@ -7,15 +7,7 @@ from typing import Any
 
 from cutover.api import TERMINAL_PHASES, ConditionType, HookState, Phase
 from cutover.core.gates import Reading
-from cutover.core.machine import (
-    RequestVerb,
-    RestoreBlue,
-    RetireBlue,
-    RunHook,
-    SetWeight,
-    StopJob,
-    job_name,
-)
+from cutover.core.machine import RequestVerb, RestoreBlue, SetWeight, StopJob, job_name
 
 from .sim import Sim
 from .specs import gate, spec
@@ -51,21 +43,6 @@ def hooked(**changes: Any):  # type: ignore[no-untyped-def]
     return spec(**base)
 
 
-def order(sim: Sim) -> list[str]:
-    """Traffic writes and hook starts, in the order the engine asked for them."""
-    out = []
-    for action in sim.actions:
-        if isinstance(action, SetWeight):
-            out.append(f"weight {action.weight}")
-        elif isinstance(action, RunHook) and (not out or out[-1] != f"hook {action.hook}"):
-            out.append(f"hook {action.hook}")
-        elif isinstance(action, RestoreBlue):
-            out.append("restore")
-        elif isinstance(action, RetireBlue):
-            out.append("retire")
-    return out
-
-
 def done(sim: Sim) -> bool:
     return sim.status.phase in TERMINAL_PHASES or sim.status.phase is Phase.paused
 
@@ -74,7 +51,7 @@ def test_hooks_run_in_order_around_the_traffic_writes() -> None:
     sim = Sim(hooked(bake="1m"))
     sim.run(done)
     assert sim.status.phase is Phase.succeeded
-    assert order(sim) == [
+    assert sim.order() == [
         "hook expand",
         "weight 50",
         "hook check",
@@ -92,7 +69,7 @@ def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback() -> None
     sim.run(done)
     assert sim.status.phase is Phase.rolled_back
     assert not [a for a in sim.actions if isinstance(a, SetWeight)]
-    assert order(sim)[-1] == "hook undo"
+    assert sim.order()[-1] == "hook undo"
     rolled = sim.status.condition(ConditionType.rolled_back)
     assert rolled is not None and rolled.reason == "HookFailed"
     assert "expand" in rolled.message and "rows missing" in rolled.message
@@ -102,7 +79,7 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback() -> None:
     sim = Sim(hooked(), hook_outcomes={"check": "fail"})
     sim.run(done)
     assert sim.status.phase is Phase.rolled_back
-    assert order(sim) == ["hook expand", "weight 50", "hook check", "restore", "hook undo"]
+    assert sim.order() == ["hook expand", "weight 50", "hook check", "restore", "hook undo"]
     assert sim.weight_in_cluster == 0
 
 
