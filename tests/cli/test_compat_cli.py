@@ -168,8 +168,16 @@ def test_sql_files_can_be_judged_as_if_a_phase_ran_them() -> None:
     code, out, _ = run("compat", "--phase", "preShift", str(contract))
     assert code == 1
     assert f"{contract}:{line_of(contract, DROP)}: error: contract statement in preShift" in out
-    code, _, _ = run("compat", "--phase", "postPromotion", "--irreversible", str(contract))
+    code, out, _ = run(
+        "compat", "--phase", "postPromotion", "--irreversible", "-o", "json", str(contract)
+    )
     assert code == 0
+    hooks = {json.dumps(f["hook"]) for f in json.loads(out)["findings"]}
+    assert hooks == {
+        json.dumps(
+            {"migration": None, "stage": "postPromotion", "name": None, "irreversible": True}
+        )
+    }
     code, _, _ = run("compat", "--phase", "preShift", str(EXAMPLE / "sql" / "expand.sql"))
     assert code == 0
 

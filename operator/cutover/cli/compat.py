@@ -46,6 +46,15 @@ class HookRef:
     name: str
     irreversible: bool
 
+    def to_data(self) -> dict[str, Any]:
+        given = self.migration == PHASE_OPTION  # SQL files judged with --phase: no hook
+        return {
+            "migration": None if given else self.migration,
+            "stage": self.stage.value,
+            "name": None if given else self.name,
+            "irreversible": self.irreversible,
+        }
+
 
 @dataclass(frozen=True)
 class SqlSource:
@@ -82,14 +91,7 @@ class Located:
             "reason": self.finding.reason.value,
             "detail": self.finding.detail,
             "lock": self.finding.lock,
-            "hook": None
-            if hook is None
-            else {
-                "migration": hook.migration,
-                "stage": hook.stage.value,
-                "name": hook.name,
-                "irreversible": hook.irreversible,
-            },
+            "hook": None if hook is None else hook.to_data(),
             "severity": None if self.severity is None else self.severity.value,
             "problem": self.problem,
         }
