@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from cutover.api import MigrationSpec, Shift
@@ -34,13 +35,20 @@ def effective_weight(blue: int, green: int) -> int:
     return round(100 * green / (blue + green))
 
 
+class StepKind(enum.StrEnum):
+    """A step's kind, named as the spec names it."""
+
+    set_weight = "setWeight"
+    pause = "pause"
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     index: int
     weight: int
     hold_seconds: float | None  # None: waits for `cutover promote`
     gates: tuple[str, ...]  # gates that must pass before the next step
-    kind: str  # "setWeight" or "pause"
+    kind: StepKind
 
     @property
     def indefinite(self) -> bool:
@@ -70,14 +78,14 @@ def schedule(spec: MigrationSpec) -> Schedule:
             weight = step.set_weight
             gated = gate_names if weight > 0 else ()
             hold = gate_wait(spec) if gated else 0.0
-            planned.append(PlannedStep(index, weight, hold, gated, "setWeight"))
+            planned.append(PlannedStep(index, weight, hold, gated, StepKind.set_weight))
         else:
             assert step.pause is not None
             hold_or_none = (
                 parse_duration(step.pause.duration) if step.pause.duration is not None else None
             )
             gated = gate_names if weight > 0 else ()
-            planned.append(PlannedStep(index, weight, hold_or_none, gated, "pause"))
+            planned.append(PlannedStep(index, weight, hold_or_none, gated, StepKind.pause))
             hold = hold_or_none or 0.0
             if gated:
                 hold = max(hold, gate_wait(spec))

@@ -15,6 +15,7 @@ A router is the only code that moves traffic. Its contract, relied on by the rec
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import logging
 import re
@@ -40,6 +41,15 @@ class Target:
     name: str  # the Migration's name
     uid: str
     spec: MigrationSpec
+
+
+class Move(enum.StrEnum):
+    """What a route-table write is for; each leaves the route in a different shape."""
+
+    prepare = "prepare"  # save the original entries, change nothing else yet
+    set = "set"  # green gets the weight (and the sticky/match rules)
+    restore = "restore"  # the original entries back, all traffic on blue
+    retire = "retire"  # the original entries back, all traffic on green
 
 
 class TrafficRouterError(Exception):
@@ -549,18 +559,17 @@ class RouteTableRouter:
                 result.pop(key, None)
         return result
 
-    def plan(self, obj: Mapping[str, Any], target: Target, mode: str, weight: int) -> list[JsonOp]:
-        """JSON patch ops bringing the object to ``mode``: "prepare", "set" (to ``weight``),
-        "restore" (the original entries, all traffic on blue) or "retire" (green 100)."""
+    def plan(self, obj: Mapping[str, Any], target: Target, move: Move, weight: int) -> list[JsonOp]:
+        """JSON patch ops bringing the object to what ``move`` asks (``weight``: for set)."""
         meta_ops: dict[str, str | None]
-        if mode in ("prepare", "set"):
+        if move in (Move.prepare, Move.set):
             meta_ops = {}
             if ORIGINAL_ANNOTATION not in annotations_of(obj):
                 meta_ops[ORIGINAL_ANNOTATION] = dump_original({"spec": obj.get("spec") or {}})
         else:
             meta_ops = {ORIGINAL_ANNOTATION: None}
         ops = annotation_ops(obj, meta_ops)
-        if mode == "prepare":
+        if move is Move.prepare:
             return ops
         rules = self._rules(obj)
         index, b, g = self._locate(obj, target)
@@ -569,7 +578,7 @@ class RouteTableRouter:
         entries = self._entries(new_rule)
         blue, green = dict(entries[b]), dict(entries[g])
         managed: dict[str, Any] | None = None
-        if mode == "set":
+        if move is Move.set:
             blue["weight"], green["weight"] = 100 - weight, weight
             set_cookie = sticky_set_cookie(target)
             if set_cookie is not None:
@@ -583,7 +592,7 @@ class RouteTableRouter:
                 blue, green = self.without_sticky(blue, target), self.without_sticky(green, target)
             else:
                 blue, green = self._restored(blue, original[0]), self._restored(green, original[1])
-            if mode == "retire":
+            if move is Move.retire:
                 blue["weight"], green["weight"] = 0, 100
             elif share_of_green(self._weight(blue), self._weight(green)) != 0:
                 # Restoring must leave all traffic on blue, whatever the route said before.
@@ -628,13 +637,13 @@ class RouteTableRouter:
         # read, the patch fails and is planned again, so their edit is never overwritten.
         return [{"op": "test", "path": pointer(*base, index), "value": rule}, *tests, *changes]
 
-    async def _converge(self, target: Target, mode: str, weight: int = 0) -> dict[str, Any]:
+    async def _converge(self, target: Target, move: Move, weight: int = 0) -> dict[str, Any]:
         return await json_patch_converge(
             self._kube,
             self.resource,
             target.namespace,
             self.object_name(target),
-            lambda obj: self.plan(obj, target, mode, weight),
+            lambda obj: self.plan(obj, target, move, weight),
             what=self.kind,
         )
 
@@ -668,7 +677,7 @@ class RouteTableRouter:
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
         # The original goes on record before anything changes, so a crash in between is safe.
-        await self._converge(target, "prepare")
+        await self._converge(target, Move.prepare)
         await scale_green_up(self._objects, target, total_replicas)
 
     async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
@@ -683,7 +692,7 @@ class RouteTableRouter:
                     f" available pod yet: {self.kind} {target.namespace}/"
                     f"{self.object_name(target)} sends it no traffic until it has"
                 )
-        await self._converge(target, "set", weight)
+        await self._converge(target, Move.set, weight)
 
     async def get_weight(self, target: Target) -> int | None:
         route = await self._route(target)
@@ -703,14 +712,14 @@ class RouteTableRouter:
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # One write: blue's weight back (all traffic on blue), the match rule and the sticky
         # header gone, the annotation removed. Only then is green scaled down.
-        await self._converge(target, "restore")
+        await self._converge(target, Move.restore)
         if scale_down_green:
             green = await self._objects.deployment(target.namespace, target.spec.green.deployment)
             if green is not None:
                 await self._objects.patch_deployment(green, replicas_to=0)
 
     async def retire_blue(self, target: Target, total_replicas: int) -> None:
-        await self._converge(target, "retire")
+        await self._converge(target, Move.retire)
         blue = await self._objects.deployment(target.namespace, target.spec.blue.deployment)
         if blue is not None:
             await self._objects.patch_deployment(blue, replicas_to=0)
