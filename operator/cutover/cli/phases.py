@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cutover import api
 from cutover.cli.compat import BLUE_SERVES, Located
-from cutover.core.plan import schedule
+from cutover.core.plan import StepKind, schedule
 from cutover.durations import format_duration, parse_duration
 from cutover.sqlcompat import Category
 
@@ -117,16 +117,16 @@ def build_phases(spec: api.MigrationSpec, sql: Sequence[Located]) -> tuple[PlanP
     deadline = parse_duration(spec.progress_deadline)
     after_step = _attempts_seconds(hooks.after_step)
     for step in planned.steps:
-        with_hooks = step.kind == "setWeight" and step.weight > 0
+        with_hooks = step.kind is StepKind.set_weight and step.weight > 0
         low = step.hold_seconds or 0.0
         high: float | None
         if step.hold_seconds is None:
             high = None
-        elif step.kind == "setWeight":
+        elif step.kind is StepKind.set_weight:
             high = low + deadline + (after_step if with_hooks else 0.0)
         else:
             high = low
-        label = f"setWeight {step.weight}" if step.kind == "setWeight" else "pause"
+        label = f"setWeight {step.weight}" if step.kind is StepKind.set_weight else "pause"
         phases.append(
             PlanPhase(
                 name=f"step {step.index + 1}: {label}",

@@ -14,7 +14,7 @@ from cutover.cli.compat import Located
 from cutover.cli.phases import PlanPhase, RiskAssessment, assess, build_phases, point_of_no_return
 from cutover.cli.report import threshold_text
 from cutover.core import promql, speccheck
-from cutover.core.plan import schedule
+from cutover.core.plan import StepKind, schedule
 from cutover.durations import format_duration
 
 
@@ -137,14 +137,14 @@ def build_plan(
     for step in planned.steps:
         if step.hold_seconds is None:
             hold = "until promoted"
-        elif step.kind == "pause":
+        elif step.kind is StepKind.pause:
             hold = format_duration(step.hold_seconds)
         else:
             hold = f"{format_duration(step.hold_seconds)} (gate interval)" if step.gates else "-"
         rows.append(
             PlanRow(
                 step=step.index + 1,
-                kind="pause" if step.kind == "pause" else "setWeight",
+                kind=step.kind.value,
                 weight=step.weight,
                 hold=hold,
                 gates=step.gates,
