@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 from devtools.controlplane import ControlPlane
+from tests.support import manifests
+from tests.support.manifests import migration_body
 
 from .harness import apply_text, get, writes
 
@@ -37,33 +39,7 @@ def series(namespace: str, deployment: str) -> str:
 
 def app_manifest(app: str, blue_replicas: int = 2) -> str:
     """``<app>-blue`` (serving), ``<app>-green`` (at zero) and one Service selecting both."""
-    docs = []
-    for version, count in (("blue", blue_replicas), ("green", 0)):
-        labels = {"app": app, "version": version}
-        docs.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": f"{app}-{version}", "labels": labels},
-                "spec": {
-                    "replicas": count,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {"containers": [{"name": "app", "image": f"{app}:{version}"}]},
-                    },
-                },
-            }
-        )
-    docs.append(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": app},
-            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
-        }
-    )
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    return manifests.app_manifest(app, blue_replicas)
 
 
 def migration_manifest(
@@ -73,21 +49,8 @@ def migration_manifest(
     steps: list[dict[str, Any]] | None = None,
     **spec: Any,
 ) -> str:
-    body = {
-        "apiVersion": "cutover.io/v1alpha1",
-        "kind": "Migration",
-        "metadata": {"name": name},
-        "spec": {
-            "blue": {"deployment": f"{app}-blue"},
-            "green": {"deployment": f"{app}-green"},
-            "traffic": {"router": "replicas", "service": app},
-            "steps": steps or [{"setWeight": 50}, {"setWeight": 100}],
-            "gates": gates,
-            "progressDeadline": "1m",
-            **spec,
-        },
-    }
-    return json.dumps(body)
+    defaults = {"steps": steps or [{"setWeight": 50}, {"setWeight": 100}], "gates": gates}
+    return json.dumps(migration_body(name, app, defaults | {"progressDeadline": "1m"} | spec))
 
 
 def gate(

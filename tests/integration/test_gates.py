@@ -36,24 +36,21 @@ from .gates_support import (
     start_app,
     status,
 )
-from .harness import OperatorProcess, apply_text, new_namespace, replicas, wait_for, wait_phase
+from .harness import OperatorProcess, apply_text, replicas, wait_for, wait_phase
 
 __all__ = ["prometheus", "prometheus_server", "traffic_exporter"]  # fixtures used below
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(120),
+    pytest.mark.usefixtures("operator"),  # every test runs the real operator in its namespace
+]
 TERMINAL = ("Succeeded", "RolledBack", "Failed")
 
 
 @pytest.fixture
-def namespace(cluster: ControlPlane) -> str:
-    return new_namespace(cluster, "gates")
-
-
-@pytest.fixture
-def operator(cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster, namespace).start()
-    yield process
-    process.stop()
+def namespace_prefix() -> str:
+    return "gates"
 
 
 class Traffic:
@@ -119,11 +116,7 @@ def request_annotation(cluster: ControlPlane, namespace: str, name: str, verb: s
 
 
 def test_healthy_green_succeeds_and_every_gate_record_shows_passing_values(
-    cluster: ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    prometheus: PrometheusServer,
-    traffic: Traffic,
+    cluster: ControlPlane, namespace: str, prometheus: PrometheusServer, traffic: Traffic
 ) -> None:
     traffic.app("shop", error_ratio=0.01, latency_seconds=0.05)
     traffic.wait_for_data()
@@ -151,11 +144,7 @@ def test_healthy_green_succeeds_and_every_gate_record_shows_passing_values(
 
 
 def test_error_rate_rising_at_step_two_rolls_back_to_blue_before_the_next_step(
-    cluster: ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    prometheus: PrometheusServer,
-    traffic: Traffic,
+    cluster: ControlPlane, namespace: str, prometheus: PrometheusServer, traffic: Traffic
 ) -> None:
     traffic.app("pay", error_ratio=0.0)
     traffic.wait_for_data()
@@ -219,10 +208,7 @@ def test_error_rate_rising_at_step_two_rolls_back_to_blue_before_the_next_step(
 
 
 def test_no_data_follows_the_on_no_data_policy(
-    cluster: ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    prometheus: PrometheusServer,
+    cluster: ControlPlane, namespace: str, prometheus: PrometheusServer
 ) -> None:
     absent = 'sum(rate(http_requests_total{deployment="{{namespace}}/nobody"}[5s]))'
     for policy in ("fail", "inconclusive", "pass"):
@@ -259,11 +245,7 @@ def test_no_data_follows_the_on_no_data_policy(
 
 
 def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers(
-    cluster: ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    prometheus: PrometheusServer,
-    traffic: Traffic,
+    cluster: ControlPlane, namespace: str, prometheus: PrometheusServer, traffic: Traffic
 ) -> None:
     steps: list[dict[str, Any]] = [
         {"setWeight": 50},
@@ -333,10 +315,7 @@ def test_prometheus_outage_pauses_or_rolls_back_per_on_error_and_resume_recovers
 
 
 def test_invalid_promql_and_unknown_variables_fail_before_any_traffic_moves(
-    cluster: ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    prometheus: PrometheusServer,
+    cluster: ControlPlane, namespace: str, prometheus: PrometheusServer
 ) -> None:
     broken = gate(
         "broken", prometheus.url, "sum(rate(http_requests_total[5s])", threshold={"max": 1}
@@ -369,11 +348,7 @@ def test_invalid_promql_and_unknown_variables_fail_before_any_traffic_moves(
 
 
 def test_comparative_gates_roll_back_a_worse_green_and_pass_an_equal_one(
-    cluster: ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    prometheus: PrometheusServer,
-    traffic: Traffic,
+    cluster: ControlPlane, namespace: str, prometheus: PrometheusServer, traffic: Traffic
 ) -> None:
     # ratio on error ratios (with a little absolute slack for counting noise) ...
     traffic.set("ratio-worse-blue", error_ratio=0.01)

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
-from tests.support.controlplane import decide_job
+from tests.support.controlplane import decide_job, wait_for
+from tests.support.manifests import migration_body
 
+from .gates_support import condition
 from .harness import (
     ROOT,
     OperatorProcess,
     apply,
     apply_text,
     migration,
-    new_namespace,
     replicas,
-    wait_for,
     wait_phase,
     writes,
 )
@@ -31,15 +31,8 @@ APP = ROOT / "examples" / "replicas" / "app.yaml"
 
 
 @pytest.fixture
-def namespace(cluster: ControlPlane) -> str:
-    return new_namespace(cluster, "hk")
-
-
-@pytest.fixture
-def operator(cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster, namespace).start()
-    yield process
-    process.stop()
+def namespace_prefix() -> str:
+    return "hk"
 
 
 def job(outcome: str | None, after: float = 0.3) -> dict[str, Any]:
@@ -69,23 +62,33 @@ def job(outcome: str | None, after: float = 0.3) -> dict[str, Any]:
     }
 
 
-def manifest(hooks: dict[str, Any], steps: list[dict[str, Any]] | None = None, **extra: Any) -> str:
-    spec: dict[str, Any] = {
-        "blue": {"deployment": "checkout-blue"},
-        "green": {"deployment": "checkout-green"},
-        "traffic": {"router": "replicas", "service": "checkout"},
-        "steps": steps or [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 100}],
-        "hooks": hooks,
-        **extra,
-    }
-    return yaml.safe_dump(
-        {
-            "apiVersion": "cutover.io/v1alpha1",
-            "kind": "Migration",
-            "metadata": {"name": "orders"},
-            "spec": spec,
+def hook(name: str, outcome: str | None, **fields: Any) -> dict[str, Any]:
+    """A hook whose Job ends as ``outcome`` (see :func:`job`)."""
+    return {"name": name, **fields, "jobTemplate": job(outcome)}
+
+
+@pytest.fixture
+def start(cluster: ControlPlane, namespace: str) -> Callable[..., None]:
+    """Applies the example app (``checkout``, blue at 4) and the ``orders`` Migration with the
+    hooks it is given by kind (``start(preShift=[...], bake="1s")``)."""
+
+    def apply_orders(bake: str | None = None, **hooks: list[dict[str, Any]]) -> None:
+        apply(cluster, namespace, APP)
+        spec = {
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 100}],
+            "hooks": hooks,
+            **({"bake": bake} if bake else {}),
         }
-    )
+        apply_text(cluster, namespace, yaml.safe_dump(migration_body("orders", "checkout", spec)))
+
+    return apply_orders
+
+
+def rolled_back(cluster: ControlPlane, namespace: str) -> dict[str, Any]:
+    """``orders`` once it ends; it must have rolled back."""
+    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
+    assert obj["status"]["phase"] == "RolledBack", obj["status"]
+    return obj
 
 
 def timeline(cluster: ControlPlane, namespace: str) -> list[str]:
@@ -111,23 +114,14 @@ def jobs_created(cluster: ControlPlane, namespace: str) -> list[str]:
 
 
 def test_hooks_run_in_order_around_traffic_writes(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, start: Callable[..., None]
 ) -> None:
-    apply(cluster, namespace, APP)
-    apply_text(
-        cluster,
-        namespace,
-        manifest(
-            {
-                "preShift": [{"name": "expand", "jobTemplate": job("succeed")}],
-                "afterStep": [{"name": "check", "jobTemplate": job("succeed")}],
-                "postPromotion": [
-                    {"name": "contract", "irreversible": True, "jobTemplate": job("succeed")}
-                ],
-                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-            },
-            bake="1s",
-        ),
+    start(
+        preShift=[hook("expand", "succeed")],
+        afterStep=[hook("check", "succeed")],
+        postPromotion=[hook("contract", "succeed", irreversible=True)],
+        onRollback=[hook("undo", "succeed")],
+        bake="1s",
     )
     obj = wait_phase(
         cluster, namespace, "orders", "Succeeded", "RolledBack", "Failed", "Paused", timeout=60
@@ -157,22 +151,11 @@ def test_hooks_run_in_order_around_traffic_writes(
 
 
 def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, start: Callable[..., None]
 ) -> None:
-    apply(cluster, namespace, APP)
-    apply_text(
-        cluster,
-        namespace,
-        manifest(
-            {
-                "preShift": [{"name": "expand", "jobTemplate": job("fail")}],
-                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-            }
-        ),
-    )
-    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
-    assert obj["status"]["phase"] == "RolledBack"
-    rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
+    start(preShift=[hook("expand", "fail")], onRollback=[hook("undo", "succeed")])
+    obj = rolled_back(cluster, namespace)
+    rolled = condition(obj["status"], "RolledBack")
     assert rolled["reason"] == "HookFailed" and "expand" in rolled["message"]
     line = timeline(cluster, namespace)
     assert line[0] == "job expand" and line[-1] == "job undo"
@@ -181,21 +164,10 @@ def test_a_failed_pre_shift_hook_moves_no_traffic_and_runs_on_rollback(
 
 
 def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, start: Callable[..., None]
 ) -> None:
-    apply(cluster, namespace, APP)
-    apply_text(
-        cluster,
-        namespace,
-        manifest(
-            {
-                "afterStep": [{"name": "check", "jobTemplate": job("fail")}],
-                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-            }
-        ),
-    )
-    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
-    assert obj["status"]["phase"] == "RolledBack"
+    start(afterStep=[hook("check", "fail")], onRollback=[hook("undo", "succeed")])
+    obj = rolled_back(cluster, namespace)
     assert timeline(cluster, namespace) == [
         "green=2",
         "blue=2",
@@ -204,7 +176,7 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
         "blue=4",
         "job undo",
     ]
-    rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
+    rolled = condition(obj["status"], "RolledBack")
     assert rolled["reason"] == "HookFailed" and "check" in rolled["message"], rolled
     listed = json.loads(cluster.kubectl("get", "-n", namespace, "events", "-o", "json").stdout)
     warnings = [
@@ -218,18 +190,9 @@ def test_a_failed_after_step_hook_rolls_back_and_runs_on_rollback(
 
 
 def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, start: Callable[..., None]
 ) -> None:
-    apply(cluster, namespace, APP)
-    apply_text(
-        cluster,
-        namespace,
-        manifest(
-            {
-                "preShift": [{"name": "expand", "jobTemplate": job(None)}],
-            }
-        ),
-    )
+    start(preShift=[hook("expand", None)])
     name = wait_for(lambda: (jobs_created(cluster, namespace) or [None])[0], timeout=30)
     operator.kill()
     operator.start()
@@ -241,20 +204,11 @@ def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
 
 
 def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, start: Callable[..., None]
 ) -> None:
-    apply(cluster, namespace, APP)
-    apply_text(
-        cluster,
-        namespace,
-        manifest(
-            {
-                "postPromotion": [
-                    {"name": "contract", "irreversible": True, "jobTemplate": job(None)}
-                ],
-                "onRollback": [{"name": "undo", "jobTemplate": job("succeed")}],
-            }
-        ),
+    start(
+        postPromotion=[hook("contract", None, irreversible=True)],
+        onRollback=[hook("undo", "succeed")],
     )
     wait_for(
         lambda: (
@@ -269,28 +223,18 @@ def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
     assert obj["status"]["phase"] == "Paused"
     assert obj["status"]["reason"] == "RollbackNotAvailable"
     assert "contract" in obj["status"]["rollbackUnavailableReason"]
-    condition = next(c for c in obj["status"]["conditions"] if c["type"] == "RollbackAvailable")
-    assert condition["status"] == "False"
+    available = condition(obj["status"], "RollbackAvailable")
+    assert available["status"] == "False"
     assert replicas(cluster, namespace, "checkout-green") == 4  # traffic stays on green
     assert "job undo" not in timeline(cluster, namespace)
 
 
 def test_a_hook_that_runs_past_its_timeout_fails_and_its_job_is_deleted(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, start: Callable[..., None]
 ) -> None:
-    apply(cluster, namespace, APP)
-    apply_text(
-        cluster,
-        namespace,
-        manifest(
-            {
-                "afterStep": [{"name": "check", "timeout": "2s", "jobTemplate": job(None)}],
-            }
-        ),
-    )
-    obj = wait_phase(cluster, namespace, "orders", "RolledBack", "Failed", timeout=60)
-    assert obj["status"]["phase"] == "RolledBack", obj["status"]
-    rolled = next(c for c in obj["status"]["conditions"] if c["type"] == "RolledBack")
+    start(afterStep=[hook("check", None, timeout="2s")])
+    obj = rolled_back(cluster, namespace)
+    rolled = condition(obj["status"], "RolledBack")
     assert rolled["reason"] == "HookFailed" and "check" in rolled["message"], rolled
     check = next(r for r in obj["status"]["hooks"] if r["name"] == "check")
     assert check["state"] == "Failed" and "timed out after 2s" in check["message"]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from devtools.controlplane import ControlPlane
+from tests.support.manifests import migration_body
 
 from .gates_support import events
 from .harness import (
@@ -20,7 +21,6 @@ from .harness import (
     apply_text,
     get,
     migration,
-    new_namespace,
     replicas,
     wait_for,
     wait_phase,
@@ -30,18 +30,6 @@ from .harness import (
 pytestmark = pytest.mark.integration
 REPLICAS = ROOT / "examples" / "replicas"
 SERVICE = ROOT / "examples" / "service"
-
-
-@pytest.fixture
-def namespace(cluster: ControlPlane) -> str:
-    return new_namespace(cluster)
-
-
-@pytest.fixture
-def operator(cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster, namespace).start()
-    yield process
-    process.stop()
 
 
 def deployment_patches(cluster: ControlPlane, namespace: str) -> list[tuple[str, int]]:
@@ -76,6 +64,12 @@ def record_progress(
     raise AssertionError(f"{name} did not reach {until}: {seen}")
 
 
+def green_then_blue(*greens: int, total: int = 4) -> list[tuple[str, int]]:
+    """The replica patches of a clean run: each step scales green up to ``g``, then blue down
+    to ``total - g``."""
+    return [p for g in greens for p in (("checkout-green", g), ("checkout-blue", total - g))]
+
+
 def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in obj["status"]["conditions"]}
 
@@ -93,14 +87,7 @@ def test_replicas_router_moves_pods_step_by_step_to_green(
     assert weights == sorted(weights) and {25, 50, 100} <= set(weights)
 
     patches = deployment_patches(cluster, namespace)
-    assert patches == [
-        ("checkout-green", 1),
-        ("checkout-blue", 3),
-        ("checkout-green", 2),
-        ("checkout-blue", 2),
-        ("checkout-green", 4),
-        ("checkout-blue", 0),
-    ], patches
+    assert patches == green_then_blue(1, 2, 4), patches
     assert replicas(cluster, namespace, "checkout-blue") == 0
     assert replicas(cluster, namespace, "checkout-green") == 4
 
@@ -147,31 +134,43 @@ def test_service_router_switches_the_selector_once_green_is_ready(
     )
 
 
-SLOW = """
-apiVersion: cutover.io/v1alpha1
-kind: Migration
-metadata: {name: checkout}
-spec:
-  blue: {deployment: checkout-blue}
-  green: {deployment: checkout-green}
-  traffic: {router: replicas, service: checkout}
-  steps:
-    - setWeight: 25
-    - pause: {duration: 4s}
-    - setWeight: 50
-    - pause: {duration: 4s}
-    - setWeight: 75
-    - pause: {duration: 2s}
-    - setWeight: 100
-"""
+def slow_manifest(first_pause: str = "4s", **spec: Any) -> str:
+    """``checkout`` through 25/50/75/100 % with timed pauses (``first_pause``, 4s, 2s)."""
+    steps = [
+        {"setWeight": 25},
+        {"pause": {"duration": first_pause}},
+        {"setWeight": 50},
+        {"pause": {"duration": "4s"}},
+        {"setWeight": 75},
+        {"pause": {"duration": "2s"}},
+        {"setWeight": 100},
+    ]
+    return json.dumps(migration_body("checkout", "checkout", {"steps": steps, **spec}))
+
+
+SLOW = slow_manifest()
+
+
+def start_slow(cluster: ControlPlane, namespace: str, manifest: str = SLOW) -> None:
+    """The replicas example's app and the ``checkout`` Migration (by default :data:`SLOW`)."""
+    apply(cluster, namespace, REPLICAS / "app.yaml")
+    apply_text(cluster, namespace, manifest)
+
+
+def slow_run_at_50(cluster: ControlPlane, namespace: str) -> None:
+    """:data:`SLOW` started and holding at 50 % (its long pause)."""
+    start_slow(cluster, namespace)
+    wait_for(
+        lambda: (migration(cluster, namespace, "checkout").get("status") or {}).get("weight") == 50,
+        timeout=30,
+    )
 
 
 @pytest.mark.parametrize("moment", ["mid-pause", "right-after-a-write"])
 def test_sigkill_at_any_moment_neither_repeats_nor_skips_a_step(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess, moment: str
 ) -> None:
-    apply(cluster, namespace, REPLICAS / "app.yaml")
-    apply_text(cluster, namespace, SLOW)
+    start_slow(cluster, namespace)
     kills = 0
     for target_step in (1, 3):
         if moment == "mid-pause":
@@ -201,16 +200,7 @@ def test_sigkill_at_any_moment_neither_repeats_nor_skips_a_step(
     assert obj["status"]["phase"] == "Succeeded"
     assert kills == 2 and operator.starts == 3
     patches = deployment_patches(cluster, namespace)
-    assert patches == [
-        ("checkout-green", 1),
-        ("checkout-blue", 3),
-        ("checkout-green", 2),
-        ("checkout-blue", 2),
-        ("checkout-green", 3),
-        ("checkout-blue", 1),
-        ("checkout-green", 4),
-        ("checkout-blue", 0),
-    ], patches
+    assert patches == green_then_blue(1, 2, 3, 4), patches
     started = [h["step"] for h in obj["status"]["history"] if h["reason"] == "StepStarted"]
     assert started == sorted(set(started)), obj["status"]["history"]
     assert started == [1, 2, 3, 4, 5, 6, 7]
@@ -223,8 +213,7 @@ def test_the_pause_remaining_time_survives_a_restart(
     recorded: not earlier (the pause is not cut short, by the API server's clock) and without
     starting it over (the pause step began once, at the time the first operator recorded).
     How soon after its start a restarted operator acts is machine speed, so it is not asserted."""
-    apply(cluster, namespace, REPLICAS / "app.yaml")
-    apply_text(cluster, namespace, SLOW.replace("duration: 4s", "duration: 6s", 1))
+    start_slow(cluster, namespace, slow_manifest(first_pause="6s"))
     status = wait_for(
         lambda: (
             (s := migration(cluster, namespace, "checkout").get("status") or {}).get(
@@ -271,18 +260,14 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-INVALID = """
-apiVersion: cutover.io/v1alpha1
-kind: Migration
-metadata: {name: broken}
-spec:
-  blue: {deployment: checkout-blue}
-  green: {deployment: checkout-green}
-  traffic: {router: replicas}
-  steps:
-    - setWeight: 50
-    - setWeight: 20
-"""
+# A weight that goes down (and no Service for the replicas router to keep).
+INVALID = json.dumps(
+    migration_body(
+        "broken",
+        "checkout",
+        {"traffic": {"router": "replicas"}, "steps": [{"setWeight": 50}, {"setWeight": 20}]},
+    )
+)
 
 
 def test_an_invalid_migration_gets_invalid_spec_and_nothing_else_changes(
@@ -306,12 +291,7 @@ def test_an_invalid_migration_gets_invalid_spec_and_nothing_else_changes(
 def test_deleting_a_migration_mid_run_restores_blue(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, namespace, REPLICAS / "app.yaml")
-    apply_text(cluster, namespace, SLOW)
-    wait_for(
-        lambda: (migration(cluster, namespace, "checkout").get("status") or {}).get("weight") == 50,
-        timeout=30,
-    )
+    slow_run_at_50(cluster, namespace)
     cluster.kubectl("delete", "-n", namespace, "mig/checkout", "--timeout=30s")
     assert replicas(cluster, namespace, "checkout-blue") == 4
     assert replicas(cluster, namespace, "checkout-green") == 0
@@ -325,8 +305,7 @@ def test_deleting_a_migration_mid_run_restores_blue(
 def test_spec_paused_holds_and_unpausing_resumes(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, namespace, REPLICAS / "app.yaml")
-    apply_text(cluster, namespace, SLOW.replace("  steps:", "  paused: true\n  steps:"))
+    start_slow(cluster, namespace, slow_manifest(paused=True))
     obj = wait_phase(cluster, namespace, "checkout", "Paused", timeout=30)
     assert obj["status"]["reason"] == "PausedBySpec"
     cluster.kubectl(
@@ -348,12 +327,7 @@ def test_spec_paused_holds_and_unpausing_resumes(
 def test_kubectl_wait_works_for_rolled_back(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, namespace, REPLICAS / "app.yaml")
-    apply_text(cluster, namespace, SLOW)
-    wait_for(
-        lambda: (migration(cluster, namespace, "checkout").get("status") or {}).get("weight") == 50,
-        timeout=30,
-    )
+    slow_run_at_50(cluster, namespace)
     cluster.kubectl("annotate", "-n", namespace, "mig/checkout", "cutover.io/request=abort:t1")
     waited = subprocess.run(
         [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,13 +14,13 @@ from .harness import (
     apply,
     get,
     migration,
-    new_namespace,
     replicas,
     wait_for,
     wait_phase,
 )
 
-pytestmark = pytest.mark.integration
+# The routes' CRDs (session-scoped: installed before any namespace or operator of a test).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("third_party_crds")]
 ROUTES = {
     "gatewayapi": ("httproutes.gateway.networking.k8s.io", "route.yaml"),
     "istio": ("virtualservices.networking.istio.io", "route.yaml"),
@@ -30,32 +29,23 @@ ROUTES = {
 CANARY = "checkout-cutover-canary"
 
 
-@pytest.fixture(scope="module")
-def routes_cluster(cluster: ControlPlane, third_party_crds: list[str]) -> ControlPlane:
-    return cluster
+@pytest.fixture
+def namespace_prefix() -> str:
+    return "w"
 
 
 @pytest.fixture
-def namespace(routes_cluster: ControlPlane) -> str:
-    return new_namespace(routes_cluster, "w")
+def chart_values() -> dict[str, Any]:
+    """What a user of these routers sets in the chart; without it RBAC denies the route writes."""
+    return {"routers": {name: {"enabled": True} for name in ROUTES}}
 
 
-# What a user of these routers sets in the chart; without it RBAC denies the route writes.
-ALL_ROUTERS = {"routers": {name: {"enabled": True} for name in ROUTES}}
-
-
-@pytest.fixture
-def operator(routes_cluster: ControlPlane, namespace: str) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(routes_cluster, namespace, chart_values=ALL_ROUTERS).start()
-    yield process
-    process.stop()
-
-
-def _setup(cluster: ControlPlane, namespace: str, router: str) -> dict[str, Any]:
+def _setup(cluster: ControlPlane, namespace: str, router: str) -> tuple[str, dict[str, Any]]:
+    """The example app and its route; the route's kind and the route as the team wrote it."""
     kind, route_file = ROUTES[router]
     apply(cluster, namespace, ROOT / "examples" / router / "app.yaml")
     apply(cluster, namespace, ROOT / "examples" / router / route_file)
-    return get(cluster, namespace, kind, "checkout")
+    return kind, get(cluster, namespace, kind, "checkout")
 
 
 def _green_weight(router: str, route: dict[str, Any]) -> tuple[int, int] | None:
@@ -77,11 +67,9 @@ def _canary(cluster: ControlPlane, namespace: str) -> dict[str, Any] | None:
 
 @pytest.mark.parametrize("router", sorted(ROUTES))
 def test_success(
-    routes_cluster: ControlPlane, namespace: str, operator: OperatorProcess, router: str
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, router: str
 ) -> None:
-    cluster = routes_cluster
-    kind, _ = ROUTES[router]
-    before = _setup(cluster, namespace, router)
+    kind, before = _setup(cluster, namespace, router)
     apply(cluster, namespace, ROOT / "examples" / router / "migration.yaml")
     obj = wait_phase(
         cluster, namespace, "checkout", "Succeeded", "RolledBack", "Failed", timeout=90
@@ -104,11 +92,9 @@ def test_success(
 
 @pytest.mark.parametrize("router", sorted(ROUTES))
 def test_abort_restores_the_original(
-    routes_cluster: ControlPlane, namespace: str, operator: OperatorProcess, router: str
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess, router: str
 ) -> None:
-    cluster = routes_cluster
-    kind, _ = ROUTES[router]
-    before = _setup(cluster, namespace, router)
+    kind, before = _setup(cluster, namespace, router)
     manifest = (ROOT / "examples" / router / "migration.yaml").read_text()
     # A long pause at 50 % holds the run where the abort can catch it.
     slow = manifest.replace(
@@ -138,9 +124,8 @@ def test_abort_restores_the_original(
 
 @pytest.mark.parametrize("router", ["gatewayapi", "istio"])
 def test_a_router_the_chart_does_not_enable_fails_clearly_before_any_traffic_moves(
-    routes_cluster: ControlPlane, namespace: str, router: str
+    cluster: ControlPlane, namespace: str, router: str
 ) -> None:
-    cluster = routes_cluster
     _setup(cluster, namespace, router)
     process = OperatorProcess(cluster, namespace).start()  # the chart's defaults: router off
     try:
