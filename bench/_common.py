@@ -41,10 +41,10 @@ import psutil  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 
 from devtools.controlplane import ControlPlane  # noqa: E402
+from devtools.demo.cluster import chart_rbac  # noqa: E402
 from devtools.operator import launch_operator  # noqa: E402
 from tests.support.controlplane import (  # noqa: E402
     MIGRATION_CRD,
-    chart_rbac,
     new_namespace,
     operator_kubeconfig,
 )

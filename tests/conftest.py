@@ -23,10 +23,8 @@ settings.load_profile(os.environ.get("CUTOVER_HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     plane = start_session_plane(session_root(tmp_path_factory.mktemp("controlplane")))
-    try:
-        yield plane
-    finally:
-        plane.stop()
+    yield plane  # pytest resumes the generator after the session, whatever the outcome
+    plane.stop()
 
 
 @pytest.fixture(scope="session")

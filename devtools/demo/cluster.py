@@ -55,14 +55,15 @@ def binaries_missing() -> list[str]:
     return [name for name in BINARIES if not (directory / name).is_file()]
 
 
-def chart_rbac(namespace: str) -> list[dict[str, Any]]:
+def chart_rbac(namespace: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The ServiceAccount and RBAC the chart renders for an operator watching ``namespace``
-    (released into that namespace): the same objects ``helm install`` would create."""
+    (released into that namespace, with ``values`` set too): the same objects ``helm install``
+    would create. The tests and benchmarks apply these as well."""
     import helm_python as helm
 
     with helm.Chart.load(str(CHART)) as chart:
         files = chart.render(
-            values={"watchNamespace": namespace},
+            values={"watchNamespace": namespace, **(values or {})},
             name=f"cutover-{namespace}",
             namespace=namespace,
             is_install=True,
@@ -99,15 +100,15 @@ class Target:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         cmd = [self.kubectl_binary, "--kubeconfig", str(self.kubeconfig), *args]
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False
-        )
-        if check and result.returncode != 0:
-            raise TargetError(
-                f"kubectl {' '.join(args)} failed ({result.returncode}):"
-                f" {(result.stderr or result.stdout).strip()}"
+        try:
+            return subprocess.run(
+                cmd, capture_output=True, text=True, input=input, timeout=timeout, check=check
             )
-        return result
+        except subprocess.CalledProcessError as failed:
+            said = (failed.stderr or failed.stdout).strip()
+            raise TargetError(
+                f"kubectl {' '.join(args)} failed ({failed.returncode}): {said}"
+            ) from None
 
     # --- setup ---------------------------------------------------------------------------------
 

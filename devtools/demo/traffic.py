@@ -133,12 +133,6 @@ class ErrorScript:
 
 
 @dataclass(frozen=True)
-class DeploymentLoad:
-    rps: float
-    error_ratio: float
-
-
-@dataclass(frozen=True)
 class TrafficSnapshot:
     """What the simulator did last, for the live view."""
 
@@ -146,6 +140,14 @@ class TrafficSnapshot:
     source: str = "not read yet"
     read_errors: int = 0
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentLoad:
+    """One Deployment's simulated traffic: requests per second, and the share that fail."""
+
+    rps: float
+    error_ratio: float
 
 
 class TrafficSimulator:

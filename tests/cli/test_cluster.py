@@ -345,6 +345,17 @@ def test_kubectl_plugin(cluster: ControlPlane, custom: Any) -> None:
     assert "100%" in result.stdout
 
 
+def _paused_for_user(
+    cluster: ControlPlane, custom: Any, name: str, verbs: list[str], path: Path
+) -> tuple[str, str]:
+    """A new namespace with a Migration ``name`` paused at a step, and the kubeconfig of a user
+    allowed exactly ``verbs`` on Migrations there."""
+    namespace = new_namespace(cluster, "cli")
+    create(cluster, name, namespace=namespace)
+    set_status(custom, name, namespace=namespace, phase="Paused", reason="PauseStep")
+    return namespace, _cli_user(cluster, namespace, verbs, path)
+
+
 def _cli_user(cluster: ControlPlane, namespace: str, verbs: list[str], path: Path) -> str:
     """A ServiceAccount allowed exactly ``verbs`` on Migrations in ``namespace``."""
     manifest = f"""
@@ -373,10 +384,9 @@ subjects: [{{kind: ServiceAccount, name: cli-user, namespace: {namespace}}}]
 def test_the_cli_works_with_only_the_documented_verbs(
     cluster: ControlPlane, custom: Any, tmp_path: Path
 ) -> None:
-    namespace = new_namespace(cluster, "cli")
-    create(cluster, "delta", namespace=namespace)
-    set_status(custom, "delta", namespace=namespace, phase="Paused", reason="PauseStep")
-    kubeconfig = _cli_user(cluster, namespace, ["get", "list", "patch"], tmp_path / "user")
+    namespace, kubeconfig = _paused_for_user(
+        cluster, custom, "delta", ["get", "list", "patch"], tmp_path / "user"
+    )
     as_user = ["--kubeconfig", kubeconfig, "-n", namespace]
     code, out, err = cli(cluster, "status", "delta", *as_user)
     assert code == 0 and "PAUSED" in out, err
@@ -391,10 +401,9 @@ def test_the_cli_works_with_only_the_documented_verbs(
 def test_a_missing_verb_is_a_clear_error_not_a_traceback(
     cluster: ControlPlane, custom: Any, tmp_path: Path
 ) -> None:
-    namespace = new_namespace(cluster, "cli")
-    create(cluster, "epsilon", namespace=namespace)
-    set_status(custom, "epsilon", namespace=namespace, phase="Paused", reason="PauseStep")
-    kubeconfig = _cli_user(cluster, namespace, ["get"], tmp_path / "reader")
+    namespace, kubeconfig = _paused_for_user(
+        cluster, custom, "epsilon", ["get"], tmp_path / "reader"
+    )
     code, out, err = cli(
         cluster, "abort", "epsilon", "--no-wait", "--kubeconfig", kubeconfig, "-n", namespace
     )

@@ -21,6 +21,7 @@ from tests.support.controlplane import (
     pods_of_job,
     wait_for,
 )
+from tests.support.manifests import migration
 
 pytestmark = pytest.mark.integration
 
@@ -93,23 +94,9 @@ def test_hook_jobs_complete_fail_or_wait_as_their_pod_annotation_says(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     plane = control_plane
-    plane.kubectl("apply", "-n", namespace, "-f", "-", input=_job("ok"))
-    plane.kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=_job("bad", {"hook.cutover.test/outcome": "fail"}),
-    )
-    plane.kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input=_job("held", {"hook.cutover.test/outcome": "hold"}),
-    )
+    for name, outcome in (("ok", None), ("bad", "fail"), ("held", "hold")):
+        annotations = {"hook.cutover.test/outcome": outcome} if outcome else None
+        plane.kubectl("apply", "-n", namespace, "-f", "-", input=_job(name, annotations))
     wait_for(lambda: _job_state(plane, namespace, "ok") == "Complete", timeout=60, what="ok")
     wait_for(lambda: _job_state(plane, namespace, "bad") == "Failed", timeout=60, what="bad")
     wait_for(lambda: pods_of_job(plane, namespace, "held"), timeout=30, what="held's pod")
@@ -148,17 +135,15 @@ def test_status_moves_only_through_the_status_subresource(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     plane = control_plane
-    manifest = {
-        "apiVersion": "cutover.io/v1alpha1",
-        "kind": "Migration",
-        "metadata": {"name": "m"},
-        "spec": {
+    manifest = migration(
+        "m",
+        {
             "blue": {"deployment": "b"},
             "green": {"deployment": "g"},
             "traffic": {"router": "replicas", "service": "s"},
             "steps": [{"setWeight": 100}],
         },
-    }
+    )
     plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
     plane.kubectl(
         "patch", "-n", namespace, "mig/m", "--type=merge", "-p", '{"status": {"phase": "Failed"}}'

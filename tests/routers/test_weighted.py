@@ -38,8 +38,11 @@ ROUTE = {
     Router.nginx: ("networking.k8s.io", "v1", "ingresses", "checkout"),
 }
 CANARY = "checkout-cutover-canary"
-CANARY_MATCH = [{"name": "X-Canary", "exact": "1"}, {"name": "beta", "cookie": True}]
-GREEN_COOKIE = {"name": "cutover-green", "maxAge": "1h"}
+CANARY_MATCH: list[dict[str, Any]] = [
+    {"name": "X-Canary", "exact": "1"},
+    {"name": "beta", "cookie": True},
+]
+GREEN_COOKIE: dict[str, Any] = {"name": "cutover-green", "maxAge": "1h"}
 USER_NOTES = {"team.example.com/owner": "payments", "argocd.argoproj.io/tracking-id": "shop:x"}
 
 HTTP_ROUTE: dict[str, Any] = {

@@ -14,12 +14,11 @@ from typing import Any
 import yaml
 
 from devtools.controlplane import ControlPlane
+from devtools.demo.cluster import chart_rbac
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "cutover"
 MIGRATION_CRD = ROOT / "crds" / "migrations.cutover.io.yaml"
 OPERATOR_SERVICE_ACCOUNT = "cutover"
-_RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 
 
 def start_session_plane(root: Path) -> ControlPlane:
@@ -40,27 +39,6 @@ def new_namespace(plane: ControlPlane, prefix: str = "t") -> str:
         what=f"the default ServiceAccount in {namespace}",
     )
     return namespace
-
-
-def chart_rbac(namespace: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The ServiceAccount and RBAC objects the chart renders for an operator watching
-    ``namespace`` (released into the same namespace)."""
-    import helm_python as helm
-
-    merged = {"watchNamespace": namespace, **(values or {})}
-    with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render(
-            values=merged, name=f"cutover-{namespace}", namespace=namespace, is_install=True
-        )
-    docs = []
-    for path, text in sorted(files.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        for doc in yaml.safe_load_all(text):
-            if doc and doc.get("kind") in _RBAC_KINDS:
-                doc.setdefault("metadata", {}).setdefault("namespace", namespace)
-                docs.append(doc)
-    return docs
 
 
 def operator_kubeconfig(
