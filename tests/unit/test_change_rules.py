@@ -78,19 +78,39 @@ AGAINST_RETIRED = spec(green={"deployment": "checkout-v3"})
 def test_what_a_spec_change_does_in_each_phase(
     status: MigrationStatus, new_spec: object, effect: ChangeEffect, message: str, live: str | None
 ) -> None:
-    change = effect_of(status, new_spec)  # type: ignore[arg-type]
+    # Which side is live only matters after a success; before it, any name gives the same answer.
+    change = effect_of(status, new_spec, status.live_deployment or "not-asked")  # type: ignore[arg-type]
     assert (change.effect, change.message, change.live) == (effect, message, live)
 
 
-def test_a_success_recorded_before_live_deployment_existed_keeps_green_live() -> None:
-    change = effect_of(MigrationStatus(phase=Phase.succeeded, weight=100), spec())
-    assert (change.effect, change.live) == (ChangeEffect.recorded, "checkout-green")
-
-
-def test_a_status_from_before_live_deployment_reads_green_as_live() -> None:
+def test_the_recorded_live_side_wins_over_what_the_deployments_look_like() -> None:
     recorded = MigrationStatus(phase=Phase.succeeded, live_deployment="checkout-v2")
-    assert live_after_success(recorded, spec()) == "checkout-v2"
-    assert live_after_success(MigrationStatus(phase=Phase.succeeded), spec()) == "checkout-green"
+    assert live_after_success(recorded, spec(), spec_changed=True, blue_replicas=3) == "checkout-v2"
+
+
+@pytest.mark.parametrize(
+    ("spec_changed", "blue_replicas", "live"),
+    [
+        (False, 3, "checkout-green"),  # unchanged spec: green, whatever blue still runs
+        (True, 3, "checkout-blue"),  # an edit that made the old green the new blue
+        (True, 0, "checkout-green"),  # blue retired to zero: green serves
+        (True, None, "checkout-green"),  # blue gone
+    ],
+)
+def test_a_success_recorded_before_live_deployment_existed_reads_the_side_with_pods(
+    spec_changed: bool, blue_replicas: int | None, live: str
+) -> None:
+    legacy = MigrationStatus(phase=Phase.succeeded, weight=100)
+    assert live_after_success(legacy, spec(), spec_changed, blue_replicas) == live
+
+
+def test_a_legacy_success_with_the_old_green_as_new_blue_is_a_new_release() -> None:
+    """Before, the new spec's green was taken as live: this release was swallowed as recorded."""
+    legacy = MigrationStatus(phase=Phase.succeeded, weight=100)
+    release = NEXT  # blue: checkout-green (the old green), green: checkout-v3
+    live = live_after_success(legacy, release, spec_changed=True, blue_replicas=3)
+    change = effect_of(legacy, release, live)
+    assert (change.effect, change.live) == (ChangeEffect.new_release, "checkout-green")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -249,11 +249,13 @@ def plan(
     documents = _migrations(everything, files)
     located, notes = _hook_sql(everything, dialect)
     lives: dict[int, dict[str, Any] | None] = {}
+    blues: dict[int, int | None] = {}
     if live:
         for index, document in enumerate(documents):
             ns = namespace or (document.body.get("metadata") or {}).get("namespace")
             with _cluster(kubeconfig, context, ns) as cluster:
                 lives[index] = cluster.find(document.name)
+                blues[index] = _blue_replicas(cluster, document.body, lives[index])
     for index, document in enumerate(documents):
         problems = lint_problems(document.body)
         if problems:
@@ -264,7 +266,7 @@ def plan(
         try:
             built = build_plan(document.body, *_of(document, located, notes))
             if live:
-                effect, message = live_change(document.body, lives[index])
+                effect, message = live_change(document.body, lives[index], blues[index])
                 built = dataclasses.replace(built, change=message, change_effect=effect)
             plans.append(built)
         except (api.SpecInvalid, promql.TemplateError) as error:  # pragma: no cover - linted
@@ -342,6 +344,22 @@ def compat(
 
 def _cluster(kubeconfig: str | None, context: str | None, namespace: str | None) -> Cluster:
     return Cluster(Target(kubeconfig=kubeconfig, context=context, namespace=namespace))
+
+
+def _blue_replicas(
+    cluster: Cluster, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> int | None:
+    """The manifest's blue as the cluster runs it, read only when the live status needs it (a
+    success recorded before status.liveDeployment existed); None when absent or unreadable."""
+    status = (live or {}).get("status") or {}
+    if status.get("phase") != api.Phase.succeeded or status.get("liveDeployment"):
+        return None
+    blue = str(((manifest.get("spec") or {}).get("blue") or {}).get("deployment") or "")
+    found = cluster.deployments([blue]) if blue else None
+    deployment = (found or {}).get(blue)
+    if deployment is None:
+        return None
+    return int((deployment.get("spec") or {}).get("replicas", 1) or 0)
 
 
 @app.command("list")

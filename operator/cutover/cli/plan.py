@@ -192,11 +192,22 @@ def build_plan(
     )
 
 
-def live_change(manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(effect, message) of applying ``manifest`` over the live Migration (None: not created)."""
+def live_change(
+    manifest: Mapping[str, Any], live: Mapping[str, Any] | None, blue_replicas: int | None = None
+) -> tuple[str, str]:
+    """(effect, message) of applying ``manifest`` over the live Migration (None: not created).
+
+    ``blue_replicas``: the new spec's blue as the cluster runs it, which says the live side
+    after a success recorded before status.liveDeployment existed (None: gone or unread).
+    """
     if live is None:
         return "Create", "a new Migration: its first run starts once it is applied"
     spec = api.Migration.from_manifest(manifest).spec
     status = api.parse_status(live.get("status") or {})
-    change = speccheck.effect_of(status, spec)
+    try:
+        changed = api.parse_spec(live.get("spec") or {}) != spec
+    except api.SpecInvalid:
+        changed = True
+    side = speccheck.live_after_success(status, spec, changed, blue_replicas)
+    change = speccheck.effect_of(status, spec, side)
     return change.effect.value, change.message

@@ -164,7 +164,8 @@ class _Run(RequestHandler):
         """Green serves everything and blue is retired. Only the next release (a new spec.green)
         starts a run, from the live side; any other edit waits for that run (core.speccheck).
         Returns whether a new run started."""
-        live = self.s.live_deployment or self._live_before_tracking(spec, generation_changed)
+        blue_replicas = self.obs.blue.replicas if self.obs.blue is not None else None
+        live = speccheck.live_after_success(self.s, spec, generation_changed, blue_replicas)
         self.s.live_deployment = live
         change = speccheck.effect_of(self.s, spec, live)
         if change.effect is speccheck.ChangeEffect.recorded:
@@ -187,13 +188,6 @@ class _Run(RequestHandler):
             self.s.current_step_index = 0
             self.s.gates = []
         return started
-
-    def _live_before_tracking(self, spec: MigrationSpec, generation_changed: bool) -> str:
-        """For a run that succeeded before live_deployment was recorded: unchanged spec, green;
-        else the side that still has pods (blue, if the edit made the old green the new blue)."""
-        if not generation_changed or self.obs.blue is None or self.obs.blue.replicas == 0:
-            return spec.green.deployment
-        return spec.blue.deployment
 
     def _moves(self) -> int:
         return sum(1 for a in self.actions if not isinstance(a, EmitEvent))
@@ -238,10 +232,7 @@ class _Run(RequestHandler):
             return
         assert self.obs.blue is not None and self.obs.green is not None
         total = self.obs.blue.size_before_run or self.obs.green.size_before_run or 1
-        previous_attempt = 0
-        if self.s.run_id and self.s.run_id.startswith(f"{self.obs.generation}-"):
-            previous_attempt = int(self.s.run_id.rsplit("-", 1)[1])
-        self.s.run_id = f"{self.obs.generation}-{previous_attempt + 1}"
+        self.s.run_id = self._next_run_id()
         self.s.total_replicas = total
         self.s.current_step_index = 0
         self.s.started_at = self.now

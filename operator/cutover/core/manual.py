@@ -20,7 +20,12 @@ class RequestHandler(StepRunner):
         verb = request.verb
         handled = False
         if verb is RequestVerb.abort:
-            handled = self._fire(Event.abort, "aborted by request: returning all traffic to blue")
+            # Only Pending tells the two apart: an active run always has its traffic to restore.
+            moved = self.s.phase is Phase.pending and (
+                self.s.weight > 0 or bool(self.obs.router_weight)
+            )
+            event = Event.abort_moved if moved else Event.abort
+            handled = self._fire(event, "aborted by request: returning all traffic to blue")
         elif verb is RequestVerb.retry:
             handled = self._fire(Event.retry, "retry requested: starting a new run")
         elif verb is RequestVerb.pause:

@@ -112,8 +112,18 @@ class RunState:
     def _event(self, type_: str, reason: str, message: str) -> None:
         self.actions.append(EmitEvent(type_, str(reason), message))
 
+    def _next_run_id(self) -> str:
+        """``<generation>-<attempt>``: a retry of the same spec gets the next attempt."""
+        previous_attempt = 0
+        if self.s.run_id and self.s.run_id.startswith(f"{self.obs.generation}-"):
+            previous_attempt = int(self.s.run_id.rsplit("-", 1)[1])
+        return f"{self.obs.generation}-{previous_attempt + 1}"
+
     def _enter_rollback(self, message: str) -> None:
         assert isinstance(self.spec, MigrationSpec)
+        # Traffic that moved before a run was recorded (an operator killed between its router
+        # write and its status write) is rolled back as a run too: its hook Jobs need its id.
+        self.s.run_id = self.s.run_id or self._next_run_id()
         self.s.rollback_reason = message
         self.s.weight = 0
         self.s.step_ready_at = None

@@ -26,13 +26,24 @@ class Change:
     live: str | None = None  # the live Deployment after a success, when known
 
 
-def live_after_success(status: MigrationStatus, spec: MigrationSpec) -> str:
-    """The Deployment that serves everything after a Succeeded run; a status written before
-    liveDeployment existed is read as "green still is", the only safe guess."""
-    return status.live_deployment or spec.green.deployment
+def live_after_success(
+    status: MigrationStatus, spec: MigrationSpec, spec_changed: bool, blue_replicas: int | None
+) -> str:
+    """The Deployment that serves everything after a Succeeded run.
+
+    A status written before liveDeployment existed does not say it: with the spec unchanged it
+    is green; after an edit it is the side that still has pods (blue, when the edit made the
+    old green the new blue; ``blue_replicas`` None: blue is gone or unknown).
+    """
+    if status.live_deployment:
+        return status.live_deployment
+    if spec_changed and blue_replicas:
+        return spec.blue.deployment
+    return spec.green.deployment
 
 
-def effect_of(status: MigrationStatus, spec: MigrationSpec, live: str | None = None) -> Change:
+def effect_of(status: MigrationStatus, spec: MigrationSpec, live: str) -> Change:
+    """What ``spec`` does in the status's phase; ``live``: see live_after_success."""
     phase, steps = status.phase, len(spec.steps)
     if phase is Phase.pending:
         return Change(
@@ -55,7 +66,6 @@ def effect_of(status: MigrationStatus, spec: MigrationSpec, live: str | None = N
             f"a new run starts from {spec.blue.deployment} (blue) towards {spec.green.deployment}:"
             f" step 1 of {steps}",
         )
-    live = live or live_after_success(status, spec)
     if spec.green.deployment == live:
         return Change(
             ChangeEffect.recorded,

@@ -21,6 +21,7 @@ class Event(enum.StrEnum):
     resume = "resume"
     promote = "promote"
     abort = "abort"
+    abort_moved = "abort_moved"  # an abort before the run started, with traffic already moved
     retry = "retry"
     gate_failed = "gate_failed"
     gate_failed_hold = "gate_failed_hold"
@@ -62,6 +63,9 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
         E.preflight_failed: P.failed,
         # Nothing moved yet: traffic is already all on blue.
         E.abort: P.rolled_back,
+        # A spec change restarted a run in flight, or an operator died between its router write
+        # and its status write: green has traffic, which must come back first.
+        E.abort_moved: P.rolling_back,
         E.spec_changed: P.pending,
     },
     P.progressing: {
@@ -134,6 +138,7 @@ REASONS: dict[Event, Reason] = {
     E.resume: R.resumed,
     E.promote: R.promoted,
     E.abort: R.aborted,
+    E.abort_moved: R.aborted,
     E.retry: R.retried,
     E.gate_failed: R.gate_failed,
     E.gate_failed_hold: R.gate_failed,
