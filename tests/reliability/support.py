@@ -20,7 +20,9 @@ from cutover.core.plan import replica_split
 from devtools.controlplane import ControlPlane
 from devtools.controlplane.faultproxy import Injected
 from tests.integration.harness import OperatorProcess, apply_text
+from tests.support import manifests
 from tests.support.controlplane import operator_kubeconfig
+from tests.support.manifests import migration_body
 
 SOAK = os.environ.get("CUTOVER_SOAK", "") not in ("", "0")
 TOTAL = 4  # blue's replicas at the start: the "total" every split is computed from
@@ -41,49 +43,11 @@ def chaos_seed() -> int:
 
 def app_manifest(app: str, blue: int = TOTAL) -> str:
     """``<app>-blue`` serving, ``<app>-green`` at zero, and one Service selecting both."""
-    docs: list[dict[str, Any]] = []
-    for version, count in (("blue", blue), ("green", 0)):
-        labels = {"app": app, "version": version}
-        docs.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": f"{app}-{version}", "labels": labels},
-                "spec": {
-                    "replicas": count,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {"containers": [{"name": "app", "image": f"{app}:{version}"}]},
-                    },
-                },
-            }
-        )
-    docs.append(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": app},
-            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
-        }
-    )
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    return manifests.app_manifest(app, blue)
 
 
 def migration_manifest(name: str, app: str, spec: dict[str, Any]) -> str:
-    body = {
-        "apiVersion": "cutover.io/v1alpha1",
-        "kind": "Migration",
-        "metadata": {"name": name},
-        "spec": {
-            "blue": {"deployment": f"{app}-blue"},
-            "green": {"deployment": f"{app}-green"},
-            "traffic": {"router": "replicas", "service": app},
-            "progressDeadline": "5m",
-            **spec,
-        },
-    }
-    return json.dumps(body)
+    return json.dumps(migration_body(name, app, {"progressDeadline": "5m"} | spec))
 
 
 def job_template(outcome: str, after: float = 0.3) -> dict[str, Any]:
@@ -107,13 +71,15 @@ def job_template(outcome: str, after: float = 0.3) -> dict[str, Any]:
     }
 
 
-STEPS = [
-    {"setWeight": 25},
-    {"pause": {"duration": "1s"}},
-    {"setWeight": 50},
-    {"pause": {"duration": "1s"}},
-    {"setWeight": 100},
-]
+def paced_steps(pause: str) -> list[dict[str, Any]]:
+    """Weights 25, 50, 100 with a timed pause of ``pause`` between them."""
+    steps: list[dict[str, Any]] = []
+    for weight in (25, 50):
+        steps += [{"setWeight": weight}, {"pause": {"duration": pause}}]
+    return [*steps, {"setWeight": 100}]
+
+
+STEPS = paced_steps("1s")
 
 
 def ideal(weights: Iterable[int], total: int = TOTAL) -> list[tuple[str, int]]:
@@ -162,13 +128,7 @@ def make_scenario(kind: str, index: int, rng: random.Random) -> Scenario:
         return Scenario(kind, name, spec, "Succeeded", [25, 50, 100])
     if kind == "abort":
         # Longer pauses: the driver must see the weight before the run moves past it.
-        slow = [
-            {"setWeight": 25},
-            {"pause": {"duration": "4s"}},
-            {"setWeight": 50},
-            {"pause": {"duration": "4s"}},
-            {"setWeight": 100},
-        ]
+        slow = paced_steps("4s")
         return Scenario(
             kind, name, {"steps": slow}, "RolledBack", [25, 50, 100], abort_at=rng.choice([25, 50])
         )

@@ -16,16 +16,11 @@ from .support import (
     app_manifest,
     ideal,
     migration_manifest,
+    paced_steps,
     replica_patches,
 )
 
-STEPS = [
-    {"setWeight": 25},
-    {"pause": {"duration": "3s"}},
-    {"setWeight": 50},
-    {"pause": {"duration": "3s"}},
-    {"setWeight": 100},
-]
+STEPS = paced_steps("3s")
 
 
 def _status(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:

@@ -20,8 +20,16 @@ from tests.integration.harness import (
     replicas,
     wait_for,
 )
+from tests.support.manifests import migration
 
-from .support import TERMINAL, app_manifest, list_json, migration_manifest, ok_writes
+from .support import (
+    TERMINAL,
+    app_manifest,
+    list_json,
+    migration_manifest,
+    ok_writes,
+    paced_steps,
+)
 
 BASE: dict[str, Any] = {
     "blue": {"deployment": "inv-blue"},
@@ -115,24 +123,11 @@ UNSTARTABLE: list[tuple[str, dict[str, Any]]] = [
         ),
     ),
 ]
-SLOW = [
-    {"setWeight": 25},
-    {"pause": {"duration": "3s"}},
-    {"setWeight": 50},
-    {"pause": {"duration": "3s"}},
-    {"setWeight": 100},
-]
+SLOW = paced_steps("3s")
 
 
 def _raw_migration(name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "cutover.io/v1alpha1",
-            "kind": "Migration",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
+    return json.dumps(migration(name, spec))
 
 
 def _status(items: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
