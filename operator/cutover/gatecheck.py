@@ -30,6 +30,7 @@ from cutover.api import CompareTest, Gate, MigrationSpec, PrometheusQuery, Secre
 from cutover.core.gates import Reading
 from cutover.core.promql import TemplateError, render_query, syntax_problem
 from cutover.durations import parse_duration
+from cutover.egress import EgressPolicy, EgressRefused, Refusal, parse_target
 from cutover.kube import Kube, KubeError
 from cutover.providers import (
     InvalidQuery,
@@ -104,8 +105,15 @@ class GateChecker:
         provider_factory: ProviderFactory = provider_for,
         secret_ttl: float = SECRET_TTL,
         clock: Callable[[], float] = time.monotonic,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self._kube = kube
+        # Read once, at start: the operator's settings, not the Migration author's.
+        self._egress = (
+            egress
+            if egress is not None
+            else EgressPolicy.from_environment(api_server=_api_server_url(kube))
+        )
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gates")
         self._factory = provider_factory
         self._secret_ttl = secret_ttl
@@ -172,7 +180,16 @@ class GateChecker:
             self._ca_files[digest] = path
         return path
 
+    def _check_egress(self, query: PrometheusQuery) -> None:
+        """What the policy decides without DNS; raises EgressRefused before any Secret is read.
+
+        The addresses themselves are checked by the provider's session on every connection."""
+        target = parse_target(query.address)
+        self._egress.check_tls(str(target), query.insecure_skip_verify)
+        self._egress.check_name(target)
+
     async def _provider(self, namespace: str, query: PrometheusQuery, path: str) -> MetricProvider:
+        self._check_egress(query)
         credentials = await self._credentials(namespace, query, path)
         timeout = parse_duration(query.timeout)
         key = (query.address, timeout, query.insecure_skip_verify, credentials)
@@ -184,6 +201,7 @@ class GateChecker:
             "address": query.address,
             "timeout": timeout,
             "insecure_skip_verify": query.insecure_skip_verify,
+            "egress": self._egress,
         }
         if credentials.bearer_token is not None:
             options["bearer_token"] = credentials.bearer_token
@@ -201,7 +219,8 @@ class GateChecker:
     # --- before the run ---
 
     async def preflight(self, spec: MigrationSpec, namespace: str, migration: str) -> list[str]:
-        """Problems that stop a run before traffic moves: bad templates, PromQL, Secrets.
+        """Problems that stop a run before traffic moves: bad templates, PromQL, Secrets, and
+        addresses (or skipped TLS) the operator's outbound policy refuses.
 
         Each problem starts with the field path users write in YAML. Prometheus being
         unreachable is not a problem of the spec: the gate's ``onError`` decides later.
@@ -227,6 +246,9 @@ class GateChecker:
                 texts.append((field, render_query(template, variables)))
             except TemplateError as error:
                 problems.append(f"{field}: {error}")
+        refused = await self._preflight_egress(gate, path)
+        if refused is not None:  # nothing is sent and no Secret is read for a refused gate
+            return [*problems, refused]
         try:
             provider = await self._provider(namespace, gate.prometheus, f"{path}.prometheus")
         except _SecretProblem as error:
@@ -246,6 +268,27 @@ class GateChecker:
                 detail = {"gate": gate.name, "field": field, "error": str(error)}
                 log.warning("gate query not checked", extra=detail)
         return problems
+
+    async def _preflight_egress(self, gate: Gate, path: str) -> str | None:
+        """The refusal of ``gate``'s address by the outbound policy, as a problem, or None.
+
+        A name that does not resolve now is not refused: like an unreachable Prometheus, it is
+        the gate's ``onError`` to judge later (and the address is checked again then)."""
+        query = gate.prometheus
+        try:
+            target = parse_target(query.address)
+            self._egress.check_tls(str(target), query.insecure_skip_verify)
+        except EgressRefused as refusal:
+            field = "insecureSkipVerify" if refusal.reason is Refusal.insecure_tls else "address"
+            return _refused(gate, f"{path}.prometheus.{field}", refusal)
+        try:
+            await self._blocking(self._egress.resolve, target)
+        except EgressRefused as refusal:
+            return _refused(gate, f"{path}.prometheus.address", refusal)
+        except OSError as error:
+            detail = {"gate": gate.name, "address": str(target), "error": str(error)}
+            log.warning("gate address not resolved", extra=detail)
+        return None
 
     # --- during the run ---
 
@@ -268,6 +311,8 @@ class GateChecker:
             return Reading.error(f"query returned several series: {error}")
         except (ProviderError, KubeError, TemplateError, _SecretProblem) as error:
             return Reading.error(str(error))
+        except EgressRefused as refusal:
+            return Reading.error(_refused(gate, "", refusal))
         except Exception as error:
             # A provider bug must not stop the reconcile of every other gate and Migration.
             detail = {"gate": gate.name, "error": type(error).__name__}
@@ -311,6 +356,22 @@ async def _both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
     a, b = results
     assert not isinstance(a, BaseException) and not isinstance(b, BaseException)
     return a, b
+
+
+def _refused(gate: Gate, field: str, refusal: EgressRefused) -> str:
+    """Log a refusal (address without credentials) and say it the way conditions do."""
+    detail = {"gate": gate.name, "address": refusal.target, "reason": refusal.reason.value}
+    log.warning("gate address refused", extra=detail)
+    return f"{field}: gate {gate.name!r}: {refusal}" if field else str(refusal)
+
+
+def _api_server_url(kube: Kube) -> str | None:
+    """The API server URL ``kube`` talks to, so that gates can be refused it.
+
+    ``Kube`` exposes no accessor; its client's configuration is only read here."""
+    configuration = getattr(getattr(kube, "_api", None), "configuration", None)
+    host = getattr(configuration, "host", None)
+    return host if isinstance(host, str) and host else None
 
 
 def _close(provider: MetricProvider) -> None:

@@ -26,8 +26,9 @@ class ProviderError(Exception):
     ``str(err)`` is Prometheus' own error text when there is one.  ``error_type`` is
     Prometheus' ``errorType`` (``bad_data``, ``execution``, ``timeout``, ``canceled``,
     ``internal``, ``unavailable``, ...) or a provider-side one (``connection``,
-    ``client_timeout``, ``http``, ``bad_response``); ``status_code`` is the HTTP status when a
-    response was received.
+    ``client_timeout``, ``http``, ``bad_response``, ``egress_refused`` when the operator's
+    outbound policy refused the address and nothing was sent); ``status_code`` is the HTTP
+    status when a response was received.
     """
 
     def __init__(

@@ -29,7 +29,10 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from cutover.egress import EgressPolicy, EgressRefused
+
 from .base import InvalidQuery, MultipleSeries, NoData, ProviderError
+from .http import gate_session
 
 __all__ = ["PrometheusProvider"]
 
@@ -100,6 +103,7 @@ class PrometheusProvider:
         ca_file: str | None = None,
         insecure_skip_verify: bool = False,
         timeout: float = 5.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if not address:
             raise ValueError("Prometheus address must not be empty")
@@ -117,7 +121,12 @@ class PrometheusProvider:
             for s in (bearer_token, *(basic_auth or ()))
             if s and len(s) >= 3  # redacting a 1-2 char string would mangle messages
         )
-        session = requests.Session()
+        if egress is not None:
+            # Raises EgressRefused: the operator decides whether TLS may be skipped.
+            egress.check_tls(address, insecure_skip_verify)
+        # Every request through ``egress`` (when given); credentials never follow a redirect
+        # to another origin.
+        session = gate_session(egress)
         if insecure_skip_verify:
             session.verify = False
         elif ca_file is not None:
@@ -248,6 +257,8 @@ class PrometheusProvider:
     def _call(self, endpoint: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except EgressRefused as exc:  # no request was sent
+            self._fail(str(exc), error_type="egress_refused", cause=exc)
         except _HTTPStatusError as exc:
             self._raise_api_error(exc.status_code, exc.body)
         except PrometheusApiClientException as exc:  # only if the hook was bypassed
