@@ -99,10 +99,20 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class GateSession(requests.Session):
-    """A ``requests.Session`` that never sends credentials to another origin."""
+    """A ``requests.Session`` that never sends credentials to another origin and, with a
+    policy, sends every request through the checked adapter."""
+
+    checked: _CheckedAdapter | None = None
 
     def should_strip_auth(self, old_url: str, new_url: str) -> bool:
         return _origin(old_url) != _origin(new_url)
+
+    def get_adapter(self, url: str) -> Any:
+        # Clients mount their own adapters (PrometheusConnect mounts one at its URL, which
+        # would win over ours by prefix): with a policy, no request may bypass the check.
+        if self.checked is not None:
+            return self.checked
+        return super().get_adapter(url)
 
 
 def gate_session(policy: EgressPolicy | None) -> GateSession:
@@ -111,7 +121,5 @@ def gate_session(policy: EgressPolicy | None) -> GateSession:
     session.trust_env = False
     session.max_redirects = _MAX_REDIRECTS
     if policy is not None:
-        adapter = _CheckedAdapter(policy)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        session.checked = _CheckedAdapter(policy)
     return session
