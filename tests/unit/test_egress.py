@@ -3,11 +3,8 @@ address is never sent a request (local listeners record what reaches them)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import pytest
@@ -26,6 +23,7 @@ from cutover.gatecheck import GateChecker
 from cutover.kube import Kube
 from cutover.providers import PrometheusProvider, ProviderError
 from cutover.providers.http import gate_session
+from tests.support.listener import ANSWER, Listener, listeners
 
 from .test_gatecheck import NOW, FakeKube, FakeProvider, bearer, gate, spec
 
@@ -354,55 +352,10 @@ async def test_the_provider_is_given_the_policy_to_check_every_connection(
 # --- HTTP: local listeners record what reaches them ----------------------------------------------
 
 
-@dataclass
-class Listener:
-    """A local HTTP server answering Prometheus-like JSON, or redirecting to ``redirect``."""
-
-    host: str
-    server: ThreadingHTTPServer
-    requests: list[dict[str, str]] = field(default_factory=list)
-    redirect: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.server.server_address[1]}"
-
-
 @pytest.fixture
 def listen() -> Iterator[Callable[[str], Listener]]:
-    started: list[Listener] = []
-
-    def start(host: str) -> Listener:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                listener.requests.append({k.lower(): v for k, v in self.headers.items()})
-                if listener.redirect is not None:
-                    self.send_response(302)
-                    self.send_header("Location", listener.redirect + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = json.dumps(
-                    {"status": "success", "data": {"resultType": "scalar", "result": [1, "0.5"]}}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        listener = Listener(host, ThreadingHTTPServer((host, 0), Handler))
-        threading.Thread(target=listener.server.serve_forever, daemon=True).start()
-        started.append(listener)
-        return listener
-
-    yield start
-    for listener in started:
-        listener.server.shutdown()
-        listener.server.server_close()
+    with listeners() as start:
+        yield start
 
 
 def test_credentials_do_not_follow_a_redirect_to_another_host(
@@ -490,7 +443,7 @@ def test_the_address_connected_to_is_the_address_checked(
     listener (through a name only the policy's resolver knows), a second connection after the
     answer changed is refused."""
     target = listen("127.0.0.1")
-    port = target.server.server_address[1]
+    port = target.port
     answers = iter([["127.0.0.1"], ["169.254.169.254"]])
     resolver = FakeResolver()
     resolver.table = cast(dict[str, list[str]], _Rebinding(answers))
@@ -498,7 +451,7 @@ def test_the_address_connected_to_is_the_address_checked(
     with PrometheusProvider(
         f"http://prom.rebind.test:{port}", egress=policy(resolver=resolver)
     ) as provider:
-        assert provider.query("up") == 0.5
+        assert provider.query("up") == ANSWER
         provider._client._session.close()  # drop the kept-alive connection: a new one is made
         with pytest.raises(ProviderError, match="link-local"):
             provider.query("up")
