@@ -471,3 +471,18 @@ class _Rebinding(dict[str, list[str]]):
 
     def __getitem__(self, key: str) -> list[str]:
         return next(self.answers)
+
+
+async def test_a_refusal_never_shows_the_addresses_user_and_password(
+    checker_for: Callable[[EgressPolicy], Checker],
+) -> None:
+    state = checker_for(policy())
+    address = "http://alice:pa55word-in-url@169.254.169.254:8080/"
+    migration = spec(gate("q", name="userinfo", prometheus={"address": address}))
+
+    problems = await state.checker.preflight(migration, "shop", "checkout")
+    readings = await state.checker.measure(migration, "shop", "checkout", migration.gates, NOW)
+
+    assert "http://169.254.169.254:8080: 169.254.169.254 is link-local" in problems[0]
+    for text in (problems[0], readings["userinfo"].message):
+        assert "pa55word" not in text and "alice" not in text
