@@ -8,14 +8,16 @@ to ``redirect`` when that is set.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ANSWER", "Listener", "listeners"]
+__all__ = ["ANSWER", "Listener", "Start", "listeners"]
 
 ANSWER = 0.5
 
@@ -27,6 +29,7 @@ class Listener:
     # The headers of every request received, names in lower case.
     requests: list[dict[str, str]] = field(default_factory=list)
     redirect: str | None = None
+    scheme: str = "http"
 
     @property
     def port(self) -> int:
@@ -34,10 +37,10 @@ class Listener:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
-def _start(host: str) -> Listener:
+def _start(host: str, tls: tuple[Path, Path] | None) -> Listener:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             listener.requests.append({k.lower(): v for k, v in self.headers.items()})
@@ -59,17 +62,26 @@ def _start(host: str) -> Listener:
             pass
 
     listener = Listener(host, ThreadingHTTPServer((host, 0), Handler))
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        listener.server.socket = context.wrap_socket(listener.server.socket, server_side=True)
+        listener.scheme = "https"
     threading.Thread(target=listener.server.serve_forever, daemon=True).start()
     return listener
 
 
+Start = Callable[..., Listener]
+
+
 @contextmanager
-def listeners() -> Iterator[Callable[[str], Listener]]:
-    """``start(host)`` starts a listener on a free port of ``host``; all stop on exit."""
+def listeners() -> Iterator[Start]:
+    """``start(host, tls=(cert, key))`` starts a listener on a free port of ``host`` (HTTPS
+    with ``tls``); all stop on exit."""
     started: list[Listener] = []
 
-    def start(host: str) -> Listener:
-        started.append(_start(host))
+    def start(host: str, tls: tuple[Path, Path] | None = None) -> Listener:
+        started.append(_start(host, tls))
         return started[-1]
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -23,7 +24,8 @@ from cutover.gatecheck import GateChecker
 from cutover.kube import Kube
 from cutover.providers import PrometheusProvider, ProviderError
 from cutover.providers.http import gate_session
-from tests.support.listener import ANSWER, Listener, listeners
+from devtools.controlplane import pki
+from tests.support.listener import ANSWER, Start, listeners
 
 from .test_gatecheck import NOW, FakeKube, FakeProvider, bearer, gate, spec
 
@@ -353,13 +355,13 @@ async def test_the_provider_is_given_the_policy_to_check_every_connection(
 
 
 @pytest.fixture
-def listen() -> Iterator[Callable[[str], Listener]]:
+def listen() -> Iterator[Start]:
     with listeners() as start:
         yield start
 
 
 def test_credentials_do_not_follow_a_redirect_to_another_host(
-    listen: Callable[[str], Listener],
+    listen: Start,
 ) -> None:
     first, second = listen("127.0.0.1"), listen("127.0.0.2")
     first.redirect = second.url
@@ -375,7 +377,7 @@ def test_credentials_do_not_follow_a_redirect_to_another_host(
 
 
 def test_credentials_do_not_follow_a_redirect_to_another_port_of_the_same_host(
-    listen: Callable[[str], Listener],
+    listen: Start,
 ) -> None:
     first, second = listen("127.0.0.1"), listen("127.0.0.1")
     first.redirect = second.url
@@ -391,7 +393,7 @@ def test_credentials_do_not_follow_a_redirect_to_another_port_of_the_same_host(
 
 
 def test_the_provider_does_not_follow_redirects_with_its_token(
-    listen: Callable[[str], Listener],
+    listen: Start,
 ) -> None:
     first, second = listen("127.0.0.1"), listen("127.0.0.2")
     first.redirect = second.url
@@ -407,7 +409,7 @@ def test_the_provider_does_not_follow_redirects_with_its_token(
 
 
 def test_a_redirect_to_a_refused_address_is_never_connected_to(
-    listen: Callable[[str], Listener],
+    listen: Start,
 ) -> None:
     allowed, outside = listen("127.0.0.1"), listen("127.0.0.2")
     allowed.redirect = outside.url
@@ -420,7 +422,7 @@ def test_a_redirect_to_a_refused_address_is_never_connected_to(
 
 
 def test_the_provider_sends_nothing_to_an_address_outside_the_allowlist(
-    listen: Callable[[str], Listener],
+    listen: Start,
 ) -> None:
     outside = listen("127.0.0.2")
 
@@ -435,7 +437,7 @@ def test_the_provider_sends_nothing_to_an_address_outside_the_allowlist(
 
 
 def test_the_address_connected_to_is_the_address_checked(
-    listen: Callable[[str], Listener],
+    listen: Start,
 ) -> None:
     """DNS rebinding: the name answers an allowed address for the check, then a denied one.
 
@@ -486,3 +488,30 @@ async def test_a_refusal_never_shows_the_addresses_user_and_password(
     assert "http://169.254.169.254:8080: 169.254.169.254 is link-local" in problems[0]
     for text in (problems[0], readings["userinfo"].message):
         assert "pa55word" not in text and "alice" not in text
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_is_verified_for_the_urls_host_while_the_checked_address_is_connected_to(
+    listen: Start, tmp_path: Path
+) -> None:
+    """The serving certificate names ``localhost`` and 127.0.0.1. Pinned to 127.0.0.1, a
+    request to ``localhost`` verifies; to another name resolving there it fails, so the
+    certificate is checked against the URL's host, not the address connected to."""
+    certs = pki.generate(tmp_path, ["127.0.0.1"])
+    server = listen("127.0.0.1", tls=(certs.serving_cert, certs.serving_key))
+    resolver = FakeResolver({"localhost": ["127.0.0.1"], "prom.tls.test": ["127.0.0.1"]})
+    egress = policy(resolver=resolver, allow_insecure_tls=True)
+    ca = str(certs.ca_cert)
+
+    def query(host: str, **options: Any) -> float:
+        url = f"https://{host}:{server.port}"
+        with PrometheusProvider(url, timeout=5, egress=egress, **options) as provider:
+            return provider.query("up")
+
+    assert query("localhost", ca_file=ca) == ANSWER
+    with pytest.raises(ProviderError, match="Hostname mismatch") as mismatch:
+        query("prom.tls.test", ca_file=ca)
+    assert "prom.tls.test" in str(mismatch.value)
+    with pytest.raises(ProviderError, match="CERTIFICATE_VERIFY_FAILED"):
+        query("localhost")  # the system CAs do not know this one: verification is on
+    assert query("prom.tls.test", insecure_skip_verify=True) == ANSWER  # allowed, and asked for
