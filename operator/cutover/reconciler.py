@@ -377,7 +377,7 @@ class Reconciler:
                 case RestoreBlue():
                     await router.restore(target, action.total_replicas, action.scale_down_green)
                 case RetireBlue():
-                    await router.retire_blue(target, action.total_replicas)
+                    await router.retire_blue(target)
                 case EmitEvent():
                     continue  # recorded with the status, not performed
                 case _:

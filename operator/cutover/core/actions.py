@@ -35,8 +35,6 @@ class RestoreBlue:
 class RetireBlue:
     """After success: blue is no longer needed."""
 
-    total_replicas: int
-
 
 @dataclass(frozen=True)
 class RunHook:

@@ -116,7 +116,7 @@ class StepRunner(HookRunner, GateJudge):
         if not any(isinstance(a, RetireBlue) for a in self.obs.acted):
             # Succeeded only once the router acknowledged the retirement: a crash in between
             # must not leave a "succeeded" run with blue still scaled.
-            self.actions.append(RetireBlue(self._total()))
+            self.actions.append(RetireBlue())
             return
         self._fire(
             Event.steps_done,

@@ -81,15 +81,11 @@ class TrafficRouter(Protocol):
         """Green's share as read from the cluster; None when it cannot be told."""
         ...
 
-    async def verify(self, target: Target, weight: int) -> bool | None:
-        """Whether the cluster now carries ``weight``; None when it cannot be told."""
-        ...
-
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         """All traffic back to blue with the first write, then the original state put back."""
         ...
 
-    async def retire_blue(self, target: Target, total_replicas: int) -> None:
+    async def retire_blue(self, target: Target) -> None:
         """After success: blue scaled to zero, the saved original removed."""
         ...
 
@@ -705,10 +701,6 @@ class RouteTableRouter:
         entries = self._entries(self._rules(route)[index])
         return share_of_green(self._weight(entries[b]), self._weight(entries[g]))
 
-    async def verify(self, target: Target, weight: int) -> bool | None:
-        observed = await self.get_weight(target)
-        return None if observed is None else observed == weight
-
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # One write: blue's weight back (all traffic on blue), the match rule and the sticky
         # header gone, the annotation removed. Only then is green scaled down.
@@ -718,7 +710,7 @@ class RouteTableRouter:
             if green is not None:
                 await self._objects.patch_deployment(green, replicas_to=0)
 
-    async def retire_blue(self, target: Target, total_replicas: int) -> None:
+    async def retire_blue(self, target: Target) -> None:
         await self._converge(target, Move.retire)
         blue = await self._objects.deployment(target.namespace, target.spec.blue.deployment)
         if blue is not None:

@@ -299,10 +299,6 @@ class NginxRouter:
             return 100  # after success: the stable Ingress itself points at green
         return 0 if blue in names else None
 
-    async def verify(self, target: Target, weight: int) -> bool | None:
-        observed = await self.get_weight(target)
-        return None if observed is None else observed == weight
-
     def _switch(self, stable: Mapping[str, Any], source: str, to: str) -> list[JsonOp]:
         ops: list[JsonOp] = []
         for parts, name in _backends(stable.get("spec") or {}):
@@ -346,7 +342,7 @@ class NginxRouter:
             if obj is not None:
                 await self._objects.patch_deployment(obj, replicas_to=0)
 
-    async def retire_blue(self, target: Target, total_replicas: int) -> None:
+    async def retire_blue(self, target: Target) -> None:
         blue, green = self._services(target)
         group, version, plural = INGRESS
         # The stable Ingress takes over green's traffic before the canary goes.

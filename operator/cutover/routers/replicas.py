@@ -176,10 +176,6 @@ class ReplicasRouter:
             return nominal
         return effective_weight(b, g)
 
-    async def verify(self, target: Target, weight: int) -> bool | None:
-        observed = await self.get_weight(target)
-        return None if observed is None else observed == weight
-
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # scale_down_green cannot be honoured as False here: any green pod behind the shared
         # Service takes a share of traffic, so "all traffic on blue" means green at zero.
@@ -218,7 +214,7 @@ class ReplicasRouter:
             extra={"namespace": target.namespace, "migration": target.name, "blue": blue_size},
         )
 
-    async def retire_blue(self, target: Target, total_replicas: int) -> None:
+    async def retire_blue(self, target: Target) -> None:
         blue, green = await self._pair(target)
         self._check_not_emptied(blue, 0, green)
         await self._objects.patch_deployment(

@@ -176,10 +176,6 @@ class ServiceRouter:
             return 0
         return None
 
-    async def verify(self, target: Target, weight: int) -> bool | None:
-        observed = await self.get_weight(target)
-        return None if observed is None else observed == weight
-
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         service, blue, green = await self._read(target)
         saved = load_original(service) or {}
@@ -219,7 +215,7 @@ class ServiceRouter:
         if patch:
             await self._patch_service(target, service, patch)
 
-    async def retire_blue(self, target: Target, total_replicas: int) -> None:
+    async def retire_blue(self, target: Target) -> None:
         service, blue, green = await self._read(target)
         if _selector(service) != match_labels(green):
             raise TrafficRouterError(
