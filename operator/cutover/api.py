@@ -39,6 +39,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Manual control goes through this annotation so that a GitOps sync of the spec never fights it:
 # the CLI writes it, the operator acts on it once (remembering its id in status) and clears it.
 REQUEST_ANNOTATION = "cutover.io/request"
+# Who created or last changed the spec (JSON: username, groups), written only by the operator's
+# mutating admission webhook; its validating webhook rejects any other value (docs/security.md).
+AUTHOR_ANNOTATION = "cutover.io/author"
 # Every hook Job carries its Migration's name: the operator's watch of Jobs selects on it.
 MIGRATION_LABEL = "cutover.io/migration"
 

@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -230,7 +230,7 @@ class Kube:
     # --- generic verbs -------------------------------------------------------------------------
 
     async def get(
-        self, group: str, version: str, plural: str, namespace: str, name: str
+        self, group: str, version: str, plural: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         """The object, or None when it does not exist. ``group`` is "" for the core group."""
         try:
@@ -250,7 +250,7 @@ class Kube:
         group: str,
         version: str,
         plural: str,
-        namespace: str,
+        namespace: str | None,
         name: str,
         body: dict[str, Any] | list[Any],
         *,
@@ -369,6 +369,39 @@ class Kube:
             content_type="application/json",
         )
         return bool((review.get("status") or {}).get("allowed"))
+
+    async def review(
+        self,
+        user: str,
+        groups: Sequence[str],
+        verb: str,
+        group: str,
+        plural: str,
+        namespace: str,
+        name: str | None = None,
+    ) -> tuple[bool, str]:
+        """Whether ``user`` (with ``groups``) may ``verb`` the resource, and the authorizer's
+        reason: a SubjectAccessReview, so that the operator can act with someone else's rights
+        instead of its own. Needs ``create subjectaccessreviews``."""
+        attributes = {"verb": verb, "group": group, "resource": plural, "namespace": namespace}
+        if name:
+            attributes["name"] = name
+        review = await self._request(
+            "POST",
+            "create",
+            "subjectaccessreviews",
+            None,
+            None,
+            _resource_path("authorization.k8s.io", "v1", "subjectaccessreviews", None),
+            body={
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {"user": user, "groups": list(groups), "resourceAttributes": attributes},
+            },
+            content_type="application/json",
+        )
+        status = review.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")
 
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 10) -> str:
         """The last lines of a pod's log (its first container), as text."""

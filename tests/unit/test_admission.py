@@ -1,0 +1,139 @@
+"""The admission rules: field-path errors for bad specs, and an author annotation only the
+webhook writes (the webhook server itself is exercised in tests/integration/test_admission.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+
+from cutover.admission import (
+    Author,
+    Authority,
+    Rejected,
+    Rejection,
+    check_author,
+    mutate_author,
+    review_mutate,
+    review_validate,
+    validate_spec,
+    write_certificates,
+)
+from cutover.api import AUTHOR_ANNOTATION
+
+from .specs import raw
+
+ALICE = {"username": "alice", "groups": ["devs", "system:authenticated"]}
+BOB = {"username": "bob", "groups": ["system:authenticated"]}
+
+
+def body(
+    spec: dict[str, Any] | None = None, author: str | None = None, **annotations: str
+) -> dict[str, Any]:
+    if author is not None:
+        annotations[AUTHOR_ANNOTATION] = author
+    return {"metadata": {"name": "m", "annotations": annotations}, "spec": spec or raw()}
+
+
+def alice() -> str:
+    return Author.from_userinfo(ALICE).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"steps": [{"setWeight": 50}, {"setWeight": 10}]}, "spec.steps"),
+        ({"traffic": {"router": "carrier-pigeon", "service": "s"}}, "spec.traffic.router"),
+        ({"progressDeadline": "ten minutes"}, "spec.progressDeadline"),
+    ],
+)
+def test_a_bad_spec_is_refused_with_its_field_path(changes: dict[str, Any], path: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        validate_spec(body(raw(**changes)))
+    assert caught.value.reason is Rejection.invalid_spec
+    assert path in str(caught.value)
+
+
+def test_a_good_spec_passes() -> None:
+    validate_spec(body())
+
+
+def test_create_records_the_requester() -> None:
+    value = mutate_author("CREATE", ALICE, None, body())
+    assert Author.decode(value) == Author("alice", ("devs", "system:authenticated"))
+
+
+def test_a_spec_change_records_the_new_author() -> None:
+    old = body(author=alice())
+    new = body(raw(paused=True), author=alice())
+    assert Author.decode(mutate_author("UPDATE", BOB, old, new)) == Author(
+        "bob", ("system:authenticated",)
+    )
+
+
+def test_a_metadata_only_update_keeps_the_recorded_author() -> None:
+    old = body(author=alice())
+    new = body(author=alice(), **{"cutover.io/request": "abort:1"})
+    assert mutate_author("UPDATE", BOB, old, new) is None
+    check_author("UPDATE", BOB, old, new)
+
+
+def test_an_annotation_dropped_by_a_metadata_update_is_put_back() -> None:
+    old = body(author=alice())
+    assert mutate_author("UPDATE", BOB, old, body()) == alice()
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+def test_a_user_set_author_is_refused(operation: str) -> None:
+    forged = Author("admin", ("system:masters",)).encode()
+    old = body(author=alice()) if operation == "UPDATE" else None
+    with pytest.raises(Rejected) as caught:
+        mutate_author(operation, BOB, old, body(author=forged))
+    assert caught.value.reason is Rejection.author_set_by_user
+    with pytest.raises(Rejected):
+        check_author(operation, BOB, old, body(author=forged))
+
+
+def test_validation_alone_refuses_an_author_that_is_not_the_spec_changer() -> None:
+    # e.g. another mutating webhook ran after ours: the final object is what counts.
+    old = body(author=alice())
+    with pytest.raises(Rejected):
+        check_author("UPDATE", BOB, old, body(raw(paused=True), author=alice()))
+
+
+def test_kopf_handlers_answer_with_an_admission_error_and_a_patch() -> None:
+    with pytest.raises(kopf.AdmissionError) as caught:
+        review_validate("CREATE", ALICE, None, body(raw(steps=[]), author=alice()))
+    assert "spec.steps" in str(caught.value)
+    patch = kopf.Patch()
+    review_mutate("CREATE", ALICE, None, body(), patch)
+    assert patch["metadata"]["annotations"][AUTHOR_ANNOTATION] == alice()
+
+
+@pytest.mark.parametrize("raw_value", [None, "", "not json", '{"groups": []}', '{"username": 1}'])
+def test_an_unreadable_author_is_no_author(raw_value: str | None) -> None:
+    assert Author.decode(raw_value) is None
+
+
+def test_the_serving_certificate_verifies_against_the_published_ca(tmp_path: Path) -> None:
+    certs = Authority().issue(["cutover-webhook.ns.svc", "127.0.0.1"])
+    cert, key = write_certificates(tmp_path, certs)
+    assert key.stat().st_mode & 0o077 == 0
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cadata=certs.ca_pem.decode())
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    c = client.wrap_bio(incoming, outgoing, server_hostname="cutover-webhook.ns.svc")
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):  # drive the handshake by hand: no sockets needed
+        for side in (c, s):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        s_in.write(outgoing.read())
+        incoming.write(s_out.read())
+    assert c.version() is not None
