@@ -3,9 +3,9 @@
 The operator runs with ``CUTOVER_GATE_ALLOWED_HOSTS=127.0.0.1``. Local listeners stand in for
 gate endpoints and record every request: one on 127.0.0.1 (allowed), one on 127.0.0.2 (a
 loopback address outside the allowlist). A Migration whose gate points outside the allowlist,
-at the cloud metadata address, or asks to skip TLS verification fails its preflight with the
-gate, the address and the reason, before any request is sent and before any traffic moves; the
-same Migration pointed at the allowed listener runs.
+at the cloud metadata address or at the API server, or asks to skip TLS verification, fails its
+preflight with the gate, the address and the reason, before any request is sent and before any
+traffic moves; the same Migration pointed at the allowed listener runs.
 """
 
 from __future__ import annotations
@@ -83,6 +83,11 @@ def test_refused_gate_addresses_fail_preflight_with_nothing_sent_and_no_traffic_
             value_gate("metadata", "http://169.254.169.254/latest/meta-data"),
             "spec.gates[0].prometheus.address: gate 'metadata': refused by the operator's"
             " outbound policy: http://169.254.169.254:80: 169.254.169.254 is link-local",
+        ),
+        "apiserver": (  # allowlisted as 127.0.0.1, and still never opened
+            value_gate("apiserver", f"{cluster.server}/api/v1/namespaces/{namespace}/secrets"),
+            "spec.gates[0].prometheus.address: gate 'apiserver': refused by the operator's"
+            f" outbound policy: {cluster.server}: this is the Kubernetes API server",
         ),
         "insecure": (
             value_gate("insecure", f"https://127.0.0.1:{allowed.port}", insecureSkipVerify=True),
