@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,8 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from cutover.egress import EgressPolicy, EgressRefused, Refusal, Target
 
 __all__ = ["GateSession", "gate_session"]
+
+log = logging.getLogger("cutover.gates")
 
 _MAX_REDIRECTS = 5
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -42,6 +45,10 @@ class _CheckedConnection(HTTPConnection):
         target = Target(self.scheme, self.host.strip("[]").rstrip(".").lower(), self.port or 0)
         try:
             addresses = self.egress.resolve(target)
+        except EgressRefused as refusal:
+            detail = {"address": refusal.target, "reason": refusal.reason.value}
+            log.warning("gate connection refused", extra=detail)
+            raise
         except OSError as error:
             raise NewConnectionError(self, f"cannot resolve {target.host}: {error}") from error
         last: Exception | None = None
