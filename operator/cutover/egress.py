@@ -328,6 +328,8 @@ class EgressPolicy:
         and a literal address that is always denied."""
         if self.error is not None:
             raise EgressRefused(Refusal.invalid_policy, str(target), self.error)
+        if (target.host, target.port) in self.api_server:  # its addresses may have changed
+            raise EgressRefused(Refusal.api_server, str(target), _API_SERVER)
         literal = parse_ip(target.host)
         if literal is not None:
             self.check_addresses(target, [target.host])
@@ -355,12 +357,7 @@ class EgressPolicy:
         where = str(target) if str(address) == target.host else f"{target} ({address})"
         for reached in _embedded(address):
             if (reached, target.port) in self.api_addresses:
-                raise EgressRefused(
-                    Refusal.api_server,
-                    where,
-                    "this is the Kubernetes API server the operator talks to; gates may never"
-                    " query it",
-                )
+                raise EgressRefused(Refusal.api_server, where, _API_SERVER)
             for ranges, reason, what in _ALWAYS_DENIED:
                 listed = self.allowlist is not None and self.allowlist.opens(reached, ranges)
                 if any(reached in n for n in ranges) and not listed:
@@ -385,6 +382,7 @@ class EgressPolicy:
         return addresses
 
 
+_API_SERVER = "this is the Kubernetes API server the operator talks to; gates may never query it"
 _ALWAYS_DENIED: tuple[tuple[tuple[IPNetwork, ...], Refusal, str], ...] = (
     (LINK_LOCAL, Refusal.link_local, "link-local (cloud metadata services live there)"),
     (METADATA, Refusal.metadata, "a cloud metadata service"),

@@ -190,6 +190,17 @@ def test_in_a_pod_the_kubernetes_service_is_the_api_server() -> None:
     assert refusal(p, "https://10.96.0.1:443/") is Refusal.api_server
 
 
+def test_the_api_server_is_refused_by_name_whatever_it_resolves_to_now() -> None:
+    """Its addresses were resolved at start; a name-based API server may have moved since."""
+    resolver = FakeResolver({"api.example": ["10.0.0.1"]})
+    p = policy(api_servers=["https://API.example:6443"], resolver=resolver)
+    resolver.table["api.example"] = ["10.0.0.2"]
+
+    assert refusal(p, "https://api.example:6443/") is Refusal.api_server
+    assert refusal(p, "https://10.0.0.1:6443/") is Refusal.api_server
+    assert refusal(p, "https://api.example:9090/") is None
+
+
 def test_an_ipv6_api_server_is_refused() -> None:
     p = policy(api_servers=["https://[fd00::1]:6443"])
 
