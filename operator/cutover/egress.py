@@ -301,12 +301,13 @@ class EgressPolicy:
         return policy
 
     def log_summary(self) -> None:
-        detail = {
+        detail: dict[str, object] = {
             "allowed": self.allowlist.describe() if self.allowlist else "all but always-denied",
             "allow_insecure_tls": self.allow_insecure_tls,
             "api_server": ",".join(f"{h}:{p}" for h, p in self.api_server),
         }
         if self.error:
+            detail["error"] = self.error
             log.error("gate outbound policy is invalid: every gate is refused", extra=detail)
         else:
             log.info("gate outbound policy", extra=detail)

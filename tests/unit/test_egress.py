@@ -101,6 +101,17 @@ def test_an_invalid_setting_refuses_every_gate_and_says_which_setting() -> None:
         bad_flag.resolve(parse_target("http://10.0.0.1:9090"))
 
 
+def test_an_invalid_setting_is_logged_at_start_with_the_bad_entry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="cutover.egress"):
+        EgressPolicy.from_environment({ALLOWED_HOSTS_ENV: "10.0.0.0/8, http://prom"})
+
+    [record] = caplog.records
+    assert record.levelname == "ERROR"
+    assert "'http://prom'" in record.__dict__["error"]
+
+
 # --- defaults: everything but the always-denied -------------------------------------------------
 
 
