@@ -19,6 +19,8 @@ import kopf
 
 from cutover import api, metrics
 from cutover.reconciler import (
+    MUTATE_ID,
+    VALIDATE_ID,
     Context,
     DeploymentState,
     JobState,
@@ -26,6 +28,9 @@ from cutover.reconciler import (
     deployment_state,
     needs_attention,
     observe_job,
+    review_mutate,
+    review_validate,
+    webhooks_enabled,
 )
 
 log = logging.getLogger("cutover.handlers")
@@ -49,6 +54,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.scanning.disabled = True
         log.info("namespaced install: namespace and CRD scanning off (CRDs must exist at start)")
     memo.context = context
+    # Opt-in (CUTOVER_WEBHOOK_PORT): an operator that registers no webhook must serve none.
+    server = await context.start_webhooks()
+    if server is not None:
+        settings.admission.server = server
     port = os.environ.get("CUTOVER_METRICS_PORT")
     if port:
         metrics.start_metrics_server(int(port))
@@ -57,6 +66,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     context: Context = memo.context
+    await context.stop_webhooks()
     context.close()
 
 
@@ -142,3 +152,19 @@ async def restore_on_delete(
     except Reconciler.RETRYABLE as error:
         raise kopf.TemporaryError(f"cannot restore traffic to blue: {error}", delay=5) from error
     metrics.forget_migration(namespace or "", name)
+
+
+# Registered only when this process serves webhooks: Kopf refuses to run admission handlers
+# without a server, and most operators (e.g. the tests') must not answer for the cluster.
+if webhooks_enabled():
+
+    @kopf.on.validate(api.GROUP, api.VERSION, api.PLURAL, id=VALIDATE_ID)
+    def validate(userinfo: kopf.UserInfo, body: kopf.Body, **kwargs: Any) -> None:
+        """A bad spec or a forged author annotation is refused at `kubectl apply`."""
+        # operation and old are Kopf kwargs its WebhookFn protocol does not list.
+        review_validate(kwargs["operation"], userinfo, kwargs.get("old"), body)
+
+    @kopf.on.mutate(api.GROUP, api.VERSION, api.PLURAL, id=MUTATE_ID)
+    def mutate(userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        """Records who created or last changed the spec (cutover.io/author)."""
+        review_mutate(kwargs["operation"], userinfo, kwargs.get("old"), body, patch)

@@ -17,6 +17,16 @@ from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from cutover import api, metrics
+from cutover.admission import (
+    MUTATE_ID,
+    VALIDATE_ID,
+    Webhooks,
+    WebhookServer,
+    review_mutate,
+    review_validate,
+)
+from cutover.admission import Settings as WebhookSettings
+from cutover.admission import enabled as webhooks_enabled
 from cutover.api import (
     REQUEST_ANNOTATION,
     TERMINAL_PHASES,
@@ -27,6 +37,7 @@ from cutover.api import (
     SpecInvalid,
     StatusCorrupt,
 )
+from cutover.authority import Denial, Rights, enforced
 from cutover.core import activity, claims, deletion
 from cutover.core.actions import (
     Action,
@@ -57,6 +68,8 @@ from cutover.wakeups import Stopped, Wakeups, sleep
 
 # What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
 __all__ = [
+    "MUTATE_ID",
+    "VALIDATE_ID",
     "Context",
     "DeploymentState",
     "JobState",
@@ -64,6 +77,9 @@ __all__ = [
     "deployment_state",
     "needs_attention",
     "observe_job",
+    "review_mutate",
+    "review_validate",
+    "webhooks_enabled",
 ]
 
 log = logging.getLogger("cutover.reconciler")
@@ -133,6 +149,9 @@ class Context:
     clock: Clock = utcnow
     routers: dict[str, TrafficRouter] = field(default_factory=dict)
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # Checks hooks and gate Secrets against the author's rights (None: not checked).
+    rights: Rights | None = None
+    webhooks: Webhooks | None = None
 
     @classmethod
     def from_environment(cls) -> Context:
@@ -142,7 +161,7 @@ class Context:
             burst=int(_env_float("CUTOVER_API_BURST", 40)),
             on_request=metrics.count_api_request,
         )
-        return cls(kube=kube, gates=GateChecker(kube))
+        return cls(kube=kube, gates=GateChecker(kube), rights=Rights(kube, enforce=enforced()))
 
     async def may_list_namespaces(self) -> bool:
         """Installed for one namespace, the operator may not list namespaces (unknown: yes)."""
@@ -151,6 +170,19 @@ class Context:
         except KubeError as error:
             log.warning("access review failed", extra={"error": str(error)})
             return True
+
+    async def start_webhooks(self) -> WebhookServer | None:
+        """The admission webhook server when CUTOVER_WEBHOOK_PORT asks for one, its certificate
+        issued and its CA published; None otherwise."""
+        settings = WebhookSettings.from_environment()
+        if settings is None:
+            return None
+        self.webhooks = Webhooks(settings, self.kube)
+        return await self.webhooks.start()
+
+    async def stop_webhooks(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
 
     def close(self) -> None:
         self.gates.close()
@@ -253,7 +285,8 @@ class Reconciler:
 
         preflight: tuple[str, ...] = ()
         if activity.may_start(status, generation, request):
-            preflight = tuple(await self._preflight(router, target))
+            annotations = metadata.get("annotations") or {}
+            preflight = tuple(await self._preflight(router, target, annotations))
 
         router_weight: int | None = None
         if not self._cluster_read and status.phase not in TERMINAL_PHASES:
@@ -333,7 +366,18 @@ class Reconciler:
 
     # --- observing ---
 
-    async def _preflight(self, router: TrafficRouter, target: Target) -> list[str]:
+    async def _preflight(
+        self, router: TrafficRouter, target: Target, annotations: Mapping[str, str]
+    ) -> list[str]:
+        if self.ctx.rights is not None:
+            # First, and alone when it refuses: the gate checks below read the very Secrets
+            # the author may not read.
+            forbidden = await self.ctx.rights.problems(target.spec, self.namespace, annotations)
+            if forbidden:
+                await self.ctx.kube.emit_event(
+                    self._involved({}), "Warning", Denial.forbidden, "; ".join(forbidden)
+                )
+                return forbidden
         problems = await self._claims(target.spec)
         problems += list(await router.preflight(target))
         problems += await self.ctx.gates.preflight(target.spec, self.namespace, self.name)

@@ -104,6 +104,15 @@ def granted(docs: list[Manifest], group: str, resource: str) -> set[str]:
     return verbs
 
 
+# RBAC rules of the admission webhooks (cluster-scoped in every install).
+ADMISSION_GROUPS = {"admissionregistration.k8s.io", "authorization.k8s.io"}
+
+
+def metrics_service(docs: list[Manifest]) -> Manifest:
+    (service,) = [d for d in of_kind(docs, "Service") if d["metadata"]["name"].endswith("-metrics")]
+    return service
+
+
 def container(docs: list[Manifest]) -> Manifest:
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     (operator,) = pod["containers"]
@@ -307,9 +316,12 @@ def test_single_namespace_install(rendered: dict[str, list[Manifest]]) -> None:
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == "shop"
     assert one(docs, "RoleBinding")["metadata"]["namespace"] == "shop"
-    # Only the cluster-scoped read of CRDs is granted cluster-wide.
+    # Only the cluster-scoped read of CRDs is granted cluster-wide (besides admission's own
+    # cluster-scoped objects, pinned down by the admission tests below).
     (cluster_role,) = of_kind(docs, "ClusterRole")
-    assert [r["resources"] for r in cluster_role["rules"]] == [["customresourcedefinitions"]]
+    assert [
+        r["resources"] for r in cluster_role["rules"] if not set(r["apiGroups"]) & ADMISSION_GROUPS
+    ] == [["customresourcedefinitions"]]
     args = container(docs)["args"]
     assert "--namespace=shop" in args and "--all-namespaces" not in args
     assert args[-1] == "--verbose"
@@ -361,7 +373,7 @@ def test_metrics_port_service_and_env_agree(rendered: dict[str, list[Manifest]])
     env = {e["name"]: e.get("value") for e in operator["env"]}
     assert env["CUTOVER_METRICS_PORT"] == "9090"
     assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in operator["ports"]
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert of_kind(docs, "ServiceMonitor") == []
     assert of_kind(docs, "NetworkPolicy") == []
@@ -369,7 +381,7 @@ def test_metrics_port_service_and_env_agree(rendered: dict[str, list[Manifest]])
 
 def test_metrics_can_be_turned_off(rendered: dict[str, list[Manifest]]) -> None:
     docs = rendered["no-secrets-no-metrics"]
-    assert of_kind(docs, "Service") == []
+    assert [d for d in of_kind(docs, "Service") if d["metadata"]["name"].endswith("-metrics")] == []
     assert "CUTOVER_METRICS_PORT" not in {e["name"] for e in container(docs)["env"]}
 
 
@@ -379,8 +391,102 @@ def test_service_monitor_and_network_policy(rendered: dict[str, list[Manifest]])
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+    assert monitor["spec"]["selector"]["matchLabels"] == metrics_service(docs)["spec"]["selector"]
     policy = one(docs, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     metrics_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "metrics")
     assert metrics_rule["from"] == FULL["networkPolicy"]["metricsFrom"]
+
+
+# --- admission webhooks (docs/security.md) -------------------------------------------------
+
+
+def webhooks(docs: list[Manifest]) -> dict[str, Manifest]:
+    """Each registered webhook by its configuration's kind."""
+    found = {}
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        (webhook,) = one(docs, kind)["webhooks"]
+        found[kind] = webhook
+    return found
+
+
+def env(docs: list[Manifest]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container(docs)["env"]}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_webhooks_never_stand_in_the_way_of_a_deletion(
+    rendered: dict[str, list[Manifest]], scenario: str
+) -> None:
+    for webhook in webhooks(rendered[scenario]).values():
+        (rule,) = webhook["rules"]
+        assert rule["operations"] == ["CREATE", "UPDATE"]  # never DELETE
+        assert rule["resources"] == ["migrations"]  # not status: the operator's own writes
+        conditions = {c["name"]: c["expression"] for c in webhook["matchConditions"]}
+        assert conditions["not-being-deleted"] == "!has(object.metadata.deletionTimestamp)"
+        assert "system:serviceaccount:cutover-system:cutover" in conditions["not-the-operator"]
+        # Fail closed: an unchecked spec or a forged author must not get in while it is down.
+        assert webhook["failurePolicy"] == "Fail"
+        assert webhook["timeoutSeconds"] == 5
+        assert webhook["sideEffects"] == "None"
+
+
+def test_the_webhooks_reach_the_operator_it_configures(rendered: dict[str, list[Manifest]]) -> None:
+    docs = rendered["defaults"]
+    service = next(
+        d for d in of_kind(docs, "Service") if d["metadata"]["name"] == "cutover-webhook"
+    )
+    (port,) = service["spec"]["ports"]
+    (listening,) = [p for p in container(docs)["ports"] if p["name"] == port["targetPort"]]
+    variables = env(docs)
+    assert variables["CUTOVER_WEBHOOK_PORT"] == str(listening["containerPort"])
+    assert variables["CUTOVER_WEBHOOK_CONFIGURATION"] == "cutover"
+    for kind, webhook in webhooks(docs).items():
+        assert one(docs, kind)["metadata"]["name"] == "cutover"
+        client = webhook["clientConfig"]["service"]
+        assert (client["name"], client["namespace"], client["port"]) == (
+            "cutover-webhook",
+            NAMESPACE,
+            port["port"],
+        )
+        # The certificate is issued for the name the API server dials.
+        assert "cutover-webhook.cutover-system.svc" in variables["CUTOVER_WEBHOOK_HOSTS"].split(",")
+        assert webhook["namespaceSelector"] == {}  # cluster-wide: every namespace
+    paths = {kind: w["clientConfig"]["service"]["path"] for kind, w in webhooks(docs).items()}
+    assert paths == {
+        "MutatingWebhookConfiguration": "/mutate-migration",
+        "ValidatingWebhookConfiguration": "/validate-migration",
+    }
+
+
+def test_a_single_namespace_install_registers_for_that_namespace(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    for webhook in webhooks(rendered["single-namespace-ha-all-routers"]).values():
+        assert webhook["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": "shop"}
+        }
+    policy = one(rendered["single-namespace-ha-all-routers"], "NetworkPolicy")
+    assert {"port": "webhook", "protocol": "TCP"} in [
+        port for rule in policy["spec"]["ingress"] for port in rule["ports"]
+    ]
+
+
+def test_admission_rbac_is_the_two_configurations_and_access_reviews(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    for docs in rendered.values():
+        for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+            (rule,) = [r for r in rules(docs) if resource in r["resources"]]
+            assert rule["verbs"] == ["get", "patch"]
+            assert rule["resourceNames"] == ["cutover"]  # no one else's webhooks
+        assert granted(docs, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
+
+
+def test_admission_can_be_turned_off(chart: Any) -> None:
+    docs = render(chart, {"admission": {"enabled": False}})
+    assert not of_kind(docs, "ValidatingWebhookConfiguration")
+    assert not of_kind(docs, "MutatingWebhookConfiguration")
+    assert not [k for k in env(docs) if k.startswith("CUTOVER_WEBHOOK")]
+    assert granted(docs, "authorization.k8s.io", "subjectaccessreviews") == set()
+    assert granted(docs, "admissionregistration.k8s.io", "validatingwebhookconfigurations") == set()
