@@ -673,6 +673,14 @@ class MigrationStatus(_StatusModel):
     step_ready_at: datetime | None = Field(
         default=None, description="When green was ready at this step's weight."
     )
+    weight_acknowledged_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When this step's weight was first seen in place (the router acknowledged the write"
+            " or read it back): the progress deadline counts from here, so a slow operator or"
+            " API server never spends green's time."
+        ),
+    )
     paused_at: datetime | None = Field(default=None, description="When a pause began.")
     full_promotion: bool = Field(default=False, description="Promoted with --full.")
     last_request: str | None = Field(default=None, description="Last manual request handled.")

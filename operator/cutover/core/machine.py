@@ -238,6 +238,7 @@ class _Run(RequestHandler):
         self.s.started_at = self.now
         self.s.step_started_at = self.now
         self.s.step_ready_at = None
+        self.s.weight_acknowledged_at = None
         self.s.gates = [GateStatus(name=g.name) for g in spec.gates]
         self._fire(
             Event.start,

@@ -149,6 +149,8 @@ class RunState:
         """Give back the time spent paused, so timed pauses and deadlines lose nothing."""
         if self.s.paused_at is not None and self.s.step_started_at is not None:
             self.s.step_started_at += self.now - self.s.paused_at
+        if self.s.paused_at is not None and self.s.weight_acknowledged_at is not None:
+            self.s.weight_acknowledged_at += self.now - self.s.paused_at
         self.s.paused_at = None
         assert isinstance(self.spec, MigrationSpec)
         # A person looked at the held run and let it go on: gates get a fresh budget.

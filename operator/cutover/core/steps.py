@@ -58,8 +58,11 @@ class StepRunner(HookRunner, GateJudge):
         router_weight = self.obs.router_weight
         in_cluster = router_weight is None or router_weight == target
         if self.s.weight == target and (in_cluster or self._wrote_weight()):
+            if self.s.weight_acknowledged_at is None and not self._wrote_weight():
+                self.s.weight_acknowledged_at = self.now
             return True
         self.actions.append(SetWeight(target, self._total()))
+        self.s.weight_acknowledged_at = None
         if self.s.weight != target:
             self.s.weight = target
             self.s.step_ready_at = None
@@ -78,8 +81,10 @@ class StepRunner(HookRunner, GateJudge):
                 self._schedule_first_checks(spec)
             return True
         deadline = parse_duration(spec.progress_deadline)
-        started = self.s.step_started_at or self.now
-        if (self.now - started).total_seconds() > deadline:
+        # A Deployment as the watch showed it before our scale-up landed says nothing about
+        # green: judge the deadline only on an observation that includes the write.
+        current = green is None or green.replicas >= needed
+        if (self.now - self._deadline_start()).total_seconds() > deadline and current:
             have = green.available if green is not None else 0
             self._fire(
                 Event.deadline_exceeded,
@@ -87,6 +92,11 @@ class StepRunner(HookRunner, GateJudge):
                 f" {spec.progress_deadline} after the step started (progressDeadline)",
             )
         return False
+
+    def _deadline_start(self) -> datetime:
+        """Green's time starts when its weight is in place, not when the step was decided: an
+        operator minutes behind, or slow writes, must not count against a healthy green."""
+        return self.s.weight_acknowledged_at or self.s.step_started_at or self.now
 
     def _pause_end(self, duration: str) -> datetime:
         started = self.s.step_started_at or self.now
@@ -98,6 +108,7 @@ class StepRunner(HookRunner, GateJudge):
         self.s.current_step_index = index
         self.s.step_started_at = self.now
         self.s.step_ready_at = None
+        self.s.weight_acknowledged_at = None
         label = "finishing" if index >= len(self.spec.steps) else f"step {index + 1}"
         # History only: Events mark phase changes, so a long run does not flood `kubectl events`
         # (and each Event is an API write).
@@ -125,10 +136,9 @@ class StepRunner(HookRunner, GateJudge):
 
     def _progress_wake(self, spec: MigrationSpec) -> float | None:
         if self.s.step_ready_at is None:
-            started = self.s.step_started_at or self.now
             deadline = parse_duration(spec.progress_deadline)
             # Just past the deadline, so the wake-up that judges it is not a poll too late.
-            left = deadline - (self.now - started).total_seconds() + 0.05
+            left = deadline - (self.now - self._deadline_start()).total_seconds() + 0.05
             return min(_READINESS_POLL, max(left, 0.0))
         index = self.s.current_step_index
         if index >= len(spec.steps):
