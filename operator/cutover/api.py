@@ -478,7 +478,8 @@ class MigrationSpec(_Model):
     )
     rollback: Rollback = Field(default_factory=Rollback, description="What a failed gate does.")
     progress_deadline: Duration = Field(
-        default="10m", description="Green not ready this long after a step starts: roll back."
+        default="10m",
+        description="Green not ready this long after a step's weight is in place: roll back.",
     )
     bake: Duration = Field(
         default="0s", description="After weight 100, keep blue scaled and gates running this long."

@@ -50,7 +50,7 @@ def test_a_write_that_lands_late_does_not_spend_greens_deadline() -> None:
 def test_a_green_that_never_becomes_ready_still_rolls_back_after_the_deadline() -> None:
     late = at(acknowledged_at(30), 41, DeploymentState(2, 1))
     assert late.phase is Phase.rolling_back
-    assert "1/2 replicas available 10s after the step started" in late.message
+    assert "1/2 replicas available 10s after its weight was in place" in late.message
 
 
 def test_an_observation_from_before_the_scale_up_landed_is_not_judged() -> None:

@@ -89,7 +89,7 @@ class StepRunner(HookRunner, GateJudge):
             self._fire(
                 Event.deadline_exceeded,
                 f"green {spec.green.deployment} has {have}/{needed} replicas available"
-                f" {spec.progress_deadline} after the step started (progressDeadline)",
+                f" {spec.progress_deadline} after its weight was in place (progressDeadline)",
             )
         return False
 
