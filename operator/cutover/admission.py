@@ -276,14 +276,18 @@ class Authority:
         )
 
 
-def write_certificates(directory: Path, certs: Certificates) -> tuple[Path, Path]:
-    """Writes the serving certificate and key (key readable by the operator only); Kopf's
-    server reloads them when they change, which is how a renewal takes effect."""
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    key.touch(mode=0o600)
-    key.write_bytes(certs.key_pem)
-    cert.write_bytes(certs.cert_pem)
-    return cert, key
+def write_certificates(directory: Path, certs: Certificates) -> Path:
+    """Writes the serving key and certificate into one file, readable by the operator only, and
+    replaces it in one step: Kopf's server reloads a changed file (that is how a renewal takes
+    effect) and must never read a new key next to an old certificate."""
+    target = directory / "tls.pem"
+    staging = directory / "tls.pem.new"
+    staging.unlink(missing_ok=True)
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(certs.key_pem + certs.cert_pem)
+    os.replace(staging, target)
+    return target
 
 
 WEBHOOK_KINDS = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
@@ -381,23 +385,29 @@ class Webhooks:
 
     async def start(self) -> kopf.WebhookServer:
         certs = self._authority.issue(self.settings.hosts)
-        cert, key = write_certificates(self.settings.directory, certs)
+        pem = write_certificates(self.settings.directory, certs)
         await publish_ca_bundle(self._kube, self.settings.configuration, certs.ca_pem)
         self._renewal = asyncio.create_task(self._renew())
         return kopf.WebhookServer(
             addr=self.settings.addr,
             port=self.settings.port,
             host=self.settings.hosts[0] if self.settings.hosts else None,
-            certfile=cert,
-            pkeyfile=key,
+            certfile=pem,
+            pkeyfile=pem,
         )
 
     async def _renew(self) -> None:
         # Halfway through its life, well before the API server would refuse it.
         while True:
             await asyncio.sleep(CERT_DAYS * 86400 / 2)
-            write_certificates(self.settings.directory, self._authority.issue(self.settings.hosts))
-            log.info("webhook certificate renewed")
+            self.renew()
+
+    def renew(self) -> Certificates:
+        """A new serving certificate from the same CA: the published caBundle stays valid."""
+        certs = self._authority.issue(self.settings.hosts)
+        write_certificates(self.settings.directory, certs)
+        log.info("webhook certificate renewed")
+        return certs
 
     async def stop(self) -> None:
         if self._renewal is not None:

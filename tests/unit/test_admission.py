@@ -16,6 +16,8 @@ from cutover.admission import (
     Authority,
     Rejected,
     Rejection,
+    Settings,
+    Webhooks,
     check_author,
     mutate_author,
     review_mutate,
@@ -121,11 +123,26 @@ def test_an_unreadable_author_is_no_author(raw_value: str | None) -> None:
 
 def test_the_serving_certificate_verifies_against_the_published_ca(tmp_path: Path) -> None:
     certs = Authority().issue(["cutover-webhook.ns.svc", "127.0.0.1"])
-    cert, key = write_certificates(tmp_path, certs)
-    assert key.stat().st_mode & 0o077 == 0
+    handshake(write_certificates(tmp_path, certs), certs.ca_pem)
+
+
+def test_a_renewed_certificate_replaces_the_file_and_keeps_the_ca(tmp_path: Path) -> None:
+    settings = Settings(9443, "127.0.0.1", ("cutover-webhook.ns.svc",), "cutover", tmp_path)
+    webhooks = Webhooks(settings, kube=None)  # type: ignore[arg-type]
+    first = webhooks.renew()
+    before = (tmp_path / "tls.pem").read_bytes()
+    second = webhooks.renew()
+    assert (tmp_path / "tls.pem").read_bytes() != before
+    assert second.ca_pem == first.ca_pem
+    handshake(tmp_path / "tls.pem", first.ca_pem)
+
+
+def handshake(pem: Path, ca_pem: bytes) -> None:
+    """A TLS handshake with the server's file against a client trusting only ``ca_pem``."""
+    assert pem.stat().st_mode & 0o077 == 0
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
-    client = ssl.create_default_context(cadata=certs.ca_pem.decode())
+    server.load_cert_chain(pem, pem)  # how Kopf's server loads it
+    client = ssl.create_default_context(cadata=ca_pem.decode())
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
     c = client.wrap_bio(incoming, outgoing, server_hostname="cutover-webhook.ns.svc")
