@@ -343,22 +343,23 @@ def test_deleting_works_with_the_operator_stopped(setup: Setup) -> None:
         body["spec"]["blue"]["deployment"] = f"{name}-blue"  # two claimants need two apps
         body["spec"]["green"]["deployment"] = f"{name}-green"
         assert setup.apply(setup.admin, body).returncode == 0
-    wait_for(
-        lambda: (
+
+    def finalized() -> bool:
+        return all(
             "cutover.io/finalizer"
-            in (
-                migration(setup.cluster, setup.namespace, "first")["metadata"].get("finalizers")
-                or []
-            )
-        ),
-        timeout=30,
-        what="the operator's finalizer",
-    )
+            in (migration(setup.cluster, setup.namespace, name)["metadata"].get("finalizers") or [])
+            for name in ("first", "second")
+        )
+
+    # Both carry the operator's finalizer: without the operator, nothing would remove it.
+    wait_for(finalized, timeout=30, what="the operator's finalizers")
     setup.operator.stop()
     # Changes wait for the operator (failurePolicy Fail)...
-    assert setup.kubectl(setup.admin, "label", "migration", "first", "x=y").returncode != 0
+    labelled = setup.kubectl(setup.admin, "label", "migration", "first", "x=y")
+    assert labelled.returncode != 0 and "failed calling webhook" in labelled.stderr
     # ...deletions do not: the finalizer of a Migration being deleted may be removed by hand.
-    setup.kubectl(setup.admin, "delete", "migration", "first", "--wait=false")
+    deleted = setup.kubectl(setup.admin, "delete", "migration", "first", "--wait=false")
+    assert deleted.returncode == 0, deleted.stderr
     removed = setup.kubectl(
         setup.admin,
         "patch",
