@@ -320,19 +320,35 @@ def test_a_gate_secret_the_editor_cannot_read_is_refused(setup: Setup) -> None:
         "-n",
         setup.namespace,
     )
+    since = len(setup.cluster.reads())
     obj = refused(setup, "orders", run_spec(gates=[SECRET_GATE]), setup.editor)
     message = condition(obj["status"], "InvalidSpec")["message"]
     assert f"user '{setup.editor.username}' may not get secrets/prom-token" in message, message
     assert "spec.gates[0].prometheus.auth.bearerToken" in message
     assert replicas(setup.cluster, setup.namespace, "shop-green") == 0
+    assert operator_secret_reads(setup, since) == 0  # not even for the gate's preflight
     assert "s3cret" not in setup.operator.log()
 
-    # The admin may read it: the same Migration starts and moves traffic.
+    # The admin may read it: the same Migration starts and moves traffic, and only now does
+    # the operator read the Secret.
     again_as(setup, setup.admin, "orders", run_spec(gates=[SECRET_GATE]))
     wait_for(
         lambda: replicas(setup.cluster, setup.namespace, "shop-green") > 0,
         timeout=60,
         what="traffic on green",
+    )
+    assert operator_secret_reads(setup, since) > 0
+
+
+def operator_secret_reads(setup: Setup, since: int) -> int:
+    """Requests of the operator's ServiceAccount for the gate's Secret, from the audit log."""
+    operator = f"system:serviceaccount:{setup.namespace}:cutover-"
+    return sum(
+        1
+        for entry in setup.cluster.reads(since)
+        if entry["resource"] == "secrets"
+        and entry["name"] == "prom-token"
+        and str(entry["user"]).startswith(operator)
     )
 
 
