@@ -22,7 +22,15 @@ from tests.support.admission import free_port, operator_env, webhook_configurati
 from tests.support.manifests import app_manifest, migration_body
 
 from .gates_support import condition
-from .harness import OperatorProcess, apply_text, migration, replicas, wait_for, wait_phase
+from .harness import (
+    OperatorProcess,
+    apply_text,
+    migration,
+    replicas,
+    wait_for,
+    wait_phase,
+    writes,
+)
 
 pytestmark = pytest.mark.integration
 AUTHOR = "cutover.io/author"
@@ -171,9 +179,13 @@ SECRET_GATE = {
 }
 
 
-def jobs(setup: Setup) -> list[str]:
-    out = setup.cluster.kubectl("get", "jobs", "-n", setup.namespace, "-o", "name").stdout
-    return out.split()
+def jobs(setup: Setup, since: int = 0) -> list[str]:
+    """The hook Jobs created (per the audit log, so a Job deleted since still counts)."""
+    return [
+        w["name"]
+        for w in writes(setup.cluster, setup.namespace, "jobs", since)
+        if w["verb"] == "create"
+    ]
 
 
 def author(setup: Setup, name: str) -> dict[str, Any]:
@@ -263,6 +275,7 @@ def again_as(setup: Setup, user: User, name: str, spec: dict[str, Any]) -> None:
 
 def test_the_editors_hook_is_refused_and_the_admins_runs(setup: Setup) -> None:
     apply_text(setup.cluster, setup.namespace, app_manifest("shop", 2))
+    since = len(setup.cluster.reads())
     obj = refused(setup, "orders", run_spec(hooks={"preShift": [HOOK]}), setup.editor)
     invalid = condition(obj["status"], "InvalidSpec")
     assert invalid["reason"] == "PreflightFailed"
@@ -273,7 +286,7 @@ def test_the_editors_hook_is_refused_and_the_admins_runs(setup: Setup) -> None:
         "get", "events", "-n", setup.namespace, "--field-selector", "reason=Forbidden", "-o", "name"
     ).stdout
     assert events.strip(), "no Forbidden Event"
-    assert jobs(setup) == []
+    assert jobs(setup, since) == []
     assert replicas(setup.cluster, setup.namespace, "shop-green") == 0
     assert replicas(setup.cluster, setup.namespace, "shop-blue") == 2
     assert obj["status"].get("weight", 0) == 0
@@ -281,7 +294,7 @@ def test_the_editors_hook_is_refused_and_the_admins_runs(setup: Setup) -> None:
     # The admin's identical Migration gets past preflight: its hook Job runs, traffic moves.
     again_as(setup, setup.admin, "orders", run_spec(hooks={"preShift": [HOOK]}))
     wait_phase(setup.cluster, setup.namespace, "orders", "Succeeded", timeout=90)
-    assert len(jobs(setup)) == 1
+    assert len(jobs(setup, since)) == 1
     assert replicas(setup.cluster, setup.namespace, "shop-green") == 2
 
 
@@ -302,11 +315,12 @@ def test_a_hook_with_a_service_account_needs_the_right_to_use_it(setup: Setup) -
     )
     hook = json.loads(json.dumps(HOOK))
     hook["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] = "migrator"
+    since = len(setup.cluster.reads())
     obj = refused(setup, "orders", run_spec(hooks={"preShift": [hook]}), jobs_only)
     message = condition(obj["status"], "InvalidSpec")["message"]
     assert "may not impersonate serviceaccounts/migrator" in message, message
     assert "create jobs" not in message
-    assert jobs(setup) == []
+    assert jobs(setup, since) == []
 
 
 def test_a_gate_secret_the_editor_cannot_read_is_refused(setup: Setup) -> None:
