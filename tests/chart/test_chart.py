@@ -490,3 +490,22 @@ def test_admission_can_be_turned_off(chart: Any) -> None:
     assert not [k for k in env(docs) if k.startswith("CUTOVER_WEBHOOK")]
     assert granted(docs, "authorization.k8s.io", "subjectaccessreviews") == set()
     assert granted(docs, "admissionregistration.k8s.io", "validatingwebhookconfigurations") == set()
+
+
+def test_gate_egress_values_reach_the_operator(chart: Any) -> None:
+    defaults = env(render(chart, {}))
+    assert "CUTOVER_GATE_ALLOWED_HOSTS" not in defaults  # any address but the always-refused
+    assert defaults["CUTOVER_GATE_ALLOW_INSECURE_TLS"] == "false"
+    listed = env(
+        render(
+            chart,
+            {
+                "gateEgress": {
+                    "allowedHosts": ["10.0.0.0/8", "*.monitoring.svc"],
+                    "allowInsecureTLS": True,
+                }
+            },
+        )
+    )
+    assert listed["CUTOVER_GATE_ALLOWED_HOSTS"] == "10.0.0.0/8,*.monitoring.svc"
+    assert listed["CUTOVER_GATE_ALLOW_INSECURE_TLS"] == "true"
