@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cutover import api
-from cutover.kube import Kube, NotFound
+from cutover.kube import Kube, KubeError
 
 log = logging.getLogger("cutover.admission")
 
@@ -46,6 +46,11 @@ MUTATE_ID = "mutate-migration"
 # The serving certificate is renewed well before it expires; the CA lives as long as the process.
 CERT_DAYS = 30
 CA_DAYS = 3650
+# CAs kept in a caBundle: one per replica, and room for replicas that restarted recently.
+MAX_CAS = 8
+# How often a running operator makes sure its CA is still published (another replica's start,
+# or someone re-applying the chart, may have dropped it).
+REPUBLISH_SECONDS = 60.0
 
 
 class Rejection(enum.StrEnum):
@@ -293,44 +298,90 @@ def write_certificates(directory: Path, certs: Certificates) -> Path:
 WEBHOOK_KINDS = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
 
 
+def merge_bundle(current: str | None, own: bytes, now: dt.datetime | None = None) -> str:
+    """The caBundle (base64 PEM) with ``own`` CA first, then the other CAs already there that
+    have not expired, at most ``MAX_CAS`` in all. Replicas each have a CA of their own and the
+    API server may call any of them: a bundle of all of them, not the last one started. CAs of
+    replicas that are gone drift to the end and fall off as live ones assert theirs again."""
+    now = now or dt.datetime.now(dt.UTC)
+    own_cert = x509.load_pem_x509_certificate(own)
+    others: list[x509.Certificate] = []
+    if current:
+        try:
+            others = x509.load_pem_x509_certificates(base64.b64decode(current))
+        except ValueError:
+            others = []  # unreadable: replaced by ours
+    kept = [own_cert] + [
+        cert for cert in others if cert != own_cert and cert.not_valid_after_utc > now
+    ]
+    pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in kept[:MAX_CAS])
+    return base64.b64encode(pem).decode("ascii")
+
+
+def _has_ca(current: str | None, own: bytes) -> bool:
+    if not current:
+        return False
+    try:
+        certs = x509.load_pem_x509_certificates(base64.b64decode(current))
+    except ValueError:
+        return False
+    return x509.load_pem_x509_certificate(own) in certs
+
+
 async def publish_ca_bundle(kube: Kube, configuration: str, ca_pem: bytes) -> list[str]:
-    """Sets every webhook's caBundle in the two configurations named ``configuration``;
-    returns the kinds that were patched (a missing one is logged, not fatal: the chart may
-    register only one of them)."""
-    bundle = base64.b64encode(ca_pem).decode("ascii")
+    """Puts this process's CA into every webhook's caBundle of the two configurations named
+    ``configuration`` (a no-op where it is already there); returns the kinds it patched. A
+    missing configuration is logged, not fatal: the chart may register only one of them."""
     patched = []
     for plural in WEBHOOK_KINDS:
-        try:
+        for _attempt in range(5):
             current = await kube.get(
                 "admissionregistration.k8s.io", "v1", plural, None, configuration
             )
-        except NotFound:
-            current = None
-        if not current:
-            log.warning(
-                "webhook configuration not found",
-                extra={"kind": plural, "configuration": configuration},
-            )
-            continue
-        ops = [
-            {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
-            for index, _ in enumerate(current.get("webhooks") or [])
-        ]
-        if not ops:
-            continue
-        await kube.patch(
-            "admissionregistration.k8s.io",
-            "v1",
-            plural,
-            None,
-            configuration,
-            ops,
-            patch_type="json",
+            if not current:
+                log.warning(
+                    "webhook configuration not found",
+                    extra={"kind": plural, "configuration": configuration},
+                )
+                break
+            webhooks = current.get("webhooks") or []
+            bundles = [(w.get("clientConfig") or {}).get("caBundle") for w in webhooks]
+            if all(_has_ca(bundle, ca_pem) for bundle in bundles):
+                break
+            # Another replica may publish at the same moment: the test makes the later one
+            # read again instead of dropping the other's CA.
+            version = (current.get("metadata") or {}).get("resourceVersion")
+            ops: list[dict[str, Any]] = [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": version}
+            ]
+            ops += [
+                {
+                    "op": "add",
+                    "path": f"/webhooks/{index}/clientConfig/caBundle",
+                    "value": merge_bundle(bundle, ca_pem),
+                }
+                for index, bundle in enumerate(bundles)
+            ]
+            try:
+                await kube.patch(
+                    "admissionregistration.k8s.io",
+                    "v1",
+                    plural,
+                    None,
+                    configuration,
+                    ops,
+                    patch_type="json",
+                )
+            except KubeError as error:
+                log.info("webhook CA bundle raced, again", extra={"error": str(error)})
+                continue
+            patched.append(plural)
+            break
+    if patched:
+        log.info(
+            "webhook CA bundle published",
+            extra={"configuration": configuration, "kinds": patched},
         )
-        patched.append(plural)
-    log.info(
-        "webhook CA bundle published", extra={"configuration": configuration, "kinds": patched}
-    )
     return patched
 
 
@@ -381,13 +432,14 @@ class Webhooks:
         self.settings = settings
         self._kube = kube
         self._authority = Authority()
+        self._ca_pem = self._authority.ca.public_bytes(serialization.Encoding.PEM)
         self._renewal: asyncio.Task[None] | None = None
 
     async def start(self) -> kopf.WebhookServer:
         certs = self._authority.issue(self.settings.hosts)
         pem = write_certificates(self.settings.directory, certs)
         await publish_ca_bundle(self._kube, self.settings.configuration, certs.ca_pem)
-        self._renewal = asyncio.create_task(self._renew())
+        self._renewal = asyncio.create_task(self._maintain())
         return kopf.WebhookServer(
             addr=self.settings.addr,
             port=self.settings.port,
@@ -396,11 +448,19 @@ class Webhooks:
             pkeyfile=pem,
         )
 
-    async def _renew(self) -> None:
+    async def _maintain(self) -> None:
+        loop = asyncio.get_running_loop()
         # Halfway through its life, well before the API server would refuse it.
+        renew_at = loop.time() + CERT_DAYS * 86400 / 2
         while True:
-            await asyncio.sleep(CERT_DAYS * 86400 / 2)
-            self.renew()
+            await asyncio.sleep(REPUBLISH_SECONDS)
+            if loop.time() >= renew_at:
+                self.renew()
+                renew_at = loop.time() + CERT_DAYS * 86400 / 2
+            try:
+                await publish_ca_bundle(self._kube, self.settings.configuration, self._ca_pem)
+            except KubeError as error:
+                log.warning("webhook CA bundle not checked", extra={"error": str(error)})
 
     def renew(self) -> Certificates:
         """A new serving certificate from the same CA: the published caBundle stays valid."""

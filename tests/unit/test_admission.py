@@ -3,15 +3,24 @@ webhook writes (the webhook server itself is exercised in tests/integration/test
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import datetime as dt
+import json
 import ssl
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from cutover.admission import (
+    CA_DAYS,
+    MAX_CAS,
+    WEBHOOK_KINDS,
     Author,
     Authority,
     Rejected,
@@ -19,13 +28,16 @@ from cutover.admission import (
     Settings,
     Webhooks,
     check_author,
+    merge_bundle,
     mutate_author,
+    publish_ca_bundle,
     review_mutate,
     review_validate,
     validate_spec,
     write_certificates,
 )
 from cutover.api import AUTHOR_ANNOTATION
+from cutover.kube import KubeError
 
 from .specs import raw
 
@@ -154,3 +166,67 @@ def handshake(pem: Path, ca_pem: bytes) -> None:
         s_in.write(outgoing.read())
         incoming.write(s_out.read())
     assert c.version() is not None
+
+
+def pems(bundle: str) -> list[bytes]:
+    certs = x509.load_pem_x509_certificates(base64.b64decode(bundle))
+    return [c.public_bytes(serialization.Encoding.PEM) for c in certs]
+
+
+def test_every_replica_keeps_its_ca_in_the_bundle() -> None:
+    first, second = Authority().issue(["a"]).ca_pem, Authority().issue(["a"]).ca_pem
+    bundle = merge_bundle(None, first)
+    bundle = merge_bundle(bundle, second)
+    assert pems(bundle) == [second, first]  # the newest first, the other replica's kept
+    assert pems(merge_bundle(bundle, first)) == [first, second]  # asserting again: no duplicate
+
+
+def test_the_bundle_drops_expired_and_old_cas() -> None:
+    now = dt.datetime.now(dt.UTC)
+    expired = Authority(now - dt.timedelta(days=CA_DAYS + 1)).issue(["a"]).ca_pem
+    many = [Authority().issue(["a"]).ca_pem for _ in range(MAX_CAS + 2)]
+    bundle = merge_bundle(None, expired, now=now - dt.timedelta(days=CA_DAYS + 2))
+    for ca in many:
+        bundle = merge_bundle(bundle, ca)
+    assert expired not in pems(bundle)
+    assert pems(bundle) == many[::-1][:MAX_CAS]
+
+
+class FakeConfigurations:
+    """Two webhook configurations; the first patch loses a race once if asked to."""
+
+    def __init__(self, bundle: str | None = None, race: bool = False) -> None:
+        self.objects = {
+            kind: {
+                "metadata": {"resourceVersion": "1"},
+                "webhooks": [{"clientConfig": {"caBundle": bundle} if bundle else {}}],
+            }
+            for kind in WEBHOOK_KINDS
+        }
+        self.race = race
+        self.patches = 0
+
+    async def get(self, *args: Any) -> dict[str, Any] | None:
+        return json.loads(json.dumps(self.objects[args[2]]))
+
+    async def patch(self, *args: Any, patch_type: str) -> dict[str, Any]:
+        if self.race:
+            self.race = False
+            raise KubeError("the test operation failed", status=422)
+        obj = self.objects[args[2]]
+        for op in args[5]:
+            if op["op"] == "add":
+                obj["webhooks"][0]["clientConfig"]["caBundle"] = op["value"]
+        self.patches += 1
+        return obj
+
+
+def test_publishing_retries_a_race_and_skips_a_bundle_that_has_the_ca() -> None:
+    ca = Authority().issue(["a"]).ca_pem
+    kube = FakeConfigurations(race=True)
+    assert asyncio.run(publish_ca_bundle(kube, "cutover", ca)) == list(WEBHOOK_KINDS)  # type: ignore[arg-type]
+    assert kube.patches == 2
+    for obj in kube.objects.values():
+        assert pems(obj["webhooks"][0]["clientConfig"]["caBundle"]) == [ca]
+    assert asyncio.run(publish_ca_bundle(kube, "cutover", ca)) == []  # type: ignore[arg-type]
+    assert kube.patches == 2
