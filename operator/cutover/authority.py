@@ -17,7 +17,6 @@ the verb, the resource and the user. docs/security.md has the threat model.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 from collections.abc import Mapping
@@ -29,15 +28,10 @@ import yaml
 from cutover import api
 from cutover.admission import Author
 from cutover.api import HookStage, MigrationSpec, SecretKeyRef
+from cutover.core.transitions import Reason
 from cutover.kube import Kube, KubeError
 
 log = logging.getLogger("cutover.authority")
-
-
-class Denial(enum.StrEnum):
-    """The reason a run is refused for lack of its author's rights (Events, problem text)."""
-
-    forbidden = "Forbidden"
 
 
 @dataclass(frozen=True)
@@ -137,7 +131,7 @@ class Rights:
         author = Author.decode(annotations.get(api.AUTHOR_ANNOTATION))
         if author is None or not author.username:
             return [
-                f"{Denial.forbidden}: no trusted author recorded (annotation"
+                f"{Reason.forbidden}: no trusted author recorded (annotation"
                 f" {api.AUTHOR_ANNOTATION} missing or unreadable), so hooks and gate Secrets"
                 " cannot be checked against anyone's rights; apply the spec again with the"
                 " admission webhook enabled to record its author"
@@ -157,7 +151,7 @@ class Rights:
             except KubeError as error:
                 # Unknown is not allowed: the run waits for a retry instead of acting blind.
                 problems.append(
-                    f"{Denial.forbidden}: cannot check whether user {author.username!r} may"
+                    f"{Reason.forbidden}: cannot check whether user {author.username!r} may"
                     f" {need.describe(namespace)} ({need.field}): {error}"
                 )
                 continue
@@ -174,7 +168,7 @@ class Rights:
                 )
                 suffix = f": {reason}" if reason else ""
                 problems.append(
-                    f"{Denial.forbidden}: user {author.username!r} may not"
+                    f"{Reason.forbidden}: user {author.username!r} may not"
                     f" {need.describe(namespace)} ({need.field}){suffix}"
                 )
         return problems

@@ -37,7 +37,7 @@ from cutover.api import (
     SpecInvalid,
     StatusCorrupt,
 )
-from cutover.authority import Denial, Rights, enforced
+from cutover.authority import Rights, enforced
 from cutover.core import activity, claims, deletion
 from cutover.core.actions import (
     Action,
@@ -284,9 +284,10 @@ class Reconciler:
         target = Target(self.namespace, self.name, self.uid, spec)
 
         preflight: tuple[str, ...] = ()
+        forbidden: tuple[str, ...] = ()
         if activity.may_start(status, generation, request):
             annotations = metadata.get("annotations") or {}
-            preflight = tuple(await self._preflight(router, target, annotations))
+            forbidden, preflight = await self._preflight(router, target, annotations)
 
         router_weight: int | None = None
         if not self._cluster_read and status.phase not in TERMINAL_PHASES:
@@ -311,6 +312,7 @@ class Reconciler:
                 readings=readings,
                 request=request,
                 preflight_errors=preflight,
+                forbidden=forbidden,
                 acted=acted,
                 jobs=job_states,
                 migration=self.name,
@@ -368,20 +370,18 @@ class Reconciler:
 
     async def _preflight(
         self, router: TrafficRouter, target: Target, annotations: Mapping[str, str]
-    ) -> list[str]:
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(what the author may not do, other problems): either stops the run before it starts."""
         if self.ctx.rights is not None:
             # First, and alone when it refuses: the gate checks below read the very Secrets
             # the author may not read.
             forbidden = await self.ctx.rights.problems(target.spec, self.namespace, annotations)
             if forbidden:
-                await self.ctx.kube.emit_event(
-                    self._involved({}), "Warning", Denial.forbidden, "; ".join(forbidden)
-                )
-                return forbidden
+                return tuple(forbidden), ()
         problems = await self._claims(target.spec)
         problems += list(await router.preflight(target))
         problems += await self.ctx.gates.preflight(target.spec, self.namespace, self.name)
-        return problems
+        return (), tuple(problems)
 
     async def _claims(self, spec: MigrationSpec) -> list[str]:
         """Deployments another Migration drives (the rule: core/claims.py)."""

@@ -277,8 +277,9 @@ def test_the_editors_hook_is_refused_and_the_admins_runs(setup: Setup) -> None:
     apply_text(setup.cluster, setup.namespace, app_manifest("shop", 2))
     since = len(setup.cluster.reads())
     obj = refused(setup, "orders", run_spec(hooks={"preShift": [HOOK]}), setup.editor)
+    assert (obj["status"]["phase"], obj["status"]["reason"]) == ("Failed", "Forbidden")
     invalid = condition(obj["status"], "InvalidSpec")
-    assert invalid["reason"] == "PreflightFailed"
+    assert invalid["reason"] == "Forbidden"
     assert invalid["message"].startswith("Forbidden: ")
     assert f"user '{setup.editor.username}' may not create jobs.batch" in invalid["message"]
     assert "spec.hooks.preShift[0]" in invalid["message"]

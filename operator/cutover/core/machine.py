@@ -213,6 +213,10 @@ class _Run(RequestHandler):
             self._rolling_back()
 
     def _start(self, spec: MigrationSpec) -> None:
+        if self.obs.forbidden:
+            self.problems = list(self.obs.forbidden)
+            self._fire(Event.forbidden, "; ".join(self.obs.forbidden))
+            return
         if self.obs.preflight_errors:
             self.problems = list(self.obs.preflight_errors)
             self._fire(Event.preflight_failed, "; ".join(self.obs.preflight_errors))

@@ -61,6 +61,8 @@ class Observations:
     readings: Mapping[str, gate_rules.Reading] = field(default_factory=dict)
     request: Request | None = None
     preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
+    # What the spec asks that its author may not do (SubjectAccessReviews): checked first, alone.
+    forbidden: tuple[str, ...] = ()
     # Actions of the previous decision that the router acknowledged in this same wake-up.
     acted: tuple[Action, ...] = ()
     jobs: Mapping[str, JobState] = field(default_factory=dict)  # hook Jobs by name

@@ -14,6 +14,7 @@ class Event(enum.StrEnum):
     start = "start"
     spec_invalid = "spec_invalid"
     preflight_failed = "preflight_failed"
+    forbidden = "forbidden"  # the author may not do what the spec asks (hook Jobs, Secrets)
     spec_changed = "spec_changed"
     pause = "pause"
     spec_pause = "spec_pause"
@@ -61,6 +62,7 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
         E.start: P.progressing,
         E.spec_invalid: P.failed,
         E.preflight_failed: P.failed,
+        E.forbidden: P.failed,
         # Nothing moved yet: traffic is already all on blue.
         E.abort: P.rolled_back,
         # A spec change restarted a run in flight, or an operator died between its router write
@@ -93,6 +95,7 @@ class Reason(enum.StrEnum):
     started = "Started"
     invalid_spec = "InvalidSpec"
     preflight_failed = "PreflightFailed"
+    forbidden = "Forbidden"
     spec_changed = "SpecChanged"
     paused_by_user = "PausedByUser"
     paused_by_spec = "PausedBySpec"
@@ -131,6 +134,7 @@ REASONS: dict[Event, Reason] = {
     E.start: R.started,
     E.spec_invalid: R.invalid_spec,
     E.preflight_failed: R.preflight_failed,
+    E.forbidden: R.forbidden,
     E.spec_changed: R.spec_changed,
     E.pause: R.paused_by_user,
     E.spec_pause: R.paused_by_spec,
@@ -155,7 +159,7 @@ REASONS: dict[Event, Reason] = {
     E.traffic_restored: R.traffic_restored,
 }
 # Failed with one of these, the spec is to blame: the InvalidSpec condition keeps its problems.
-INVALID_REASONS = frozenset({R.invalid_spec, R.preflight_failed})
+INVALID_REASONS = frozenset({R.invalid_spec, R.preflight_failed, R.forbidden})
 # The reasons a gate holds the run with (Paused, automatic: false or inconclusive).
 GATE_HOLDS = frozenset(
     REASONS[e] for e in (E.gate_failed_hold, E.gate_error_hold, E.gate_inconclusive)
