@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from cutover.api import Phase
-from cutover.core.claims import Claimant, conflicts
+from cutover.core.claims import Claimant, claimant, conflicts
 
-SHOP = frozenset({"checkout-blue", "checkout-green"})
+from .specs import raw
+
+SHOP = frozenset({"checkout-blue", "checkout-green"})  # the deployments of specs.raw()
 
 
 def migration(
@@ -85,3 +87,34 @@ def test_age_is_this_migrations_own_not_the_first_listed() -> None:
     younger = migration("b", Phase.pending, created="2026-01-02T00:00:00Z")
 
     assert conflicts(me.uid, me.name, "shop", sorted(SHOP), [late, me, younger]) == []
+
+
+def test_a_migration_as_the_api_returns_it_is_read_field_by_field() -> None:
+    obj = {
+        "metadata": {
+            "name": "orders",
+            "uid": "u-1",
+            "creationTimestamp": "2026-01-03T00:00:00Z",
+            "deletionTimestamp": "2026-01-04T00:00:00Z",
+        },
+        "spec": raw(),
+        "status": {"phase": "Paused"},
+    }
+    assert claimant(obj) == Claimant(
+        name="orders",
+        uid="u-1",
+        created="2026-01-03T00:00:00Z",
+        deleting=True,
+        phase=Phase.paused,
+        deployments=SHOP,
+    )
+
+
+def test_what_cannot_be_read_claims_as_little_as_it_may() -> None:
+    # No status yet, a phase this version does not know, an invalid spec, no metadata at all.
+    assert claimant({"spec": raw()}) == Claimant("", "", "", False, Phase.pending, SHOP)
+    unknown = claimant({"metadata": {"name": "x"}, "spec": raw(), "status": {"phase": "Baking"}})
+    assert unknown.phase is Phase.pending and unknown.deleting is False
+    invalid = claimant({"metadata": {"name": "x"}, "spec": {"blue": {}}, "status": {}})
+    assert invalid.deployments is None
+    assert claimant({}).deployments is None
