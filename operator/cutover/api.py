@@ -376,6 +376,24 @@ class Rollback(_Model):
     )
 
 
+class DeadlineAction(enum.StrEnum):
+    rollback = "rollback"
+    pause = "pause"
+
+
+class RunDeadline(_Model):
+    duration: Duration = Field(
+        description="How long a run may take from its start, pauses included (e.g. 2h)."
+    )
+    action: DeadlineAction = Field(
+        default=DeadlineAction.rollback,
+        description=(
+            "When it passes: rollback (a run that cannot finish in time is not released) or"
+            " pause (a person decides; resume goes on and the deadline does not pause it again)."
+        ),
+    )
+
+
 class ConfigMapKeyRef(_Model):
     name: str = Field(
         min_length=1,
@@ -486,6 +504,9 @@ class MigrationSpec(_Model):
     )
     paused: bool = Field(default=False, description="Hold the run where it is.")
     hooks: Hooks = Field(default_factory=Hooks, description="Jobs for the data side of the run.")
+    deadline: RunDeadline | None = Field(
+        default=None, description="A deadline for the whole run, and what happens when it passes."
+    )
 
     @field_validator("steps")
     @classmethod
@@ -673,6 +694,9 @@ class MigrationStatus(_StatusModel):
     step_started_at: datetime | None = Field(default=None, description="When this step began.")
     step_ready_at: datetime | None = Field(
         default=None, description="When green was ready at this step's weight."
+    )
+    deadline_reached_at: datetime | None = Field(
+        default=None, description="When this run passed spec.deadline."
     )
     weight_acknowledged_at: datetime | None = Field(
         default=None,

@@ -14,11 +14,12 @@ the modules that define them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cutover.api import (
     TERMINAL_PHASES,
     ConditionType,
+    DeadlineAction,
     GateStatus,
     HookStage,
     MigrationSpec,
@@ -54,6 +55,7 @@ from cutover.core.transitions import (
     Reason,
     breach_cause,
 )
+from cutover.durations import parse_duration
 
 __all__ = [
     "GATE_HOLDS",
@@ -265,11 +267,38 @@ class _Run(RequestHandler):
                 " promote to go on with green, or recreate blue and resume",
             )
             return
+        if self._run_deadline(spec):
+            return
         self._spec_pause(spec)
         if self._judge_gates(spec):
             return
         if self.s.phase is Phase.progressing:
             self._progress(spec)
+
+    def _run_deadline(self, spec: MigrationSpec) -> bool:
+        """spec.deadline passed: roll back or pause, once per run (a resume goes on)."""
+        deadline = spec.deadline
+        if deadline is None or self.s.started_at is None or self.s.deadline_reached_at:
+            return False
+        if self.now < self.s.started_at + timedelta(seconds=parse_duration(deadline.duration)):
+            return False
+        message = f"the run passed its deadline of {deadline.duration} (spec.deadline)"
+        if deadline.action is DeadlineAction.rollback:
+            fired = self._fire(Event.run_deadline, f"{message}: rolling back")
+        else:
+            # Already held (e.g. by a person): the deadline pauses it once it goes on again.
+            fired = self._fire(
+                Event.run_deadline_hold, f"{message}: paused, promote or resume to go on"
+            )
+        if fired:
+            self.s.deadline_reached_at = self.now
+        return fired
+
+    def _deadline_wake(self, spec: MigrationSpec) -> float | None:
+        if spec.deadline is None or self.s.started_at is None or self.s.deadline_reached_at:
+            return None
+        end = self.s.started_at + timedelta(seconds=parse_duration(spec.deadline.duration))
+        return (end - self.now).total_seconds() + 0.05  # just past it, not a poll too early
 
     def _spec_pause(self, spec: MigrationSpec) -> None:
         if spec.paused and self.s.phase is Phase.progressing:
@@ -335,5 +364,8 @@ class _Run(RequestHandler):
         hooks = self._hook_wake(self.spec)
         if hooks is not None:
             candidates.append(hooks)
+        deadline = self._deadline_wake(self.spec)
+        if deadline is not None:
+            candidates.append(deadline)
         positive = [max(c, 0.0) for c in candidates]
         return min(positive) if positive else None

@@ -144,6 +144,7 @@ class RunState:
         self.s.full_promotion = False
         self.s.hooks = []
         self.s.point_of_no_return = None
+        self.s.deadline_reached_at = None
 
     def _resume_clocks(self) -> None:
         """Give back the time spent paused, so timed pauses and deadlines lose nothing."""

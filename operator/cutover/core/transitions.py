@@ -30,6 +30,8 @@ class Event(enum.StrEnum):
     gate_error_hold = "gate_error_hold"
     gate_inconclusive = "gate_inconclusive"
     deadline_exceeded = "deadline_exceeded"
+    run_deadline = "run_deadline"  # spec.deadline passed, action rollback
+    run_deadline_hold = "run_deadline_hold"  # spec.deadline passed, action pause
     hook_failed = "hook_failed"
     hook_failed_hold = "hook_failed_hold"
     breach_hold = "breach_hold"
@@ -45,6 +47,8 @@ _ACTIVE_BREAKS = {
     E.gate_failed: P.rolling_back,
     E.gate_error: P.rolling_back,
     E.deadline_exceeded: P.rolling_back,
+    E.run_deadline: P.rolling_back,
+    E.run_deadline_hold: P.paused,
     E.green_missing: P.rolling_back,
     E.abort: P.rolling_back,
     E.hook_failed: P.rolling_back,
@@ -108,6 +112,7 @@ class Reason(enum.StrEnum):
     gate_error = "GateError"
     inconclusive_gate = "InconclusiveGate"
     progress_deadline_exceeded = "ProgressDeadlineExceeded"
+    run_deadline_exceeded = "RunDeadlineExceeded"
     hook_failed = "HookFailed"
     rollback_not_available = "RollbackNotAvailable"
     green_missing = "GreenMissing"
@@ -150,6 +155,8 @@ REASONS: dict[Event, Reason] = {
     E.gate_error_hold: R.gate_error,
     E.gate_inconclusive: R.inconclusive_gate,
     E.deadline_exceeded: R.progress_deadline_exceeded,
+    E.run_deadline: R.run_deadline_exceeded,
+    E.run_deadline_hold: R.run_deadline_exceeded,
     E.hook_failed: R.hook_failed,
     E.hook_failed_hold: R.hook_failed,
     E.breach_hold: R.rollback_not_available,
