@@ -300,6 +300,67 @@ class PrometheusQuery(_Model):
     timeout: Duration = Field(default="5s", description="Query timeout.")
 
 
+class WebMethod(enum.StrEnum):
+    get = "GET"
+    post = "POST"
+
+
+class WebHeader(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="HTTP header name.",
+    )
+    value: str | None = Field(default=None, description="A value that is not a secret.")
+    value_from: SecretKeyRef | None = Field(
+        default=None, description="A value read from a Secret (never logged or shown in status)."
+    )
+
+    @model_validator(mode="after")
+    def _one_value(self) -> WebHeader:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError(f"header {self.name!r} needs exactly one of value or valueFrom")
+        return self
+
+
+class WebQuery(_Model):
+    url: str = Field(
+        pattern=r"^https?://",
+        description=(
+            "URL answering JSON. Variables: {{namespace}}, {{migration}}, {{blue}}, {{green}},"
+            " {{service}} and {{args.NAME}}."
+        ),
+    )
+    method: WebMethod = Field(default=WebMethod.get, description="GET | POST.")
+    body: str | None = Field(
+        default=None, description="Request body of a POST (sent as JSON); variables as in url."
+    )
+    json_path: str = Field(
+        min_length=1, description="JSONPath selecting one number in the answer, e.g. $.data.rate."
+    )
+    headers: list[WebHeader] = Field(
+        default_factory=list, max_length=32, description="Request headers."
+    )
+    args: dict[str, str] = Field(
+        default_factory=dict, description="User variables, used as {{args.NAME}} in url and body."
+    )
+    insecure_skip_verify: bool = Field(default=False, description="Skip TLS verification.")
+    ca: SecretKeyRef | None = Field(default=None, description="CA bundle for TLS.")
+    timeout: Duration = Field(default="5s", description="Request timeout.")
+
+    @model_validator(mode="after")
+    def _body_for_post(self) -> WebQuery:
+        if self.body is not None and self.method is not WebMethod.post:
+            raise ValueError("body is sent only with method POST")
+        return self
+
+
+# The provider blocks a gate may carry: the block's name is the provider's registered kind.
+PROVIDER_BLOCKS = ("prometheus", "web")
+_ONE_PROVIDER_RULE = " + ".join(f"(has(self.{b}) ? 1 : 0)" for b in PROVIDER_BLOCKS) + " == 1"
+
+
 class CompareTest(enum.StrEnum):
     ratio = "ratio"
     mannwhitney = "mannwhitney"
@@ -330,13 +391,32 @@ class ErrorPolicy(enum.StrEnum):
 
 
 class Gate(_Model):
+    # The API server rejects a gate naming no provider or several, like the model does.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": _ONE_PROVIDER_RULE,
+                    "message": f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)}",
+                }
+            ]
+        }
+    )
+
     name: str = Field(
         min_length=1,
         max_length=63,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="Unique name of the gate (DNS label).",
     )
-    prometheus: PrometheusQuery = Field(description="Where and what to query.")
+    prometheus: PrometheusQuery | None = Field(
+        default=None, description="Query Prometheus (or Thanos, Mimir, VictoriaMetrics)."
+    )
+    web: WebQuery | None = Field(default=None, description="Ask a URL answering JSON.")
+    dry_run: bool = Field(
+        default=False,
+        description="Check and record the gate, but never pause, roll back or hold a step on it.",
+    )
     threshold: Threshold | None = Field(default=None, description="Absolute bounds on the value.")
     compare: Compare | None = Field(default=None, description="Compare green with blue.")
     interval: Duration = Field(default="30s", description="Time between two checks.")
@@ -360,11 +440,27 @@ class Gate(_Model):
 
     @model_validator(mode="after")
     def _one_judgement(self) -> Gate:
+        named = [b for b in PROVIDER_BLOCKS if getattr(self, b) is not None]
+        if len(named) != 1:
+            raise ValueError(f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)}")
+        if self.web is not None and self.compare is not None:
+            raise ValueError("compare needs a provider that can ask about blue: use prometheus")
         if (self.threshold is None) == (self.compare is None):
             raise ValueError("a gate needs exactly one of threshold or compare")
         if parse_duration(self.interval) < 1:
             raise ValueError(f"interval {self.interval!r} is shorter than 1s")
         return self
+
+    @property
+    def provider(self) -> str:
+        """The registered kind of this gate's provider: the name of its block."""
+        return next(b for b in PROVIDER_BLOCKS if getattr(self, b) is not None)
+
+    @property
+    def source(self) -> PrometheusQuery | WebQuery:
+        """This gate's provider block."""
+        block: PrometheusQuery | WebQuery = getattr(self, self.provider)
+        return block
 
 
 class Rollback(_Model):
@@ -647,6 +743,8 @@ class GateStatus(_StatusModel):
     # Checks a person excused by resuming or promoting a held run; limits count the rest.
     excused_failed: int = Field(default=0, ge=0)
     excused_inconclusive: int = Field(default=0, ge=0)
+    # A dry-run gate's checks are recorded and shown but never stop, hold or pause the run.
+    dry_run: bool = False
 
 
 class HookState(enum.StrEnum):

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from cutover import api
+from cutover import api, providers
 from cutover.admission import Author
 from cutover.api import HookStage, MigrationSpec, SecretKeyRef
 from cutover.core.transitions import Reason
@@ -65,17 +65,11 @@ def enforced() -> bool:
 def _secret_needs(spec: MigrationSpec) -> list[Need]:
     needs = []
     for index, gate in enumerate(spec.gates):
-        prometheus = gate.prometheus
-        refs: list[tuple[str, SecretKeyRef | None]] = [("ca", prometheus.ca)]
-        if prometheus.auth is not None:
-            refs += [
-                ("auth.bearerToken", prometheus.auth.bearer_token),
-                ("auth.username", prometheus.auth.username),
-                ("auth.password", prometheus.auth.password),
-            ]
+        refs: list[tuple[str, SecretKeyRef | None]] = [("ca", gate.source.ca)]
+        refs += providers.source_for(gate).secret_refs(gate)
         for field, ref in refs:
             if ref is not None:
-                path = f"spec.gates[{index}].prometheus.{field}"
+                path = f"spec.gates[{index}].{gate.provider}.{field}"
                 needs.append(Need("get", "", "secrets", ref.name, path))
     return needs
 

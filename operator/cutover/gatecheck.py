@@ -1,10 +1,12 @@
-"""Measuring gates: renders each gate's PromQL, asks its provider, and turns answers into Readings.
+"""Measuring gates: renders each gate's templates, asks its provider, and turns answers into
+Readings. What a gate's block means is its provider's business (``cutover.providers``): this
+module only dispatches, reads the Secrets the provider names and applies the outbound policy.
 
 Providers are blocking (``prometheus-api-client`` uses ``requests``), so every query runs in a
 bounded thread pool and never on the event loop. Credentials come from Secrets in the
 Migration's namespace only; they are passed to providers and never logged.
 
-Providers are kept between checks (one per address, timeout, TLS setting and credentials), so a
+Providers are kept between checks (one per kind, options, TLS setting and credentials), so a
 gate checked every second reuses its HTTP connection instead of opening a new one each time.
 A failing check never raises: whatever goes wrong becomes a ``Reading`` of kind ``error`` (or
 ``no_data``), and ``core.gates`` decides what that means for the run.
@@ -22,23 +24,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from cutover.api import CompareTest, Gate, MigrationSpec, PrometheusQuery, SecretKeyRef
+from cutover.api import CompareTest, Gate, MigrationSpec, SecretKeyRef
 from cutover.core.gates import Reading
-from cutover.core.promql import TemplateError, render_query, syntax_problem
+from cutover.core.promql import TemplateError, render_query
 from cutover.durations import parse_duration
 from cutover.egress import EgressPolicy, EgressRefused, Refusal, parse_target
 from cutover.kube import Kube, KubeError
 from cutover.providers import (
+    GateRequest,
     InvalidQuery,
     MetricProvider,
     MultipleSeries,
     NoData,
     ProviderError,
     provider_for,
+    source_for,
+    variables,
 )
 
 log = logging.getLogger("cutover.gates")
@@ -55,25 +59,30 @@ MAX_PROVIDERS = 64
 def query_variables(
     spec: MigrationSpec, namespace: str, migration: str, gate: Gate
 ) -> dict[str, str]:
-    variables = {
+    base = {
         "namespace": namespace,
         "migration": migration,
         "blue": spec.blue.deployment,
         "green": spec.green.deployment,
         "service": spec.traffic.service or "",
     }
-    variables.update({f"args.{k}": v for k, v in gate.prometheus.args.items()})
-    return variables
+    return variables(base, gate)
+
+
+def gate_request(spec: MigrationSpec, namespace: str, migration: str, gate: Gate) -> GateRequest:
+    """What a check of ``gate`` asks; raises TemplateError naming unknown variables."""
+    values = query_variables(spec, namespace, migration, gate)
+    source = source_for(gate)
+    rendered = {field: render_query(text, values) for field, text in source.templates(gate)}
+    return source.request(gate, rendered)
 
 
 def rendered_queries(
     spec: MigrationSpec, namespace: str, migration: str, gate: Gate
 ) -> tuple[str, str | None]:
     """(query, baseline query or None); raises TemplateError naming unknown variables."""
-    variables = query_variables(spec, namespace, migration, gate)
-    query = render_query(gate.prometheus.query, variables)
-    baseline = render_query(gate.compare.baseline, variables) if gate.compare is not None else None
-    return query, baseline
+    request = gate_request(spec, namespace, migration, gate)
+    return request.query, request.baseline
 
 
 def range_step(window_seconds: float) -> float:
@@ -87,13 +96,6 @@ class _SecretProblem(Exception):
     def __init__(self, field: str, error: KubeError) -> None:
         super().__init__(f"{field}: {error}")
         self.field = field
-
-
-@dataclass(frozen=True)
-class _Credentials:
-    bearer_token: str | None = None
-    basic_auth: tuple[str, str] | None = None
-    ca_bundle: str | None = None
 
 
 class GateChecker:
@@ -148,8 +150,11 @@ class GateChecker:
         self._secrets[cache_key] = (self._clock(), value)
         return value
 
-    async def _credentials(self, namespace: str, query: PrometheusQuery, path: str) -> _Credentials:
-        """The gate's credentials; raises _SecretProblem naming the field of the missing one."""
+    async def _credentials(
+        self, namespace: str, gate: Gate, path: str
+    ) -> tuple[dict[str, str], str | None]:
+        """The values of the Secrets the gate's provider names (keyed by field) and its CA
+        bundle; raises _SecretProblem naming the field of the missing one."""
 
         async def read(field: str, ref: SecretKeyRef) -> str:
             try:
@@ -157,18 +162,11 @@ class GateChecker:
             except KubeError as error:
                 raise _SecretProblem(f"{path}.{field}", error) from None
 
-        auth = query.auth
-        bearer: str | None = None
-        basic: tuple[str, str] | None = None
-        if auth is not None and auth.bearer_token is not None:
-            bearer = await read("auth.bearerToken", auth.bearer_token)
-        elif auth is not None and auth.username is not None and auth.password is not None:
-            basic = (
-                await read("auth.username", auth.username),
-                await read("auth.password", auth.password),
-            )
-        ca = await read("ca", query.ca) if query.ca is not None else None
-        return _Credentials(bearer, basic, ca)
+        secrets = {
+            field: await read(field, ref) for field, ref in source_for(gate).secret_refs(gate)
+        }
+        ca = gate.source.ca
+        return secrets, (await read("ca", ca) if ca is not None else None)
 
     def _ca_file(self, bundle: str) -> str:
         digest = hashlib.sha256(bundle.encode()).hexdigest()
@@ -180,36 +178,35 @@ class GateChecker:
             self._ca_files[digest] = path
         return path
 
-    def _check_egress(self, query: PrometheusQuery) -> None:
+    def _check_egress(self, gate: Gate, request: GateRequest) -> None:
         """What the policy decides without DNS; raises EgressRefused before any Secret is read.
 
         The addresses themselves are checked by the provider's session on every connection."""
-        target = parse_target(query.address)
-        self._egress.check_tls(str(target), query.insecure_skip_verify)
+        target = parse_target(request.address)
+        self._egress.check_tls(str(target), gate.source.insecure_skip_verify)
         self._egress.check_name(target)
 
-    async def _provider(self, namespace: str, query: PrometheusQuery, path: str) -> MetricProvider:
-        self._check_egress(query)
-        credentials = await self._credentials(namespace, query, path)
-        timeout = parse_duration(query.timeout)
-        key = (query.address, timeout, query.insecure_skip_verify, credentials)
+    async def _provider(
+        self, namespace: str, gate: Gate, request: GateRequest, path: str
+    ) -> MetricProvider:
+        self._check_egress(gate, request)
+        secrets, ca_bundle = await self._credentials(namespace, gate, path)
+        block = gate.source
+        options: dict[str, Any] = {
+            **source_for(gate).client_options(gate, secrets),
+            **dict(request.options),
+            "timeout": parse_duration(block.timeout),
+            "insecure_skip_verify": block.insecure_skip_verify,
+        }
+        if ca_bundle is not None:
+            options["ca_file"] = self._ca_file(ca_bundle)
+        # Everything the client is built from, credentials included (memory only).
+        key = (gate.provider, *sorted(options.items()))
         provider = self._providers.get(key)
         if provider is not None:
             self._providers.move_to_end(key)
             return provider
-        options: dict[str, Any] = {
-            "address": query.address,
-            "timeout": timeout,
-            "insecure_skip_verify": query.insecure_skip_verify,
-            "egress": self._egress,
-        }
-        if credentials.bearer_token is not None:
-            options["bearer_token"] = credentials.bearer_token
-        if credentials.basic_auth is not None:
-            options["basic_auth"] = credentials.basic_auth
-        if credentials.ca_bundle is not None:
-            options["ca_file"] = self._ca_file(credentials.ca_bundle)
-        provider = self._factory("prometheus", **options)
+        provider = self._factory(gate.provider, **options, egress=self._egress)
         self._providers[key] = provider
         while len(self._providers) > MAX_PROVIDERS:
             _, evicted = self._providers.popitem(last=False)
@@ -235,56 +232,64 @@ class GateChecker:
         self, spec: MigrationSpec, namespace: str, migration: str, index: int, gate: Gate
     ) -> list[str]:
         path = f"spec.gates[{index}]"
-        variables = query_variables(spec, namespace, migration, gate)
+        block_path = f"{path}.{gate.provider}"
+        values = query_variables(spec, namespace, migration, gate)
+        source = source_for(gate)
         problems: list[str] = []
-        texts: list[tuple[str, str]] = []
-        templates = [(f"{path}.prometheus.query", gate.prometheus.query)]
-        if gate.compare is not None:
-            templates.append((f"{path}.compare.baseline", gate.compare.baseline))
-        for field, template in templates:
+        texts: dict[str, str] = {}
+        rendered: dict[str, str] = {}
+        for field, template in source.templates(gate):
             try:
-                texts.append((field, render_query(template, variables)))
+                texts[field] = rendered[field] = render_query(template, values)
             except TemplateError as error:
-                problems.append(f"{field}: {error}")
-        refused = await self._preflight_egress(gate, path)
+                problems.append(f"{path}.{field}: {error}")
+                rendered[field] = template  # its problem is reported; the rest is still checked
+        request = source.request(gate, rendered)
+        refused = await self._preflight_egress(gate, request, path)
         if refused is not None:  # nothing is sent and no Secret is read for a refused gate
             return [*problems, refused]
         try:
-            provider = await self._provider(namespace, gate.prometheus, f"{path}.prometheus")
+            provider = await self._provider(namespace, gate, request, block_path)
         except _SecretProblem as error:
             return [*problems, str(error)]
         except (ValueError, TypeError) as error:
-            return [*problems, f"{path}.prometheus: {error}"]
-        for field, text in texts:
-            syntax = syntax_problem(text)
-            if syntax is not None:  # the parser `cutover lint` uses: no need to ask Prometheus
-                problems.append(f"{field}: {syntax}")
+            return [*problems, f"{block_path}: {error}"]
+        for field, text in texts.items():
+            syntax = source.syntax_problem(field, text)
+            if syntax is not None:  # the parser `cutover lint` uses: no need to ask the provider
+                problems.append(f"{path}.{field}: {syntax}")
+                continue
+            if not source.checks_query:
                 continue
             try:
                 await self._blocking(provider.check_query, text)
             except InvalidQuery as error:
-                problems.append(f"{field}: Prometheus says: {error}")
+                problems.append(f"{path}.{field}: Prometheus says: {error}")
             except ProviderError as error:
                 detail = {"gate": gate.name, "field": field, "error": str(error)}
                 log.warning("gate query not checked", extra=detail)
         return problems
 
-    async def _preflight_egress(self, gate: Gate, path: str) -> str | None:
+    async def _preflight_egress(self, gate: Gate, request: GateRequest, path: str) -> str | None:
         """The refusal of ``gate``'s address by the outbound policy, as a problem, or None.
 
         A name that does not resolve now is not refused: like an unreachable Prometheus, it is
         the gate's ``onError`` to judge later (and the address is checked again then)."""
-        query = gate.prometheus
+        block = f"{path}.{gate.provider}"
         try:
-            target = parse_target(query.address)
-            self._egress.check_tls(str(target), query.insecure_skip_verify)
+            target = parse_target(request.address)
+            self._egress.check_tls(str(target), gate.source.insecure_skip_verify)
         except EgressRefused as refusal:
-            field = "insecureSkipVerify" if refusal.reason is Refusal.insecure_tls else "address"
-            return _refused(gate, f"{path}.prometheus.{field}", refusal)
+            field = (
+                "insecureSkipVerify"
+                if refusal.reason is Refusal.insecure_tls
+                else request.address_field
+            )
+            return _refused(gate, f"{block}.{field}", refusal)
         try:
             await self._blocking(self._egress.resolve, target)
         except EgressRefused as refusal:
-            return _refused(gate, f"{path}.prometheus.address", refusal)
+            return _refused(gate, f"{block}.{request.address_field}", refusal)
         except OSError as error:
             detail = {"gate": gate.name, "address": str(target), "error": str(error)}
             log.warning("gate address not resolved", extra=detail)
@@ -322,10 +327,11 @@ class GateChecker:
     async def _read(
         self, spec: MigrationSpec, namespace: str, migration: str, gate: Gate, now: datetime
     ) -> Reading:
-        query, baseline = rendered_queries(spec, namespace, migration, gate)
+        request = gate_request(spec, namespace, migration, gate)
+        query, baseline = request.query, request.baseline
         index = next((i for i, g in enumerate(spec.gates) if g.name == gate.name), 0)
         provider = await self._provider(
-            namespace, gate.prometheus, f"spec.gates[{index}].prometheus"
+            namespace, gate, request, f"spec.gates[{index}].{gate.provider}"
         )
         compare = gate.compare
         if compare is not None and compare.test is CompareTest.mannwhitney:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cutover import api
+from cutover import api, providers
 from cutover.cli.compat import Located
 from cutover.cli.phases import PlanPhase, RiskAssessment, assess, build_phases, point_of_no_return
 from cutover.cli.report import threshold_text
@@ -30,21 +30,23 @@ def query_variables(manifest: Mapping[str, Any], spec: api.MigrationSpec) -> dic
     }
 
 
-def _gate_variables(base: Mapping[str, str], gate: api.Gate) -> dict[str, str]:
-    return {**base, **{f"args.{k}": v for k, v in gate.prometheus.args.items()}}
-
-
 def rendered_queries(
     manifest: Mapping[str, Any], spec: api.MigrationSpec
 ) -> dict[str, dict[str, str]]:
-    """gate name -> {"query": ..., "baseline": ...} after substitution; raises TemplateError."""
+    """gate name -> {"query": ..., "baseline": ...} after substitution (``query`` is what the
+    gate's provider describes a check as); raises TemplateError."""
     base = query_variables(manifest, spec)
     result: dict[str, dict[str, str]] = {}
     for gate in spec.gates:
-        variables = _gate_variables(base, gate)
-        queries = {"query": promql.render_query(gate.prometheus.query, variables)}
-        if gate.compare is not None:
-            queries["baseline"] = promql.render_query(gate.compare.baseline, variables)
+        source = providers.source_for(gate)
+        values = providers.variables(base, gate)
+        rendered = {
+            field: promql.render_query(text, values) for field, text in source.templates(gate)
+        }
+        request = source.request(gate, rendered)
+        queries = {"query": source.describe(gate, request)}
+        if request.baseline is not None:
+            queries["baseline"] = request.baseline
         result[gate.name] = queries
     return result
 
@@ -58,17 +60,15 @@ def lint_problems(manifest: Mapping[str, Any]) -> list[str]:
     base = query_variables(manifest, migration.spec)
     problems = []
     for index, gate in enumerate(migration.spec.gates):
-        variables = _gate_variables(base, gate)
-        templates = [("prometheus.query", gate.prometheus.query)]
-        if gate.compare is not None:
-            templates.append(("compare.baseline", gate.compare.baseline))
-        for field, template in templates:
+        source = providers.source_for(gate)
+        values = providers.variables(base, gate)
+        for field, template in source.templates(gate):
             try:
-                rendered = promql.render_query(template, variables)
+                rendered = promql.render_query(template, values)
             except promql.TemplateError as error:
                 problems.append(f"spec.gates[{index}].{field}: {error}")
                 continue
-            syntax = promql.syntax_problem(rendered)
+            syntax = source.syntax_problem(field, rendered)
             if syntax is not None:
                 problems.append(f"spec.gates[{index}].{field}: {syntax}")
     return problems

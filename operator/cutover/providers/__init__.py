@@ -1,16 +1,32 @@
-"""Metric providers and a small registry of provider kinds.
+"""Metric providers and the registry of provider kinds.
 
-``provider_for("prometheus", address=...)`` builds a provider; unknown kinds fail fast.
+A gate names its provider by its block (``prometheus:``, ``web:``); ``source_for(gate)`` is
+that provider's :class:`GateSource` (templates, Secrets, client options) and
+``provider_for(kind, ...)`` builds its client. Unknown kinds fail fast. Adding a provider is
+its file here, its line in ``_SOURCES``/``_REGISTRY``, its block in ``cutover.api`` and its
+docs page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from .base import InvalidQuery, MetricProvider, MultipleSeries, NoData, ProviderError
-from .prometheus import PrometheusProvider
+from cutover.api import Gate
+
+from .base import (
+    GateRequest,
+    GateSource,
+    InvalidQuery,
+    MetricProvider,
+    MultipleSeries,
+    NoData,
+    ProviderError,
+)
+from .prometheus import PrometheusProvider, PrometheusSource
 
 __all__ = [
+    "GateRequest",
+    "GateSource",
     "InvalidQuery",
     "MetricProvider",
     "MultipleSeries",
@@ -20,11 +36,31 @@ __all__ = [
     "known_providers",
     "provider_for",
     "register_provider",
+    "source_for",
+    "variables",
 ]
 
 _REGISTRY: dict[str, Callable[..., MetricProvider]] = {
     "prometheus": PrometheusProvider,
 }
+_SOURCES: dict[str, GateSource] = {
+    "prometheus": PrometheusSource(),
+}
+
+
+def source_for(gate: Gate) -> GateSource:
+    """The provider a gate names by its block."""
+    source = _SOURCES.get(gate.provider)
+    if source is None:
+        raise ValueError(
+            f"unknown metric provider {gate.provider!r}; known: {', '.join(sorted(_SOURCES))}"
+        )
+    return source
+
+
+def variables(base: Mapping[str, str], gate: Gate) -> dict[str, str]:
+    """The variables of ``gate``'s templates: ``base`` plus the block's ``{{args.NAME}}``."""
+    return {**base, **{f"args.{k}": v for k, v in gate.source.args.items()}}
 
 
 def known_providers() -> list[str]:

@@ -6,10 +6,22 @@ executor.  Error messages never contain credentials.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["InvalidQuery", "MetricProvider", "MultipleSeries", "NoData", "ProviderError"]
+from cutover.api import Gate, SecretKeyRef
+
+__all__ = [
+    "GateRequest",
+    "GateSource",
+    "InvalidQuery",
+    "MetricProvider",
+    "MultipleSeries",
+    "NoData",
+    "ProviderError",
+]
 
 
 class NoData(Exception):
@@ -70,4 +82,55 @@ class MetricProvider(Protocol):
         Returns normally when the query is valid, even if it currently has no data or
         several series.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """What one check of a gate asks its provider, after its variables were substituted.
+
+    ``address`` is what the outbound policy checks (``address_field`` names it in the gate's
+    block); ``options`` are the rendered, non-secret client options beyond the block's own
+    (e.g. a web gate's body), part of what a client is reused for."""
+
+    query: str
+    baseline: str | None = None
+    address: str = ""
+    address_field: str = "address"
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+
+class GateSource(Protocol):
+    """A provider's gate block: how a gate naming ``kind`` is checked, linted and planned.
+
+    One per provider file, registered in ``cutover.providers``; gatecheck and the CLI only
+    dispatch to it. ``templates`` paths are relative to the gate (``prometheus.query``)."""
+
+    kind: str
+    # Whether preflight asks the provider to check its query (``check_query``).
+    checks_query: bool
+
+    def templates(self, gate: Gate) -> list[tuple[str, str]]:
+        """(field, template) for every text with variables, in the order they are rendered."""
+        ...
+
+    def request(self, gate: Gate, rendered: Mapping[str, str]) -> GateRequest:
+        """The request of a check from the rendered ``templates``."""
+        ...
+
+    def syntax_problem(self, field: str, text: str) -> str | None:
+        """What is wrong with a rendered text without asking anyone, or None."""
+        ...
+
+    def secret_refs(self, gate: Gate) -> list[tuple[str, SecretKeyRef]]:
+        """(field within the block, reference) of every Secret the gate reads, CA excluded."""
+        ...
+
+    def client_options(self, gate: Gate, secrets: Mapping[str, str]) -> dict[str, Any]:
+        """The provider factory's keyword arguments from the block and its Secrets' values
+        (keyed like ``secret_refs``); the caller adds ``egress``, ``timeout``, TLS and CA."""
+        ...
+
+    def describe(self, gate: Gate, request: GateRequest) -> str:
+        """One line for ``cutover plan``: what a check asks."""
         ...

@@ -29,12 +29,14 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from cutover.api import Gate, PrometheusQuery, SecretKeyRef
+from cutover.core.promql import syntax_problem
 from cutover.egress import EgressPolicy, EgressRefused
 
-from .base import InvalidQuery, MultipleSeries, NoData, ProviderError
+from .base import GateRequest, InvalidQuery, MultipleSeries, NoData, ProviderError
 from .http import gate_session
 
-__all__ = ["PrometheusProvider"]
+__all__ = ["PrometheusProvider", "PrometheusSource"]
 
 _LOG = logging.getLogger(__name__)
 _MAX_LISTED_SERIES = 5
@@ -361,3 +363,54 @@ def _short(promql: str) -> str:
 
 def _truncate(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+
+
+def _block(gate: Gate) -> PrometheusQuery:
+    if gate.prometheus is None:
+        raise ValueError(f"gate {gate.name!r} has no prometheus block")
+    return gate.prometheus
+
+
+class PrometheusSource:
+    """The ``prometheus:`` block of a gate: a PromQL query (and a baseline for ``compare``)."""
+
+    kind = "prometheus"
+    checks_query = True
+
+    def templates(self, gate: Gate) -> list[tuple[str, str]]:
+        found = [("prometheus.query", _block(gate).query)]
+        if gate.compare is not None:
+            found.append(("compare.baseline", gate.compare.baseline))
+        return found
+
+    def request(self, gate: Gate, rendered: Mapping[str, str]) -> GateRequest:
+        return GateRequest(
+            query=rendered["prometheus.query"],
+            baseline=rendered.get("compare.baseline"),
+            address=_block(gate).address,
+        )
+
+    def syntax_problem(self, field: str, text: str) -> str | None:
+        return syntax_problem(text)
+
+    def secret_refs(self, gate: Gate) -> list[tuple[str, SecretKeyRef]]:
+        auth = _block(gate).auth
+        if auth is None:
+            return []
+        refs = [
+            ("auth.bearerToken", auth.bearer_token),
+            ("auth.username", auth.username),
+            ("auth.password", auth.password),
+        ]
+        return [(field, ref) for field, ref in refs if ref is not None]
+
+    def client_options(self, gate: Gate, secrets: Mapping[str, str]) -> dict[str, Any]:
+        options: dict[str, Any] = {"address": _block(gate).address}
+        if "auth.bearerToken" in secrets:
+            options["bearer_token"] = secrets["auth.bearerToken"]
+        elif "auth.username" in secrets and "auth.password" in secrets:
+            options["basic_auth"] = (secrets["auth.username"], secrets["auth.password"])
+        return options
+
+    def describe(self, gate: Gate, request: GateRequest) -> str:
+        return request.query
