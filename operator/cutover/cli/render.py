@@ -139,7 +139,7 @@ def report_renderable(report: Report) -> RenderableType:
         for g in report.gates:
             verdict_style = {"Passed": "green", "Failed": "red"}.get(g.verdict or "", "yellow")
             gates.add_row(
-                g.name,
+                f"{g.name} (dry run)" if g.dry_run else g.name,
                 _number(g.value),
                 g.threshold,
                 Text(g.verdict or "-", style=verdict_style if g.verdict else ""),

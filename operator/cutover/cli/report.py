@@ -108,6 +108,8 @@ class GateReport(_Report):
     errors: int
     next_check_at: datetime | None
     message: str | None
+    # Checked and shown, but never stops or holds the run (spec dryRun: true).
+    dry_run: bool = False
 
 
 class Issue(_Report):
@@ -261,6 +263,7 @@ def _gate_reports(spec: MigrationSpec, status: MigrationStatus) -> list[GateRepo
                 errors=record.errors if record else 0,
                 next_check_at=_aware(record.next_check_at) if record else None,
                 message=record.last_message if record else None,
+                dry_run=gate.dry_run,
             )
         )
     return reports
@@ -274,6 +277,8 @@ def assess_risk(
     if status.phase is Phase.rolling_back:
         high.append("rolling back")
     for gate in gates:
+        if gate.dry_run:  # what it finds is for people to read; the run does not act on it
+            continue
         if gate.outcome in (GateOutcome.failed.value, GateOutcome.error.value):
             high.append(f"gate {gate.name} is {gate.outcome}")
         elif gate.failed:

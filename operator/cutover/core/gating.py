@@ -1,5 +1,9 @@
 """Gates inside a run: which checks are due, how their recorded verdicts (core.gates) stop or
 hold the run, and whether every gate passed since a step became ready.
+
+A dry-run gate (``dryRun: true``) is checked and recorded like any other, but its outcome never
+stops, holds or pauses the run, and a step never waits for it: it is how a new gate is tried on
+real traffic before it is trusted.
 """
 
 from __future__ import annotations
@@ -44,14 +48,18 @@ class GateJudge(RunState):
         for gate in spec.gates:
             record = self.s.gate(gate.name)
             if record is None:
-                record = GateStatus(name=gate.name)
+                record = GateStatus(name=gate.name, dry_run=gate.dry_run)
                 self.s.gates.append(record)
+            elif record.dry_run != gate.dry_run:
+                record.dry_run = gate.dry_run
             reading = self.obs.readings.get(gate.name)
             if reading is not None and gate.name in due:
                 judgement = gate_rules.judge(reading, gate)
                 updated = gate_rules.record(record, gate, reading, judgement, self.now)
                 self.s.gates[self.s.gates.index(record)] = updated
                 record = updated
+            if gate.dry_run:
+                continue
             candidate = self._gate_event(gate, record)
             if candidate and (worst is None or candidate[0] > worst[0]):
                 worst = candidate
@@ -107,6 +115,8 @@ class GateJudge(RunState):
         if self.s.weight == 0 or since is None:
             return True
         for gate in spec.gates:
+            if gate.dry_run:
+                continue
             record = self.s.gate(gate.name)
             if record is None or record.last_passed_at is None or record.last_passed_at <= since:
                 return False
