@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from cutover.api import PROVIDER_BLOCKS, SpecInvalid, parse_spec
+from cutover.cli.plan import lint_problems, rendered_queries
 from cutover.crd import crd
 from cutover.providers import source_for
 
@@ -57,3 +58,20 @@ def test_the_crd_says_a_gate_has_exactly_one_provider_block() -> None:
     assert set(PROVIDER_BLOCKS) <= set(gate_schema["properties"])
     (rule,) = gate_schema["x-kubernetes-validations"]
     assert rule["rule"] == "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) == 1"
+
+
+def test_lint_and_plan_dispatch_to_the_gates_provider() -> None:
+    web_gate = {k: v for k, v in gate(web=WEB, name="web").items() if k != "prometheus"}
+    document = manifest(GATE, web_gate)
+    assert lint_problems(document) == []
+    queries = rendered_queries(document, parse_spec(document["spec"]))
+    assert queries["web"] == {"query": "GET http://health.local/api/checkout-green -> $.errors"}
+    assert queries["error-rate"]["query"].startswith("sum(rate(http_requests_total{")
+
+
+def test_lint_names_a_bad_web_template_and_json_path() -> None:
+    web = {"url": "http://health.local/{{colour}}", "jsonPath": "$.[oops"}
+    web_gate = {k: v for k, v in gate(web=web, name="web").items() if k != "prometheus"}
+    problems = lint_problems(manifest(web_gate))
+    assert problems[0].startswith("spec.gates[0].web.url: unknown template variable(s): colour")
+    assert problems[1].startswith("spec.gates[0].web.jsonPath: not a JSONPath")

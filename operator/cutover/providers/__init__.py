@@ -23,6 +23,7 @@ from .base import (
     ProviderError,
 )
 from .prometheus import PrometheusProvider, PrometheusSource
+from .web import WebProvider, WebSource
 
 __all__ = [
     "GateRequest",
@@ -33,6 +34,7 @@ __all__ = [
     "NoData",
     "PrometheusProvider",
     "ProviderError",
+    "WebProvider",
     "known_providers",
     "provider_for",
     "register_provider",
@@ -42,9 +44,11 @@ __all__ = [
 
 _REGISTRY: dict[str, Callable[..., MetricProvider]] = {
     "prometheus": PrometheusProvider,
+    "web": WebProvider,
 }
 _SOURCES: dict[str, GateSource] = {
     "prometheus": PrometheusSource(),
+    "web": WebSource(),
 }
 
 
