@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 
+from rich.console import Console
+
 from cutover.api import TERMINAL_PHASES, GateOutcome, Phase, Verdict
+from cutover.cli.render import report_renderable
 from cutover.cli.report import build_report
 from cutover.core.gates import Reading
 from cutover.core.machine import RequestVerb, RestoreBlue
@@ -95,3 +99,7 @@ def test_the_status_report_marks_dry_run_gates_and_leaves_them_out_of_the_risk()
     assert gates["trial"].dry_run and not gates["error-rate"].dry_run
     assert gates["trial"].outcome == "Failed"
     assert not any("trial" in reason for reason in report.risk.reasons)
+    buffer = io.StringIO()
+    Console(file=buffer, width=120, highlight=False).print(report_renderable(report))
+    text = buffer.getvalue()
+    assert "trial (dry run)" in text and "error-rate (dry run)" not in text
