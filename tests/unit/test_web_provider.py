@@ -212,13 +212,28 @@ async def test_web_gate_problems_are_named_by_field_before_the_run(server: JsonS
 async def test_a_failing_endpoint_is_an_error_reading_without_the_secret(
     server: JsonServer,
 ) -> None:
-    server.answer("/apps/shop/checkout-green", Answer({"error": API_KEY}, status=500))
-    gates = checker(FakeKube({("shop", "health-api", "key"): "another-secret-value"}))
+    echoed = "the-echoed-secret-value"
+    server.answer("/apps/shop/checkout-green", Answer({"error": f"bad key {echoed}"}, status=500))
+    gates = checker(FakeKube({("shop", "health-api", "key"): echoed}))
     try:
         spec = web_spec(server)
         readings = await gates.measure(spec, "shop", "checkout", spec.gates, NOW)
     finally:
         gates.close()
     reading = readings["health"]
-    assert reading.kind is ReadingKind.error and "HTTP 500" in (reading.message or "")
-    assert "another-secret-value" not in (reading.message or "")
+    assert reading.kind is ReadingKind.error and "HTTP 500" in reading.message
+    assert "bad key <redacted>" in reading.message and echoed not in reading.message
+
+
+def test_an_echoed_secret_header_is_redacted_from_every_message(server: JsonServer) -> None:
+    server.answer("/multi", Answer({"v": [{"x": API_KEY}, {"x": API_KEY}]}))
+    server.answer("/text", Answer({"v": [{"x": API_KEY}]}))
+    headers = (("X-Api-Key", API_KEY), ("X-Team", "payments"))
+    provider = web(server, "$.v[*].x", headers=headers, secret_headers=("X-Api-Key",))
+    with pytest.raises(MultipleSeries) as several:
+        provider.query(f"{server.url}/multi")
+    with pytest.raises(ProviderError) as text:
+        provider.query(f"{server.url}/text")
+    for error in (several.value, text.value):
+        assert API_KEY not in str(error) and "<redacted>" in str(error)
+    assert text.value.error_type == "bad_response"

@@ -61,6 +61,7 @@ class WebProvider:
         method: str = WebMethod.get.value,
         body: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        secret_headers: tuple[str, ...] = (),
         ca_file: str | None = None,
         insecure_skip_verify: bool = False,
         timeout: float = 5.0,
@@ -77,6 +78,10 @@ class WebProvider:
         self._path = parse_json_path(json_path)
         self._body = body.encode() if body is not None else None
         self._headers = dict(headers)
+        # An endpoint may echo a request header into its answer, which messages quote.
+        self._secrets = tuple(
+            value for name, value in headers if name in secret_headers and len(value) >= 3
+        )
         if body is not None:
             self._headers.setdefault("Content-Type", "application/json")
         self._headers.setdefault("Accept", "application/json")
@@ -95,6 +100,27 @@ class WebProvider:
         self._session.close()
 
     def query(self, url: str) -> float:
+        try:
+            return self._query(url)
+        except ProviderError as error:
+            safe = self._redact(error.message)
+            if safe == error.message:
+                raise
+            raise ProviderError(
+                safe, error_type=error.error_type, status_code=error.status_code
+            ) from None
+        except (NoData, MultipleSeries) as error:
+            safe = self._redact(str(error))
+            if safe == str(error):
+                raise
+            raise type(error)(safe) from None
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def _query(self, url: str) -> float:
         payload = self._fetch(url)
         matches = [match.value for match in self._path.find(payload)]
         if not matches:
@@ -229,7 +255,8 @@ class WebSource:
             (h.name, h.value if h.value is not None else secrets[_secret_field(i)])
             for i, h in enumerate(web.headers)
         )
-        return {"method": web.method.value, "headers": headers}
+        secret = tuple(h.name for h in web.headers if h.value_from is not None)
+        return {"method": web.method.value, "headers": headers, "secret_headers": secret}
 
     def describe(self, gate: Gate, request: GateRequest) -> str:
         json_path = dict(request.options)["json_path"]
