@@ -63,7 +63,13 @@ from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import Kube, KubeError
 from cutover.routers import router_for
-from cutover.routers.base import Target, TrafficRouter, TrafficRouterError, original_replicas
+from cutover.routers.base import (
+    NotReady,
+    Target,
+    TrafficRouter,
+    TrafficRouterError,
+    original_replicas,
+)
 from cutover.wakeups import Stopped, Wakeups, sleep
 
 # What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
@@ -89,7 +95,11 @@ JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migratio
 
 # Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
 _ROUNDS = 4
+# Status fields that never justify a write alone: when the weight was seen in place costs one
+# write per step otherwise, and a restart that loses it only restarts green's deadline clock.
+_RIDES_ALONG = frozenset({"weightAcknowledgedAt"})
 _ERROR_RETRY = 5.0
+_NOT_READY_RETRY = 2.0  # a safety net: the Deployment's own change normally wakes us first
 
 
 def utcnow() -> datetime:
@@ -336,6 +346,13 @@ class Reconciler:
             written = current
             try:
                 weight = await self._act(router, target, moves)
+            except NotReady as waiting:
+                # The safe half of the move is done and the rest waits for pods: expected, so
+                # no error message, Event or status write; a Deployment change wakes us.
+                log.info("waiting for pods", extra=self._log({"why": str(waiting)}))
+                self._cluster_read = False
+                outcome = await self._record(body, status, written, decisions, final=written)
+                return Outcome(written, _NOT_READY_RETRY, outcome.wrote_status)
             except (KubeError, TrafficRouterError) as error:
                 return await self._action_failed(body, status, written, decisions, error)
             # Readings and the request are consumed: the next round only confirms the writes.
@@ -505,6 +522,12 @@ class Reconciler:
         old = before.to_dict()
         new = after.to_dict()
         if old == new:
+            return False
+        changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+        if changed <= _RIDES_ALONG:
+            # Not worth a write of its own: kept here (the next decision reads it) and persisted
+            # with the next write, as every write sends the whole status.
+            self._written = new
             return False
         # A merge patch only removes what it names with null; fields that became empty go too.
         patch: dict[str, Any] = dict(new)
