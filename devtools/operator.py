@@ -13,13 +13,18 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1] / "operator"
 
 
 def launch_operator(
-    namespace: str,
+    namespace: str | None,
     kubeconfig: str | os.PathLike[str],
     log: IO[bytes],
     env: Mapping[str, str] | None = None,
+    *,
+    peering: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """``kopf run -m cutover.handlers --standalone --namespace NS`` with ``kubeconfig``, logging
-    to ``log``, in a session of its own (so a group signal reaches it and nothing else)."""
+    to ``log``, in a session of its own (so a group signal reaches it and nothing else).
+
+    ``namespace=None`` watches every namespace; ``peering`` replaces ``--standalone`` with Kopf's
+    peering through the (Cluster)KopfPeering object of that name."""
     environment = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -37,9 +42,8 @@ def launch_operator(
             "run",
             "-m",
             "cutover.handlers",
-            "--standalone",
-            "--namespace",
-            namespace,
+            *(["--peering", peering] if peering else ["--standalone"]),
+            *(["--namespace", namespace] if namespace else ["--all-namespaces"]),
             "--verbose",
         ],
         stdin=subprocess.DEVNULL,

@@ -37,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cutover import api
 from cutover.kube import Kube, KubeError
+from cutover.scaleout import shard_count, shard_label_patch
 
 log = logging.getLogger("cutover.admission")
 
@@ -410,7 +411,8 @@ def review_mutate(
     new: Mapping[str, Any],
     patch: kopf.Patch,
 ) -> None:
-    """The mutating webhook: records the spec's author."""
+    """The mutating webhook: records the spec's author and, with shards, the Migration's
+    shard label (so that the process owning it sees it at once)."""
     try:
         value = mutate_author(operation, userinfo, old, new)
     except Rejected as error:
@@ -419,6 +421,12 @@ def review_mutate(
         patch.setdefault("metadata", {}).setdefault("annotations", {})[api.AUTHOR_ANNOTATION] = (
             value
         )
+    meta = new.get("metadata") or {}
+    shard = shard_label_patch(
+        str(meta.get("namespace") or ""), meta.get("labels"), shard_count(os.environ)
+    )
+    if shard is not None:
+        patch.setdefault("metadata", {}).setdefault("labels", {}).update(shard)
 
 
 WebhookServer = kopf.WebhookServer

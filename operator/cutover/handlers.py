@@ -21,10 +21,12 @@ from cutover import api, metrics
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
+    ConfigurationError,
     Context,
     DeploymentState,
     JobState,
     Reconciler,
+    configure_scaleout,
     deployment_state,
     needs_attention,
     observe_job,
@@ -47,10 +49,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = "cutover.io/finalizer"
     settings.posting.enabled = False  # our own Events, one per phase change, not per log line
     settings.watching.server_timeout = int(os.environ.get("CUTOVER_WATCH_TIMEOUT") or 300)
+    try:
+        shard = configure_scaleout(settings, os.environ)
+    except ConfigurationError as error:
+        raise kopf.PermanentError(str(error)) from None
     context = Context.from_environment()
     # Installed for one namespace, the operator may not list namespaces; Kopf would retry that
     # listing for about a minute before it falls back to the named namespace. Ask once instead.
-    if not await context.may_list_namespaces():
+    cluster_wide = await context.may_list_namespaces()
+    if not cluster_wide:
         settings.scanning.disabled = True
         log.info("namespaced install: namespace and CRD scanning off (CRDs must exist at start)")
     memo.context = context
@@ -58,6 +65,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     server = await context.start_webhooks()
     if server is not None:
         settings.admission.server = server
+    await context.start_shard(shard, cluster_wide)
     port = os.environ.get("CUTOVER_METRICS_PORT")
     if port:
         metrics.start_metrics_server(int(port))
@@ -66,6 +74,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     context: Context = memo.context
+    await context.stop_shard()
     await context.stop_webhooks()
     context.close()
 

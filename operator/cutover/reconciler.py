@@ -70,16 +70,20 @@ from cutover.routers.base import (
     TrafficRouterError,
     original_replicas,
 )
+from cutover.scaleout import ConfigurationError, LabelSweeper, Shard
+from cutover.scaleout import configure as configure_scaleout
 from cutover.wakeups import Stopped, Wakeups, sleep
 
 # What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
 __all__ = [
     "MUTATE_ID",
     "VALIDATE_ID",
+    "ConfigurationError",
     "Context",
     "DeploymentState",
     "JobState",
     "Reconciler",
+    "configure_scaleout",
     "deployment_state",
     "needs_attention",
     "observe_job",
@@ -162,6 +166,7 @@ class Context:
     # Checks hooks and gate Secrets against the author's rights (None: not checked).
     rights: Rights | None = None
     webhooks: Webhooks | None = None
+    label_sweeper: LabelSweeper | None = None
 
     @classmethod
     def from_environment(cls) -> Context:
@@ -193,6 +198,20 @@ class Context:
     async def stop_webhooks(self) -> None:
         if self.webhooks is not None:
             await self.webhooks.stop()
+
+    async def start_shard(self, shard: Shard | None, may_list_namespaces: bool) -> None:
+        """Shard 0 labels the Migrations no webhook labelled (none would see them otherwise)."""
+        if shard is None or shard.index != 0 or self.webhooks is not None:
+            return
+        if not may_list_namespaces:
+            log.warning("shards in a one-namespace install: unlabelled Migrations stay unseen")
+            return
+        self.label_sweeper = LabelSweeper(self.kube, shard, namespace=None)
+        self.label_sweeper.start()
+
+    async def stop_shard(self) -> None:
+        if self.label_sweeper is not None:
+            await self.label_sweeper.stop()
 
     def close(self) -> None:
         self.gates.close()

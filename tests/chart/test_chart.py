@@ -509,3 +509,29 @@ def test_gate_egress_values_reach_the_operator(chart: Any) -> None:
     )
     assert listed["CUTOVER_GATE_ALLOWED_HOSTS"] == "10.0.0.0/8,*.monitoring.svc"
     assert listed["CUTOVER_GATE_ALLOW_INSECURE_TLS"] == "true"
+
+
+def test_shards_run_as_a_statefulset_whose_ordinals_are_the_shards(chart: Any) -> None:
+    docs = render(chart, {"shards": 3})
+    assert of_kind(docs, "Deployment") == []
+    statefulset = one(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    (operator,) = statefulset["spec"]["template"]["spec"]["containers"]
+    # One pod per shard, each alone on it: no peering (it would pause them all), every namespace.
+    assert "--standalone" in operator["args"] and "--all-namespaces" in operator["args"]
+    env = {e["name"]: e for e in operator["env"]}
+    assert env["CUTOVER_SHARDS"]["value"] == "3"
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert of_kind(docs, "PodDisruptionBudget") == []
+
+
+def test_shards_refuse_what_they_cannot_honour(chart: Any) -> None:
+    for bad, says in (
+        ({"shards": 2, "replicas": 2}, "do not combine"),
+        ({"shards": 2, "watchNamespace": "shop"}, "cluster-wide"),
+    ):
+        with pytest.raises(helm.HelmError, match=says):
+            chart.render(values=bad, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    with pytest.raises(helm.HelmError):
+        chart.validate_schema({"shards": 0})

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class OperatorProcess:
-    """``kopf run -m cutover.handlers`` in a subprocess, watching one namespace."""
+    """``kopf run -m cutover.handlers`` in a subprocess, watching one namespace (or all of them,
+    with cluster-wide chart RBAC bound in ``namespace``)."""
 
     def __init__(
         self,
@@ -42,11 +43,16 @@ class OperatorProcess:
         env: dict[str, str] | None = None,
         kubeconfig: Path | None = None,
         chart_values: dict[str, Any] | None = None,
+        peering: str | None = None,
+        all_namespaces: bool = False,
+        name: str | None = None,
     ):
         self.cluster = cluster
         self.namespace = namespace
         self.env = env or {}
-        self.log_path = cluster.workdir / f"operator-{namespace}.log"
+        self.peering = peering
+        self.all_namespaces = all_namespaces
+        self.log_path = cluster.workdir / f"operator-{name or namespace}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         # The chart's ServiceAccount and RBAC, never admin: a request the chart does not allow
@@ -59,7 +65,13 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         log.write(f"--- start {self.starts} ---\n".encode())
         log.flush()
-        self.proc = launch_operator(self.namespace, self.kubeconfig, log, self.env)
+        self.proc = launch_operator(
+            None if self.all_namespaces else self.namespace,
+            self.kubeconfig,
+            log,
+            self.env,
+            peering=self.peering,
+        )
         self.starts += 1
         return self
 

@@ -29,8 +29,8 @@ def start_session_plane(root: Path) -> ControlPlane:
     return plane
 
 
-def new_namespace(plane: ControlPlane, prefix: str = "t") -> str:
-    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+def new_namespace(plane: ControlPlane, prefix: str = "t", *, name: str | None = None) -> str:
+    namespace = name or f"{prefix}-{uuid.uuid4().hex[:8]}"
     plane.kubectl("create", "namespace", namespace)
     # Pods need the namespace's "default" ServiceAccount, made by the ServiceAccount controller.
     wait_for(

@@ -38,6 +38,7 @@ from cutover.admission import (
 )
 from cutover.api import AUTHOR_ANNOTATION
 from cutover.kube import KubeError
+from cutover.scaleout import SHARD_LABEL, shard_of
 
 from .specs import raw
 
@@ -126,6 +127,20 @@ def test_kopf_handlers_answer_with_an_admission_error_and_a_patch() -> None:
     patch = kopf.Patch()
     review_mutate("CREATE", ALICE, None, body(), patch)
     assert patch["metadata"]["annotations"][AUTHOR_ANNOTATION] == alice()
+
+
+def test_with_shards_the_mutating_webhook_labels_a_migration_with_its_shard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    new = body()
+    new["metadata"]["namespace"] = "shop"
+    patch = kopf.Patch()
+    review_mutate("CREATE", ALICE, None, new, patch)
+    assert "labels" not in patch["metadata"]  # no shards: no label
+    monkeypatch.setenv("CUTOVER_SHARDS", "4")
+    patch = kopf.Patch()
+    review_mutate("CREATE", ALICE, None, new, patch)
+    assert patch["metadata"]["labels"] == {SHARD_LABEL: str(shard_of("shop", 4))}
 
 
 @pytest.mark.parametrize("raw_value", [None, "", "not json", '{"groups": []}', '{"username": 1}'])
