@@ -23,7 +23,7 @@ lint: install
 # The integration suites run on a real control plane (devtools/controlplane): built from Go
 # modules on first use and cached in ~/.cache/cutover (CUTOVER_CACHE_DIR), one per test session.
 test: install controlplane
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs --durations=25
 
 # --- the local control plane (etcd, kube-apiserver, controller manager, scheduler, kwok) -------
 # Build once (a cold build took 13 min on 2 cores; later runs find the cache in a second).
