@@ -172,8 +172,9 @@ class Context:
     def from_environment(cls) -> Context:
         """Clients for the cluster the operator runs in, with the rate limits it is given."""
         kube = Kube.from_environment(
-            qps=_env_float("CUTOVER_API_QPS", 20.0),
-            burst=int(_env_float("CUTOVER_API_BURST", 40)),
+            # The chart's defaults (values.yaml says how they were sized).
+            qps=_env_float("CUTOVER_API_QPS", 100.0),
+            burst=int(_env_float("CUTOVER_API_BURST", 200)),
             on_request=metrics.count_api_request,
         )
         return cls(kube=kube, gates=GateChecker(kube), rights=Rights(kube, enforce=enforced()))

@@ -535,3 +535,12 @@ def test_shards_refuse_what_they_cannot_honour(chart: Any) -> None:
             chart.render(values=bad, name=RELEASE, namespace=NAMESPACE, is_install=True)
     with pytest.raises(helm.HelmError):
         chart.validate_schema({"shards": 0})
+
+
+def test_the_client_rate_limit_reaches_the_operator(chart: Any) -> None:
+    defaults = env(render(chart, {}))
+    assert (defaults["CUTOVER_API_QPS"], defaults["CUTOVER_API_BURST"]) == ("100", "200")
+    raised = env(render(chart, {"api": {"qps": 400, "burst": 800}}))
+    assert (raised["CUTOVER_API_QPS"], raised["CUTOVER_API_BURST"]) == ("400", "800")
+    with pytest.raises(helm.HelmError):
+        chart.validate_schema({"api": {"qps": 0}})
