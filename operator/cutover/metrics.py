@@ -87,17 +87,22 @@ GREEN_WEIGHT = Gauge(
     ["namespace", "migration"],
     registry=REGISTRY,
 )
+# `dry_run` ("true"/"false") tells a dry-run gate's verdicts, which never stop a run, from an
+# armed gate's: an alert on Failed checks can exclude them, a dashboard can show how a trial gate
+# would have judged. One more label with two values: at most twice the gate series, and only
+# while a gate is switched between the two.
 GATE_VALUE = Gauge(
     "cutover_gate_value",
     "Value returned by the last check of a gate (NaN when it returned no data).",
-    ["namespace", "migration", "gate"],
+    ["namespace", "migration", "gate", "dry_run"],
     registry=REGISTRY,
 )
 # prometheus_client appends the `_total` suffix to counters in the exposition.
 GATE_CHECKS = Counter(
     "cutover_gate_checks",
-    "Gate checks, by verdict (Passed, Failed, Inconclusive, Error).",
-    ["namespace", "migration", "gate", "verdict"],
+    "Gate checks, by verdict (Passed, Failed, Inconclusive, Error); dry_run=\"true\" for a"
+    " dry-run gate, whose verdicts never pause or roll back a run.",
+    ["namespace", "migration", "gate", "dry_run", "verdict"],
     registry=REGISTRY,
 )
 ROLLBACKS = Counter(
@@ -148,8 +153,8 @@ _Key = tuple[str, str]
 _lock = threading.Lock()
 _phase_of: dict[_Key, str] = {}
 # Label values in use per Migration, to remove exactly those series when it goes away.
-_gates_of: dict[_Key, set[str]] = {}
-_verdicts_of: dict[_Key, set[tuple[str, str]]] = {}
+_gates_of: dict[_Key, set[tuple[str, str]]] = {}
+_verdicts_of: dict[_Key, set[tuple[str, str, str]]] = {}
 _reasons_of: dict[_Key, set[str]] = {}
 
 
@@ -180,23 +185,44 @@ def forget_migration(namespace: str, name: str) -> None:
             MIGRATIONS.labels(phase=previous).dec()
         _remove(GREEN_WEIGHT, [(namespace, name)])
         gates = _gates_of.pop(key, set())
-        _remove(GATE_VALUE, [(namespace, name, gate) for gate in gates])
+        _remove(GATE_VALUE, [(namespace, name, gate, dry) for gate, dry in gates])
         verdicts = _verdicts_of.pop(key, set())
-        _remove(GATE_CHECKS, [(namespace, name, gate, verdict) for gate, verdict in verdicts])
+        _remove(
+            GATE_CHECKS,
+            [(namespace, name, gate, dry, verdict) for gate, dry, verdict in verdicts],
+        )
         reasons = _reasons_of.pop(key, set())
         _remove(ROLLBACKS, [(namespace, name, reason) for reason in reasons])
 
 
-def observe_gate(namespace: str, name: str, gate: str, value: float | None, verdict: str) -> None:
-    """Record one completed check of a gate: its value (None: no data) and its verdict."""
+def observe_gate(
+    namespace: str,
+    name: str,
+    gate: str,
+    value: float | None,
+    verdict: str,
+    *,
+    dry_run: bool,
+) -> None:
+    """Record one completed check of a gate: its value (None: no data), its verdict, and
+    whether the gate is a dry run (checked and recorded, never stopping the run)."""
     key = (namespace, name)
+    dry = "true" if dry_run else "false"
     with _lock:
-        _gates_of.setdefault(key, set()).add(gate)
-        _verdicts_of.setdefault(key, set()).add((gate, verdict))
-        GATE_VALUE.labels(namespace=namespace, migration=name, gate=gate).set(
+        gates = _gates_of.setdefault(key, set())
+        # A gate switched to or from dry run keeps one value series, not a stale twin; its
+        # counters under the old label stay, as counters do.
+        for stale in [(g, d) for g, d in gates if g == gate and d != dry]:
+            gates.discard(stale)
+            _remove(GATE_VALUE, [(namespace, name, *stale)])
+        gates.add((gate, dry))
+        _verdicts_of.setdefault(key, set()).add((gate, dry, verdict))
+        GATE_VALUE.labels(namespace=namespace, migration=name, gate=gate, dry_run=dry).set(
             math.nan if value is None else value
         )
-        GATE_CHECKS.labels(namespace=namespace, migration=name, gate=gate, verdict=verdict).inc()
+        GATE_CHECKS.labels(
+            namespace=namespace, migration=name, gate=gate, dry_run=dry, verdict=verdict
+        ).inc()
 
 
 def count_rollback(namespace: str, name: str, reason: str) -> None:

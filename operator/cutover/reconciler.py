@@ -526,6 +526,7 @@ class Reconciler:
                     record.name,
                     record.last_value,
                     record.last_verdict.value if record.last_verdict else "Unknown",
+                    dry_run=record.dry_run,
                 )
         if (
             before.step_started_at is not None

@@ -106,21 +106,42 @@ def test_forgetting_an_unknown_migration_is_harmless(mig: str) -> None:
 
 
 def test_gate_checks_and_values(mig: str) -> None:
-    metrics.observe_gate("ns", mig, "error-rate", 0.002, "Passed")
-    metrics.observe_gate("ns", mig, "error-rate", 0.05, "Failed")
-    metrics.observe_gate("ns", mig, "error-rate", 0.001, "Passed")
-    labels = {"namespace": "ns", "migration": mig, "gate": "error-rate"}
+    metrics.observe_gate("ns", mig, "error-rate", 0.002, "Passed", dry_run=False)
+    metrics.observe_gate("ns", mig, "error-rate", 0.05, "Failed", dry_run=False)
+    metrics.observe_gate("ns", mig, "error-rate", 0.001, "Passed", dry_run=False)
+    labels = {"namespace": "ns", "migration": mig, "gate": "error-rate", "dry_run": "false"}
     assert value("cutover_gate_value", **labels) == 0.001
     assert value("cutover_gate_checks_total", **labels, verdict="Passed") == 2
     assert value("cutover_gate_checks_total", **labels, verdict="Failed") == 1
 
-    metrics.observe_gate("ns", mig, "error-rate", None, "Inconclusive")
+    metrics.observe_gate("ns", mig, "error-rate", None, "Inconclusive", dry_run=False)
     no_data = value("cutover_gate_value", **labels)
     assert no_data is not None and math.isnan(no_data)
 
     metrics.forget_migration("ns", mig)
     assert value("cutover_gate_value", **labels) is None
     assert value("cutover_gate_checks_total", **labels, verdict="Passed") is None
+
+
+def test_a_dry_run_gate_is_labelled_apart_from_an_armed_one(mig: str) -> None:
+    metrics.observe_gate("ns", mig, "error-rate", 0.002, "Passed", dry_run=False)
+    metrics.observe_gate("ns", mig, "p99-trial", 0.4, "Failed", dry_run=True)
+    trial = {"namespace": "ns", "migration": mig, "gate": "p99-trial"}
+    assert value("cutover_gate_checks_total", **trial, dry_run="true", verdict="Failed") == 1
+    assert value("cutover_gate_checks_total", **trial, dry_run="false", verdict="Failed") is None
+    assert value("cutover_gate_value", **trial, dry_run="true") == 0.4
+    armed = {"namespace": "ns", "migration": mig, "gate": "error-rate"}
+    assert value("cutover_gate_checks_total", **armed, dry_run="false", verdict="Passed") == 1
+
+    # Armed by a spec change: one value series for the gate, the old counts kept as counts.
+    metrics.observe_gate("ns", mig, "p99-trial", 0.1, "Passed", dry_run=False)
+    assert value("cutover_gate_value", **trial, dry_run="true") is None
+    assert value("cutover_gate_value", **trial, dry_run="false") == 0.1
+    assert value("cutover_gate_checks_total", **trial, dry_run="true", verdict="Failed") == 1
+
+    metrics.forget_migration("ns", mig)
+    assert value("cutover_gate_checks_total", **trial, dry_run="true", verdict="Failed") is None
+    assert value("cutover_gate_checks_total", **trial, dry_run="false", verdict="Passed") is None
 
 
 def test_rollbacks_are_counted_by_reason(mig: str) -> None:
