@@ -100,7 +100,7 @@ GATE_VALUE = Gauge(
 # prometheus_client appends the `_total` suffix to counters in the exposition.
 GATE_CHECKS = Counter(
     "cutover_gate_checks",
-    "Gate checks, by verdict (Passed, Failed, Inconclusive, Error); dry_run=\"true\" for a"
+    'Gate checks, by verdict (Passed, Failed, Inconclusive, Error); dry_run="true" for a'
     " dry-run gate, whose verdicts never pause or roll back a run.",
     ["namespace", "migration", "gate", "dry_run", "verdict"],
     registry=REGISTRY,
