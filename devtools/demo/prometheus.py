@@ -97,6 +97,7 @@ class PrometheusServer:
         extra_args: Iterable[str] = (),
         start: bool = True,
         workdir: str | os.PathLike[str] | None = None,
+        retention: str = "1d",
     ) -> None:
         found = binary if binary is not None else find_prometheus()
         if found is None or find_prometheus(found, search_path=False) is None:
@@ -109,6 +110,8 @@ class PrometheusServer:
         self.port = port or free_port(self.host)
         self.ready_timeout = ready_timeout
         self.extra_args = list(extra_args)
+        # Longer for backfilled history: older blocks are deleted at start.
+        self.retention = retention
         self._tmp = tempfile.TemporaryDirectory(prefix="cutover-prometheus-", dir=workdir)
         self.workdir = Path(self._tmp.name)
         self.data_dir = self.workdir / "data"
@@ -170,7 +173,7 @@ class PrometheusServer:
             f"--storage.tsdb.path={self.data_dir}",
             f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=1d",
+            f"--storage.tsdb.retention.time={self.retention}",
             "--query.lookback-delta=5m",
             *self.extra_args,
         ]

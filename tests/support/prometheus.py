@@ -1,12 +1,16 @@
 """Re-export of ``devtools.demo.prometheus`` (the demo runs the same server), skipping if absent.
 
-The only test-specific behaviour kept here: ``CUTOVER_TEST_PROMETHEUS`` names the binary, and a
-missing binary skips the test instead of raising ``PrometheusNotFound``.
+Test-specific behaviour kept here: ``CUTOVER_TEST_PROMETHEUS`` names the binary, a missing binary
+skips the test instead of raising ``PrometheusNotFound``, and ``backfilled`` starts a server
+holding recorded history (written with ``promtool tsdb create-blocks-from openmetrics``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ __all__ = [
     "PROMETHEUS_BINARY",
     "PrometheusNotFound",
     "PrometheusServer",
+    "backfilled",
     "find_prometheus",
     "free_port",
 ]
@@ -40,3 +45,38 @@ class PrometheusServer(_demo.PrometheusServer):
                     "(apt-get install prometheus, or set CUTOVER_TEST_PROMETHEUS)"
                 )
         super().__init__(*args, **kwargs)
+
+
+def backfilled(openmetrics: Iterable[str], *, retention: str = "30d") -> PrometheusServer:
+    """A running Prometheus whose storage holds the samples of ``openmetrics`` (lines of the
+    OpenMetrics text format, ``# EOF`` added), scraping nothing.
+
+    The blocks are written before Prometheus starts: a fresh head is empty, so every block is
+    loaded, and ``retention`` must reach back to the oldest sample or it is deleted at start."""
+    promtool = shutil.which("promtool", path=os.path.dirname(find_prometheus() or "") or None)
+    promtool = promtool or shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found (it comes with Debian's prometheus package)")
+    server = PrometheusServer(start=False, retention=retention)
+    source = server.workdir / "history.om"
+    with source.open("w") as out:
+        for line in openmetrics:
+            out.write(line + "\n")
+        out.write("# EOF\n")
+    server.data_dir.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        server.close()
+        raise RuntimeError(f"promtool failed ({done.returncode}): {done.stderr[-2000:]}")
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server

@@ -31,9 +31,12 @@ from cutover.providers import (
     NoData,
     PrometheusProvider,
     ProviderError,
+    Replayable,
+    can_replay,
     known_providers,
     provider_for,
 )
+from cutover.providers.prometheus import REPLAY_POINTS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prometheus"
 MANIFEST: dict[str, Any] = json.loads((FIXTURES / "manifest.json").read_text())
@@ -353,6 +356,56 @@ def test_range_argument_validation(provider: PrometheusProvider) -> None:
         provider.query_range("up", START, END, 0)
     with pytest.raises(ValueError, match="end"):
         provider.query_range("up", END, START, 1)
+
+
+def test_replay_asks_one_range_query_per_chunk_of_points(
+    fake: FakePrometheus, provider: PrometheusProvider
+) -> None:
+    result = [{"metric": {}, "values": [[1.0, "0.5"], [2.0, "NaN"]]}]
+    body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}})
+    q = fake.serve("ratio", Canned(200, body.encode()))
+    start = END - timedelta(seconds=2 * REPLAY_POINTS + 500)
+
+    points = provider.replay(q, start, END, 1.0)
+
+    # Prometheus refuses more than 11,000 points per series: 3 queries of <= 10,000, not 20,501.
+    spans = [(int(r["params"]["start"]), int(r["params"]["end"])) for r in fake.requests]
+    first = int(start.timestamp())
+    assert spans == [
+        (first, first + REPLAY_POINTS - 1),
+        (first + REPLAY_POINTS, first + 2 * REPLAY_POINTS - 1),
+        (first + 2 * REPLAY_POINTS, int(END.timestamp())),
+    ]
+    assert all(r["path"] == "/api/v1/query_range" for r in fake.requests)
+    assert points == [(1.0, 0.5)] * 3  # times kept, NaN left out
+
+
+def test_replay_of_a_span_without_samples_is_empty_not_an_error(
+    fake: FakePrometheus, provider: PrometheusProvider
+) -> None:
+    assert provider.replay(fake.serve("q", recorded("matrix_0_series")), START, END, 2.0) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("matrix_2_series", MultipleSeries),
+        ("error_bad_data_400", InvalidQuery),
+        ("error_timeout_503", ProviderError),
+    ],
+)
+def test_replay_errors(
+    fake: FakePrometheus, provider: PrometheusProvider, name: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        provider.replay(fake.serve("q", recorded(name)), START, END, 2.0)
+
+
+def test_only_providers_that_declare_replay_can_replay() -> None:
+    assert isinstance(PrometheusProvider("http://127.0.0.1:9"), Replayable)
+    assert can_replay("prometheus")
+    assert not can_replay("web")
+    assert not can_replay("no-such-provider")
 
 
 # -- check_query ----------------------------------------------------------------------------

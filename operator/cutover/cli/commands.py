@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 user error (bad file, not found, forbidden, refused request) or a watched
 run that ended RolledBack/Failed; 2 bad command-line usage (click's); 3 the operator did not act
-on a request in time; 4 the cluster is unreachable; 5 ``status --watch`` timed out.
+on a request in time; 4 the cluster (for ``backtest``: a gate's Prometheus) is unreachable;
+5 ``status --watch`` timed out.
 ``CUTOVER_DEBUG=1`` shows tracebacks instead of one-line errors.
 """
 
@@ -22,6 +23,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from cutover import __version__, api
+from cutover.cli.backtest import backtest
 from cutover.cli.client import EXIT_USER, CliError, Cluster, Target, request_id
 from cutover.cli.compat import (
     Located,
@@ -337,6 +339,9 @@ def compat(
             typer.echo(line)
         typer.echo(summary_line(report))
     raise typer.Exit(1 if report.count(Severity.error) else 0)
+
+
+app.command("backtest")(guarded(backtest))
 
 
 # --- reading the cluster ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .base import (
     MultipleSeries,
     NoData,
     ProviderError,
+    Replayable,
 )
 from .prometheus import PrometheusProvider, PrometheusSource
 from .web import WebProvider, WebSource
@@ -34,7 +35,9 @@ __all__ = [
     "NoData",
     "PrometheusProvider",
     "ProviderError",
+    "Replayable",
     "WebProvider",
+    "can_replay",
     "known_providers",
     "provider_for",
     "register_provider",
@@ -70,6 +73,13 @@ def variables(base: Mapping[str, str], gate: Gate) -> dict[str, str]:
 def known_providers() -> list[str]:
     """The registered provider kinds, sorted."""
     return sorted(_REGISTRY)
+
+
+def can_replay(kind: str) -> bool:
+    """Whether the provider registered as ``kind`` declares :class:`Replayable` (without
+    building one: some providers need a cluster to be built)."""
+    factory = _REGISTRY.get(kind)
+    return isinstance(factory, type) and issubclass(factory, Replayable)
 
 
 def register_provider(kind: str, factory: Callable[..., MetricProvider]) -> None:

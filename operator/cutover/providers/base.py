@@ -21,6 +21,7 @@ __all__ = [
     "MultipleSeries",
     "NoData",
     "ProviderError",
+    "Replayable",
 ]
 
 
@@ -82,6 +83,25 @@ class MetricProvider(Protocol):
         Returns normally when the query is valid, even if it currently has no data or
         several series.
         """
+        ...
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    """Optional capability of a provider: answering a gate's query as it would have been
+    answered in the past, which ``cutover backtest`` replays a gate with.
+
+    A provider declares it by having ``replay``; one without it (a web endpoint, a Job) is
+    reported by the backtest as unable to replay, and nothing else needs to know."""
+
+    def replay(
+        self, query: str, start: datetime, end: datetime, step_seconds: float
+    ) -> list[tuple[float, float]]:
+        """(unix time, value) of the answer a check at ``start``, ``start + step`` ... ``end``
+        would have had, oldest first; times without an answer are left out.
+
+        As few requests as the provider allows (not one per time). Raises MultipleSeries or
+        ProviderError (InvalidQuery for a query the provider rejects)."""
         ...
 
 

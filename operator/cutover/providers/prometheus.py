@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +42,8 @@ _LOG = logging.getLogger(__name__)
 _MAX_LISTED_SERIES = 5
 _MAX_MESSAGE = 600
 _REDACTED = "<redacted>"
+# Points per range query of a replay: under Prometheus' limit of 11,000 per series.
+REPLAY_POINTS = 10_000
 
 
 class _HTTPStatusError(Exception):
@@ -189,34 +191,33 @@ class PrometheusProvider:
         Prometheus' range API takes whole-second start/end (rounded by the client library);
         use timezone-aware datetimes.
         """
-        if not step_seconds > 0:
-            raise ValueError(f"step_seconds must be positive, got {step_seconds!r}")
-        if end < start:
-            raise ValueError("end must not be before start")
-        result = self._call(
-            "query_range",
-            lambda: self._client.custom_query_range(
-                promql,
-                start_time=start,
-                end_time=end,
-                step=f"{step_seconds:g}",
-                params=self._server_params(),
-            ),
-        )
-        if _is_scalar(result):  # not returned by Prometheus for range queries; be lenient
-            values = [_parse_value(result[1])]
-        else:
-            series = self._series(result, promql)
-            points = series.get("values")
-            if not isinstance(points, list):
-                raise ProviderError(
-                    "Prometheus returned a range result without values", error_type="bad_response"
-                )
-            values = [_parse_value(point[1]) for point in points]
-        values = [v for v in values if not math.isnan(v)]
+        _check_range(start, end, step_seconds)
+        values = [value for _, value in self._range(promql, start, end, step_seconds)]
         if not values:
             raise NoData(f"range query returned no samples: {_short(promql)}")
         return values
+
+    def replay(
+        self, query: str, start: datetime, end: datetime, step_seconds: float
+    ) -> list[tuple[float, float]]:
+        """(unix time, value) of the query's single series at ``start``, ``start + step`` ...
+        ``end``, oldest first; times without a sample (or NaN) are left out.
+
+        Prometheus defines a range query as the expression evaluated as an instant query at
+        each step, so the point at ``t`` is what a check at ``t`` would have read. It refuses
+        more than 11,000 points per series, so a long span is asked in chunks of
+        ``REPLAY_POINTS``: one query per chunk, not one per check.
+        """
+        _check_range(start, end, step_seconds)
+        points: list[tuple[float, float]] = []
+        chunk = timedelta(seconds=step_seconds * (REPLAY_POINTS - 1))
+        at = start
+        while at <= end:
+            until = min(at + chunk, end)
+            with contextlib.suppress(NoData):  # a chunk without samples: none in that span
+                points.extend(self._range(query, at, until, step_seconds))
+            at = until + timedelta(seconds=step_seconds)
+        return points
 
     def check_query(self, promql: str) -> None:
         """Run ``promql`` as an instant query; raise ProviderError if Prometheus rejects it.
@@ -229,6 +230,32 @@ class PrometheusProvider:
             self.query(promql)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _range(
+        self, promql: str, start: datetime, end: datetime, step_seconds: float
+    ) -> list[tuple[float, float]]:
+        """(time, value) points of the single series, NaN dropped; NoData for no series."""
+        result = self._call(
+            "query_range",
+            lambda: self._client.custom_query_range(
+                promql,
+                start_time=start,
+                end_time=end,
+                step=f"{step_seconds:g}",
+                params=self._server_params(),
+            ),
+        )
+        if _is_scalar(result):  # not returned by Prometheus for range queries; be lenient
+            points = [(float(result[0]), _parse_value(result[1]))]
+        else:
+            series = self._series(result, promql)
+            raw = series.get("values")
+            if not isinstance(raw, list):
+                raise ProviderError(
+                    "Prometheus returned a range result without values", error_type="bad_response"
+                )
+            points = [(_parse_time(point[0]), _parse_value(point[1])) for point in raw]
+        return [(at, value) for at, value in points if not math.isnan(value)]
 
     def _server_params(self) -> dict[str, str]:
         # Ask Prometheus to give up on its side too, so slow queries don't pile up.
@@ -324,6 +351,23 @@ class PrometheusProvider:
         for secret in self._secrets:
             text = text.replace(secret, _REDACTED)
         return text
+
+
+def _check_range(start: datetime, end: datetime, step_seconds: float) -> None:
+    if not step_seconds > 0:
+        raise ValueError(f"step_seconds must be positive, got {step_seconds!r}")
+    if end < start:
+        raise ValueError("end must not be before start")
+
+
+def _parse_time(raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ProviderError(
+            f"Prometheus returned a non-numeric sample time {str(raw)[:80]!r}",
+            error_type="bad_response",
+        ) from None
 
 
 def _is_scalar(result: Any) -> bool:
