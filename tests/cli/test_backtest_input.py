@@ -88,6 +88,7 @@ def test_a_time_it_cannot_read_is_refused_with_the_forms_it_takes(text: str) -> 
         (manifest(prometheus_gate()), ["--since", "7d", "--run", "soon"], "--run"),
         (manifest(prometheus_gate()), ["--since", "7d", "--set", "green"], "name=value"),
         (manifest(prometheus_gate()), ["--since", "7d", "--set", "gren=x"], "not a query"),
+        (manifest(prometheus_gate()), ["--since", "400d"], "1152001 checks every 30s"),
         (
             manifest(prometheus_gate(prometheus={"address": NOWHERE, "query": "up{a='{{x}}'}"})),
             ["--since", "7d"],

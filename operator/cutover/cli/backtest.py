@@ -38,6 +38,8 @@ __all__ = ["Format", "backtest", "parse_time"]
 
 # Range queries over days take longer than a live check; a gate's own timeout is for one point.
 MIN_TIMEOUT = 30.0
+# A year at 30s is a million checks: beyond that a --step typo, not a question anyone asks.
+MAX_CHECKS = 1_100_000
 _DAYS = re.compile(r"^(\d+)d(.*)$")
 
 
@@ -142,6 +144,49 @@ def _variables(
     return {name: {**values, **sets} for name, values in per_gate.items()}
 
 
+def _client(gate: api.Gate, request: providers.GateRequest) -> providers.Replayable:
+    """The gate's provider client, built as gatecheck builds it minus Secrets (none are read)."""
+    source = providers.source_for(gate)
+    options: dict[str, Any] = {
+        **source.client_options(gate, {}),
+        **dict(request.options),
+        "timeout": max(parse_duration(gate.source.timeout), MIN_TIMEOUT),
+        "insecure_skip_verify": gate.source.insecure_skip_verify,
+    }
+    client = providers.provider_for(gate.provider, **options)
+    # can_replay checked the class; the instance is of it.
+    assert isinstance(client, providers.Replayable)
+    return client
+
+
+def _fetch(
+    client: providers.Replayable,
+    request: providers.GateRequest,
+    start: datetime,
+    end: datetime,
+    step: float,
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]] | None]:
+    """The past answers of the query and of its baseline (None: the gate has none)."""
+    try:
+        points = client.replay(request.query, start, end, step)
+        if request.baseline is None:
+            return points, None
+        return points, client.replay(request.baseline, start, end, step)
+    finally:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+
+def _failure(provider: str, error: Exception) -> tuple[str, int]:
+    """How a failed replay is reported, and the exit code it calls for."""
+    if isinstance(error, providers.InvalidQuery):
+        return f"{provider} rejected the query: {error}", EXIT_USER
+    if isinstance(error, providers.MultipleSeries):
+        return f"a gate's query must return one series: {error}", EXIT_USER
+    return f"{provider} could not answer: {error}", EXIT_UNREACHABLE
+
+
 def _replay_gate(
     gate: api.Gate,
     index: int,
@@ -162,49 +207,34 @@ def _replay_gate(
     )
     cannot = _cannot_replay(gate)
     if cannot is not None:
-        return _with(entry, cannot=cannot)
+        return replace(entry, cannot=cannot)
+    checks = (result.end - result.start).total_seconds() // step + 1
+    if checks > MAX_CHECKS:
+        raise CliError(
+            f"gate {gate.name}: {checks:.0f} checks every {format_duration(step)} from --since"
+            f" to --until, more than {MAX_CHECKS}: use a larger --step or a shorter span"
+        )
+    times = core.check_times(result.start, result.end, step)
     source = providers.source_for(gate)
-    path = f"spec.gates[{index}]"
+    path = f"Migration {result.name}: spec.gates[{index}]"
     rendered: dict[str, str] = {}
     for template_field, template in source.templates(gate):
         try:
             rendered[template_field] = promql.render_query(template, values)
         except promql.TemplateError as error:
-            raise CliError(f"Migration {result.name}: {path}.{template_field}: {error}") from None
+            raise CliError(f"{path}.{template_field}: {error}") from None
     request = source.request(gate, rendered)
-    options: dict[str, Any] = {
-        **source.client_options(gate, {}),
-        **dict(request.options),
-        "timeout": max(parse_duration(gate.source.timeout), MIN_TIMEOUT),
-        "insecure_skip_verify": gate.source.insecure_skip_verify,
-    }
-    entry = _with(entry, query=source.describe(gate, request))
+    entry = replace(entry, query=source.describe(gate, request))
     try:
-        client = providers.provider_for(gate.provider, **options)
+        client = _client(gate, request)
     except ValueError as error:
-        raise CliError(f"Migration {result.name}: {path}.{gate.provider}: {error}") from None
-    assert isinstance(client, providers.Replayable)
+        raise CliError(f"{path}.{gate.provider}: {error}") from None
     try:
-        points = client.replay(request.query, result.start, result.end, step)
-        baseline = (
-            None
-            if request.baseline is None
-            else client.replay(request.baseline, result.start, result.end, step)
-        )
-    except providers.InvalidQuery as error:
-        result.code = max(result.code, EXIT_USER)
-        return _with(entry, error=f"{gate.provider} rejected the query: {error}")
-    except providers.MultipleSeries as error:
-        result.code = max(result.code, EXIT_USER)
-        return _with(entry, error=f"a gate's query must return one series: {error}")
-    except providers.ProviderError as error:
-        result.code = max(result.code, EXIT_UNREACHABLE)
-        return _with(entry, error=f"{gate.provider} could not answer: {error}")
-    finally:
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
-    times = core.check_times(result.start, result.end, step)
+        points, baseline = _fetch(client, request, result.start, result.end, step)
+    except (providers.ProviderError, providers.MultipleSeries) as error:
+        message, code = _failure(gate.provider, error)
+        result.code = max(result.code, code)
+        return replace(entry, error=message)
     values_at = core.align(points, result.start, step, len(times))
     baselines_at = (
         None if baseline is None else core.align(baseline, result.start, step, len(times))
@@ -217,11 +247,7 @@ def _replay_gate(
         automatic=automatic,
         worst=worst,
     )
-    return _with(entry, replay=replayed)
-
-
-def _with(entry: GateBacktest, **changes: Any) -> GateBacktest:
-    return replace(entry, **changes)
+    return replace(entry, replay=replayed)
 
 
 def backtest_migration(
