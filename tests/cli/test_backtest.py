@@ -189,6 +189,56 @@ def test_the_table_names_the_worst_window_and_the_gate_that_cannot_replay(
     assert "cannot replay: web" in out
 
 
+def test_compare_gates_replay_their_baseline_too(
+    history_server: PrometheusServer, tmp_path: Path
+) -> None:
+    # Blue's "history" is a flat 1 %: green fails wherever it is above 1 % x 5, as above.
+    compare = {"baseline": "vector(0.01)", "maxIncrease": 4}
+    document = migration(history_server.url)
+    (base,) = document["spec"]["gates"]
+    document["spec"]["gates"] = [
+        {**base, "name": "ratio", "threshold": None, "compare": compare},
+        {
+            **base,
+            "name": "mann-whitney",
+            "threshold": None,
+            "compare": {**compare, "test": "mannwhitney", "window": "5m"},
+        },
+    ]
+    path = write(tmp_path, document)
+
+    def around(start: datetime, end: datetime) -> dict[str, dict[str, Any]]:
+        # Short spans: a Mann-Whitney replay costs a statistical test per check.
+        code, out, err = backtest(
+            "-f", str(path), "--since", stamp(start), "--until", stamp(end),
+            "--set", "green=shop-blue", "-o", "json",
+        )  # fmt: skip
+        assert code == 0, out + err
+        return {g["name"]: g for g in json.loads(out)["gates"]}
+
+    breach = around(BREACH[0] - HOUR, BREACH[1] + HOUR)
+    # The ratio test fails where the threshold gate does: the breach's 24 checks.
+    ratio = breach["ratio"]
+    assert (ratio["checks"], ratio["failed"], ratio["noData"]) == (4 * 12 + 1, 24, 0), ratio
+    assert ratio["worstWindows"][0]["start"] == stamp(BREACH[0] + timedelta(minutes=5))
+    assert ratio["worstWindows"][0]["worst"] == pytest.approx(0.1)
+    # Mann-Whitney reads each check's 5 minutes of samples, one every 10s, for both queries.
+    mann_whitney = breach["mann-whitney"]
+    assert (mann_whitney["failed"], mann_whitney["noData"]) == (24, 0), mann_whitney
+    assert mann_whitney["worstWindows"][0]["start"] == stamp(BREACH[0] + timedelta(minutes=5))
+    assert mann_whitney["worstWindows"][0]["end"] == stamp(BREACH[1])
+
+    blip = around(BLIP[0] - timedelta(minutes=30), BLIP[1] + timedelta(minutes=30))
+    # The ratio fails the check 5m in (its 5m rate is all blip); Mann-Whitney only the one 10m
+    # in, whose whole window is above the bound (5m in, fewer than half the samples are).
+    assert [w["start"] for w in blip["ratio"]["worstWindows"]] == [
+        stamp(BLIP[0] + timedelta(minutes=5))
+    ]
+    assert [w["start"] for w in blip["mann-whitney"]["worstWindows"]] == [
+        stamp(BLIP[0] + timedelta(minutes=10))
+    ]
+
+
 def test_green_without_history_has_no_data_rather_than_passing(
     history_server: PrometheusServer, tmp_path: Path
 ) -> None:

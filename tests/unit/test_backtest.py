@@ -16,6 +16,7 @@ from cutover.core.backtest import (
     check_times,
     readings,
     replay,
+    sample_readings,
 )
 from cutover.core.gates import Reading, ReadingKind
 
@@ -66,6 +67,31 @@ def test_a_missing_value_or_baseline_is_no_data_as_in_a_live_check() -> None:
     assert [r.kind for r in found] == [ReadingKind.value, ReadingKind.no_data, ReadingKind.no_data]
     assert (found[0].value, found[0].baseline) == (0.1, 0.2)
     assert "baseline" in found[2].message
+
+
+def test_a_mann_whitney_check_reads_the_samples_of_its_window_on_both_sides() -> None:
+    origin = T0.timestamp()
+    green = [(origin + i * 10.0, float(i)) for i in range(13)]  # every 10s for 2 minutes
+    baseline = [(at, 0.5) for at, _ in green]
+    checks = [T0 + timedelta(seconds=30), T0 + timedelta(minutes=2), T0 + timedelta(minutes=3)]
+    found = sample_readings(checks, green, baseline, 30.0)
+    # [t - 30s, t], both ends included, as the check's own range query [t - window, t].
+    assert found[0].green_samples == (0.0, 1.0, 2.0, 3.0)
+    assert found[1].green_samples == (9.0, 10.0, 11.0, 12.0)
+    assert found[1].baseline_samples == (0.5,) * 4
+    # Past the data: too few samples is no data, as a live check judges it.
+    assert found[2].kind is ReadingKind.no_data and "too few samples" in found[2].message
+
+
+def test_a_mann_whitney_gate_fails_where_green_is_clearly_above_the_baseline() -> None:
+    g = make(threshold=None, compare={"baseline": "b", "maxIncrease": 0.1, "test": "mannwhitney"})
+    origin = T0.timestamp()
+    green = [(origin + i, 0.01 if i < 60 else 0.5) for i in range(120)]
+    baseline = [(origin + i, 0.01) for i in range(120)]
+    checks = [T0 + timedelta(seconds=30), T0 + timedelta(seconds=119)]
+    found = replay(g, checks, sample_readings(checks, green, baseline, 30.0), run_seconds=3600)
+    assert (found.passed, found.failed) == (1, 1)
+    assert found.worst_streaks[0].start == checks[1]
 
 
 RATIO = {"threshold": None, "compare": {"baseline": "blue", "maxIncrease": 0.5, "tolerance": 0.1}}

@@ -31,6 +31,7 @@ from cutover.cli.render import dump
 from cutover.cli.report import threshold_text
 from cutover.core import backtest as core
 from cutover.core import promql
+from cutover.core.gates import Reading
 from cutover.core.plan import schedule
 from cutover.durations import DurationError, format_duration, parse_duration
 
@@ -120,8 +121,6 @@ def _cannot_replay(gate: api.Gate) -> str | None:
     """Why ``gate`` cannot be replayed, as the output says it, or None."""
     if not providers.can_replay(gate.provider):
         return f"cannot replay: {gate.provider}"
-    if gate.compare is not None and gate.compare.test is api.CompareTest.mannwhitney:
-        return "cannot replay: compare test mannwhitney (each check reads a window of samples)"
     source = providers.source_for(gate)
     if source.secret_refs(gate) or gate.source.ca is not None:
         return "cannot replay: it reads credentials from Secrets, which backtest does not read"
@@ -178,6 +177,36 @@ def _fetch(
             close()
 
 
+def _measure(
+    gate: api.Gate,
+    client: providers.Replayable,
+    request: providers.GateRequest,
+    times: list[datetime],
+    result: MigrationBacktest,
+    step: float,
+) -> list[Reading]:
+    """The Reading of every check at ``times``: one replay per query, never one per check."""
+    compare = gate.compare
+    if compare is None or compare.test is not api.CompareTest.mannwhitney:
+        points, baseline = _fetch(client, request, result.start, result.end, step)
+        values = core.align(points, result.start, step, len(times))
+        baselines = (
+            None if baseline is None else core.align(baseline, result.start, step, len(times))
+        )
+        return core.readings(values, baselines)
+    # Imported here: it brings the operator's Kubernetes client, which other commands never need.
+    from cutover.gatecheck import range_step
+
+    # A check reads both series over its window at the operator's sample step; one replay of
+    # each at that step from a window before the first check holds every check's samples (the
+    # very same points when the interval is a multiple of the sample step).
+    window = parse_duration(compare.window)
+    sample_step = range_step(window)
+    start = result.start - timedelta(seconds=window)
+    points, baseline = _fetch(client, request, start, result.end, sample_step)
+    return core.sample_readings(times, points, baseline or [], window)
+
+
 def _failure(provider: str, error: Exception) -> tuple[str, int]:
     """How a failed replay is reported, and the exit code it calls for."""
     if isinstance(error, providers.InvalidQuery):
@@ -230,19 +259,15 @@ def _replay_gate(
     except ValueError as error:
         raise CliError(f"{path}.{gate.provider}: {error}") from None
     try:
-        points, baseline = _fetch(client, request, result.start, result.end, step)
+        measured = _measure(gate, client, request, times, result, step)
     except (providers.ProviderError, providers.MultipleSeries) as error:
         message, code = _failure(gate.provider, error)
         result.code = max(result.code, code)
         return replace(entry, error=message)
-    values_at = core.align(points, result.start, step, len(times))
-    baselines_at = (
-        None if baseline is None else core.align(baseline, result.start, step, len(times))
-    )
     replayed = core.replay(
         gate,
         times,
-        core.readings(values_at, baselines_at),
+        measured,
         run_seconds=max(result.run_seconds, step),
         automatic=automatic,
         worst=worst,

@@ -11,6 +11,7 @@ that length, back to back, each starting with fresh counts.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from enum import StrEnum
 
 from cutover.api import ErrorPolicy, Gate, GateOutcome, GateStatus, Verdict
 from cutover.core import gates as gate_rules
-from cutover.core.gates import Judgement, Reading, ReadingKind
+from cutover.core.gates import MIN_SAMPLES, Judgement, Reading, ReadingKind
 
 __all__ = [
     "Replay",
@@ -31,6 +32,7 @@ __all__ = [
     "check_times",
     "readings",
     "replay",
+    "sample_readings",
 ]
 
 
@@ -128,6 +130,45 @@ def readings(
         else:
             found.append(Reading.of(value, baseline))
     return found
+
+
+def sample_readings(
+    times: Sequence[datetime],
+    green: Sequence[tuple[float, float]],
+    baseline: Sequence[tuple[float, float]],
+    window_seconds: float,
+) -> list[Reading]:
+    """The Reading of each Mann-Whitney check at ``times``: the (unix time, value) points of
+    each series within ``[t - window, t]``, as the check's own range queries would return them
+    (the same points when the check times fall on the points' grid). Too few on either side is
+    no data, as the live check judges it."""
+    found: list[Reading] = []
+    green_at = [at for at, _ in green]
+    baseline_at = [at for at, _ in baseline]
+    for moment in times:
+        end = moment.timestamp()
+        start = end - window_seconds
+        ours = _between(green, green_at, start, end)
+        theirs = _between(baseline, baseline_at, start, end)
+        if len(ours) < MIN_SAMPLES or len(theirs) < MIN_SAMPLES:
+            found.append(
+                Reading.no_data(
+                    f"too few samples for mannwhitney (green {len(ours)}, baseline"
+                    f" {len(theirs)}, need {MIN_SAMPLES} each)"
+                )
+            )
+        else:
+            found.append(Reading.samples(ours, theirs))
+    return found
+
+
+def _between(
+    points: Sequence[tuple[float, float]], times: Sequence[float], start: float, end: float
+) -> tuple[float, ...]:
+    # A millisecond of slack: printed times are rounded, the grid is not.
+    low = bisect.bisect_left(times, start - 1e-3)
+    high = bisect.bisect_right(times, end + 1e-3)
+    return tuple(value for _, value in points[low:high] if not math.isnan(value))
 
 
 def badness(reading: Reading, gate: Gate) -> float | None:
