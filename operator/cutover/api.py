@@ -490,6 +490,94 @@ class RunDeadline(_Model):
     )
 
 
+class NotifyEvent(enum.StrEnum):
+    """What a notifier may be told about (its ``events`` filter)."""
+
+    # status.phase changed (Progressing, Paused, RollingBack, Succeeded, ...).
+    phase_changed = "PhaseChanged"
+    # A gate went past its limits (failed, inconclusive or erroring); dry-run gates included.
+    gate_failed = "GateFailed"
+    # An irreversible hook started: traffic can no longer go back to blue automatically.
+    point_of_no_return = "PointOfNoReturn"
+    # A rollback started, with its reason.
+    rollback_started = "RollbackStarted"
+
+
+class NotifierKind(enum.StrEnum):
+    # A generic JSON body, signed with HMAC-SHA256 when a signing key is given.
+    webhook = "webhook"
+    # A Slack-compatible body ({"text", "blocks"}) for an incoming-webhook URL.
+    slack = "slack"
+
+
+NOTIFY_RULE = "(has(self.url) ? 1 : 0) + (has(self.urlFrom) ? 1 : 0) == 1"
+
+
+class Notifier(_Model):
+    # The API server rejects a notifier with no URL or two, like the model does.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": NOTIFY_RULE, "message": "a notifier needs exactly one of url or urlFrom"},
+                {
+                    "rule": "self.kind == 'webhook' || !has(self.signingKey)",
+                    "message": "signingKey is for kind webhook only",
+                },
+            ]
+        }
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Name of the notifier (DNS label); a Migration's replaces a default's.",
+    )
+    kind: NotifierKind = Field(description="webhook | slack: the shape of the body.")
+    url: str | None = Field(
+        default=None, pattern=r"^https?://", description="Where to POST, when it is no secret."
+    )
+    url_from: SecretKeyRef | None = Field(
+        default=None,
+        description="Where to POST, read from a Secret (never logged or shown in status).",
+    )
+    signing_key: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "HMAC-SHA256 key from a Secret: the body's signature goes in X-Cutover-Signature"
+            " (sha256=<hex>). webhook only."
+        ),
+    )
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: list(NotifyEvent),
+        min_length=1,
+        description="Which events to send; all by default.",
+    )
+    timeout: Duration = Field(default="5s", description="Time one delivery attempt may take.")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Notifier:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError(f"notifier {self.name!r} needs exactly one of url or urlFrom")
+        if self.signing_key is not None and self.kind is not NotifierKind.webhook:
+            raise ValueError(f"notifier {self.name!r}: signingKey is for kind webhook only")
+        return self
+
+    def secret_refs(self) -> list[tuple[str, SecretKeyRef]]:
+        """(field, ref) of every Secret this notifier reads."""
+        refs = [("urlFrom", self.url_from), ("signingKey", self.signing_key)]
+        return [(field, ref) for field, ref in refs if ref is not None]
+
+
+def unique_notifiers(notifiers: list[Notifier]) -> list[Notifier]:
+    seen: set[str] = set()
+    for index, notifier in enumerate(notifiers):
+        if notifier.name in seen:
+            raise ValueError(f"[{index}].name: {notifier.name!r} is used twice")
+        seen.add(notifier.name)
+    return notifiers
+
+
 class ConfigMapKeyRef(_Model):
     name: str = Field(
         min_length=1,
@@ -603,6 +691,14 @@ class MigrationSpec(_Model):
     deadline: RunDeadline | None = Field(
         default=None, description="A deadline for the whole run, and what happens when it passes."
     )
+    notify: list[Notifier] = Field(
+        default_factory=list,
+        max_length=10,
+        description=(
+            "Where to send phase changes, gate failures, the point of no return and rollbacks;"
+            " added to the operator's default notifiers (same name: this one replaces it)."
+        ),
+    )
 
     @field_validator("steps")
     @classmethod
@@ -621,6 +717,11 @@ class MigrationSpec(_Model):
         if last_weight != 100:
             raise ValueError("the last setWeight must be 100")
         return steps
+
+    @field_validator("notify")
+    @classmethod
+    def _unique_notifier_names(cls, notifiers: list[Notifier]) -> list[Notifier]:
+        return unique_notifiers(notifiers)
 
     @field_validator("gates")
     @classmethod

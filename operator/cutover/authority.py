@@ -10,6 +10,8 @@ SubjectAccessReview for the author:
   ``impersonate serviceaccounts/<name>`` (running a Pod as that account is acting as it); a
   template in a ConfigMap: ``get configmaps/<name>``;
 - a gate credential or CA (``prometheus.auth.*``, ``prometheus.ca``): ``get secrets/<name>``.
+- a notifier's URL or signing key from a Secret (``spec.notify[].urlFrom``, ``signingKey``):
+  ``get secrets/<name>``.
 
 A denial fails the run before any traffic moves with a problem starting ``Forbidden:`` that names
 the verb, the resource and the user. docs/security.md has the threat model.
@@ -71,6 +73,12 @@ def _secret_needs(spec: MigrationSpec) -> list[Need]:
             if ref is not None:
                 path = f"spec.gates[{index}].{gate.provider}.{field}"
                 needs.append(Need("get", "", "secrets", ref.name, path))
+    # The operator would send to (or sign with) a Secret the author names: only one they may
+    # read, or a notifier becomes a way to use Secrets they cannot see.
+    for index, notifier in enumerate(spec.notify):
+        for field, ref in notifier.secret_refs():
+            path = f"spec.notify[{index}].{field}"
+            needs.append(Need("get", "", "secrets", ref.name, path))
     return needs
 
 

@@ -125,6 +125,11 @@ class GateChecker:
         self._providers: OrderedDict[tuple[Any, ...], MetricProvider] = OrderedDict()
         self._ca_files: dict[str, str] = {}
 
+    @property
+    def egress(self) -> EgressPolicy:
+        """The operator's outbound policy (notifications go out under it too)."""
+        return self._egress
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         while self._providers:

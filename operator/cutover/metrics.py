@@ -31,6 +31,7 @@ __all__ = [
     "STEP_DURATION_BUCKETS",
     "count_api_request",
     "count_event_rejected",
+    "count_notification",
     "count_reconcile_error",
     "count_rollback",
     "forget_migration",
@@ -135,6 +136,17 @@ EVENTS_REJECTED = Counter(
     ["reason", "code"],
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "cutover_notifications",
+    "Notification deliveries, by notifier kind (webhook, slack) and outcome (delivered, failed:"
+    " gave up; retried: an attempt failed and another follows; dropped: the queue was full).",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+# Spelled out so that every series exists from the first scrape (alerts on a failure rate need
+# the zero before the first failure).
+NOTIFIER_KINDS: tuple[str, ...] = ("webhook", "slack")
+NOTIFICATION_OUTCOMES: tuple[str, ...] = ("delivered", "failed", "retried", "dropped")
 BUILD_INFO = Gauge(
     "cutover_build_info",
     "Always 1; the version label says which build of the operator is running.",
@@ -145,6 +157,9 @@ BUILD_INFO.labels(version=__version__).set(1)
 
 for _phase in PHASES:
     MIGRATIONS.labels(phase=_phase).set(0)
+for _kind in NOTIFIER_KINDS:
+    for _outcome in NOTIFICATION_OUTCOMES:
+        NOTIFICATIONS.labels(kind=_kind, outcome=_outcome)
 
 _Key = tuple[str, str]
 
@@ -257,6 +272,11 @@ def count_event_rejected(reason: str, code: int | None) -> None:
     """Count one Event that could not be posted; ``reason`` is the Event's (a short fixed word
     such as "GateFailed"), ``code`` the HTTP status, None (no response) as ``code="error"``."""
     EVENTS_REJECTED.labels(reason=reason, code="error" if code is None else str(code)).inc()
+
+
+def count_notification(kind: str, outcome: str) -> None:
+    """Count one notification delivery outcome; never labelled by URL (it may be a secret)."""
+    NOTIFICATIONS.labels(kind=kind, outcome=outcome).inc()
 
 
 def start_metrics_server(

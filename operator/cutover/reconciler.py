@@ -33,12 +33,13 @@ from cutover.api import (
     HookState,
     MigrationSpec,
     MigrationStatus,
+    Notifier,
     Phase,
     SpecInvalid,
     StatusCorrupt,
 )
 from cutover.authority import Rights, enforced
-from cutover.core import activity, claims, deletion
+from cutover.core import activity, claims, deletion, notifications
 from cutover.core.actions import (
     Action,
     Decision,
@@ -62,6 +63,7 @@ from cutover.core.observations import (
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import Kube, KubeError
+from cutover.notify import Sender
 from cutover.routers import router_for
 from cutover.routers.base import (
     NotReady,
@@ -167,6 +169,8 @@ class Context:
     rights: Rights | None = None
     webhooks: Webhooks | None = None
     label_sweeper: LabelSweeper | None = None
+    # Sends what status writes make happen to the Migration's and the operator's notifiers.
+    notify: Sender | None = None
 
     @classmethod
     def from_environment(cls) -> Context:
@@ -177,7 +181,14 @@ class Context:
             burst=int(_env_float("CUTOVER_API_BURST", 200)),
             on_request=metrics.count_api_request,
         )
-        return cls(kube=kube, gates=GateChecker(kube), rights=Rights(kube, enforce=enforced()))
+        gates = GateChecker(kube)
+        return cls(
+            kube=kube,
+            gates=gates,
+            rights=Rights(kube, enforce=enforced()),
+            # The gates' outbound policy: notifications leave from the same network position.
+            notify=Sender.from_environment(kube, gates.egress),
+        )
 
     async def may_list_namespaces(self) -> bool:
         """Installed for one namespace, the operator may not list namespaces (unknown: yes)."""
@@ -215,6 +226,8 @@ class Context:
             await self.label_sweeper.stop()
 
     def close(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
         self.gates.close()
         self.kube.close()
 
@@ -246,6 +259,7 @@ class Reconciler:
         # next wake-up; deciding from the older status in the body would start a step twice.
         # Only the operator writes status, so what we wrote is never older than the body's.
         self._written: dict[str, Any] | None = None
+        self._notifiers: list[Notifier] = []  # the spec's, as last parsed
 
     async def drive(
         self,
@@ -298,6 +312,8 @@ class Reconciler:
             spec: MigrationSpec | SpecInvalid = api.parse_spec(body.get("spec") or {})
         except SpecInvalid as error:
             spec = error
+        # An invalid spec still tells the operator's default notifiers that the run failed.
+        self._notifiers = spec.notify if isinstance(spec, MigrationSpec) else []
         request = parse_request(metadata.get("annotations") or {})
         now = self.ctx.clock()
 
@@ -566,7 +582,24 @@ class Reconciler:
             subresource="status",
         )
         self._written = new
+        self._notify(body, before, after)
         return True
+
+    def _notify(
+        self, body: Mapping[str, Any], before: MigrationStatus, after: MigrationStatus
+    ) -> None:
+        """Hands what this status write made happen to the sender. Only after the write: a
+        notification never announces a change the cluster has not recorded."""
+        sender = self.ctx.notify
+        if sender is None:
+            return
+        generation = int((body.get("metadata") or {}).get("generation") or 1)
+        subject = notifications.Subject(self.namespace, self.name, self.uid, generation)
+        try:
+            events = notifications.derive(before, after, subject, self.ctx.clock())
+            sender.submit(self._notifiers, events)
+        except Exception as error:  # telling people must never stop the run
+            log.exception("notifications not sent", extra=self._log({"error": repr(error)}))
 
     async def _clear_request(self, body: Mapping[str, Any], status: MigrationStatus) -> None:
         annotations = (body.get("metadata") or {}).get("annotations") or {}
