@@ -84,9 +84,10 @@ def _handler(state: list[JsonServer]) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def json_server(host: str = "127.0.0.1") -> Iterator[JsonServer]:
+def json_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[JsonServer]:
+    """A server on ``port`` of ``host`` (0: any free port)."""
     state: list[JsonServer] = []
-    httpd = ThreadingHTTPServer((host, 0), _handler(state))
+    httpd = ThreadingHTTPServer((host, port), _handler(state))
     httpd.daemon_threads = True
     state.append(JsonServer(httpd))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
