@@ -51,8 +51,30 @@ FULL: dict[str, Any] = {
 CLUSTER_HA: dict[str, Any] = {"replicas": 2}
 NO_SECRETS: dict[str, Any] = {"rbac": {"readSecrets": False}, "metrics": {"enabled": False}}
 
+NOTIFY: dict[str, Any] = {
+    "notify": {
+        "default": [
+            {
+                "name": "platform",
+                "kind": "webhook",
+                "urlFrom": {"name": "cutover-hooks", "key": "url"},
+                "signingKey": {"name": "cutover-hooks", "key": "hmac"},
+            },
+            {
+                "name": "chat",
+                "kind": "slack",
+                "urlFrom": {"name": "cutover-slack", "key": "url"},
+                "events": ["GateFailed", "RollbackStarted"],
+            },
+            {"name": "audit", "kind": "webhook", "url": "https://audit.example/cutover"},
+        ],
+        "attempts": 5,
+    }
+}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "notify-defaults": NOTIFY,
     "single-namespace-ha-all-routers": FULL,
     "cluster-wide-ha": CLUSTER_HA,
     "no-secrets-no-metrics": NO_SECRETS,
@@ -544,3 +566,66 @@ def test_the_client_rate_limit_reaches_the_operator(chart: Any) -> None:
     assert (raised["CUTOVER_API_QPS"], raised["CUTOVER_API_BURST"]) == ("400", "800")
     with pytest.raises(helm.HelmError):
         chart.validate_schema({"api": {"qps": 0}})
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+def test_default_notifiers_reach_the_operator_with_exactly_their_secrets(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    from cutover.notify import load_defaults
+
+    docs = rendered["notify-defaults"]
+    variables = {e["name"]: e for e in container(docs)["env"]}
+    setting = variables["CUTOVER_NOTIFY_DEFAULT"]["value"]
+    defaults = load_defaults({"CUTOVER_NOTIFY_DEFAULT": setting})
+    assert [(n.name, n.kind.value) for n in defaults] == [
+        ("platform", "webhook"),
+        ("chat", "slack"),
+        ("audit", "webhook"),
+    ]
+    assert variables["CUTOVER_NOTIFY_ATTEMPTS"]["value"] == "5"
+    assert variables["CUTOVER_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-notify")]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["cutover-hooks", "cutover-slack"],
+            "verbs": ["get"],
+        }
+    ]
+    (binding,) = [
+        b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["metadata"]["namespace"] == NAMESPACE
+
+
+def test_no_default_notifiers_no_setting_and_no_secret_role(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    docs = rendered["defaults"]
+    assert "CUTOVER_NOTIFY_DEFAULT" not in {e["name"] for e in container(docs)["env"]}
+    assert [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-notify")] == []
+
+
+def test_the_values_schema_takes_notifiers_as_the_crd_does(chart: Any) -> None:
+    from cutover.api import Notifier, NotifierKind, NotifyEvent
+
+    schema = json.loads((CHART / "values.schema.json").read_text())["definitions"]["notifier"]
+    fields = {info.alias or name for name, info in Notifier.model_fields.items()}
+    assert set(schema["properties"]) == fields
+    assert schema["properties"]["kind"]["enum"] == [k.value for k in NotifierKind]
+    assert schema["properties"]["events"]["items"]["enum"] == [e.value for e in NotifyEvent]
+    for bad in (
+        {"name": "a", "kind": "slack"},
+        {"name": "a", "kind": "slack", "url": "https://x", "urlFrom": {"name": "s", "key": "k"}},
+        {"name": "a", "kind": "pager", "url": "https://x"},
+        {"name": "a", "kind": "slack", "url": "https://x", "events": ["Everything"]},
+    ):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema({"notify": {"default": [bad]}})
