@@ -259,7 +259,8 @@ class Reconciler:
         # next wake-up; deciding from the older status in the body would start a step twice.
         # Only the operator writes status, so what we wrote is never older than the body's.
         self._written: dict[str, Any] | None = None
-        self._notifiers: list[Notifier] = []  # the spec's, as last parsed
+        self._notifiers: list[Notifier] = []  # the spec's that may be used, as last parsed
+        self._notifiers_allowed: tuple[int, str] | None = None  # (generation, author) checked
 
     async def drive(
         self,
@@ -313,7 +314,11 @@ class Reconciler:
         except SpecInvalid as error:
             spec = error
         # An invalid spec still tells the operator's default notifiers that the run failed.
-        self._notifiers = spec.notify if isinstance(spec, MigrationSpec) else []
+        self._notifiers = (
+            await self._allowed_notifiers(spec, generation, metadata.get("annotations") or {})
+            if isinstance(spec, MigrationSpec)
+            else []
+        )
         request = parse_request(metadata.get("annotations") or {})
         now = self.ctx.clock()
 
@@ -435,6 +440,32 @@ class Reconciler:
         problems += list(await router.preflight(target))
         problems += await self.ctx.gates.preflight(target.spec, self.namespace, self.name)
         return (), tuple(problems)
+
+    async def _allowed_notifiers(
+        self, spec: MigrationSpec, generation: int, annotations: Mapping[str, str]
+    ) -> list[Notifier]:
+        """The spec's notifiers, less those naming Secrets its author may not read. Checked here,
+        not only in preflight: a spec changed during a rollback or after success tells its
+        notifiers without a new preflight, and a Secret's URL or key must not serve an author
+        who cannot read it. A check that passed holds for this generation and author."""
+        rights = self.ctx.rights
+        secret_free = [n for n in spec.notify if not n.secret_refs()]
+        if rights is None or len(secret_free) == len(spec.notify):
+            return spec.notify
+        key = (generation, str(annotations.get(api.AUTHOR_ANNOTATION) or ""))
+        if self._notifiers_allowed == key:
+            return spec.notify
+        # Only what the notifiers need: the gates and hooks are preflight's to check.
+        only_notify = spec.model_copy(update={"gates": [], "hooks": api.Hooks()})
+        try:
+            problems = await rights.problems(only_notify, self.namespace, annotations)
+        except KubeError as error:
+            problems = [str(error)]
+        if problems:
+            log.warning("notifiers with Secrets not used", extra=self._log({"why": problems}))
+            return secret_free
+        self._notifiers_allowed = key
+        return spec.notify
 
     async def _claims(self, spec: MigrationSpec) -> list[str]:
         """Deployments another Migration drives (the rule: core/claims.py)."""

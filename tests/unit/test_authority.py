@@ -4,6 +4,7 @@ may not do it themselves (the real authorizer: tests/integration/test_admission.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -150,3 +151,48 @@ def test_the_policy_follows_admission_unless_told(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert enforced() is expected
+
+
+NOTIFY = [
+    {"name": "open", "kind": "webhook", "url": "http://hooks.example/a"},
+    {
+        "name": "signed",
+        "kind": "webhook",
+        "url": "http://author.example/b",
+        "signingKey": {"name": "team-hmac", "key": "key"},
+    },
+]
+
+
+def test_a_notifier_secret_needs_get_on_that_secret() -> None:
+    wanted = needs(spec(notify=NOTIFY, gates=[]), {})
+    assert [(n.verb, n.resource, n.name, n.field) for n in wanted] == [
+        ("get", "secrets", "team-hmac", "spec.notify[1].signingKey")
+    ]
+
+
+def allowed_notifiers(
+    kube: FakeKube, annotations: dict[str, str], generation: int = 1
+) -> list[str]:
+    from cutover.reconciler import Reconciler
+
+    ctx = SimpleNamespace(rights=Rights(kube, enforce=True))  # type: ignore[arg-type]
+    reconciler = Reconciler(ctx, "shop", "checkout", "uid")  # type: ignore[arg-type]
+    chosen = asyncio.run(
+        reconciler._allowed_notifiers(
+            spec(notify=NOTIFY, gates=[SECRET_GATE]), generation, annotations
+        )
+    )
+    return [n.name for n in chosen]
+
+
+def test_notifiers_reading_secrets_the_author_may_not_read_are_not_used() -> None:
+    # The operator would otherwise sign with a key the author cannot read, for the author's URL,
+    # even after a spec change that no preflight checks (during a rollback, after success).
+    assert allowed_notifiers(FakeKube(set()), ALICE) == ["open"]
+    assert allowed_notifiers(FakeKube(set()), {}) == ["open"]
+    assert allowed_notifiers(FakeKube(set(), error=True), ALICE) == ["open"]
+    may_read = FakeKube({("alice", "get", "secrets", "team-hmac")})
+    assert allowed_notifiers(may_read, ALICE) == ["open", "signed"]
+    # Only the notifiers' Secret is asked about: the gates and hooks are preflight's.
+    assert [r[4:] for r in may_read.reviews] == [("secrets", "shop", "team-hmac")]
