@@ -1,4 +1,5 @@
 """The outbound policy for gates: which addresses the operator may send a gate's request to.
+Notifications (``cutover.notify``) go out under the same policy, through the same session.
 
 A gate's ``address`` is written by whoever may create a Migration, but the request leaves from
 the operator's network position and may carry a Secret the author cannot read. So the operator,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,9 @@ from cutover.api import (
     SpecInvalid,
     Verdict,
 )
+from cutover.core.gates import Reading
 from cutover.core.notifications import (
+    Notification,
     Subject,
     derive,
     effective_notifiers,
@@ -33,6 +36,8 @@ from cutover.core.notifications import (
     webhook_body,
 )
 
+from .sim import Sim
+from .specs import gate as gate_spec
 from .specs import spec
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
@@ -247,3 +252,43 @@ def test_spec_notify_is_validated_with_paths() -> None:
         assert any(p.startswith("spec.notify") and message in p for p in error.value.problems), (
             error.value.problems
         )
+
+
+# --- against the decision engine's own statuses ------------------------------------------------
+
+
+class Recorded(Sim):
+    """The simulated cluster, keeping every status the engine produced (the reconciler writes
+    each one that comes with actions, and the last of a wake-up)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "status":
+            self.__dict__.setdefault("written", []).append(value)
+        super().__setattr__(name, value)
+
+    def told(self) -> list[Notification]:
+        found: list[Notification] = []
+        written: list[MigrationStatus] = self.__dict__["written"]
+        for before, after in itertools.pairwise(written):
+            found += derive(before, after, SUBJECT, NOW)
+        return found
+
+
+def test_a_run_whose_gate_fails_tells_the_whole_story_once_and_in_order() -> None:
+    sim = Recorded(spec(gates=[gate_spec(interval="10s", failureLimit=0)]))
+    sim.run(lambda s: s.status.current_step_index == 2)
+    sim.readings = lambda _gate, now: Reading.of(0.5)
+    sim.run(lambda s: s.status.phase in (Phase.rolled_back, Phase.succeeded, Phase.paused))
+    story = [
+        (n.kind.value, n.gate.name if n.gate else f"{n.previous_phase.value}->{n.phase.value}")
+        for n in sim.told()
+    ]
+    assert story == [
+        ("PhaseChanged", "Pending->Progressing"),
+        ("GateFailed", "error-rate"),
+        ("PhaseChanged", "Progressing->RollingBack"),
+        ("RollbackStarted", "Progressing->RollingBack"),
+        ("PhaseChanged", "RollingBack->RolledBack"),
+    ]
+    ids = [n.id for n in sim.told()]
+    assert len(set(ids)) == len(ids)
