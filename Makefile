@@ -39,6 +39,8 @@ cluster-down:
 
 crds: install
 	$(BIN)/python -m cutover.cli crd > crds/migrations.cutover.io.yaml
+	$(BIN)/python -m cutover.cli crd GateTemplate > crds/gatetemplates.cutover.io.yaml
+	$(BIN)/python -m cutover.cli crd ClusterGateTemplate > crds/clustergatetemplates.cutover.io.yaml
 
 docs: install
 	$(BIN)/python -m cutover.docgen > docs/state-machine.md

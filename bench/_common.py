@@ -44,7 +44,7 @@ from devtools.controlplane import ControlPlane  # noqa: E402
 from devtools.demo.cluster import chart_rbac  # noqa: E402
 from devtools.operator import launch_operator  # noqa: E402
 from tests.support.controlplane import (  # noqa: E402
-    MIGRATION_CRD,
+    CRDS,
     new_namespace,
     operator_kubeconfig,
 )
@@ -382,9 +382,7 @@ class Bench:
                     f"control plane ready in {time.monotonic() - started:.1f}s ({self.plane.root})",
                     flush=True,
                 )
-            self.plane.kubectl(
-                "apply", "--server-side", "--force-conflicts", "-f", str(MIGRATION_CRD)
-            )
+            self.plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
             # Not `kubectl wait`: it fails outright while a new CRD has no conditions yet.
             established = '{.status.conditions[?(@.type=="Established")].status}'
             wait_until(

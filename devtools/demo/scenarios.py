@@ -12,7 +12,8 @@ from devtools.demo.traffic import ErrorScript
 # crds/ (the installed wheel does not ship them).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples" / "demo"
-CRD = REPO_ROOT / "crds" / "migrations.cutover.io.yaml"
+# Every CRD of cutover.io (the operator watches Migrations and gate templates).
+CRD = REPO_ROOT / "crds"
 
 SERVICE = "checkout"
 BLUE = "checkout-blue"

@@ -7,6 +7,7 @@ what ``kubectl explain migration.spec...`` prints, so they are written for users
 
 from __future__ import annotations
 
+import copy
 import difflib
 import enum
 import typing
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -50,6 +52,15 @@ HISTORY_LIMIT = 50
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MAX_STEPS = 100
 MAX_GATES = 20
+
+
+def _unique_names(names: list[str], twice: str) -> None:
+    """Raises naming the first repeated name by its index (``[2].name: 'x' is used twice``)."""
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"[{index}].name: {name!r} {twice}")
+        seen.add(name)
 
 
 def _check_duration(value: str) -> str:
@@ -390,14 +401,57 @@ class ErrorPolicy(enum.StrEnum):
     pause = "pause"
 
 
+class GateTemplateKind(enum.StrEnum):
+    """Where a gate template lives: the Migration's namespace, or the cluster."""
+
+    gate_template = "GateTemplate"
+    cluster_gate_template = "ClusterGateTemplate"
+
+    @property
+    def plural(self) -> str:
+        return self.value.lower() + "s"
+
+    @property
+    def namespaced(self) -> bool:
+        return self is GateTemplateKind.gate_template
+
+
+class GateTemplateRef(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the template.",
+    )
+    kind: GateTemplateKind = Field(
+        default=GateTemplateKind.gate_template,
+        description=(
+            "GateTemplate (in the Migration's namespace) | ClusterGateTemplate (cluster-wide)."
+        ),
+    )
+
+    def describe(self) -> str:
+        return f"{self.kind.value} {self.name!r}"
+
+
+# A gate takes its provider from exactly one of its blocks or from a template.
+_ONE_SOURCE_RULE = (
+    " + ".join(f"(has(self.{b}) ? 1 : 0)" for b in (*PROVIDER_BLOCKS, "templateRef")) + " == 1"
+)
+# What a gate with templateRef may say itself; the template says the rest.
+_TEMPLATED_GATE_FIELDS = frozenset({"name", "template_ref", "args", "dry_run"})
+
+
 class Gate(_Model):
     # The API server rejects a gate naming no provider or several, like the model does.
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": _ONE_PROVIDER_RULE,
-                    "message": f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)}",
+                    "rule": _ONE_SOURCE_RULE,
+                    "message": (
+                        f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)} or templateRef"
+                    ),
                 }
             ]
         }
@@ -437,9 +491,25 @@ class Gate(_Model):
         default=ErrorPolicy.pause,
         description="What happens once provider errors pass the limit: rollback | pause.",
     )
+    template_ref: GateTemplateRef | None = Field(
+        default=None,
+        description=(
+            "Take the provider, threshold or compare, interval, limits and policies from a"
+            " GateTemplate or ClusterGateTemplate instead of writing them here."
+        ),
+    )
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "With templateRef: values of the template's args, used as {{args.NAME}} in its"
+            " provider block."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_judgement(self) -> Gate:
+        if self.template_ref is not None or self.args:
+            return self._templated()
         named = [b for b in PROVIDER_BLOCKS if getattr(self, b) is not None]
         if len(named) != 1:
             raise ValueError(f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)}")
@@ -449,6 +519,26 @@ class Gate(_Model):
             raise ValueError("a gate needs exactly one of threshold or compare")
         if parse_duration(self.interval) < 1:
             raise ValueError(f"interval {self.interval!r} is shorter than 1s")
+        return self
+
+    def _templated(self) -> Gate:
+        if self.template_ref is None:
+            raise ValueError(
+                "args go with templateRef; a provider's own args go in its block"
+                f" ({', '.join(b + '.args' for b in PROVIDER_BLOCKS)})"
+            )
+        # Compared with the defaults, not by what was written: a dumped gate says them all.
+        own = [
+            info.alias or name
+            for name, info in sorted(Gate.model_fields.items())
+            if name not in _TEMPLATED_GATE_FIELDS
+            and getattr(self, name) != info.get_default(call_default_factory=True)
+        ]
+        if own:
+            raise ValueError(
+                f"a gate with templateRef takes {', '.join(own)} from"
+                f" {self.template_ref.describe()}; it may set only name, args and dryRun"
+            )
         return self
 
     @property
@@ -461,6 +551,96 @@ class Gate(_Model):
         """This gate's provider block."""
         block: PrometheusQuery | WebQuery = getattr(self, self.provider)
         return block
+
+
+# --- gate templates -------------------------------------------------------------------------
+
+TEMPLATE_KINDS = tuple(GateTemplateKind)
+# Fields of a gate that only a Migration's gate has: a template's gate is the rest.
+_GATE_ONLY_FIELDS = ("name", "template_ref", "args")
+
+
+class _TemplateGateBase(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": _ONE_PROVIDER_RULE,
+                    "message": f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)}",
+                }
+            ]
+        }
+    )
+
+
+# Built from Gate's own fields, so a template offers every provider and option a gate has
+# (a provider added to Gate is in templates too); Gate's rules apply when a template resolves.
+if typing.TYPE_CHECKING:
+    TemplateGate = _TemplateGateBase
+else:
+    TemplateGate = create_model(
+        "TemplateGate",
+        __base__=_TemplateGateBase,
+        __doc__="A gate without its name: what a template gives every gate that uses it.",
+        **{
+            name: (info.annotation, copy.copy(info))
+            for name, info in Gate.model_fields.items()
+            if name not in _GATE_ONLY_FIELDS
+        },
+    )
+
+
+class TemplateArg(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="Used as {{args.NAME}} in the gate's provider block.",
+    )
+    value: str | None = Field(
+        default=None,
+        description="Default value; without one, every gate using the template must give it.",
+    )
+    description: str | None = Field(default=None, description="What the arg is for.")
+
+
+class GateTemplateSpec(_Model):
+    args: list[TemplateArg] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The args a gate using this template may (or, without a value, must) give.",
+    )
+    gate: TemplateGate = Field(
+        description=(
+            "The gate, as in a Migration's spec.gates[] without name: a provider block,"
+            " threshold or compare, interval, limits and policies."
+        )
+    )
+
+    @field_validator("args")
+    @classmethod
+    def _unique_arg_names(cls, args: list[TemplateArg]) -> list[TemplateArg]:
+        _unique_names([a.name for a in args], "is declared twice")
+        return args
+
+
+class GateTemplateManifest(_Model):
+    """A whole GateTemplate or ClusterGateTemplate, as ``cutover lint``/``plan`` read it."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+    api_version: Literal["cutover.io/v1alpha1"] = "cutover.io/v1alpha1"
+    kind: GateTemplateKind
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: GateTemplateSpec
+
+
+def parse_template_spec(raw: Mapping[str, Any]) -> GateTemplateSpec:
+    try:
+        return GateTemplateSpec.model_validate(dict(raw))
+    except ValidationError as error:
+        raise SpecInvalid(describe_errors(error)) from None
 
 
 class Rollback(_Model):
@@ -726,11 +906,7 @@ class MigrationSpec(_Model):
     @field_validator("gates")
     @classmethod
     def _unique_gate_names(cls, gates: list[Gate]) -> list[Gate]:
-        seen: set[str] = set()
-        for index, gate in enumerate(gates):
-            if gate.name in seen:
-                raise ValueError(f"[{index}].name: {gate.name!r} is used twice")
-            seen.add(gate.name)
+        _unique_names([g.name for g in gates], "is used twice")
         return gates
 
     @model_validator(mode="after")
@@ -877,6 +1053,15 @@ class HistoryEntry(_StatusModel):
     message: str = ""
 
 
+class ResolvedGate(_StatusModel):
+    """A gate of this run taken from a template at its preflight: the run checks ``gate``."""
+
+    template_ref: GateTemplateRef
+    uid: str = Field(description="The template's metadata.uid when it was resolved.")
+    generation: int = Field(ge=0, description="The template's metadata.generation then.")
+    gate: Gate = Field(description="The gate the template and the gate's args resolved to.")
+
+
 class MigrationStatus(_StatusModel):
     phase: Phase = Field(default=Phase.pending, description="Where the run is, for humans.")
     reason: str | None = Field(default=None, description="Why the run is in this phase.")
@@ -914,6 +1099,14 @@ class MigrationStatus(_StatusModel):
     gates: list[GateStatus] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     hooks: list[HookRun] = Field(default_factory=list, description="Hook Jobs of this run.")
+    resolved_gates: list[ResolvedGate] = Field(
+        default_factory=list,
+        max_length=MAX_GATES,
+        description=(
+            "Gates taken from templates at this run's preflight, with each template's uid and"
+            " generation: the run checks these, whatever the templates say later."
+        ),
+    )
     rollback_available: bool = Field(
         default=True,
         description="Whether traffic can still go back to blue (the RollbackAvailable condition).",

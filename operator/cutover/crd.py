@@ -123,50 +123,95 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
-def crd() -> dict[str, Any]:
+def _definition(names: dict[str, Any], scope: str, version: dict[str, Any]) -> dict[str, Any]:
+    """A CRD of the group with one version, served and stored."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "metadata": {"name": f"{names['plural']}.{api.GROUP}"},
         "spec": {
             "group": api.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": api.KIND,
-                "listKind": f"{api.KIND}List",
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
-                "categories": ["all"],
-            },
-            "versions": [
-                {
-                    "name": api.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {
-                            "name": "Step",
-                            "type": "string",
-                            "jsonPath": ".status.step",
-                            "description": "Current step of all steps, counted from 1.",
-                        },
-                        {
-                            "name": "Weight",
-                            "type": "integer",
-                            "jsonPath": ".status.weight",
-                            "description": "Percent of traffic on green.",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {"name": "Message", "type": "string", "jsonPath": ".status.message"},
-                    ],
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                }
-            ],
+            "scope": scope,
+            "names": names,
+            "versions": [{"name": api.VERSION, "served": True, "storage": True, **version}],
         },
     }
+
+
+def crd() -> dict[str, Any]:
+    names = {
+        "kind": api.KIND,
+        "listKind": f"{api.KIND}List",
+        "plural": api.PLURAL,
+        "singular": api.SINGULAR,
+        "shortNames": list(api.SHORT_NAMES),
+        "categories": ["all"],
+    }
+    version = {
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {
+                "name": "Step",
+                "type": "string",
+                "jsonPath": ".status.step",
+                "description": "Current step of all steps, counted from 1.",
+            },
+            {
+                "name": "Weight",
+                "type": "integer",
+                "jsonPath": ".status.weight",
+                "description": "Percent of traffic on green.",
+            },
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+        ],
+        "schema": {"openAPIV3Schema": openapi_schema()},
+    }
+    return _definition(names, "Namespaced", version)
+
+
+def template_crd(kind: api.GateTemplateKind) -> dict[str, Any]:
+    """GateTemplate (namespaced) or ClusterGateTemplate (cluster-scoped): the same spec."""
+    spec = _model_schema(api.GateTemplateSpec)
+    spec["description"] = "A gate without its name, and the args a gate using it gives."
+    where = "in its namespace" if kind.namespaced else "in every namespace"
+    names = {
+        "kind": kind.value,
+        "listKind": f"{kind.value}List",
+        "plural": kind.plural,
+        "singular": kind.value.lower(),
+        "categories": ["cutover"],
+    }
+    openapi = {
+        "type": "object",
+        "description": (
+            f"A reusable gate for Migrations {where}: a gate names it with templateRef and"
+            " gives its args."
+        ),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+        },
+    }
+    version = {
+        "additionalPrinterColumns": [
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+        ],
+        "schema": {"openAPIV3Schema": openapi},
+    }
+    return _definition(names, "Namespaced" if kind.namespaced else "Cluster", version)
+
+
+def crds() -> dict[str, dict[str, Any]]:
+    """Every CRD of the group by file name under ``crds/``."""
+    found = {f"{api.PLURAL}.{api.GROUP}.yaml": crd()}
+    for kind in api.GateTemplateKind:
+        found[f"{kind.plural}.{api.GROUP}.yaml"] = template_crd(kind)
+    return found
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -176,6 +221,8 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def crd_yaml() -> str:
+def crd_yaml(kind: str = api.KIND) -> str:
+    """The CRD of ``kind`` (Migration, GateTemplate or ClusterGateTemplate) as a file."""
+    body = crd() if kind == api.KIND else template_crd(api.GateTemplateKind(kind))
     header = "# Generated by `make crds` from operator/cutover/api.py. Do not edit by hand.\n"
-    return header + yaml.dump(crd(), Dumper=_PlainDumper, sort_keys=False, width=100)
+    return header + yaml.dump(body, Dumper=_PlainDumper, sort_keys=False, width=100)

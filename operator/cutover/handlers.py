@@ -26,6 +26,7 @@ from cutover.reconciler import (
     DeploymentState,
     JobState,
     Reconciler,
+    TemplateObject,
     configure_scaleout,
     deployment_state,
     needs_attention,
@@ -99,6 +100,19 @@ def hook_jobs(
     return {(namespace or "", labels[api.MIGRATION_LABEL]): (name, observe_job(status))}
 
 
+@kopf.index(api.GROUP, api.VERSION, api.GateTemplateKind.gate_template.plural)
+def gate_templates(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], TemplateObject]:
+    """GateTemplates by (namespace, name): a run's preflight reads them from the watch."""
+    return {(namespace or "", name): TemplateObject.from_body(body)}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.GateTemplateKind.cluster_gate_template.plural)
+def cluster_gate_templates(name: str, body: kopf.Body, **_: Any) -> dict[str, TemplateObject]:
+    return {name: TemplateObject.from_body(body)}
+
+
 def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
     return needs_attention(body)
 
@@ -137,6 +151,8 @@ async def drive(
     # Kopf passes each index by its function's name; it is not in Kopf's DaemonFn protocol.
     index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["deployments"]
     jobs_index: kopf.Index[tuple[str, str], tuple[str, JobState]] = kwargs["hook_jobs"]
+    namespaced: kopf.Index[tuple[str, str], TemplateObject] = kwargs["gate_templates"]
+    cluster: kopf.Index[str, TemplateObject] = kwargs["cluster_gate_templates"]
 
     def lookup(ns: str, deployment: str) -> DeploymentState | None:
         store = index.get((ns, deployment))
@@ -145,8 +161,12 @@ async def drive(
     def jobs(ns: str, migration: str) -> dict[str, JobState]:
         return dict(jobs_index.get((ns, migration), []))
 
+    def templates(kind: api.GateTemplateKind, ns: str, template: str) -> TemplateObject | None:
+        store = namespaced.get((ns, template)) if kind.namespaced else cluster.get(template)
+        return next(iter(store), None) if store is not None else None
+
     reconciler = Reconciler(memo.context, namespace or "", name, uid)
-    await reconciler.drive(stopped, body, lookup, jobs)
+    await reconciler.drive(stopped, body, lookup, jobs, templates)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)

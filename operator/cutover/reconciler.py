@@ -40,6 +40,7 @@ from cutover.api import (
 )
 from cutover.authority import Rights, enforced
 from cutover.core import activity, claims, deletion, notifications
+from cutover.core import templates as gate_templates
 from cutover.core.actions import (
     Action,
     Decision,
@@ -60,6 +61,7 @@ from cutover.core.observations import (
     Request,
     RequestVerb,
 )
+from cutover.core.templates import TemplateObject
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import Kube, KubeError
@@ -85,6 +87,7 @@ __all__ = [
     "DeploymentState",
     "JobState",
     "Reconciler",
+    "TemplateObject",
     "configure_scaleout",
     "deployment_state",
     "needs_attention",
@@ -98,6 +101,8 @@ log = logging.getLogger("cutover.reconciler")
 Clock = Callable[[], datetime]
 DeploymentLookup = Callable[[str, str], DeploymentState | None]
 JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migration) -> jobs
+# (kind, namespace ("" for a ClusterGateTemplate), name) -> the template in the watch's index.
+TemplateLookup = Callable[[api.GateTemplateKind, str, str], TemplateObject | None]
 
 # Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
 _ROUNDS = 4
@@ -268,6 +273,7 @@ class Reconciler:
         body: Mapping[str, Any],
         deployments: DeploymentLookup,
         jobs: JobLookup,
+        templates: TemplateLookup | None = None,
     ) -> None:
         """Reconciles whenever something this Migration waits for happens, until Kopf stops it.
 
@@ -286,7 +292,8 @@ class Reconciler:
                 wakeups.watch(self.uid, {(self.namespace, n) for n in names if n})
                 wake.clear()
                 try:
-                    delay = (await self.reconcile(body, deployments, jobs)).requeue_after
+                    outcome = await self.reconcile(body, deployments, jobs, templates)
+                    delay = outcome.requeue_after
                 except KubeError as error:
                     log.warning("reconcile failed", extra=self._log({"error": str(error)}))
                     metrics.count_reconcile_error("api")
@@ -300,6 +307,7 @@ class Reconciler:
         body: Mapping[str, Any],
         deployments: DeploymentLookup,
         jobs: JobLookup | None = None,
+        templates: TemplateLookup | None = None,
     ) -> Outcome:
         metadata = body.get("metadata", {})
         generation = int(metadata.get("generation") or 1)
@@ -322,6 +330,19 @@ class Reconciler:
         request = parse_request(metadata.get("annotations") or {})
         now = self.ctx.clock()
 
+        starting = activity.may_start(status, generation, request)
+        prepared = status
+        template_problems: tuple[str, ...] = ()
+        if isinstance(spec, MigrationSpec):
+            if starting and gate_templates.refs(spec):
+                # This run's gates: resolved now, recorded with the decision, fixed for the run.
+                found = await self._templates(spec, templates)
+                records, problems = gate_templates.resolve_all(spec, found, self.namespace)
+                prepared = status.model_copy(deep=True)
+                prepared.resolved_gates = records
+                template_problems = tuple(problems)
+            spec = self._with_resolved_gates(spec, prepared)
+
         if isinstance(spec, SpecInvalid):
             decision = decide(spec, status, Observations(generation=generation), now)
             return await self._record(body, status, status, [decision])
@@ -336,7 +357,7 @@ class Reconciler:
 
         preflight: tuple[str, ...] = ()
         forbidden: tuple[str, ...] = ()
-        if activity.may_start(status, generation, request):
+        if starting and not template_problems:
             annotations = metadata.get("annotations") or {}
             forbidden, preflight = await self._preflight(router, target, annotations)
 
@@ -364,13 +385,14 @@ class Reconciler:
                 request=request,
                 preflight_errors=preflight,
                 forbidden=forbidden,
+                template_problems=template_problems,
                 acted=acted,
                 jobs=job_states,
                 migration=self.name,
             )
 
         decisions: list[Decision] = []
-        current = written = status
+        current, written = prepared, status
         observations = observe(router_weight)
         for round_ in range(_ROUNDS):
             # Each round after the first follows writes that took time: a pause or deadline
@@ -425,6 +447,34 @@ class Reconciler:
         log.info("deleted", extra=self._log({"actions": [repr(a) for a in actions]}))
 
     # --- observing ---
+
+    async def _templates(
+        self, spec: MigrationSpec, lookup: TemplateLookup | None
+    ) -> dict[api.GateTemplateRef, TemplateObject | None]:
+        """The templates ``spec``'s gates name, from the watch's index; a miss is asked of the
+        API server once (the watch may not have delivered a template created a moment ago)."""
+        found: dict[api.GateTemplateRef, TemplateObject | None] = {}
+        for ref in gate_templates.refs(spec):
+            namespace = self.namespace if ref.kind.namespaced else None
+            known = lookup(ref.kind, namespace or "", ref.name) if lookup is not None else None
+            if known is None:
+                raw = await self.ctx.kube.get(
+                    api.GROUP, api.VERSION, ref.kind.plural, namespace, ref.name
+                )
+                known = TemplateObject.from_body(raw) if raw is not None else None
+            found[ref] = known
+        return found
+
+    def _with_resolved_gates(
+        self, spec: MigrationSpec, status: MigrationStatus
+    ) -> MigrationSpec | SpecInvalid:
+        """The spec with each templated gate replaced by the gate resolved for this run."""
+        resolved, missing = gate_templates.apply(spec, status.resolved_gates)
+        if missing and status.phase in (Phase.progressing, Phase.paused):
+            # The run would check gates it has none for: hold it on an invalid spec instead.
+            log.warning("templated gates without a record", extra=self._log({"gates": missing}))
+            return SpecInvalid(missing)
+        return resolved
 
     async def _preflight(
         self, router: TrafficRouter, target: Target, annotations: Mapping[str, str]

@@ -271,6 +271,9 @@ def test_the_operator_gets_what_it_needs(rendered: dict[str, list[Manifest]]) ->
             "list",
             "watch",
         }
+        # Gate templates are read, never written, in every install.
+        assert granted(docs, "cutover.io", "gatetemplates") == {"get", "list", "watch"}
+        assert granted(docs, "cutover.io", "clustergatetemplates") == {"get", "list", "watch"}
 
 
 def test_secrets_are_read_only_when_asked_for(rendered: dict[str, list[Manifest]]) -> None:
@@ -338,12 +341,12 @@ def test_single_namespace_install(rendered: dict[str, list[Manifest]]) -> None:
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == "shop"
     assert one(docs, "RoleBinding")["metadata"]["namespace"] == "shop"
-    # Only the cluster-scoped read of CRDs is granted cluster-wide (besides admission's own
-    # cluster-scoped objects, pinned down by the admission tests below).
+    # Only the cluster-scoped reads of CRDs and ClusterGateTemplates are granted cluster-wide
+    # (besides admission's own cluster-scoped objects, pinned down by the admission tests below).
     (cluster_role,) = of_kind(docs, "ClusterRole")
     assert [
         r["resources"] for r in cluster_role["rules"] if not set(r["apiGroups"]) & ADMISSION_GROUPS
-    ] == [["customresourcedefinitions"]]
+    ] == [["customresourcedefinitions"], ["clustergatetemplates"]]
     args = container(docs)["args"]
     assert "--namespace=shop" in args and "--all-namespaces" not in args
     assert args[-1] == "--verbose"

@@ -18,14 +18,16 @@ from devtools.demo.cluster import chart_rbac
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATION_CRD = ROOT / "crds" / "migrations.cutover.io.yaml"
+# Every CRD of cutover.io: the operator watches Migrations and both kinds of gate template.
+CRDS = ROOT / "crds"
 OPERATOR_SERVICE_ACCOUNT = "cutover"
 
 
 def start_session_plane(root: Path) -> ControlPlane:
     plane = ControlPlane(root)
     plane.start()
-    plane.kubectl("apply", "--server-side", "-f", str(MIGRATION_CRD))
-    plane.wait_established(["migrations.cutover.io"])
+    plane.kubectl("apply", "--server-side", "-f", str(CRDS))
+    plane.wait_established(sorted(p.name.removesuffix(".yaml") for p in CRDS.glob("*.yaml")))
     return plane
 
 

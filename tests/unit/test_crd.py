@@ -6,10 +6,12 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from jsonschema import Draft7Validator
 
-from cutover.crd import crd, crd_yaml
+from cutover.api import GateTemplateKind, GateTemplateManifest
+from cutover.crd import crd, crd_yaml, crds, template_crd
 from cutover.docgen import state_machine_markdown
-from tests.crdschema import CRD_PATH, validator
+from tests.crdschema import CRD_PATH, schema, validator
 from tests.support.manifests import migration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,6 +19,36 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_committed_crd_is_what_the_models_generate() -> None:
     assert CRD_PATH.read_text() == crd_yaml(), "crds/ drifted: run `make crds`"
+
+
+@pytest.mark.parametrize("kind", ["Migration", "GateTemplate", "ClusterGateTemplate"])
+def test_every_committed_crd_is_what_the_models_generate(kind: str) -> None:
+    (path,) = [
+        ROOT / "crds" / name
+        for name, body in crds().items()
+        if body["spec"]["names"]["kind"] == kind
+    ]
+    assert path.read_text() == crd_yaml(kind), f"{path.name} drifted: run `make crds`"
+
+
+def test_crds_holds_exactly_the_generated_files() -> None:
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == sorted(crds())
+
+
+def test_the_template_crds_pass_kubernetes_validation_and_differ_only_in_scope() -> None:
+    namespaced = template_crd(GateTemplateKind.gate_template)
+    cluster = template_crd(GateTemplateKind.cluster_gate_template)
+    for body in (namespaced, cluster):
+        kubernetes_validate.validate(body, "1.30.0", strict=True)
+    assert namespaced["spec"]["scope"] == "Namespaced"
+    assert cluster["spec"]["scope"] == "Cluster"
+    schemas = [
+        b["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        for b in (namespaced, cluster)
+    ]
+    assert schemas[0] == schemas[1]
+    assert "name" not in schemas[0]["properties"]["gate"]["properties"]
+    assert "templateRef" not in schemas[0]["properties"]["gate"]["properties"]
 
 
 def test_the_state_machine_page_is_what_the_table_generates() -> None:
@@ -95,6 +127,11 @@ def test_every_example_is_valid(path: Path) -> None:
             errors = sorted(validator().iter_errors(document), key=str)
             assert not errors, [e.message for e in errors]
             Migration.from_manifest(document)
+        elif document.get("kind") in ("GateTemplate", "ClusterGateTemplate"):
+            template = template_crd(GateTemplateKind(document["kind"]))
+            errors = sorted(Draft7Validator(schema(template)).iter_errors(document), key=str)
+            assert not errors, [e.message for e in errors]
+            GateTemplateManifest.model_validate(document)
         elif document["apiVersion"].split("/")[0] in NOT_BUILT_IN:
             # kubernetes-validate knows only built-in kinds; the router tests apply these to
             # the real control plane with the upstream CRDs (devtools/controlplane/versions.env).

@@ -57,7 +57,10 @@ def test_the_crd_says_a_gate_has_exactly_one_provider_block() -> None:
     gate_schema = openapi["properties"]["spec"]["properties"]["gates"]["items"]
     assert set(PROVIDER_BLOCKS) <= set(gate_schema["properties"])
     (rule,) = gate_schema["x-kubernetes-validations"]
-    assert rule["rule"] == "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) == 1"
+    # A template may stand in for the provider block (templateRef).
+    sources = (*PROVIDER_BLOCKS, "templateRef")
+    assert rule["rule"] == " + ".join(f"(has(self.{b}) ? 1 : 0)" for b in sources) + " == 1"
+    assert rule["rule"].startswith("(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + ")
 
 
 def test_lint_and_plan_dispatch_to_the_gates_provider() -> None:

@@ -68,6 +68,10 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
 - apiGroups: ["cutover.io"]
   resources: ["migrations/finalizers"]
   verbs: ["update"]
+# Gate templates: read from a watch at each run's preflight, never written.
+- apiGroups: ["cutover.io"]
+  resources: ["gatetemplates"]
+  verbs: ["get", "list", "watch"]
 # Blue and green: readiness from a watch, scaling by patch.
 - apiGroups: ["apps"]
   resources: ["deployments"]

@@ -177,9 +177,16 @@ def _of(
 
 @app.command()
 @guarded
-def crd() -> None:
-    """Print the Migration CustomResourceDefinition."""
-    typer.echo(crd_yaml(), nl=False)
+def crd(
+    kind: Annotated[
+        str, typer.Argument(help="Migration | GateTemplate | ClusterGateTemplate.")
+    ] = api.KIND,
+) -> None:
+    """Print a CustomResourceDefinition of cutover.io (default: the Migration's)."""
+    kinds = [api.KIND, *(k.value for k in api.GateTemplateKind)]
+    if kind not in kinds:
+        raise CliError(f"unknown kind {kind!r}; known: {', '.join(kinds)}")
+    typer.echo(crd_yaml(kind), nl=False)
 
 
 @app.command()

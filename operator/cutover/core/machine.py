@@ -215,6 +215,10 @@ class _Run(RequestHandler):
             self._rolling_back()
 
     def _start(self, spec: MigrationSpec) -> None:
+        if self.obs.template_problems:
+            self.problems = list(self.obs.template_problems)
+            self._fire(Event.template_unresolved, "; ".join(self.obs.template_problems))
+            return
         if self.obs.forbidden:
             self.problems = list(self.obs.forbidden)
             self._fire(Event.forbidden, "; ".join(self.obs.forbidden))

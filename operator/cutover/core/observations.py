@@ -63,6 +63,8 @@ class Observations:
     preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
     # What the spec asks that its author may not do (SubjectAccessReviews): checked first, alone.
     forbidden: tuple[str, ...] = ()
+    # Gates whose template is missing, invalid or given the wrong args: checked before anything.
+    template_problems: tuple[str, ...] = ()
     # Actions of the previous decision that the router acknowledged in this same wake-up.
     acted: tuple[Action, ...] = ()
     jobs: Mapping[str, JobState] = field(default_factory=dict)  # hook Jobs by name

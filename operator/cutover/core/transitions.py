@@ -15,6 +15,7 @@ class Event(enum.StrEnum):
     spec_invalid = "spec_invalid"
     preflight_failed = "preflight_failed"
     forbidden = "forbidden"  # the author may not do what the spec asks (hook Jobs, Secrets)
+    template_unresolved = "template_unresolved"  # a gate's template or its args are wrong
     spec_changed = "spec_changed"
     pause = "pause"
     spec_pause = "spec_pause"
@@ -67,6 +68,7 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
         E.spec_invalid: P.failed,
         E.preflight_failed: P.failed,
         E.forbidden: P.failed,
+        E.template_unresolved: P.failed,
         # Nothing moved yet: traffic is already all on blue.
         E.abort: P.rolled_back,
         # A spec change restarted a run in flight, or an operator died between its router write
@@ -100,6 +102,7 @@ class Reason(enum.StrEnum):
     invalid_spec = "InvalidSpec"
     preflight_failed = "PreflightFailed"
     forbidden = "Forbidden"
+    gate_template_unresolved = "GateTemplateUnresolved"
     spec_changed = "SpecChanged"
     paused_by_user = "PausedByUser"
     paused_by_spec = "PausedBySpec"
@@ -140,6 +143,7 @@ REASONS: dict[Event, Reason] = {
     E.spec_invalid: R.invalid_spec,
     E.preflight_failed: R.preflight_failed,
     E.forbidden: R.forbidden,
+    E.template_unresolved: R.gate_template_unresolved,
     E.spec_changed: R.spec_changed,
     E.pause: R.paused_by_user,
     E.spec_pause: R.paused_by_spec,
@@ -166,7 +170,9 @@ REASONS: dict[Event, Reason] = {
     E.traffic_restored: R.traffic_restored,
 }
 # Failed with one of these, the spec is to blame: the InvalidSpec condition keeps its problems.
-INVALID_REASONS = frozenset({R.invalid_spec, R.preflight_failed, R.forbidden})
+INVALID_REASONS = frozenset(
+    {R.invalid_spec, R.preflight_failed, R.forbidden, R.gate_template_unresolved}
+)
 # The reasons a gate holds the run with (Paused, automatic: false or inconclusive).
 GATE_HOLDS = frozenset(
     REASONS[e] for e in (E.gate_failed_hold, E.gate_error_hold, E.gate_inconclusive)
