@@ -635,6 +635,14 @@ class GateTemplateManifest(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: GateTemplateSpec
 
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> GateTemplateManifest:
+        """A whole manifest; errors name ``spec...`` paths."""
+        try:
+            return cls.model_validate(dict(manifest))
+        except ValidationError as error:
+            raise SpecInvalid(describe_errors(error, root="")) from None
+
 
 def parse_template_spec(raw: Mapping[str, Any]) -> GateTemplateSpec:
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cutover import api
@@ -471,3 +472,34 @@ def test_status_shows_each_version_from_the_cluster(
     code, out, err = cli(cluster, "status", "eta", "-n", namespace, "--kubeconfig", kubeconfig)
     assert code == 0, err
     assert "Versions:" not in out and "Tasks:" in out
+
+
+def test_plan_live_resolves_gate_templates_from_the_cluster(
+    cluster: ControlPlane, tmp_path: Path
+) -> None:
+    namespace = new_namespace(cluster, "plantpl")
+    example = ROOT / "examples" / "templates"
+    namespaced, shared = yaml.safe_load_all((example / "templates.yaml").read_text())
+    shared["metadata"]["name"] = f"p99-latency-{namespace}"
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all([namespaced, shared])
+    )
+    migration = yaml.safe_load((example / "migration.yaml").read_text())
+    migration["metadata"]["namespace"] = namespace
+    migration["spec"]["gates"][1]["templateRef"]["name"] = shared["metadata"]["name"]
+    path = tmp_path / "migration.yaml"
+    path.write_text(yaml.safe_dump(migration))
+    try:
+        code, out, err = cli(
+            cluster, "plan", "-f", str(path), "--live", "--require-templates", "-o", "json"
+        )
+    finally:
+        cluster.kubectl("delete", "clustergatetemplate", shared["metadata"]["name"])
+
+    assert code == 0, err
+    gates = {g["name"]: g for g in json.loads(out)[0]["gates"]}
+    assert gates["errors"]["query"].startswith(
+        f"GET http://health.monitoring:8080/errors/{namespace}/checkout-green?route=checkout"
+    )
+    assert gates["latency"]["template"] == f"ClusterGateTemplate 'p99-latency-{namespace}'"
+    assert gates["latency"]["threshold"] == "<= 0.5"

@@ -165,6 +165,36 @@ class Cluster:
                 raise
         return _mapping(obj)
 
+    def template(self, ref: api.GateTemplateRef) -> dict[str, Any] | None:
+        """A GateTemplate (in this namespace) or ClusterGateTemplate; None when absent."""
+        from kubernetes.client.exceptions import ApiException
+
+        where = f" in namespace {self.namespace}" if ref.kind.namespaced else ""
+        with self._calling(f"get {ref.kind.plural}{where}", None):
+            try:
+                if ref.kind.namespaced:
+                    obj = self._custom.get_namespaced_custom_object(
+                        api.GROUP,
+                        api.VERSION,
+                        self.namespace,
+                        ref.kind.plural,
+                        ref.name,
+                        _request_timeout=self._timeout(),
+                    )
+                else:
+                    obj = self._custom.get_cluster_custom_object(
+                        api.GROUP,
+                        api.VERSION,
+                        ref.kind.plural,
+                        ref.name,
+                        _request_timeout=self._timeout(),
+                    )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+        return _mapping(obj)
+
     def deployments(self, names: list[str]) -> dict[str, dict[str, Any] | None] | None:
         """Blue and green for the report's per-side tree: None when the user may not read
         Deployments (the report then says "not readable"), a missing one maps to None."""

@@ -37,7 +37,15 @@ from cutover.cli.compat import (
     text_lines,
 )
 from cutover.cli.manifests import Document, read_manifests
-from cutover.cli.plan import build_plan, lint_problems, live_change
+from cutover.cli.plan import (
+    Templates,
+    build_plan,
+    lint_problems,
+    live_change,
+    offline_notes,
+    resolve_gates,
+    template_objects,
+)
 from cutover.cli.render import (
     console,
     dump,
@@ -49,6 +57,7 @@ from cutover.cli.render import (
 from cutover.cli.report import build_report
 from cutover.core import promql
 from cutover.core.observations import RequestVerb
+from cutover.core.templates import TemplateObject
 from cutover.core.transitions import Reason
 from cutover.crd import crd_yaml
 from cutover.durations import DurationError, parse_duration
@@ -136,6 +145,21 @@ FilesOpt = Annotated[
         " ConfigMaps holding the hooks' SQL).",
     ),
 ]
+TemplateFilesOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--template-file",
+        help="GateTemplate or ClusterGateTemplate manifests the gates name (file, directory or"
+        " -); those among -f count too. Repeatable.",
+    ),
+]
+RequireTemplatesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--require-templates",
+        help="A gate whose template is not given is an error (by default only a note).",
+    ),
+]
 DialectOpt = Annotated[
     Dialect,
     typer.Option(
@@ -153,6 +177,14 @@ def _seconds(text: str, option: str) -> float:
 
 
 # --- offline commands -------------------------------------------------------------------------
+
+
+def _templates(
+    documents: list[Document], template_files: list[Path] | None
+) -> dict[api.GateTemplateRef, TemplateObject]:
+    """The gate templates among the manifests and the --template-file files."""
+    given = documents + read_manifests(template_files or [])
+    return template_objects([d.body for d in given])
 
 
 def _migrations(documents: list[Document], files: list[Path]) -> list[Document]:
@@ -198,20 +230,30 @@ def version() -> None:
 
 @app.command()
 @guarded
-def lint(files: FilesOpt, dialect: DialectOpt = Dialect.postgres) -> None:
-    """Validate Migration manifests: schema, gate query templates and the hooks' SQL.
+def lint(
+    files: FilesOpt,
+    dialect: DialectOpt = Dialect.postgres,
+    template_files: TemplateFilesOpt = None,
+    require_templates: RequireTemplatesOpt = False,
+) -> None:
+    """Validate Migration manifests: schema, gate templates and queries, the hooks' SQL.
 
     Exit 1 on any error: a schema or template problem, contract SQL in a preShift or afterStep
-    hook, or in a postPromotion hook not marked irreversible. Locking SQL is a warning.
+    hook, or in a postPromotion hook not marked irreversible. Locking SQL is a warning. A gate
+    from a GateTemplate not given (-f or --template-file) is a note, an error only with
+    --require-templates.
     """
     documents = read_manifests(files)
     migrations = _migrations(documents, files)
+    templates = _templates(documents, template_files)
     located, notes = _hook_sql(documents, dialect)
     failed = False
     for document in migrations:
         prefix = f"{document.path}: Migration {document.name}"
-        problems = lint_problems(document.body)
+        problems = lint_problems(document.body, templates, require_templates)
         mine, my_notes = _of(document, located, notes)
+        if not require_templates:
+            my_notes = [*my_notes, *_offline(document, templates)]
         errors = [i for i in mine if i.severity is Severity.error]
         warnings = [i for i in mine if i.severity is Severity.warning]
         failed = failed or bool(problems) or bool(errors)
@@ -243,37 +285,46 @@ def plan(
         ),
     ] = False,
     dialect: DialectOpt = Dialect.postgres,
+    template_files: TemplateFilesOpt = None,
+    require_templates: RequireTemplatesOpt = False,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
     """Validate manifests offline and print each one's schedule, gates and rollback effects.
 
-    With -o json|yaml: the migration plan, with its phases, point of no return and risks.
+    With -o json|yaml: the migration plan, with its phases, point of no return and risks. Gates
+    from templates are shown resolved when the templates are given (-f, --template-file) or,
+    with --live, read from the cluster.
     """
     out = console()
     plans = []
     failed = False
     everything = read_manifests(files)
     documents = _migrations(everything, files)
+    given = _templates(everything, template_files)
     located, notes = _hook_sql(everything, dialect)
     lives: dict[int, dict[str, Any] | None] = {}
     blues: dict[int, int | None] = {}
+    templates: dict[int, Templates] = dict.fromkeys(range(len(documents)), given)
     if live:
         for index, document in enumerate(documents):
             ns = namespace or (document.body.get("metadata") or {}).get("namespace")
             with _cluster(kubeconfig, context, ns) as cluster:
                 lives[index] = cluster.find(document.name)
                 blues[index] = _blue_replicas(cluster, document.body, lives[index])
+                templates[index] = _live_templates(cluster, document.body, given)
     for index, document in enumerate(documents):
-        problems = lint_problems(document.body)
+        problems = lint_problems(document.body, templates[index], require_templates)
         if problems:
             failed = True
             for problem in problems:
                 typer.echo(f"{document.path}: Migration {document.name}: {problem}", err=True)
             continue
         try:
-            built = build_plan(document.body, *_of(document, located, notes))
+            built = build_plan(
+                document.body, *_of(document, located, notes), templates=templates[index]
+            )
             if live:
                 effect, message = live_change(document.body, lives[index], blues[index])
                 built = dataclasses.replace(built, change=message, change_effect=effect)
@@ -356,6 +407,33 @@ app.command("backtest")(guarded(backtest))
 
 def _cluster(kubeconfig: str | None, context: str | None, namespace: str | None) -> Cluster:
     return Cluster(Target(kubeconfig=kubeconfig, context=context, namespace=namespace))
+
+
+def _offline(document: Document, templates: Templates) -> list[str]:
+    """Notes on the gates whose template was not given (an invalid spec has none)."""
+    try:
+        spec = api.Migration.from_manifest(document.body).spec
+    except api.SpecInvalid:
+        return []
+    return offline_notes(resolve_gates(document.body, spec, templates)[0])
+
+
+def _live_templates(
+    cluster: Cluster, manifest: Mapping[str, Any], given: Templates
+) -> dict[api.GateTemplateRef, TemplateObject]:
+    """``given`` plus the templates the manifest's gates name that the cluster holds."""
+    found = dict(given)
+    try:
+        spec = api.Migration.from_manifest(manifest).spec
+    except api.SpecInvalid:
+        return found  # lint reports it
+    for gate in spec.gates:
+        ref = gate.template_ref
+        if ref is not None and ref not in found:
+            body = cluster.template(ref)
+            if body is not None:
+                found[ref] = TemplateObject.from_body(body)
+    return found
 
 
 def _blue_replicas(

@@ -14,7 +14,9 @@ from cutover.cli.compat import Located
 from cutover.cli.phases import PlanPhase, RiskAssessment, assess, build_phases, point_of_no_return
 from cutover.cli.report import threshold_text
 from cutover.core import promql, speccheck
+from cutover.core import templates as gate_templates
 from cutover.core.plan import StepKind, schedule
+from cutover.core.templates import TemplateObject
 from cutover.durations import format_duration
 
 
@@ -30,6 +32,75 @@ def query_variables(manifest: Mapping[str, Any], spec: api.MigrationSpec) -> dic
     }
 
 
+Templates = Mapping[api.GateTemplateRef, TemplateObject]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A gate as the offline checks see it: inline, resolved from its template, or unresolved
+    (``gate`` is then the templated gate itself and ``unresolved`` says why)."""
+
+    gate: api.Gate
+    template: str | None = None  # "GateTemplate 'x'" for a gate taken from a template
+    unresolved: str | None = None
+    offline: bool = False  # unresolved only because the template was not given
+
+
+def offline_notes(checked: Sequence[Checked]) -> list[str]:
+    """Gates whose template was not given: not an error unless resolution was asked for."""
+    return [c.unresolved for c in checked if c.offline and c.unresolved]
+
+
+def resolve_gates(
+    manifest: Mapping[str, Any], spec: api.MigrationSpec, templates: Templates
+) -> tuple[list[Checked], list[str]]:
+    """Each gate with its template resolved the way the operator does at preflight, when the
+    template is among ``templates``; and the problems of those that do not resolve."""
+    namespace = str((manifest.get("metadata") or {}).get("namespace") or "default")
+    checked: list[Checked] = []
+    problems: list[str] = []
+    for index, gate in enumerate(spec.gates):
+        ref = gate.template_ref
+        if ref is None:
+            checked.append(Checked(gate))
+            continue
+        found = templates.get(ref)
+        if found is None:
+            why = (
+                f"{gate_templates.where(index, gate)}: the gate comes from {ref.describe()},"
+                " which cannot be resolved offline (give it with --template-file, or plan --live)"
+            )
+            checked.append(Checked(gate, ref.describe(), why, offline=True))
+            continue
+        try:
+            record = gate_templates.resolve(gate, found, namespace, index)
+        except gate_templates.Unresolved as error:
+            problems.extend(error.problems)
+            checked.append(Checked(gate, ref.describe(), "; ".join(error.problems)))
+            continue
+        checked.append(Checked(record.gate, ref.describe()))
+    return checked, problems
+
+
+def template_objects(
+    documents: Sequence[Mapping[str, Any]],
+) -> dict[api.GateTemplateRef, TemplateObject]:
+    """The GateTemplates and ClusterGateTemplates among manifests; raises SpecInvalid."""
+    found: dict[api.GateTemplateRef, TemplateObject] = {}
+    kinds = {k.value for k in api.GateTemplateKind}
+    for body in documents:
+        if body.get("kind") not in kinds:
+            continue
+        try:
+            manifest = api.GateTemplateManifest.from_manifest(body)
+        except api.SpecInvalid as error:
+            name = (body.get("metadata") or {}).get("name", "<unnamed>")
+            raise api.SpecInvalid([f"{body['kind']} {name}: {p}" for p in error.problems]) from None
+        ref = api.GateTemplateRef(name=str(manifest.metadata.get("name") or ""), kind=manifest.kind)
+        found[ref] = TemplateObject.from_body(body)
+    return found
+
+
 def rendered_queries(
     manifest: Mapping[str, Any], spec: api.MigrationSpec
 ) -> dict[str, dict[str, str]]:
@@ -38,6 +109,8 @@ def rendered_queries(
     base = query_variables(manifest, spec)
     result: dict[str, dict[str, str]] = {}
     for gate in spec.gates:
+        if gate.template_ref is not None:
+            continue  # not resolved: nothing to render
         source = providers.source_for(gate)
         values = providers.variables(base, gate)
         rendered = {
@@ -51,15 +124,22 @@ def rendered_queries(
     return result
 
 
-def lint_problems(manifest: Mapping[str, Any]) -> list[str]:
-    """Every problem with a field path: schema problems first, then query templates."""
+def lint_problems(
+    manifest: Mapping[str, Any], templates: Templates | None = None, require_templates: bool = False
+) -> list[str]:
+    """Every problem with a field path: schema problems first, then gate templates (a template
+    not among ``templates`` only with ``require_templates``), then query templates."""
     try:
         migration = api.Migration.from_manifest(manifest)
     except api.SpecInvalid as error:
         return list(error.problems)
     base = query_variables(manifest, migration.spec)
-    problems = []
-    for index, gate in enumerate(migration.spec.gates):
+    checked, problems = resolve_gates(manifest, migration.spec, templates or {})
+    if require_templates:
+        problems += offline_notes(checked)
+    for index, gate in enumerate(c.gate for c in checked):
+        if gate.template_ref is not None:
+            continue
         source = providers.source_for(gate)
         values = providers.variables(base, gate)
         for field, template in source.templates(gate):
@@ -80,6 +160,7 @@ class PlanGate:
     threshold: str
     query: str
     baseline: str | None
+    template: str | None = None  # the template the gate comes from
 
 
 @dataclass(frozen=True)
@@ -115,6 +196,30 @@ class Plan:
     risk: RiskAssessment | None = None
 
 
+def _plan_gate(checked: Checked, queries: Mapping[str, Mapping[str, str]]) -> PlanGate:
+    gate = checked.gate
+    if checked.unresolved is not None:
+        query = (
+            "not resolved offline: give the template with --template-file, or plan --live"
+            if checked.offline
+            else f"cannot be resolved: {checked.unresolved}"
+        )
+        return PlanGate(
+            name=gate.name,
+            threshold=f"as {checked.template} says",
+            query=query,
+            baseline=None,
+            template=checked.template,
+        )
+    return PlanGate(
+        name=gate.name,
+        threshold=threshold_text(gate),
+        query=queries[gate.name]["query"],
+        baseline=queries[gate.name].get("baseline"),
+        template=checked.template,
+    )
+
+
 def _rollback_text(weight: int) -> str:
     if weight == 0:
         return "nothing to undo: all traffic is on blue"
@@ -122,15 +227,19 @@ def _rollback_text(weight: int) -> str:
 
 
 def build_plan(
-    manifest: Mapping[str, Any], sql: Sequence[Located] = (), notes: Sequence[str] = ()
+    manifest: Mapping[str, Any],
+    sql: Sequence[Located] = (),
+    notes: Sequence[str] = (),
+    templates: Templates | None = None,
 ) -> Plan:
     """The schedule of a valid manifest; raises SpecInvalid or promql.TemplateError.
 
     ``sql`` holds what ``cutover compat`` found in the hooks' SQL and ``notes`` what it could
-    not check: both feed the risk assessment.
+    not check: both feed the risk assessment. Gates from ``templates`` are shown resolved.
     """
     migration = api.Migration.from_manifest(manifest)
-    spec = migration.spec
+    checked, _ = resolve_gates(manifest, migration.spec, templates or {})
+    spec = migration.spec.model_copy(update={"gates": [c.gate for c in checked]})
     queries = rendered_queries(manifest, spec)
     planned = schedule(spec)
     rows = []
@@ -151,15 +260,7 @@ def build_plan(
                 rollback=_rollback_text(step.weight),
             )
         )
-    gates = tuple(
-        PlanGate(
-            name=g.name,
-            threshold=threshold_text(g),
-            query=queries[g.name]["query"],
-            baseline=queries[g.name].get("baseline"),
-        )
-        for g in spec.gates
-    )
+    gates = tuple(_plan_gate(c, queries) for c in checked)
     minimum = format_duration(planned.minimum_seconds)
     if planned.waits_for_promotion:
         minimum += " + time until promoted"

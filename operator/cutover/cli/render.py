@@ -271,7 +271,8 @@ def plan_renderable(plan: Plan) -> RenderableType:
         gates.add_column("Query", overflow="fold")
         for gate in plan.gates:
             query = gate.query + (f"\nbaseline: {gate.baseline}" if gate.baseline else "")
-            gates.add_row(gate.name, gate.threshold, escape(query))
+            name = gate.name + (f"\nfrom {gate.template}" if gate.template else "")
+            gates.add_row(escape(name), gate.threshold, escape(query))
         parts.append(gates)
     parts.append(Text(f"Minimum duration: {plan.minimum}"))
     if plan.bake != "0s":
