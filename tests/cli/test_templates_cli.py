@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
+from cutover.api import parse_spec
 from cutover.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +98,27 @@ def test_plan_offline_says_a_gate_is_not_resolved() -> None:
     errors = next(g for g in plan["gates"] if g["name"] == "errors")
     assert errors["template"] == "GateTemplate 'http-errors'"
     assert errors["query"].startswith("not resolved offline")
+
+
+def test_status_judges_a_templated_gate_by_the_gate_its_run_recorded() -> None:
+    from cutover.cli.report import build_report
+    from cutover.core.templates import TemplateObject, resolve
+
+    migration = yaml.safe_load(Path(MIGRATION).read_text())
+    spec = parse_spec(migration["spec"])
+    template = next(yaml.safe_load_all(Path(TEMPLATES).read_text()))
+    record = resolve(spec.gates[0], TemplateObject.from_body(template), "default", 0)
+    migration["status"] = {
+        "phase": "Paused",
+        "weight": 50,
+        "gates": [{"name": "errors", "outcome": "Running", "lastValue": 0.045, "passed": 3}],
+        "resolvedGates": [record.to_dict()],
+    }
+
+    gates = {g.name: g for g in build_report(migration).gates}
+
+    assert gates["errors"].threshold == "<= 0.05"
+    assert gates["errors"].margin == pytest.approx(0.1)
+    # Not resolved for this run (e.g. the run failed on it): said, and no margin guessed.
+    assert gates["latency"].threshold == "as ClusterGateTemplate 'p99-latency' says (not resolved)"
+    assert gates["latency"].margin is None

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
+from tests.support.controlplane import forbidden_requests
 from tests.support.json_server import Answer, JsonServer, json_server
 
 from .gates_support import gate_record, migration_manifest, start_app
@@ -41,7 +42,14 @@ def shared_namespace(cluster: ControlPlane) -> str:
 
 
 @pytest.fixture(scope="module")
-def shared_operator(cluster: ControlPlane, shared_namespace: str) -> Iterator[OperatorProcess]:
+def audit_start(cluster: ControlPlane) -> int:
+    return int(cluster.stats()["last_seq"])
+
+
+@pytest.fixture(scope="module")
+def shared_operator(
+    cluster: ControlPlane, shared_namespace: str, audit_start: int
+) -> Iterator[OperatorProcess]:
     """One operator for the module (the chart's RBAC: templates are only read)."""
     process = OperatorProcess(cluster, shared_namespace).start()
     yield process
@@ -193,3 +201,20 @@ def test_a_missing_template_or_a_wrong_arg_moves_no_traffic_and_a_new_spec_resol
     assert final["phase"] == "Succeeded", final
     assert resolved(final, "typo")["gate"]["web"]["args"] == {"where": "ok"}
     assert gate_record(final, "typo")["passed"] >= 1
+
+
+def test_the_operator_reads_templates_from_watches_within_the_charts_rbac(
+    cluster: ControlPlane, shared_namespace: str, shared_operator: OperatorProcess, audit_start: int
+) -> None:
+    operator = f"system:serviceaccount:{shared_namespace}:"
+    mine = [e for e in cluster.reads(audit_start) if str(e.get("user") or "").startswith(operator)]
+    for resource in ("gatetemplates", "clustergatetemplates"):
+        verbs = {e["verb"] for e in mine if e["resource"] == resource and e["code"] < 400}
+        # Kopf's watch-stream starts with a list; the audit log records a watch only once it
+        # ends (minutes later), so the list is what shows the index is fed by a watch.
+        assert "list" in verbs, (resource, verbs)
+    # Not a read per check (the gates were checked dozens of times): at most a preflight's
+    # one GET for a template the index did not hold yet (here: the missing one).
+    gets = [e for e in mine if e["verb"] == "get" and "gatetemplates" in str(e["resource"])]
+    assert len(gets) <= 4, gets
+    assert forbidden_requests(cluster, operator, audit_start) == []

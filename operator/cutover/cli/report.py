@@ -246,16 +246,24 @@ def gate_margin(gate: Gate, record: GateStatus | None) -> float | None:
 
 def _gate_reports(spec: MigrationSpec, status: MigrationStatus) -> list[GateReport]:
     reports = []
-    for gate in spec.gates:
+    # A gate from a template is judged as resolved at the run's preflight, recorded in status.
+    resolved = {r.gate.name: r.gate for r in status.resolved_gates}
+    for written in spec.gates:
+        gate = resolved.get(written.name, written) if written.template_ref else written
         record = status.gate(gate.name)
-        margin = gate_margin(gate, record)
+        unresolved = gate.template_ref
+        margin = gate_margin(gate, record) if unresolved is None else None
         reports.append(
             GateReport(
                 name=gate.name,
                 outcome=(record.outcome if record else GateOutcome.pending).value,
                 verdict=record.last_verdict.value if record and record.last_verdict else None,
                 value=record.last_value if record else None,
-                threshold=threshold_text(gate),
+                threshold=(
+                    threshold_text(gate)
+                    if unresolved is None
+                    else f"as {unresolved.describe()} says (not resolved)"
+                ),
                 margin=None if margin is None else round(margin, 4),
                 passed=record.passed if record else 0,
                 failed=record.failed if record else 0,
