@@ -555,7 +555,6 @@ class Gate(_Model):
 
 # --- gate templates -------------------------------------------------------------------------
 
-TEMPLATE_KINDS = tuple(GateTemplateKind)
 # Fields of a gate that only a Migration's gate has: a template's gate is the rest.
 _GATE_ONLY_FIELDS = ("name", "template_ref", "args")
 

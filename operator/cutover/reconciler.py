@@ -334,12 +334,14 @@ class Reconciler:
         prepared = status
         template_problems: tuple[str, ...] = ()
         if isinstance(spec, MigrationSpec):
-            if starting and gate_templates.refs(spec):
-                # This run's gates: resolved now, recorded with the decision, fixed for the run.
+            if starting:
+                # This run's gates: resolved now, recorded with the decision, fixed for the run
+                # (a spec without templated gates drops the last run's records).
                 found = await self._templates(spec, templates)
                 records, problems = gate_templates.resolve_all(spec, found, self.namespace)
-                prepared = status.model_copy(deep=True)
-                prepared.resolved_gates = records
+                if records != status.resolved_gates:
+                    prepared = status.model_copy(deep=True)
+                    prepared.resolved_gates = records
                 template_problems = tuple(problems)
             spec = self._with_resolved_gates(spec, prepared)
 
