@@ -122,3 +122,32 @@ def test_status_judges_a_templated_gate_by_the_gate_its_run_recorded() -> None:
     # Not resolved for this run (e.g. the run failed on it): said, and no margin guessed.
     assert gates["latency"].threshold == "as ClusterGateTemplate 'p99-latency' says (not resolved)"
     assert gates["latency"].margin is None
+
+
+def test_backtest_replays_a_gate_as_its_template_resolves_or_says_it_cannot() -> None:
+    code, out, err = run("backtest", "-f", str(EXAMPLE), "--since", "1h")
+
+    assert code == 0, err
+    # Resolved from the template among the files: a web gate, which cannot replay.
+    assert "errors  web, every 10s, <= 0.05" in out
+    assert "cannot replay: web" in out
+
+    code, out, err = run("backtest", "-f", MIGRATION, "--since", "1h")
+
+    assert code == 0, err
+    assert (
+        "cannot replay: the gate comes from GateTemplate 'http-errors', which is not among the"
+        " files (-f)" in out
+    )
+
+
+def test_backtest_refuses_a_template_given_the_wrong_args(tmp_path: Path) -> None:
+    migration = yaml.safe_load(Path(MIGRATION).read_text())
+    del migration["spec"]["gates"][0]["args"]
+    path = tmp_path / "migration.yaml"
+    path.write_text(yaml.safe_dump(migration))
+
+    code, _, err = run("backtest", "-f", str(path), "-f", TEMPLATES, "--since", "1h")
+
+    assert code == 1
+    assert "GateTemplate 'http-errors' needs arg 'route'" in err

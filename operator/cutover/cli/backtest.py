@@ -26,7 +26,7 @@ import typer
 from cutover import api, providers
 from cutover.cli.client import EXIT_UNREACHABLE, EXIT_USER, CliError
 from cutover.cli.manifests import Document, read_manifests
-from cutover.cli.plan import query_variables
+from cutover.cli.plan import Templates, query_variables, resolve_gates, template_objects
 from cutover.cli.render import dump
 from cutover.cli.report import threshold_text
 from cutover.core import backtest as core
@@ -132,7 +132,9 @@ def _variables(
 ) -> dict[str, dict[str, str]]:
     """gate name -> its query variables, ``--set`` applied; an unknown ``--set`` name fails."""
     base = query_variables(document.body, spec)
-    per_gate = {gate.name: providers.variables(base, gate) for gate in spec.gates}
+    per_gate = {
+        gate.name: providers.variables(base, gate) for gate in spec.gates if not gate.template_ref
+    }
     known = set(base).union(*(set(values) for values in per_gate.values()))
     unknown = sorted(set(sets) - known)
     if unknown:
@@ -226,6 +228,18 @@ def _replay_gate(
     worst: int,
 ) -> GateBacktest:
     step = step_override if step_override is not None else parse_duration(gate.interval)
+    if gate.template_ref is not None:
+        # Its template was not among the files: there is no query to replay.
+        ref = gate.template_ref.describe()
+        return GateBacktest(
+            name=gate.name,
+            provider=ref,
+            dry_run=gate.dry_run,
+            judged_by=f"as {ref} says",
+            on_no_data=gate.on_no_data.value,
+            step_seconds=step,
+            cannot=f"cannot replay: the gate comes from {ref}, which is not among the files (-f)",
+        )
     entry = GateBacktest(
         name=gate.name,
         provider=gate.provider,
@@ -284,10 +298,15 @@ def backtest_migration(
     run: float | None,
     sets: dict[str, str],
     worst: int,
+    templates: Templates | None = None,
 ) -> MigrationBacktest:
-    """Replay every gate of one Migration manifest over ``start``..``end``."""
+    """Replay every gate of one Migration manifest over ``start``..``end``; a gate from a
+    template among ``templates`` is replayed as it resolves."""
     migration = api.Migration.from_manifest(document.body)
-    spec = migration.spec
+    checked, problems = resolve_gates(document.body, migration.spec, templates or {})
+    if problems:
+        raise CliError(f"{document.path}: Migration {document.name}: {'; '.join(problems)}")
+    spec = migration.spec.model_copy(update={"gates": [c.gate for c in checked]})
     if not spec.gates:
         raise CliError(f"{document.path}: Migration {document.name} has no gates to backtest")
     planned = schedule(spec)
@@ -305,7 +324,13 @@ def backtest_migration(
     for index, gate in enumerate(spec.gates):
         result.gates.append(
             _replay_gate(
-                gate, index, variables[gate.name], result, step, spec.rollback.automatic, worst
+                gate,
+                index,
+                variables.get(gate.name, {}),
+                result,
+                step,
+                spec.rollback.automatic,
+                worst,
             )
         )
     return result
@@ -511,7 +536,9 @@ def backtest(
     step_seconds = _positive(step, "--step")
     run_seconds = _positive(run, "--run")
     overrides = parse_sets(sets or [])
-    documents = [d for d in read_manifests(files) if d.kind == api.KIND]
+    everything = read_manifests(files)
+    templates = template_objects([d.body for d in everything])
+    documents = [d for d in everything if d.kind == api.KIND]
     if not documents:
         raise CliError(f"{', '.join(str(f) for f in files)}: no Migration found")
     results = []
@@ -525,6 +552,7 @@ def backtest(
                 run=run_seconds,
                 sets=overrides,
                 worst=worst,
+                templates=templates,
             )
         )
     if output is Format.json:
