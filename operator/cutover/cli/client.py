@@ -6,6 +6,7 @@ code, so the commands never show a client traceback.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import secrets
@@ -23,13 +24,17 @@ EXIT_UNREACHABLE = 4
 # Short timeouts: a CLI that hangs on a dead cluster is worse than one that says so.
 _CONNECT_TIMEOUT = 5.0
 _READ_TIMEOUT = 20.0
+# Spelled here: inside Cluster, ``list`` is its method.
+Objects = list[dict[str, Any]]
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USER) -> None:
+    def __init__(self, message: str, code: int = EXIT_USER, http_status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        # The API server's answer, when it gave one (403: RBAC; 410: a watch must start over).
+        self.http_status = http_status
 
 
 def request_id() -> str:
@@ -97,6 +102,20 @@ class Cluster:
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
 
+    def warm_up(self) -> None:
+        """Load the client's API modules for Events and Deployments now (seconds on a busy
+        machine) rather than on the first read that needs them."""
+        from kubernetes import client
+
+        client.CoreV1Api(self._api_client)
+        client.AppsV1Api(self._api_client)
+
+    def in_namespace(self, namespace: str) -> Cluster:
+        """The same connection for another namespace (never close it: the connection is shared)."""
+        other = copy.copy(self)
+        other.namespace = namespace
+        return other
+
     def __enter__(self) -> Cluster:
         return self
 
@@ -111,7 +130,9 @@ class Cluster:
         try:
             yield
         except ApiException as error:
-            raise CliError(self._api_message(error, what, name)) from None
+            raise CliError(
+                self._api_message(error, what, name), http_status=getattr(error, "status", None)
+            ) from None
         except (HTTPError, OSError) as error:
             raise CliError(
                 f"cannot reach the cluster at {self.server}: {_network_reason(error)}",
@@ -222,8 +243,14 @@ class Cluster:
         return found
 
     def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
-        where = "all namespaces" if all_namespaces else f"namespace {self.namespace}"
-        with self._calling(f"list migrations in {where}"):
+        return self.snapshot(all_namespaces)[0]
+
+    def _where(self, all_namespaces: bool) -> str:
+        return "all namespaces" if all_namespaces else f"namespace {self.namespace}"
+
+    def snapshot(self, all_namespaces: bool) -> tuple[Objects, str]:
+        """The Migrations and the list's resourceVersion, where a watch of them starts."""
+        with self._calling(f"list migrations in {self._where(all_namespaces)}"):
             if all_namespaces:
                 result = self._custom.list_cluster_custom_object(
                     api.GROUP, api.VERSION, api.PLURAL, _request_timeout=self._timeout()
@@ -236,7 +263,74 @@ class Cluster:
                     api.PLURAL,
                     _request_timeout=self._timeout(),
                 )
-        return [_mapping(item) for item in _mapping(result).get("items") or []]
+        listed = _mapping(result)
+        version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+        return [_mapping(item) for item in listed.get("items") or []], version
+
+    def watch(
+        self, all_namespaces: bool, resource_version: str, seconds: int = 30
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Changes to the Migrations after ``resource_version`` as (ADDED/MODIFIED/DELETED,
+        object), for up to ``seconds``; a 410 (too old) means list again and start over."""
+        from kubernetes import watch
+
+        where = self._where(all_namespaces)
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        timeout = (_CONNECT_TIMEOUT, seconds + _READ_TIMEOUT)
+        options: dict[str, Any] = {
+            "resource_version": resource_version,
+            "timeout_seconds": seconds,
+            "allow_watch_bookmarks": False,
+            "_request_timeout": timeout,
+        }
+        with self._calling(f"watch migrations in {where}"):
+            if all_namespaces:
+                events = stream.stream(  # type: ignore[no-untyped-call]
+                    self._custom.list_cluster_custom_object,
+                    api.GROUP,
+                    api.VERSION,
+                    api.PLURAL,
+                    **options,
+                )
+            else:
+                events = stream.stream(  # type: ignore[no-untyped-call]
+                    self._custom.list_namespaced_custom_object,
+                    api.GROUP,
+                    api.VERSION,
+                    self.namespace,
+                    api.PLURAL,
+                    **options,
+                )
+            try:
+                for event in events:
+                    yield str(event["type"]), _mapping(event["raw_object"])
+            finally:
+                stream.stop()  # type: ignore[no-untyped-call]
+
+    def events(self, name: str) -> Objects | None:
+        """The Events about Migration ``name``, oldest first; None when RBAC hides them."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core = client.CoreV1Api(self._api_client)
+        selector = f"involvedObject.kind={api.KIND},involvedObject.name={name}"
+        with self._calling(f"list events in namespace {self.namespace}"):
+            try:
+                found = core.list_namespaced_event(
+                    self.namespace, field_selector=selector, _request_timeout=self._timeout()
+                )
+            except ApiException as error:
+                if error.status in (401, 403):
+                    return None
+                raise
+        items = (
+            _mapping(
+                self._api_client.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+            ).get("items")
+            or []
+        )
+        events = [_mapping(item) for item in items]
+        return sorted(events, key=_event_time)
 
     def request(self, name: str, value: str) -> dict[str, Any]:
         """Set the request annotation with a JSON merge patch of metadata only.
@@ -264,6 +358,16 @@ def _mapping(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CliError(f"unexpected response from the API server: {type(value).__name__}")
     return value
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    # ISO 8601 UTC strings sort in time order.
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
 
 
 def _in_cluster(path: str) -> bool:

@@ -24,7 +24,7 @@ import typer
 
 from cutover import __version__, api
 from cutover.cli.backtest import backtest
-from cutover.cli.client import EXIT_USER, CliError, Cluster, Target, request_id
+from cutover.cli.client import EXIT_USER, CliError, Cluster, Target
 from cutover.cli.compat import (
     Located,
     Severity,
@@ -55,10 +55,10 @@ from cutover.cli.render import (
     report_renderable,
 )
 from cutover.cli.report import build_report
+from cutover.cli.requests import send_request
 from cutover.core import promql
 from cutover.core.observations import RequestVerb
 from cutover.core.templates import TemplateObject
-from cutover.core.transitions import Reason
 from cutover.crd import crd_yaml
 from cutover.durations import DurationError, parse_duration
 from cutover.sqlscript import Dialect
@@ -565,64 +565,6 @@ def _watch(
 # --- manual control ---------------------------------------------------------------------------
 
 
-_ALLOWED: dict[RequestVerb, set[api.Phase]] = {
-    RequestVerb.promote: {api.Phase.progressing, api.Phase.paused},
-    RequestVerb.promote_full: {api.Phase.progressing, api.Phase.paused},
-    RequestVerb.pause: {api.Phase.progressing},
-    RequestVerb.resume: {api.Phase.paused},
-    RequestVerb.abort: {api.Phase.pending, api.Phase.progressing, api.Phase.paused},
-    RequestVerb.retry: {api.Phase.rolled_back, api.Phase.failed},
-}
-
-
-def _refusal(verb: RequestVerb, obj: dict[str, Any]) -> str | None:
-    """Why the operator would ignore ``verb`` now (its rules in core/machine.py), or None."""
-    raw_status = obj.get("status") or {}
-    phase = api.Phase(raw_status.get("phase") or api.Phase.pending.value)
-    if phase not in _ALLOWED[verb]:
-        allowed = ", ".join(sorted(p.value for p in _ALLOWED[verb]))
-        return f"{verb.value} has no effect in phase {phase.value} (possible in: {allowed})"
-    spec_paused = bool((obj.get("spec") or {}).get("paused"))
-    if spec_paused and verb in (RequestVerb.promote, RequestVerb.promote_full, RequestVerb.resume):
-        return f"{verb.value} has no effect while spec.paused is true: set it to false instead"
-    return None
-
-
-def _effect(verb: RequestVerb, obj: dict[str, Any]) -> str:
-    spec = obj.get("spec") or {}
-    raw_status = obj.get("status") or {}
-    blue = (spec.get("blue") or {}).get("deployment", "blue")
-    green = (spec.get("green") or {}).get("deployment", "green")
-    steps = spec.get("steps") or []
-    index = int(raw_status.get("currentStepIndex") or 0)
-    weight = int(raw_status.get("weight") or 0)
-    if verb is RequestVerb.abort:
-        scale_down = (spec.get("rollback") or {}).get("scaleDownGreen", True)
-        extra = f", {green} scaled to 0" if scale_down else ""
-        return f"all traffic will return to blue ({blue}){extra}"
-    if verb is RequestVerb.retry:
-        return f"a new run will start from step 1 of {len(steps)} ({blue} -> {green})"
-    if verb is RequestVerb.pause:
-        return f"the run will hold at {weight}% on green ({green}); gates keep running"
-    if verb is RequestVerb.promote_full:
-        return (
-            f"all remaining steps and gates will be skipped: 100% to green ({green}),"
-            f" then blue ({blue}) retired"
-        )
-    if verb is RequestVerb.resume and raw_status.get("reason") != Reason.pause_step:
-        return f"the run will go on from step {min(index + 1, len(steps))} of {len(steps)}"
-    following = index + 1
-    if following >= len(steps):
-        return f"the last step is skipped: 100% to green ({green}), then blue ({blue}) retired"
-    step = steps[following]
-    what = (
-        f"setWeight {step['setWeight']}%"
-        if isinstance(step, dict) and "setWeight" in step
-        else "a pause"
-    )
-    return f"the run will skip to step {following + 1} of {len(steps)} ({what})"
-
-
 def _request(
     verb: RequestVerb,
     name: str,
@@ -635,17 +577,14 @@ def _request(
     limit = _seconds(wait_timeout, "--wait-timeout")
     label = "promote --full" if verb is RequestVerb.promote_full else verb.value
     with _cluster(kubeconfig, context, namespace) as cluster:
-        obj = cluster.get(name)
-        refusal = _refusal(verb, obj)
-        if refusal is not None:
-            raise CliError(f"{name}: {refusal}")
-        pending = (obj.get("metadata") or {}).get("annotations", {}).get(api.REQUEST_ANNOTATION)
-        if pending:
-            typer.echo(f"note: replacing a request the operator has not handled yet: {pending}")
-        typer.echo(f"{label}: {_effect(verb, obj)}")
-        rid = request_id()
-        cluster.request(name, f"{verb.value}:{rid}")
-        typer.echo(f"requested ({api.REQUEST_ANNOTATION}={verb.value}:{rid})")
+        sent = send_request(cluster, verb, name)
+        if sent.replaced:
+            typer.echo(
+                f"note: replacing a request the operator has not handled yet: {sent.replaced}"
+            )
+        typer.echo(f"{label}: {sent.effect}")
+        rid = sent.request_id
+        typer.echo(f"requested ({api.REQUEST_ANNOTATION}={sent.value})")
         if not wait:
             return
         deadline = time.monotonic() + limit
@@ -713,6 +652,42 @@ _simple(RequestVerb.pause, "Hold the run at its current weight (gates keep runni
 _simple(RequestVerb.resume, "Go on after a pause request or a gate hold.")
 _simple(RequestVerb.abort, "Return all traffic to blue now.")
 _simple(RequestVerb.retry, "Start a new run after RolledBack or Failed.")
+
+
+@app.command()
+@guarded
+def dashboard(
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8765,
+    address: Annotated[
+        str, typer.Option("--address", help="Address to listen on (loopback: only you).")
+    ] = "127.0.0.1",
+    all_namespaces: Annotated[
+        bool, typer.Option("-A", "--all-namespaces", help="Show every namespace.")
+    ] = False,
+    allow_actions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-actions",
+            help="Show promote/pause/resume/abort/retry buttons (each asks to confirm).",
+        ),
+    ] = False,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Serve a live web dashboard of the Migrations you may list (read-only by default)."""
+    from cutover.cli.dashboard.server import Settings, check_access, serve
+
+    target = Target(kubeconfig=kubeconfig, context=context, namespace=namespace)
+    with Cluster(target) as cluster, Cluster(target) as watcher:
+        problem = check_access(cluster, all_namespaces)
+        if problem is not None:
+            # Served all the same: the page says it too, and shows the runs once RBAC allows.
+            typer.echo(f"warning: {problem.message}", err=True)
+        where = "all namespaces" if all_namespaces else f"namespace {cluster.namespace}"
+        mode = "actions enabled" if allow_actions else "read-only"
+        typer.echo(f"cutover dashboard ({where}, {mode}): http://{address}:{port}/ (Ctrl-C stops)")
+        serve(cluster, watcher, all_namespaces, Settings(address, port, allow_actions))
 
 
 def main() -> None:
