@@ -46,6 +46,9 @@ class Track:
     weights: list[WeightPoint] = field(default_factory=list)
     gates: dict[str, list[GatePoint]] = field(default_factory=dict)
     started: datetime | None = None
+    # History entries already drawn (several may share a time: a run starts at 0 % and sets its
+    # first weight in the same second).
+    merged: set[tuple[datetime, int, int, str]] = field(default_factory=set)
 
     def add_weight(self, point: WeightPoint) -> None:
         if self.weights and self.weights[-1].time > point.time:
@@ -124,7 +127,10 @@ class Histories:
         if status.started_at is not None:
             track.started = _aware(status.started_at)
         for entry in current_run(status.history):
-            track.add_weight(WeightPoint(_aware(entry.time), entry.weight))
+            seen = (_aware(entry.time), entry.step, entry.weight, entry.reason)
+            if seen not in track.merged:
+                track.merged.add(seen)
+                track.add_weight(WeightPoint(seen[0], entry.weight))
         # The status's own weight may be newer than its last history entry.
         track.add_weight(WeightPoint(now, status.weight))
         gates = {g.name: g for g in spec.gates} if spec else {}
