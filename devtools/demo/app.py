@@ -470,7 +470,8 @@ class Demo:
             f'  sed "s#http://127.0.0.1:9090#$PROM#" examples/demo/migration-manual.yaml \\\n'
             f"    | {kubectl} -n {namespace} apply -f -\n"
             f"  .venv/bin/cutover status checkout -n {namespace} --watch\n"
-            f"  .venv/bin/cutover promote checkout -n {namespace}   # ends the pause at 50 %\n\n"
+            f"  .venv/bin/cutover promote checkout -n {namespace}   # ends the pause at 50 %\n"
+            f"  .venv/bin/cutover dashboard -n {namespace}   # the runs live at http://127.0.0.1:8765/\n\n"
             "Press Ctrl-C here to stop everything.\n"
         )
         with self._custom_api() as custom, RunView(self.console, namespace, scenario.title) as view:

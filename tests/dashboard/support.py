@@ -37,7 +37,12 @@ class Dashboard:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": path},
             )
+
+    def ready(self) -> Dashboard:
+        """Wait until it serves (starting one takes seconds on a busy machine: start them all,
+        then wait for each)."""
         wait_for(self._serving, timeout=60, what=f"the dashboard on {self.url}")
+        return self
 
     def _serving(self) -> bool:
         if self.proc.poll() is not None:

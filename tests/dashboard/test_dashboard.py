@@ -12,7 +12,7 @@ import pytest
 
 from devtools.controlplane import ControlPlane
 from tests.integration.gates_support import start_app
-from tests.integration.harness import OperatorProcess, new_namespace, wait_phase
+from tests.integration.harness import OperatorProcess, new_namespace, wait_for, wait_phase
 from tests.support.json_server import Answer, JsonServer, json_server
 
 from .support import CHROMIUM, Dashboard
@@ -61,18 +61,51 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dashboard")
 
 
-@pytest.fixture(scope="module")
-def read_only(cluster: ControlPlane, namespace: str, logs: Path) -> Iterator[Dashboard]:
-    dashboard = Dashboard(cluster.kubeconfig, namespace, logs / "read-only.log")
-    yield dashboard
-    dashboard.stop()
+VIEWER_RBAC = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: viewer, namespace: {namespace}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: viewer, namespace: {namespace}}}
+rules: [{{apiGroups: [cutover.io], resources: [migrations], verbs: [get]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: viewer, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: viewer}}
+subjects: [{{kind: ServiceAccount, name: viewer, namespace: {namespace}}}]
+"""
 
 
 @pytest.fixture(scope="module")
-def with_actions(cluster: ControlPlane, namespace: str, logs: Path) -> Iterator[Dashboard]:
-    dashboard = Dashboard(cluster.kubeconfig, namespace, logs / "actions.log", "--allow-actions")
-    yield dashboard
-    dashboard.stop()
+def dashboards(cluster: ControlPlane, namespace: str, logs: Path) -> Iterator[dict[str, Dashboard]]:
+    """Read-only; with --allow-actions; and as a user who may get Migrations but not list them."""
+    cluster.kubectl("apply", "-f", "-", input=VIEWER_RBAC.format(namespace=namespace))
+    viewer = cluster.service_account_kubeconfig(namespace, "viewer", logs / "viewer.config")
+    started = {
+        "read-only": Dashboard(cluster.kubeconfig, namespace, logs / "read-only.log"),
+        "actions": Dashboard(
+            cluster.kubeconfig, namespace, logs / "actions.log", "--allow-actions"
+        ),
+        "viewer": Dashboard(str(viewer), namespace, logs / "viewer.log"),
+    }
+    try:
+        yield {role: dashboard.ready() for role, dashboard in started.items()}
+    finally:
+        for dashboard in started.values():
+            dashboard.stop()
+
+
+@pytest.fixture(scope="module")
+def read_only(dashboards: dict[str, Dashboard]) -> Dashboard:
+    return dashboards["read-only"]
+
+
+@pytest.fixture(scope="module")
+def with_actions(dashboards: dict[str, Dashboard]) -> Dashboard:
+    return dashboards["actions"]
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +193,7 @@ def test_a_run_progresses_on_the_page_without_a_reload(
     assert not_reloaded(overview)
     if SCREENSHOTS:
         page.screenshot(path=str(Path(SCREENSHOTS) / "dashboard-detail.png"), full_page=True)
+        overview.set_viewport_size({"width": 1280, "height": 260})
         overview.screenshot(path=str(Path(SCREENSHOTS) / "dashboard-overview.png"))
 
 
@@ -197,11 +231,16 @@ def test_with_allow_actions_a_confirmed_pause_pauses_the_run(
     sync_api.expect(pause).to_be_enabled(timeout=SEEN * 2)
     sync_api.expect(page.locator("button[data-verb=resume]")).to_be_disabled()
 
+    # In the timed pause at 25 %, where the buttons stay as they are while we click.
+    sync_api.expect(page.locator("#summary")).to_contain_text("2 of 3 (pause 10m)", timeout=SEEN)
     questions: list[str] = []
     page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
     pause.click()
-    sync_api.expect(page.locator("#action-result")).to_have_text("", timeout=2_000)
-    assert questions and "pause" in questions[0], questions  # asked, and "no" sent nothing
+    wait_for(lambda: questions or page.wait_for_timeout(100), timeout=10, what="a confirmation")
+    assert questions[0].startswith(f"pause {namespace}/pay?"), questions
+    assert "the run will hold at 25% on green (pay-green)" in questions[0]
+    page.wait_for_timeout(500)
+    assert page.locator("#action-result").text_content() == ""  # "no" sent nothing
 
     page.once("dialog", lambda dialog: dialog.accept())
     pause.click()
@@ -217,37 +256,14 @@ def test_with_allow_actions_a_confirmed_pause_pauses_the_run(
     assert paused.get("lastRequest"), paused
 
 
-def test_a_user_who_may_not_list_sees_why(
-    cluster: ControlPlane, namespace: str, logs: Path, page: Any
-) -> None:
-    account = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: viewer, namespace: {namespace}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: viewer, namespace: {namespace}}}
-rules: [{{apiGroups: [cutover.io], resources: [migrations], verbs: [get]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: viewer, namespace: {namespace}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: viewer}}
-subjects: [{{kind: ServiceAccount, name: viewer, namespace: {namespace}}}]
-"""
-    cluster.kubectl("apply", "-f", "-", input=account)
-    kubeconfig = cluster.service_account_kubeconfig(namespace, "viewer", logs / "viewer.config")
-    dashboard = Dashboard(str(kubeconfig), namespace, logs / "viewer.log")
-    try:
-        page.goto(dashboard.url + "/")
-        problem = page.locator("#notice .problem")
-        sync_api.expect(problem).to_contain_text("Not allowed to list Migrations", timeout=SEEN)
-        sync_api.expect(problem).to_contain_text("forbidden: you may not list migrations")
-        sync_api.expect(problem).to_contain_text("ask for get, list and watch")
-        assert "Traceback" not in page.content()
-    finally:
-        dashboard.stop()
-    log = dashboard.log()
+def test_a_user_who_may_not_list_sees_why(dashboards: dict[str, Dashboard], page: Any) -> None:
+    viewer = dashboards["viewer"]
+    page.goto(viewer.url + "/")
+    problem = page.locator("#notice .problem")
+    sync_api.expect(problem).to_contain_text("Not allowed to list Migrations", timeout=SEEN)
+    sync_api.expect(problem).to_contain_text("forbidden: you may not list migrations")
+    sync_api.expect(problem).to_contain_text("ask for get, list and watch")
+    assert "Traceback" not in page.content()
+    log = viewer.log()
     assert "warning: forbidden: you may not list migrations" in log, log
     assert "Traceback" not in log, log
