@@ -95,6 +95,8 @@ def dashboards(cluster: ControlPlane, namespace: str, logs: Path) -> Iterator[di
         yield {role: dashboard.ready() for role, dashboard in started.items()}
     finally:
         for dashboard in started.values():
+            dashboard.interrupt()  # all at once: each takes a moment to wind down
+        for dashboard in started.values():
             dashboard.stop()
 
 
