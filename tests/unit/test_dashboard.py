@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cutover.cli.client import CliError
 from cutover.cli.dashboard.feed import problem_of
@@ -192,3 +193,27 @@ def test_the_overview_lists_phase_step_weight_and_rollback() -> None:
     assert "Progressing" in rows[0] and '<span class="weight">10%</span>' in rows[0]
     assert "2 of 5" in rows[0] and "pause 2m" in rows[0]
     assert "RolledBack" in rows[1] and "not available" in rows[1]
+
+
+def test_a_templated_gate_is_drawn_with_the_bounds_its_run_resolved() -> None:
+    from cutover.api import parse_spec
+    from cutover.core.templates import TemplateObject, resolve
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "templates"
+    migration = yaml.safe_load((examples / "migration.yaml").read_text())
+    template = next(yaml.safe_load_all((examples / "templates.yaml").read_text()))
+    record = resolve(
+        parse_spec(migration["spec"]).gates[0], TemplateObject.from_body(template), "default", 0
+    )
+    migration["metadata"]["namespace"] = "default"
+    checked = {"lastValue": 0.045, "lastEvaluatedAt": "2026-01-01T00:01:00Z"}
+    migration["status"] = {
+        "phase": "Paused",
+        "weight": 50,
+        "gates": [{"name": "errors", **checked}, {"name": "latency", **checked}],
+        "resolvedGates": [record.to_dict()],
+    }
+    track = Histories().observe(migration, T0 + timedelta(minutes=2))
+    assert track is not None
+    assert track.gates["errors"][0].high == 0.05  # from the template
+    assert track.gates["latency"][0].high is None  # not resolved: no bound guessed

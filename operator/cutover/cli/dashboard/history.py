@@ -72,7 +72,7 @@ def _aware(value: datetime) -> datetime:
 
 def bounds(gate: Gate | None, record: GateStatus) -> tuple[float | None, float | None]:
     """The (low, high) a gate's value had to stay within at its last check."""
-    if gate is None:
+    if gate is None or gate.template_ref is not None:  # a template not resolved (yet)
         return None, None
     if gate.threshold is not None:
         return gate.threshold.min, gate.threshold.max
@@ -133,7 +133,12 @@ class Histories:
                 track.add_weight(WeightPoint(seen[0], entry.weight))
         # The status's own weight may be newer than its last history entry.
         track.add_weight(WeightPoint(now, status.weight))
-        gates = {g.name: g for g in spec.gates} if spec else {}
+        # A gate from a template has the bounds its run resolved (recorded in status).
+        resolved = {r.gate.name: r.gate for r in status.resolved_gates}
+        gates = {
+            g.name: resolved.get(g.name, g) if g.template_ref else g
+            for g in (spec.gates if spec else [])
+        }
         for record in status.gates:
             if record.last_evaluated_at is None:
                 continue
