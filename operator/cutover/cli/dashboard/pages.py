@@ -259,10 +259,7 @@ def _actions(obj: Mapping[str, Any], namespace: str, name: str) -> str:
             f' data-effect="{_e(effect)}" title="{_e(title)}"{disabled}>'
             f"{_e(verb.value.capitalize())}</button>"
         )
-    return (
-        f'<div class="actions">{"".join(buttons)}</div>'
-        '<p id="action-result" class="muted" role="status"></p>'
-    )
+    return f'<div class="actions">{"".join(buttons)}</div>'
 
 
 _MARK = {
@@ -445,11 +442,14 @@ def detail_parts(detail: Detail) -> Parts:
     }
 
 
-def detail_body(namespace: str, name: str, parts: Parts) -> str:
+def detail_body(namespace: str, name: str, parts: Parts, actions: bool) -> str:
     sections = []
     for part, title in DETAIL_PARTS:
         if title is None:
             sections.append(f'<div id="{part}">{parts[part]}</div>')
-        else:
+        if part == "actions" and actions:
+            # Outside the part: an update of the buttons must not wipe what the last one said.
+            sections.append('<p id="action-result" class="muted" role="status"></p>')
+        if title is not None:
             sections.append(_section(part, title, parts[part]))
     return f"<h1>{_e(namespace)}/{_e(name)}</h1>{''.join(sections)}"

@@ -183,7 +183,7 @@ class Dashboard:
         parts = await self._detail(namespace, name)
         page = layout(
             f"{namespace}/{name}",
-            detail_body(namespace, name, parts),
+            detail_body(namespace, name, parts, self.settings.allow_actions),
             stream=f"/stream{detail_path(namespace, name)}",
             token=self.token,
             actions=self.settings.allow_actions,
