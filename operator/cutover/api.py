@@ -115,14 +115,16 @@ class RouterCapabilities:
     shift: Shift
     # Routes each HTTP request itself (headers, cookies), so it can keep a user on green.
     sees_requests: bool
+    # Can send green copies of live requests whose answers are thrown away (setMirror steps).
+    mirrors: bool = False
 
 
 # What each router can do, as data the models and the core ask instead of naming routers.
 ROUTER_CAPABILITIES: dict[Router, RouterCapabilities] = {
     Router.replicas: RouterCapabilities(Shift.pods, sees_requests=False),
     Router.service: RouterCapabilities(Shift.switch, sees_requests=False),
-    Router.gatewayapi: RouterCapabilities(Shift.weight, sees_requests=True),
-    Router.istio: RouterCapabilities(Shift.weight, sees_requests=True),
+    Router.gatewayapi: RouterCapabilities(Shift.weight, sees_requests=True, mirrors=True),
+    Router.istio: RouterCapabilities(Shift.weight, sees_requests=True, mirrors=True),
     Router.nginx: RouterCapabilities(Shift.weight, sees_requests=True),
 }
 
@@ -240,16 +242,32 @@ class PauseStep(_Model):
     )
 
 
+class MirrorStep(_Model):
+    percent: int = Field(
+        ge=0,
+        le=100,
+        description=(
+            "Percentage of live requests copied to green (answers thrown away); 0 removes the"
+            " mirror. It stays until the next setWeight or setMirror step."
+        ),
+    )
+
+
 class Step(_Model):
     set_weight: int | None = Field(
         default=None, ge=0, le=100, description="Percentage of traffic to send to green."
     )
     pause: PauseStep | None = Field(default=None, description="Hold the current weight.")
+    set_mirror: MirrorStep | None = Field(
+        default=None,
+        description="Copy live requests to green (istio and gatewayapi routers only).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
-        if (self.set_weight is None) == (self.pause is None):
-            raise ValueError("a step has exactly one of setWeight or pause")
+        kinds = [self.set_weight is not None, self.pause is not None, self.set_mirror is not None]
+        if kinds.count(True) != 1:
+            raise ValueError("a step has exactly one of setWeight, pause or setMirror")
         return self
 
 
@@ -928,7 +946,29 @@ class MigrationSpec(_Model):
                         f" {self.traffic.router.value} router switches all traffic at once,"
                         " so only weights 0 and 100 are possible"
                     )
+        self._mirrors_possible()
         return self
+
+    def _mirrors_possible(self) -> None:
+        """setMirror steps need a router that sees requests, and a green that answers none yet."""
+        weight = 0
+        for index, step in enumerate(self.steps):
+            if step.set_weight is not None:
+                weight = step.set_weight
+            if step.set_mirror is None or step.set_mirror.percent == 0:
+                continue
+            router = self.traffic.router
+            if not router.capabilities.mirrors:
+                able = ", ".join(r.value for r in Router if r.capabilities.mirrors)
+                raise ValueError(
+                    f"steps[{index}].setMirror: the {router.value} router cannot copy requests"
+                    f" to green; use {able}"
+                )
+            if weight == 100:
+                raise ValueError(
+                    f"steps[{index}].setMirror: green already answers all requests at weight"
+                    " 100, so there is nothing left to mirror"
+                )
 
     @property
     def weights(self) -> list[int]:
@@ -1079,6 +1119,9 @@ class MigrationStatus(_StatusModel):
         default=None, description='The current step for people: "2/5", counted from 1.'
     )
     weight: int = Field(default=0, ge=0, le=100, description="Green's share of traffic, percent.")
+    mirror: int = Field(
+        default=0, ge=0, le=100, description="Percent of live requests copied to green (setMirror)."
+    )
     total_replicas: int | None = Field(default=None, ge=0, description="Blue's size at start.")
     started_at: datetime | None = None
     completed_at: datetime | None = None

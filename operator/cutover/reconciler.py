@@ -35,10 +35,12 @@ from cutover.api import (
     MigrationStatus,
     Notifier,
     Phase,
+    Shift,
     SpecInvalid,
     StatusCorrupt,
 )
 from cutover.authority import Rights, enforced
+from cutover.autoscalers import Autoscalers
 from cutover.core import activity, claims, deletion, notifications
 from cutover.core import templates as gate_templates
 from cutover.core.actions import (
@@ -49,9 +51,11 @@ from cutover.core.actions import (
     RestoreBlue,
     RetireBlue,
     RunHook,
+    SetMirror,
     SetWeight,
     StopJob,
 )
+from cutover.core.autoscaling import Autoscaler
 from cutover.core.gating import gates_due
 from cutover.core.machine import decide
 from cutover.core.observations import (
@@ -359,14 +363,19 @@ class Reconciler:
 
         preflight: tuple[str, ...] = ()
         forbidden: tuple[str, ...] = ()
+        autoscalers: tuple[Autoscaler, ...] = ()
         if starting and not template_problems:
             annotations = metadata.get("annotations") or {}
             forbidden, preflight = await self._preflight(router, target, annotations)
+            autoscalers = tuple(await Autoscalers(self.ctx.kube).of(target))
 
         router_weight: int | None = None
+        router_mirror: int | None = None
         if not self._cluster_read and status.phase not in TERMINAL_PHASES:
             router_weight = await self._read_weight(router, target)
             self._cluster_read = router_weight is not None
+            if any(step.set_mirror is not None for step in spec.steps):
+                router_mirror = await self._read_mirror(router, target)
 
         due = gates_due(spec, status, now)
         readings = await self.ctx.gates.measure(spec, self.namespace, self.name, due, now)
@@ -377,15 +386,19 @@ class Reconciler:
         observed_jobs = jobs(self.namespace, self.name) if jobs else {}
         job_states = await with_log_tails(self.ctx.kube, self.namespace, observed_jobs, running)
 
-        def observe(weight: int | None, acted: tuple[Action, ...] = ()) -> Observations:
+        def observe(
+            weight: int | None, acted: tuple[Action, ...] = (), mirror: int | None = None
+        ) -> Observations:
             return Observations(
                 generation=generation,
                 blue=deployments(self.namespace, spec.blue.deployment),
                 green=deployments(self.namespace, spec.green.deployment),
                 router_weight=weight,
+                router_mirror=mirror,
                 readings=readings,
                 request=request,
                 preflight_errors=preflight,
+                autoscalers=autoscalers,
                 forbidden=forbidden,
                 template_problems=template_problems,
                 acted=acted,
@@ -395,7 +408,7 @@ class Reconciler:
 
         decisions: list[Decision] = []
         current, written = prepared, status
-        observations = observe(router_weight)
+        observations = observe(router_weight, mirror=router_mirror)
         for round_ in range(_ROUNDS):
             # Each round after the first follows writes that took time: a pause or deadline
             # started now must not start at the wake-up's instant (it would end early).
@@ -537,6 +550,13 @@ class Reconciler:
             log.warning("cannot read weight", extra=self._log({"error": str(error)}))
             return None
 
+    async def _read_mirror(self, router: TrafficRouter, target: Target) -> int | None:
+        try:
+            return await router.get_mirror(target)
+        except (KubeError, TrafficRouterError) as error:
+            log.warning("cannot read mirror", extra=self._log({"error": str(error)}))
+            return None
+
     # --- acting ---
 
     async def _act(
@@ -544,6 +564,9 @@ class Reconciler:
     ) -> int | None:
         """Performs the actions in order; returns the weight the router reports afterwards."""
         hook_jobs = HookJobs(self.ctx.kube, target, self.uid)
+        autoscalers = Autoscalers(self.ctx.kube)
+        # Only routers that size green once share it with an HPA (core/autoscaling.py).
+        shares = target.spec.traffic.router.capabilities.shift is not Shift.pods
         for action in moves:
             match action:
                 case RunHook():
@@ -551,13 +574,24 @@ class Reconciler:
                 case StopJob():
                     await hook_jobs.stop(action.job)
                 case PrepareGreen():
+                    # The HPA's floor first: green scaled to a size its HPA would undo is a fight.
+                    await autoscalers.pin_green(target, action.total_replicas)
                     await router.prepare(target, action.total_replicas)
                 case SetWeight():
+                    if shares and action.weight > 0:
+                        # Again here (idempotent): a restart may have lost the prepare.
+                        await autoscalers.pin_green(target, action.total_replicas)
                     await router.set_weight(target, action.weight, action.total_replicas)
+                case SetMirror():
+                    await router.set_mirror(target, action.percent)
                 case RestoreBlue():
                     await router.restore(target, action.total_replicas, action.scale_down_green)
+                    if shares:
+                        await autoscalers.release(target)
                 case RetireBlue():
                     await router.retire_blue(target)
+                    if shares:
+                        await autoscalers.release(target)
                 case EmitEvent():
                     continue  # recorded with the status, not performed
                 case _:

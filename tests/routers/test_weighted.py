@@ -625,3 +625,86 @@ def test_stickiness_is_invalid_for_routers_below_http(kind: str) -> None:
                 "steps": [{"setWeight": 100}],
             }
         )
+
+
+MIRRORING = [Router.gatewayapi, Router.istio]
+
+
+def _mirror(kind: Router, route: dict[str, Any]) -> dict[str, Any] | None:
+    """What the weighted rule mirrors to: Istio's mirror + percentage, or the RequestMirror."""
+    if kind is Router.istio:
+        rule = route["spec"]["http"][-1]
+        if "mirror" not in rule:
+            return None
+        return {"to": rule["mirror"], "percent": rule.get("mirrorPercentage")}
+    rule = route["spec"]["rules"][-1]
+    found = [f for f in rule.get("filters") or [] if f["type"] == "RequestMirror"]
+    return (
+        {
+            "to": found[0]["requestMirror"]["backendRef"],
+            "percent": found[0]["requestMirror"]["percent"],
+        }
+        if found
+        else None
+    )
+
+
+@pytest.mark.parametrize("kind", MIRRORING, ids=[k.value for k in MIRRORING])
+async def test_mirror_is_accepted_by_the_real_crd_and_leaves_with_the_next_move(
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router
+) -> None:
+    w = await _world(kube, admin, ns, kind)
+    router = w.router
+    target = w.target(kind, match=CANARY_MATCH, stickiness={"cookie": GREEN_COOKIE})
+    before = await _present(w, kind)
+    await _prepared(w, target)
+
+    await router.set_mirror(target, 25)
+    assert await router.get_mirror(target) == 25
+    mirrored = _mirror(kind, await _present(w, kind))
+    if kind is Router.istio:
+        assert mirrored == {"to": {"host": GREEN}, "percent": {"value": 25}}
+    else:
+        assert mirrored is not None and mirrored["percent"] == 25
+        assert mirrored["to"]["name"] == GREEN and mirrored["to"]["port"] == 80
+    await _no_writes(audit, router.set_mirror(target, 25), "a second set_mirror(25) wrote")
+
+    # A weight write keeps the mirror (the next step's own setMirror 0 ends it); the match
+    # rule sends its requests to green already and never copies them.
+    await router.set_weight(target, 10, 4)
+    route = await _present(w, kind)
+    assert _mirror(kind, route) is not None
+    assert "mirror" not in str(route["spec"][_rules_key(kind)][-2])
+    assert await router.get_weight(target) == 10
+
+    await router.set_mirror(target, 0)
+    assert await router.get_mirror(target) == 0
+    assert _mirror(kind, await _present(w, kind)) is None
+    await _no_writes(audit, router.set_mirror(target, 0), "removing an absent mirror wrote")
+
+    # A rollback while mirroring: the restore's one write takes the mirror away too.
+    await router.set_mirror(target, 100)
+    assert await router.get_mirror(target) == 100
+    await router.restore(target, 4, True)
+    after = await _present(w, kind)
+    assert after["spec"] == before["spec"]
+    assert await router.get_mirror(target) == 0
+
+
+def _rules_key(kind: Router) -> str:
+    return "http" if kind is Router.istio else "rules"
+
+
+async def test_an_istio_route_mirroring_elsewhere_is_refused_before_a_mirror_run(
+    kube: Kube, admin: Kube, ns: str
+) -> None:
+    w = await _world(kube, admin, ns, Router.istio)
+    await _patch_route(
+        w, Router.istio, [{"op": "add", "path": "/spec/http/1/mirror", "value": {"host": "shadow"}}]
+    )
+    spec = _spec(Router.istio).model_dump(by_alias=True, exclude_none=True)
+    spec["steps"] = [{"setMirror": {"percent": 50}}, {"setWeight": 100}]
+    target = Target(ns, "checkout", w.uid, MigrationSpec.model_validate(spec))
+    problems = await w.router.preflight(target)
+    assert len(problems) == 1 and "already mirrors its http route to shadow" in problems[0]
+    assert await w.router.preflight(w.target(Router.istio)) == []  # no setMirror step: fine

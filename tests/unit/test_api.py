@@ -68,7 +68,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
         "step with both kinds",
         {"steps": [{"setWeight": 100, "pause": {}}]},
-        "spec.steps[0]: a step has exactly one of setWeight or pause",
+        "spec.steps[0]: a step has exactly one of setWeight, pause or setMirror",
     ),
     (
         "gate with neither min nor max",

@@ -76,6 +76,11 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "patch"]
+# HorizontalPodAutoscalers of blue and green: found before a run starts; green's minReplicas is
+# raised to blue's size for the run and put back after (core/autoscaling.py).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "patch"]
 # The service router switches a Service's selector.
 - apiGroups: [""]
   resources: ["services"]

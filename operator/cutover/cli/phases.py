@@ -122,11 +122,14 @@ def build_phases(spec: api.MigrationSpec, sql: Sequence[Located]) -> tuple[PlanP
         high: float | None
         if step.hold_seconds is None:
             high = None
-        elif step.kind is StepKind.set_weight:
+        elif step.kind in (StepKind.set_weight, StepKind.set_mirror):
             high = low + deadline + (after_step if with_hooks else 0.0)
         else:
             high = low
-        label = f"setWeight {step.weight}" if step.kind is StepKind.set_weight else "pause"
+        label = {
+            StepKind.set_weight: f"setWeight {step.weight}",
+            StepKind.set_mirror: f"setMirror {step.mirror}",
+        }.get(step.kind, "pause")
         phases.append(
             PlanPhase(
                 name=f"step {step.index + 1}: {label}",

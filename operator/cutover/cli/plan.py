@@ -171,6 +171,7 @@ class PlanRow:
     hold: str
     gates: tuple[str, ...]
     rollback: str
+    mirror: int = 0  # percent of live requests copied to green during the step
 
 
 @dataclass(frozen=True)
@@ -220,10 +221,13 @@ def _plan_gate(checked: Checked, queries: Mapping[str, Mapping[str, str]]) -> Pl
     )
 
 
-def _rollback_text(weight: int) -> str:
+def _rollback_text(weight: int, mirror: int = 0) -> str:
     if weight == 0:
+        if mirror:
+            return f"mirror of {mirror} % removed; all traffic is on blue"
         return "nothing to undo: all traffic is on blue"
-    return f"green {weight} % → 0 %, blue back to its original size"
+    unmirror = f", mirror of {mirror} % removed" if mirror else ""
+    return f"green {weight} % → 0 %{unmirror}, blue back to its original size"
 
 
 def build_plan(
@@ -257,7 +261,8 @@ def build_plan(
                 weight=step.weight,
                 hold=hold,
                 gates=step.gates,
-                rollback=_rollback_text(step.weight),
+                rollback=_rollback_text(step.weight, step.mirror),
+                mirror=step.mirror,
             )
         )
     gates = tuple(_plan_gate(c, queries) for c in checked)

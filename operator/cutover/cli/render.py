@@ -258,7 +258,7 @@ def plan_renderable(plan: Plan) -> RenderableType:
         steps.add_row(
             str(row.step),
             row.kind,
-            f"{row.weight}%",
+            f"{row.weight}% + {row.mirror}% mirrored" if row.mirror else f"{row.weight}%",
             row.hold,
             ", ".join(row.gates) or "-",
             row.rollback,

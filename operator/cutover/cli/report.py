@@ -383,6 +383,8 @@ def _step_text(spec: MigrationSpec | None, index: int) -> str:
     step = spec.steps[index]
     if step.set_weight is not None:
         return f"setWeight {step.set_weight}"
+    if step.set_mirror is not None:
+        return f"setMirror {step.set_mirror.percent}"
     assert step.pause is not None
     return f"pause {step.pause.duration}" if step.pause.duration else "pause until promoted"
 

@@ -65,11 +65,11 @@ def effect(verb: RequestVerb, obj: dict[str, Any]) -> str:
     if following >= len(steps):
         return f"the last step is skipped: 100% to green ({green}), then blue ({blue}) retired"
     step = steps[following]
-    what = (
-        f"setWeight {step['setWeight']}%"
-        if isinstance(step, dict) and "setWeight" in step
-        else "a pause"
-    )
+    what = "a pause"
+    if isinstance(step, dict) and "setWeight" in step:
+        what = f"setWeight {step['setWeight']}%"
+    elif isinstance(step, dict) and "setMirror" in step:
+        what = "a mirror step"
     return f"the run will skip to step {following + 1} of {len(steps)} ({what})"
 
 

@@ -17,6 +17,13 @@ class SetWeight:
 
 
 @dataclass(frozen=True)
+class SetMirror:
+    """Copy ``percent`` of live requests to green (answers thrown away); 0 removes the mirror."""
+
+    percent: int
+
+
+@dataclass(frozen=True)
 class PrepareGreen:
     """Scale green so that it can take any weight (routers that shift by weight, not pods)."""
 
@@ -62,7 +69,9 @@ class EmitEvent:
     message: str
 
 
-Action = SetWeight | PrepareGreen | RestoreBlue | RetireBlue | RunHook | StopJob | EmitEvent
+Action = (
+    SetWeight | SetMirror | PrepareGreen | RestoreBlue | RetireBlue | RunHook | StopJob | EmitEvent
+)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from cutover.api import (
     Shift,
     SpecInvalid,
 )
+from cutover.core import autoscaling, speccheck
 from cutover.core import rollback as rollback_rules
-from cutover.core import speccheck
 from cutover.core.actions import (
     Action,
     Decision,
@@ -242,6 +242,11 @@ class _Run(RequestHandler):
             return
         assert self.obs.blue is not None and self.obs.green is not None
         total = self.obs.blue.size_before_run or self.obs.green.size_before_run or 1
+        conflicts = autoscaling.conflicts(spec, total, self.obs.autoscalers)
+        if conflicts:
+            self.problems = conflicts
+            self._fire(Event.autoscaler_conflict, "; ".join(conflicts))
+            return
         self.s.run_id = self._next_run_id()
         self.s.total_replicas = total
         self.s.current_step_index = 0

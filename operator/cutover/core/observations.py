@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cutover.core import gates as gate_rules
 from cutover.core.actions import Action
+from cutover.core.autoscaling import Autoscaler
 
 
 class RequestVerb(enum.StrEnum):
@@ -58,9 +59,12 @@ class Observations:
     blue: DeploymentState | None = None  # None: the Deployment does not exist
     green: DeploymentState | None = None
     router_weight: int | None = None  # what the router reads from the cluster; None: cannot tell
+    router_mirror: int | None = None  # the percent mirrored to green, read alike; None: not read
     readings: Mapping[str, gate_rules.Reading] = field(default_factory=dict)
     request: Request | None = None
     preflight_errors: tuple[str, ...] = ()  # e.g. a PromQL syntax error found before starting
+    # HorizontalPodAutoscalers scaling blue or green, read with the preflight checks.
+    autoscalers: tuple[Autoscaler, ...] = ()
     # What the spec asks that its author may not do (SubjectAccessReviews): checked first, alone.
     forbidden: tuple[str, ...] = ()
     # Gates whose template is missing, invalid or given the wrong args: checked before anything.

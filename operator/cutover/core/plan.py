@@ -40,6 +40,7 @@ class StepKind(enum.StrEnum):
 
     set_weight = "setWeight"
     pause = "pause"
+    set_mirror = "setMirror"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class PlannedStep:
     hold_seconds: float | None  # None: waits for `cutover promote`
     gates: tuple[str, ...]  # gates that must pass before the next step
     kind: StepKind
+    mirror: int = 0  # percent of live requests copied to green during this step
 
     @property
     def indefinite(self) -> bool:
@@ -68,24 +70,44 @@ def gate_wait(spec: MigrationSpec) -> float:
     return max((parse_duration(g.interval) for g in spec.gates), default=0.0)
 
 
+def mirror_at(spec: MigrationSpec, index: int) -> int:
+    """The percent of requests mirrored to green during step ``index`` (0 once the steps end).
+
+    A setMirror step sets it; it lasts through pauses and ends at the next setWeight step.
+    """
+    mirror = 0
+    for step in spec.steps[: index + 1]:
+        if step.set_mirror is not None:
+            mirror = step.set_mirror.percent
+        elif step.set_weight is not None:
+            mirror = 0
+    return mirror if index < len(spec.steps) else 0
+
+
 def schedule(spec: MigrationSpec) -> Schedule:
     weight = 0
     planned: list[PlannedStep] = []
     minimum = 0.0
     gate_names = tuple(g.name for g in spec.gates)
     for index, step in enumerate(spec.steps):
+        mirror = mirror_at(spec, index)
         if step.set_weight is not None:
             weight = step.set_weight
             gated = gate_names if weight > 0 else ()
             hold = gate_wait(spec) if gated else 0.0
             planned.append(PlannedStep(index, weight, hold, gated, StepKind.set_weight))
+        elif step.set_mirror is not None:
+            # Like a setWeight that keeps the weight: done once the mirror is in place.
+            gated = gate_names if weight > 0 else ()
+            hold = gate_wait(spec) if gated else 0.0
+            planned.append(PlannedStep(index, weight, hold, gated, StepKind.set_mirror, mirror))
         else:
             assert step.pause is not None
             hold_or_none = (
                 parse_duration(step.pause.duration) if step.pause.duration is not None else None
             )
             gated = gate_names if weight > 0 else ()
-            planned.append(PlannedStep(index, weight, hold_or_none, gated, StepKind.pause))
+            planned.append(PlannedStep(index, weight, hold_or_none, gated, StepKind.pause, mirror))
             hold = hold_or_none or 0.0
             if gated:
                 hold = max(hold, gate_wait(spec))
@@ -100,9 +122,11 @@ def schedule(spec: MigrationSpec) -> Schedule:
     )
 
 
-def green_replicas_needed(spec: MigrationSpec, total: int, weight: int) -> int:
-    """Green pods that must be available before ``weight`` percent of traffic may reach green."""
+def green_replicas_needed(spec: MigrationSpec, total: int, weight: int, mirror: int = 0) -> int:
+    """Green pods that must be available before ``weight`` percent of traffic (and ``mirror``
+    percent of copies) may reach green."""
     if spec.traffic.router.capabilities.shift is Shift.pods:
         return replica_split(total, weight)[1]
-    # Other routers send traffic by weight to a green scaled to full size up front.
-    return max(total, 1) if weight > 0 else 0
+    # Other routers send traffic by weight to a green scaled to full size up front; copies of
+    # live requests need as many pods as the requests themselves would.
+    return max(total, 1) if weight > 0 or mirror > 0 else 0

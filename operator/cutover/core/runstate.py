@@ -126,6 +126,7 @@ class RunState:
         self.s.run_id = self.s.run_id or self._next_run_id()
         self.s.rollback_reason = message
         self.s.weight = 0
+        self.s.mirror = 0  # the restore's one route write removes the mirror too
         self.s.step_ready_at = None
         self.actions.append(
             RestoreBlue(

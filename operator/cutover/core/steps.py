@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cutover.api import HookStage, MigrationSpec
-from cutover.core.actions import RetireBlue, SetWeight
+from cutover.core.actions import RetireBlue, SetMirror, SetWeight
 from cutover.core.gating import GateJudge
 from cutover.core.hooks import HookRunner
-from cutover.core.plan import green_replicas_needed
+from cutover.core.plan import green_replicas_needed, mirror_at
 from cutover.core.transitions import Event, Reason
 from cutover.durations import parse_duration
 
@@ -32,9 +32,12 @@ class StepRunner(HookRunner, GateJudge):
             target = step.set_weight
         else:
             target = self.s.weight
-        if not self._weight_applied(target):
+        mirror = mirror_at(spec, index)
+        # Both in one decision: a weight step after a mirror step moves and unmirrors together.
+        weight_in_place = self._weight_applied(target)
+        if not (self._mirror_applied(mirror) and weight_in_place):
             return
-        if self.s.step_ready_at is None and not self._green_ready(spec, target):
+        if self.s.step_ready_at is None and not self._green_ready(spec, target, mirror):
             return
         if finishing:
             self._finish(spec)
@@ -44,6 +47,10 @@ class StepRunner(HookRunner, GateJudge):
             hooks_done = target == 0 or self._stage_ok(spec, HookStage.after_step, index)
             if hooks_done and self._gates_passed_since(spec, self.s.step_ready_at):
                 self._advance_to(index + 1, f"weight {target}% held and gates passed")
+            return
+        if step.set_mirror is not None:
+            if self._gates_passed_since(spec, self.s.step_ready_at):
+                self._advance_to(index + 1, f"{mirror}% of requests mirrored to green")
             return
         assert step.pause is not None
         if step.pause.duration is None:
@@ -69,12 +76,30 @@ class StepRunner(HookRunner, GateJudge):
             self._history(Reason.weight_set, f"green weight set to {target}%")
         return False
 
+    def _mirror_applied(self, target: int) -> bool:
+        """Sets the mirror when the status or the cluster disagree with ``target`` percent."""
+        router_mirror = self.obs.router_mirror
+        in_cluster = router_mirror is None or router_mirror == target
+        if self.s.mirror == target and in_cluster:
+            return True
+        if not any(isinstance(a, SetMirror) for a in self.actions):
+            self.actions.append(SetMirror(target))
+        if self.s.mirror != target:
+            self.s.mirror = target
+            # Green must be ready for the copies too before the step counts as in place.
+            self.s.step_ready_at = None
+            message = (
+                f"{target}% of requests mirrored to green" if target else "mirror to green removed"
+            )
+            self._history(Reason.mirror_set, message)
+        return False
+
     def _wrote_weight(self) -> bool:
         return any(isinstance(a, SetWeight) for a in self.actions)
 
-    def _green_ready(self, spec: MigrationSpec, target: int) -> bool:
+    def _green_ready(self, spec: MigrationSpec, target: int, mirror: int) -> bool:
         green = self.obs.green
-        needed = green_replicas_needed(spec, self._total(), target)
+        needed = green_replicas_needed(spec, self._total(), target, mirror)
         if green is not None and green.available >= needed:
             self.s.step_ready_at = self.now
             if target > 0:

@@ -14,6 +14,7 @@ class Event(enum.StrEnum):
     start = "start"
     spec_invalid = "spec_invalid"
     preflight_failed = "preflight_failed"
+    autoscaler_conflict = "autoscaler_conflict"  # an HPA would fight the router (core.autoscaling)
     forbidden = "forbidden"  # the author may not do what the spec asks (hook Jobs, Secrets)
     template_unresolved = "template_unresolved"  # a gate's template or its args are wrong
     spec_changed = "spec_changed"
@@ -67,6 +68,7 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
         E.start: P.progressing,
         E.spec_invalid: P.failed,
         E.preflight_failed: P.failed,
+        E.autoscaler_conflict: P.failed,
         E.forbidden: P.failed,
         E.template_unresolved: P.failed,
         # Nothing moved yet: traffic is already all on blue.
@@ -101,6 +103,7 @@ class Reason(enum.StrEnum):
     started = "Started"
     invalid_spec = "InvalidSpec"
     preflight_failed = "PreflightFailed"
+    hpa_conflict = "HPAConflict"
     forbidden = "Forbidden"
     gate_template_unresolved = "GateTemplateUnresolved"
     spec_changed = "SpecChanged"
@@ -125,6 +128,7 @@ class Reason(enum.StrEnum):
     waiting_for_deployments = "WaitingForDeployments"
     # History and Event reasons that do not change the phase.
     weight_set = "WeightSet"
+    mirror_set = "MirrorSet"
     step_started = "StepStarted"
     hook_started = "HookStarted"
     hook_succeeded = "HookSucceeded"
@@ -142,6 +146,7 @@ REASONS: dict[Event, Reason] = {
     E.start: R.started,
     E.spec_invalid: R.invalid_spec,
     E.preflight_failed: R.preflight_failed,
+    E.autoscaler_conflict: R.hpa_conflict,
     E.forbidden: R.forbidden,
     E.template_unresolved: R.gate_template_unresolved,
     E.spec_changed: R.spec_changed,
@@ -171,7 +176,7 @@ REASONS: dict[Event, Reason] = {
 }
 # Failed with one of these, the spec is to blame: the InvalidSpec condition keeps its problems.
 INVALID_REASONS = frozenset(
-    {R.invalid_spec, R.preflight_failed, R.forbidden, R.gate_template_unresolved}
+    {R.invalid_spec, R.preflight_failed, R.hpa_conflict, R.forbidden, R.gate_template_unresolved}
 )
 # The reasons a gate holds the run with (Paused, automatic: false or inconclusive).
 GATE_HOLDS = frozenset(

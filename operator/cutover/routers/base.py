@@ -50,6 +50,7 @@ class Move(enum.StrEnum):
     set = "set"  # green gets the weight (and the sticky/match rules)
     restore = "restore"  # the original entries back, all traffic on blue
     retire = "retire"  # the original entries back, all traffic on green
+    mirror = "mirror"  # copies of the weighted rule's requests to green, or none (percent 0)
 
 
 class TrafficRouterError(Exception):
@@ -81,8 +82,18 @@ class TrafficRouter(Protocol):
         """Green's share as read from the cluster; None when it cannot be told."""
         ...
 
+    async def set_mirror(self, target: Target, percent: int) -> None:
+        """Copies ``percent`` of live requests to green (answers dropped); 0 removes the mirror.
+        Routers without the ``mirrors`` capability accept only 0."""
+        ...
+
+    async def get_mirror(self, target: Target) -> int | None:
+        """The percent of requests mirrored to green as read from the cluster; None: cannot tell."""
+        ...
+
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
-        """All traffic back to blue with the first write, then the original state put back."""
+        """All traffic back to blue with the first write (any mirror gone with it), then the
+        original state put back."""
         ...
 
     async def retire_blue(self, target: Target) -> None:
@@ -395,6 +406,20 @@ async def deployment_problems(objects: Objects, target: Target) -> list[str]:
     ]
 
 
+class NoMirror:
+    """What a router that cannot copy requests answers; the spec validation keeps setMirror
+    steps away from it (``mirrors`` capability), so only "no mirror" is ever asked."""
+
+    async def set_mirror(self, target: Target, percent: int) -> None:
+        if percent:
+            raise TrafficRouterError(
+                f"the {target.spec.traffic.router.value} router cannot mirror requests to green"
+            )
+
+    async def get_mirror(self, target: Target) -> int | None:
+        return 0
+
+
 async def scale_green_up(objects: Objects, target: Target, total_replicas: int) -> dict[str, Any]:
     """Green at full size (never shrunk here): weighted routers move requests, not pods."""
     green = await objects.require_deployment(target.namespace, target.spec.green.deployment)
@@ -467,6 +492,24 @@ class RouteTableRouter:
 
     def describe_entry(self, role: str, target: Target) -> str:
         raise NotImplementedError
+
+    def mirror_of(self, rule: Mapping[str, Any], target: Target) -> int:
+        """The percent of the rule's requests copied to green (0: none)."""
+        raise NotImplementedError
+
+    def with_mirror(
+        self, rule: Mapping[str, Any], green: Mapping[str, Any], percent: int
+    ) -> dict[str, Any]:
+        """The rule (without our mirror) copying ``percent`` of its requests to ``green``."""
+        raise NotImplementedError
+
+    def without_mirror(self, rule: Mapping[str, Any], target: Target) -> dict[str, Any]:
+        """The rule with our mirror to green gone and everything else as it was."""
+        raise NotImplementedError
+
+    def mirror_conflict(self, rule: Mapping[str, Any], target: Target) -> str | None:
+        """Why the rule cannot take our mirror (e.g. it mirrors elsewhere already); None: fine."""
+        return None
 
     # --- locating ---
 
@@ -558,7 +601,7 @@ class RouteTableRouter:
     def plan(self, obj: Mapping[str, Any], target: Target, move: Move, weight: int) -> list[JsonOp]:
         """JSON patch ops bringing the object to what ``move`` asks (``weight``: for set)."""
         meta_ops: dict[str, str | None]
-        if move in (Move.prepare, Move.set):
+        if move in (Move.prepare, Move.set, Move.mirror):
             meta_ops = {}
             if ORIGINAL_ANNOTATION not in annotations_of(obj):
                 meta_ops[ORIGINAL_ANNOTATION] = dump_original({"spec": obj.get("spec") or {}})
@@ -570,7 +613,10 @@ class RouteTableRouter:
         rules = self._rules(obj)
         index, b, g = self._locate(obj, target)
         rule = rules[index]
-        new_rule = copy.deepcopy(rule)
+        if move is Move.mirror:
+            return self._mirror_ops(rule, index, g, target, weight) + ops
+        # Restoring (either way) ends any mirror in the same write; setting keeps it.
+        new_rule = copy.deepcopy(rule) if move is Move.set else self.without_mirror(rule, target)
         entries = self._entries(new_rule)
         blue, green = dict(entries[b]), dict(entries[g])
         managed: dict[str, Any] | None = None
@@ -581,7 +627,8 @@ class RouteTableRouter:
                 green = self.with_sticky(green, set_cookie)
             conditions = self.match_conditions(rule, target)
             if conditions:
-                managed = self.match_rule(rule, green, conditions)
+                # Requests the match rule sends to green need no copy to green.
+                managed = self.match_rule(self.without_mirror(rule, target), green, conditions)
         else:
             original = self._original_entries(obj, target)
             if original is None:
@@ -600,6 +647,23 @@ class RouteTableRouter:
         entries[b], entries[g] = blue, green
         new_rule[self.entries_key] = entries
         return self._list_ops(rules, index, rule, new_rule, managed) + ops
+
+    def _mirror_ops(
+        self, rule: Any, index: int, green_index: int, target: Target, percent: int
+    ) -> list[JsonOp]:
+        green = self._entries(rule)[green_index]
+        new_rule = (
+            self.with_mirror(self.without_mirror(rule, target), green, percent)
+            if percent > 0
+            else self.without_mirror(rule, target)
+        )
+        if new_rule == rule:
+            return []
+        path = pointer("spec", self.rules_key, index)
+        return [
+            {"op": "test", "path": path, "value": rule},
+            {"op": "replace", "path": path, "value": new_rule},
+        ]
 
     def _list_ops(
         self,
@@ -666,9 +730,14 @@ class RouteTableRouter:
             problems.append(f"{self.kind} {target.namespace}/{self.object_name(target)} not found")
         elif not problems:
             try:
-                self._locate(route, target)
+                index, _, _ = self._locate(route, target)
             except TrafficRouterError as error:
                 problems.append(str(error))
+            else:
+                if any(step.set_mirror is not None for step in target.spec.steps):
+                    conflict = self.mirror_conflict(self._rules(route)[index], target)
+                    if conflict is not None:
+                        problems.append(conflict)
         return problems
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
@@ -701,9 +770,27 @@ class RouteTableRouter:
         entries = self._entries(self._rules(route)[index])
         return share_of_green(self._weight(entries[b]), self._weight(entries[g]))
 
+    async def set_mirror(self, target: Target, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise TrafficRouterError(f"mirror percent {percent} is outside 0..100")
+        # Green was scaled to full size by prepare; copies reaching a pod still starting are
+        # dropped, which costs nothing (their answers are thrown away anyway), and the run
+        # waits for green to be ready before the step counts as in place.
+        await self._converge(target, Move.mirror, percent)
+
+    async def get_mirror(self, target: Target) -> int | None:
+        route = await self._route(target)
+        if route is None:
+            return None
+        try:
+            index, _, _ = self._locate(route, target)
+        except TrafficRouterError:
+            return None
+        return self.mirror_of(self._rules(route)[index], target)
+
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
-        # One write: blue's weight back (all traffic on blue), the match rule and the sticky
-        # header gone, the annotation removed. Only then is green scaled down.
+        # One write: blue's weight back (all traffic on blue), the match rule, the mirror and
+        # the sticky header gone, the annotation removed. Only then is green scaled down.
         await self._converge(target, Move.restore)
         if scale_down_green:
             green = await self._objects.deployment(target.namespace, target.spec.green.deployment)

@@ -6,6 +6,10 @@ the only rule naming both Services) has one backendRef to ``spec.blue.service`` 
 patches whose ``test`` ops guard the rules they touch, so other rules, filters, timeouts,
 matches and annotations are never overwritten.
 
+A ``setMirror`` step adds a ``RequestMirror`` filter to the weighted rule, sending ``percent``
+of its requests to ``spec.green.service`` (green's backendRef, port included); the next step, a
+rollback or a deletion removes it. Other mirror filters of the rule are left alone.
+
 Header matches and stickiness add one rule named ``cutover-match`` just before the weighted one,
 sending to green only. Gateway API orders rules by how specific their matches are, not by
 position, so that rule repeats every match of the weighted rule and adds one header (or
@@ -164,6 +168,55 @@ class GatewayAPIRouter(RouteTableRouter):
             for base in bases
             for header in headers
         ]
+
+    def _is_green_mirror(self, item: Any, target: Target) -> bool:
+        if not isinstance(item, dict) or item.get("type") != "RequestMirror":
+            return False
+        ref = (item.get("requestMirror") or {}).get("backendRef") or {}
+        return _refers_to(ref, target.spec.green.service, target.namespace)
+
+    def mirror_of(self, rule: Mapping[str, Any], target: Target) -> int:
+        for item in rule.get("filters") or []:
+            if self._is_green_mirror(item, target):
+                mirror = item.get("requestMirror") or {}
+                if "percent" in mirror:
+                    return int(mirror["percent"])
+                fraction = mirror.get("fraction")
+                if isinstance(fraction, dict) and fraction.get("denominator", 100):
+                    return round(
+                        100
+                        * int(fraction.get("numerator", 0))
+                        / int(fraction.get("denominator", 100))
+                    )
+                return 100  # neither percent nor fraction: every request is mirrored
+        return 0
+
+    def with_mirror(
+        self, rule: Mapping[str, Any], green: Mapping[str, Any], percent: int
+    ) -> dict[str, Any]:
+        # The CRD's defaults written out, so the stored filter equals the planned one and a
+        # repeated write plans nothing.
+        ref = {"group": "", "kind": "Service"}
+        ref.update(
+            {k: copy.deepcopy(v) for k, v in green.items() if k not in ("weight", "filters")}
+        )
+        result = copy.deepcopy(dict(rule))
+        mirror = {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
+        result["filters"] = [*(result.get("filters") or []), mirror]
+        return result
+
+    def without_mirror(self, rule: Mapping[str, Any], target: Target) -> dict[str, Any]:
+        result = copy.deepcopy(dict(rule))
+        filters = result.get("filters")
+        if not isinstance(filters, list):
+            return result
+        kept = [f for f in filters if not self._is_green_mirror(f, target)]
+        if len(kept) != len(filters):
+            if kept:
+                result["filters"] = kept
+            else:
+                result.pop("filters")
+        return result
 
     def match_rule(
         self, rule: Mapping[str, Any], green: Mapping[str, Any], conditions: list[dict[str, Any]]

@@ -7,6 +7,10 @@ subsets defined in a DestinationRule, or else when its ``host`` is ``spec.blue.s
 (``spec.green.service``), short or fully qualified. The router writes their ``weight`` (summing
 to 100) with JSON patches whose ``test`` ops guard the routes they touch.
 
+A ``setMirror`` step sets the weighted route's ``mirror`` (green's destination) and
+``mirrorPercentage``; the next step, a rollback or a deletion removes both. A route that already
+mirrors somewhere else is refused before the run starts (it has one ``mirror`` only).
+
 Header matches and stickiness add an http route named ``cutover-match`` just before the
 weighted one (Istio evaluates http routes in order, first match wins). It carries each of the
 weighted route's match conditions narrowed by one header (or ``cookie`` regex), so it takes no
@@ -129,6 +133,48 @@ class IstioRouter(RouteTableRouter):
             for base in bases
             for name, cond in headers
         ]
+
+    def _mirrors_to_green(self, rule: Mapping[str, Any], target: Target) -> bool:
+        mirror = rule.get("mirror")
+        return isinstance(mirror, dict) and self.role_of({"destination": mirror}, target) == "green"
+
+    def mirror_of(self, rule: Mapping[str, Any], target: Target) -> int:
+        if not self._mirrors_to_green(rule, target):
+            return 0
+        # Istio mirrors every request when mirrorPercentage is unset.
+        value = (rule.get("mirrorPercentage") or {}).get("value", 100)
+        return round(float(value))
+
+    def with_mirror(
+        self, rule: Mapping[str, Any], green: Mapping[str, Any], percent: int
+    ) -> dict[str, Any]:
+        destination = green.get("destination") or {}
+        mirror = {
+            k: copy.deepcopy(destination[k]) for k in ("host", "subset", "port") if k in destination
+        }
+        return {
+            **copy.deepcopy(dict(rule)),
+            "mirror": mirror,
+            "mirrorPercentage": {"value": percent},
+        }
+
+    def without_mirror(self, rule: Mapping[str, Any], target: Target) -> dict[str, Any]:
+        result = copy.deepcopy(dict(rule))
+        if self._mirrors_to_green(result, target):
+            result.pop("mirror", None)
+            result.pop("mirrorPercentage", None)
+        return result
+
+    def mirror_conflict(self, rule: Mapping[str, Any], target: Target) -> str | None:
+        mirror = rule.get("mirror")
+        if mirror is None or self._mirrors_to_green(rule, target):
+            return None
+        host = mirror.get("host") if isinstance(mirror, dict) else mirror
+        return (
+            f"VirtualService {target.namespace}/{self.object_name(target)} already mirrors its"
+            f" http route to {host}: a setMirror step would replace that mirror (Istio keeps one"
+            " per route); remove it or the setMirror steps"
+        )
 
     def match_rule(
         self, rule: Mapping[str, Any], green: Mapping[str, Any], conditions: list[dict[str, Any]]

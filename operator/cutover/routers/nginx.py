@@ -32,6 +32,7 @@ from cutover.kube import Kube
 from cutover.routers.base import (
     ORIGINAL_ANNOTATION,
     JsonOp,
+    NoMirror,
     NotReady,
     Objects,
     Target,
@@ -116,7 +117,7 @@ def _canary_spec(stable: Mapping[str, Any], blue: str, green: str) -> dict[str, 
     return spec
 
 
-class NginxRouter:
+class NginxRouter(NoMirror):
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
         self._objects = Objects(kube)

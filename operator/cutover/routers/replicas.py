@@ -23,6 +23,7 @@ from cutover.kube import Kube
 from cutover.routers.base import (
     ORIGINAL_ANNOTATION,
     WEIGHT_ANNOTATION,
+    NoMirror,
     NotReady,
     Objects,
     Target,
@@ -81,7 +82,7 @@ def _name(deployment: dict[str, Any]) -> str:
     return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
-class ReplicasRouter:
+class ReplicasRouter(NoMirror):
     def __init__(self, kube: Kube) -> None:
         self._objects = Objects(kube)
 

@@ -14,6 +14,7 @@ from typing import Any
 from cutover.kube import Kube
 from cutover.routers.base import (
     ORIGINAL_ANNOTATION,
+    NoMirror,
     NotReady,
     Objects,
     Target,
@@ -44,7 +45,7 @@ def _selector_patch(current: Mapping[str, str], wanted: Mapping[str, str]) -> di
     return patch
 
 
-class ServiceRouter:
+class ServiceRouter(NoMirror):
     def __init__(self, kube: Kube) -> None:
         self._objects = Objects(kube)
         self._kube = kube
