@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from cutover.api import MigrationSpec, MigrationStatus, SpecInvalid
+from cutover.api import MigrationSpec, MigrationStatus, Shift, SpecInvalid
+from cutover.core.autoscaling import Autoscaler
 from cutover.core.gates import Reading
 from cutover.core.machine import (
     Action,
@@ -21,6 +22,7 @@ from cutover.core.machine import (
     RestoreBlue,
     RetireBlue,
     RunHook,
+    SetMirror,
     SetWeight,
     StopJob,
     decide,
@@ -50,6 +52,8 @@ class Sim:
     now: datetime = T0
     status: MigrationStatus = field(default_factory=MigrationStatus)
     weight_in_cluster: int = 0
+    mirror_in_cluster: int = 0
+    autoscalers: tuple[Autoscaler, ...] = ()
     actions: list[Action] = field(default_factory=list)
     weight_writes: list[int] = field(default_factory=list)
     request: Request | None = None
@@ -90,6 +94,8 @@ class Sim:
             if self.green_exists
             else None,
             router_weight=self.weight_in_cluster,
+            router_mirror=self.mirror_in_cluster,
+            autoscalers=self.autoscalers,
             readings={g.name: self.readings(g.name, self.now) for g in due},
             request=self.request,
             preflight_errors=self.preflight_errors,
@@ -102,12 +108,20 @@ class Sim:
         self.actions.append(action)
         if isinstance(action, SetWeight):
             self.weight_writes.append(action.weight)
-            self.blue, self.green = replica_split(action.total_replicas, action.weight)
+            by_pods = (
+                not isinstance(self.spec, MigrationSpec)
+                or self.spec.traffic.router.capabilities.shift is Shift.pods
+            )
+            if by_pods:
+                self.blue, self.green = replica_split(action.total_replicas, action.weight)
             self.weight_in_cluster = action.weight
             self._scaled_at = self.now
+        elif isinstance(action, SetMirror):
+            self.mirror_in_cluster = action.percent
         elif isinstance(action, RestoreBlue):
             self.weight_writes.append(0)
             self.weight_in_cluster = 0
+            self.mirror_in_cluster = 0
             self.blue = action.total_replicas
             if action.scale_down_green:
                 self.green = 0
@@ -164,6 +178,8 @@ class Sim:
         for action in self.actions:
             if isinstance(action, SetWeight):
                 out.append(f"weight {action.weight}")
+            elif isinstance(action, SetMirror):
+                out.append(f"mirror {action.percent}")
             elif isinstance(action, RunHook) and (not out or out[-1] != f"hook {action.hook}"):
                 out.append(f"hook {action.hook}")
             elif isinstance(action, RestoreBlue):

@@ -38,6 +38,7 @@ from cutover.core.actions import (
     RestoreBlue,
     RetireBlue,
     RunHook,
+    SetMirror,
     SetWeight,
     StopJob,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "RestoreBlue",
     "RetireBlue",
     "RunHook",
+    "SetMirror",
     "SetWeight",
     "StageResult",
     "StopJob",
