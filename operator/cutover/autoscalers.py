@@ -1,20 +1,21 @@
-"""Reads the HorizontalPodAutoscalers of blue and green and writes the floor a run gives green's.
+"""Writes the floor a run gives green's HorizontalPodAutoscaler, and puts the owner's back.
 
-The rules are in core/autoscaling.py. Like a router, every write here is idempotent: the HPA's
-own ``minReplicas`` is saved once in its ``cutover.io/original`` annotation before the first
-change, and ``release`` puts it back and removes the annotation.
+The rules are in core/autoscaling.py; the HPAs come from the watch-fed index (handlers.py), so
+finding them costs no request. Like a router, every write here is idempotent: the HPA's own
+``minReplicas`` is saved once in its ``cutover.io/original`` annotation before the first change,
+and ``release`` puts it back and removes the annotation.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cutover.core.autoscaling import Autoscaler, pinned_min
 from cutover.kube import Kube
-from cutover.routers.base import ORIGINAL_ANNOTATION, Target, annotations_of, dump_original
+from cutover.routers.base import ORIGINAL_ANNOTATION, annotations_of, dump_original
 
 log = logging.getLogger("cutover.autoscalers")
 
@@ -47,50 +48,52 @@ def autoscaler(obj: Mapping[str, Any]) -> Autoscaler | None:
 
 
 class Autoscalers:
+    """Each write starts from a fresh GET of the HPA (the index may lag a write of our own), so
+    the owner's floor is saved once and never replaced by a floor a run set. The index only says
+    which HPAs to read: without an HPA, no request at all."""
+
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
 
-    async def _read(self, namespace: str) -> list[tuple[dict[str, Any], Autoscaler]]:
-        group, version, plural = RESOURCE
-        found = []
-        for obj in await self._kube.list(group, version, plural, namespace):
-            hpa = autoscaler(obj)
-            if hpa is not None:
-                found.append((obj, hpa))
-        return found
-
-    async def of(self, target: Target) -> list[Autoscaler]:
-        """The HPAs scaling blue or green."""
-        names = {target.spec.blue.deployment, target.spec.green.deployment}
-        return [hpa for _, hpa in await self._read(target.namespace) if hpa.deployment in names]
-
-    async def pin_green(self, target: Target, total_replicas: int) -> None:
-        """Raises green's HPA floor to blue's size, saving the owner's floor first (once)."""
-        for obj, hpa in await self._read(target.namespace):
-            if hpa.deployment != target.spec.green.deployment:
-                continue
-            wanted = pinned_min(total_replicas, hpa)
+    async def pin_green(self, namespace: str, names: Iterable[str], total_replicas: int) -> None:
+        """Raises each named HPA's floor to blue's size, saving the owner's floor first."""
+        for obj, hpa in await self._fresh(namespace, names):
             patch: dict[str, Any] = {}
             if ORIGINAL_ANNOTATION not in annotations_of(obj):
                 original = dump_original({"minReplicas": hpa.min_replicas})
                 patch["metadata"] = {"annotations": {ORIGINAL_ANNOTATION: original}}
+            wanted = pinned_min(total_replicas, hpa)
             if hpa.min_replicas != wanted:
                 patch["spec"] = {"minReplicas": wanted}
-            await self._patch(target.namespace, hpa, patch)
+            await self._patch(namespace, hpa, patch)
 
-    async def release(self, target: Target) -> None:
-        """Green's HPA floor back to what its owner set, and the saved copy removed."""
-        for _, hpa in await self._read(target.namespace):
-            if hpa.deployment != target.spec.green.deployment or hpa.saved_min is None:
+    async def release(self, namespace: str, names: Iterable[str]) -> None:
+        """Each named HPA's floor back to what its owner set, and the saved copy removed."""
+        for obj, hpa in await self._fresh(namespace, names):
+            if ORIGINAL_ANNOTATION not in annotations_of(obj):
                 continue
             patch: dict[str, Any] = {"metadata": {"annotations": {ORIGINAL_ANNOTATION: None}}}
-            if hpa.min_replicas != hpa.saved_min:
+            if hpa.saved_min is not None and hpa.min_replicas != hpa.saved_min:
                 patch["spec"] = {"minReplicas": hpa.saved_min}
-            await self._patch(target.namespace, hpa, patch)
+            await self._patch(namespace, hpa, patch)
+
+    async def _fresh(
+        self, namespace: str, names: Iterable[str]
+    ) -> list[tuple[dict[str, Any], Autoscaler]]:
+        group, version, plural = RESOURCE
+        found = []
+        for name in sorted(set(names)):
+            obj = await self._kube.get(group, version, plural, namespace, name)
+            hpa = autoscaler(obj) if obj is not None else None
+            if obj is not None and hpa is not None:
+                found.append((obj, hpa))
+        return found
 
     async def _patch(self, namespace: str, hpa: Autoscaler, patch: dict[str, Any]) -> None:
         if not patch:
             return
+        # A merge patch of only the floor and our annotation: the HPA controller's status
+        # writes in between change neither.
         group, version, plural = RESOURCE
         await self._kube.patch(group, version, plural, namespace, hpa.name, patch)
         log.info(

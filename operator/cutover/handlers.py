@@ -21,12 +21,15 @@ from cutover import api, metrics
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
+    Autoscaler,
+    AutoscalerLookup,
     ConfigurationError,
     Context,
     DeploymentState,
     JobState,
     Reconciler,
     TemplateObject,
+    autoscaler,
     configure_scaleout,
     deployment_state,
     needs_attention,
@@ -113,6 +116,25 @@ def cluster_gate_templates(name: str, body: kopf.Body, **_: Any) -> dict[str, Te
     return {name: TemplateObject.from_body(body)}
 
 
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def autoscalers(
+    namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], Autoscaler]:
+    """HPAs by (namespace, the Deployment they scale), from the watch: finding one costs nothing.
+    An HPA that scales no Deployment (any longer) is indexed under no key."""
+    found = autoscaler(body)
+    return {(namespace or "", found.deployment): found} if found is not None else {}
+
+
+def _autoscaler_lookup(kwargs: dict[str, Any]) -> AutoscalerLookup:
+    index: kopf.Index[tuple[str, str], Autoscaler] = kwargs["autoscalers"]
+
+    def lookup(ns: str, deployment: str) -> list[Autoscaler]:
+        return list(index.get((ns, deployment), []))
+
+    return lookup
+
+
 def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
     return needs_attention(body)
 
@@ -166,18 +188,18 @@ async def drive(
         return next(iter(store), None) if store is not None else None
 
     reconciler = Reconciler(memo.context, namespace or "", name, uid)
-    await reconciler.drive(stopped, body, lookup, jobs, templates)
+    await reconciler.drive(stopped, body, lookup, jobs, templates, _autoscaler_lookup(kwargs))
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
 async def restore_on_delete(
-    body: kopf.Body, namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, uid: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """A Migration deleted mid-run: the core decides (core/deletion.py), the reconciler acts;
     the Migration goes only once that is done."""
     reconciler = Reconciler(memo.context, namespace or "", name, uid)
     try:
-        await reconciler.on_delete(body)
+        await reconciler.on_delete(body, _autoscaler_lookup(kwargs))
     except Reconciler.RETRYABLE as error:
         raise kopf.TemporaryError(f"cannot restore traffic to blue: {error}", delay=5) from error
     metrics.forget_migration(namespace or "", name)

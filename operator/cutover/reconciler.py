@@ -40,7 +40,7 @@ from cutover.api import (
     StatusCorrupt,
 )
 from cutover.authority import Rights, enforced
-from cutover.autoscalers import Autoscalers
+from cutover.autoscalers import Autoscalers, autoscaler
 from cutover.core import activity, claims, deletion, notifications
 from cutover.core import templates as gate_templates
 from cutover.core.actions import (
@@ -86,12 +86,15 @@ from cutover.wakeups import Stopped, Wakeups, sleep
 __all__ = [
     "MUTATE_ID",
     "VALIDATE_ID",
+    "Autoscaler",
+    "AutoscalerLookup",
     "ConfigurationError",
     "Context",
     "DeploymentState",
     "JobState",
     "Reconciler",
     "TemplateObject",
+    "autoscaler",
     "configure_scaleout",
     "deployment_state",
     "needs_attention",
@@ -107,6 +110,13 @@ DeploymentLookup = Callable[[str, str], DeploymentState | None]
 JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migration) -> jobs
 # (kind, namespace ("" for a ClusterGateTemplate), name) -> the template in the watch's index.
 TemplateLookup = Callable[[api.GateTemplateKind, str, str], TemplateObject | None]
+# (namespace, deployment) -> the HPAs scaling it, from the watch-fed index.
+AutoscalerLookup = Callable[[str, str], Sequence[Autoscaler]]
+
+
+def _no_autoscalers(_namespace: str, _deployment: str) -> Sequence[Autoscaler]:
+    return ()
+
 
 # Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
 _ROUNDS = 4
@@ -264,6 +274,7 @@ class Reconciler:
         self.name = name
         self.uid = uid
         self._cluster_read = False  # has the router's weight been read since (re)start?
+        self._autoscalers: AutoscalerLookup = _no_autoscalers
         # The status this reconciler last wrote. The watch may deliver our own write after the
         # next wake-up; deciding from the older status in the body would start a step twice.
         # Only the operator writes status, so what we wrote is never older than the body's.
@@ -278,6 +289,7 @@ class Reconciler:
         deployments: DeploymentLookup,
         jobs: JobLookup,
         templates: TemplateLookup | None = None,
+        autoscalers: AutoscalerLookup | None = None,
     ) -> None:
         """Reconciles whenever something this Migration waits for happens, until Kopf stops it.
 
@@ -296,7 +308,7 @@ class Reconciler:
                 wakeups.watch(self.uid, {(self.namespace, n) for n in names if n})
                 wake.clear()
                 try:
-                    outcome = await self.reconcile(body, deployments, jobs, templates)
+                    outcome = await self.reconcile(body, deployments, jobs, templates, autoscalers)
                     delay = outcome.requeue_after
                 except KubeError as error:
                     log.warning("reconcile failed", extra=self._log({"error": str(error)}))
@@ -312,7 +324,9 @@ class Reconciler:
         deployments: DeploymentLookup,
         jobs: JobLookup | None = None,
         templates: TemplateLookup | None = None,
+        autoscalers: AutoscalerLookup | None = None,
     ) -> Outcome:
+        self._autoscalers = autoscalers or _no_autoscalers
         metadata = body.get("metadata", {})
         generation = int(metadata.get("generation") or 1)
         raw_status = self._written or {k: v for k, v in (body.get("status") or {}).items()}
@@ -363,11 +377,15 @@ class Reconciler:
 
         preflight: tuple[str, ...] = ()
         forbidden: tuple[str, ...] = ()
-        autoscalers: tuple[Autoscaler, ...] = ()
+        scalers: tuple[Autoscaler, ...] = ()
         if starting and not template_problems:
             annotations = metadata.get("annotations") or {}
             forbidden, preflight = await self._preflight(router, target, annotations)
-            autoscalers = tuple(await Autoscalers(self.ctx.kube).of(target))
+            scalers = tuple(
+                hpa
+                for ref in (spec.blue, spec.green)
+                for hpa in self._autoscalers(self.namespace, ref.deployment)
+            )
 
         router_weight: int | None = None
         router_mirror: int | None = None
@@ -398,7 +416,7 @@ class Reconciler:
                 readings=readings,
                 request=request,
                 preflight_errors=preflight,
-                autoscalers=autoscalers,
+                autoscalers=scalers,
                 forbidden=forbidden,
                 template_problems=template_problems,
                 acted=acted,
@@ -438,9 +456,12 @@ class Reconciler:
             observations = observe(weight, tuple(moves))
         return await self._record(body, status, written, decisions)
 
-    async def on_delete(self, body: Mapping[str, Any]) -> None:
+    async def on_delete(
+        self, body: Mapping[str, Any], autoscalers: AutoscalerLookup | None = None
+    ) -> None:
         """Acts on what the core says a deletion does (core/deletion.py). KubeError and
         TrafficRouterError propagate: the caller retries before the Migration may go."""
+        self._autoscalers = autoscalers or _no_autoscalers
         try:
             status = api.parse_status(body.get("status") or {})
         except StatusCorrupt as error:
@@ -564,9 +585,16 @@ class Reconciler:
     ) -> int | None:
         """Performs the actions in order; returns the weight the router reports afterwards."""
         hook_jobs = HookJobs(self.ctx.kube, target, self.uid)
+        ns = target.namespace
         autoscalers = Autoscalers(self.ctx.kube)
-        # Only routers that size green once share it with an HPA (core/autoscaling.py).
+        # Only routers that size green once share it with an HPA (core/autoscaling.py); the
+        # index names green's HPAs, so without one this costs no request.
         shares = target.spec.traffic.router.capabilities.shift is not Shift.pods
+        green_hpas = (
+            [hpa.name for hpa in self._autoscalers(ns, target.spec.green.deployment)]
+            if shares
+            else []
+        )
         for action in moves:
             match action:
                 case RunHook():
@@ -575,23 +603,20 @@ class Reconciler:
                     await hook_jobs.stop(action.job)
                 case PrepareGreen():
                     # The HPA's floor first: green scaled to a size its HPA would undo is a fight.
-                    await autoscalers.pin_green(target, action.total_replicas)
+                    await autoscalers.pin_green(ns, green_hpas, action.total_replicas)
                     await router.prepare(target, action.total_replicas)
                 case SetWeight():
-                    if shares and action.weight > 0:
-                        # Again here (idempotent): a restart may have lost the prepare.
-                        await autoscalers.pin_green(target, action.total_replicas)
+                    # Again here (idempotent): a restart or a failed write may have lost it.
+                    await autoscalers.pin_green(ns, green_hpas, action.total_replicas)
                     await router.set_weight(target, action.weight, action.total_replicas)
                 case SetMirror():
                     await router.set_mirror(target, action.percent)
                 case RestoreBlue():
                     await router.restore(target, action.total_replicas, action.scale_down_green)
-                    if shares:
-                        await autoscalers.release(target)
+                    await autoscalers.release(ns, green_hpas)
                 case RetireBlue():
                     await router.retire_blue(target)
-                    if shares:
-                        await autoscalers.release(target)
+                    await autoscalers.release(ns, green_hpas)
                 case EmitEvent():
                     continue  # recorded with the status, not performed
                 case _:

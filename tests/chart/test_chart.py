@@ -264,6 +264,13 @@ def test_the_operator_gets_what_it_needs(rendered: dict[str, list[Manifest]]) ->
         assert granted(docs, "cutover.io", "migrations/finalizers") == {"update"}
         assert granted(docs, "apps", "deployments") == {"get", "list", "watch", "patch"}
         assert granted(docs, "", "services") == {"get", "list", "watch", "patch"}
+        # Found before a run; green's minReplicas raised for the run (docs/routers/hpa.md).
+        assert granted(docs, "autoscaling", "horizontalpodautoscalers") == {
+            "get",
+            "list",
+            "watch",
+            "patch",
+        }
         assert granted(docs, "batch", "jobs") == {"get", "list", "watch", "create", "delete"}
         assert granted(docs, "", "pods/log") == {"get"}
         assert granted(docs, "", "events") == {"create", "patch"}

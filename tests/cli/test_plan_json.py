@@ -153,3 +153,25 @@ def test_both_machine_formats_hold_the_risk_levels(output: str) -> None:
     assert result.exit_code == 0
     loaded = json.loads(result.stdout) if output == "json" else yaml.safe_load(result.stdout)
     assert loaded[0]["risk"]["level"] == "MEDIUM"
+
+
+def test_the_plan_shows_where_green_is_mirrored_and_where_the_mirror_ends() -> None:
+    plan = plan_of(ROOT / "examples" / "istio" / "migration-mirror.yaml")
+    assert [(r["kind"], r["weight"], r["mirror"]) for r in plan["rows"]] == [
+        ("setMirror", 0, 50),
+        ("pause", 0, 50),
+        ("setWeight", 20, 0),
+        ("pause", 20, 0),
+        ("setWeight", 100, 0),
+    ]
+    assert plan["rows"][1]["rollback"] == "mirror of 50 % removed; all traffic is on blue"
+    assert [p["name"] for p in plan["phases"]][1:3] == ["step 1: setMirror 50", "step 2: pause"]
+
+
+def test_the_plan_table_draws_the_mirror_next_to_the_weight() -> None:
+    env = {"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"}
+    path = ROOT / "examples" / "gatewayapi" / "migration-mirror.yaml"
+    result = CliRunner(env=env).invoke(app, ["plan", "-f", str(path)])
+    assert result.exit_code == 0, result.stdout
+    rows = [line for line in result.stdout.splitlines() if "setMirror" in line]
+    assert len(rows) == 1 and "0% + 25% mirrored" in rows[0]

@@ -76,11 +76,12 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "patch"]
-# HorizontalPodAutoscalers of blue and green: found before a run starts; green's minReplicas is
-# raised to blue's size for the run and put back after (core/autoscaling.py).
+# HorizontalPodAutoscalers of blue and green: a watch-fed index finds them before a run starts;
+# green's minReplicas is raised to blue's size for the run and put back after
+# (core/autoscaling.py).
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # The service router switches a Service's selector.
 - apiGroups: [""]
   resources: ["services"]
