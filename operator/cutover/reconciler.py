@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, assert_never
@@ -565,17 +565,17 @@ class Reconciler:
         )
 
     async def _read_weight(self, router: TrafficRouter, target: Target) -> int | None:
-        try:
-            return await router.get_weight(target)
-        except (KubeError, TrafficRouterError) as error:
-            log.warning("cannot read weight", extra=self._log({"error": str(error)}))
-            return None
+        return await self._read("weight", router.get_weight(target))
 
     async def _read_mirror(self, router: TrafficRouter, target: Target) -> int | None:
+        return await self._read("mirror", router.get_mirror(target))
+
+    async def _read(self, what: str, reading: Awaitable[int | None]) -> int | None:
+        """What the router reads from the cluster; None (cannot tell) when the read fails."""
         try:
-            return await router.get_mirror(target)
+            return await reading
         except (KubeError, TrafficRouterError) as error:
-            log.warning("cannot read mirror", extra=self._log({"error": str(error)}))
+            log.warning(f"cannot read {what}", extra=self._log({"error": str(error)}))
             return None
 
     # --- acting ---

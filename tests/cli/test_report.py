@@ -296,3 +296,15 @@ def test_the_report_reads_with_the_seeds_labels_in_the_seeds_order() -> None:
         "Next Steps:",
     ]
     assert [label for label in labels if label in seed_order] == seed_order, labels
+
+
+def test_a_run_that_mirrors_says_green_gets_copies_until_the_next_weight_step() -> None:
+    obj, now = _load("in_progress")
+    obj = copy.deepcopy(obj)
+    obj["status"]["mirror"] = 50
+    report = build_report(obj, now)
+    assert (
+        "green gets copies of 50% of requests (answers thrown away) until the next setWeight step"
+        in report.next_steps
+    )
+    assert not any("copies" in s for s in _report("in_progress").next_steps)

@@ -57,6 +57,16 @@ def _request(cluster: ControlPlane, namespace: str, verb: str, request_id: str) 
     )
 
 
+def _applied(cluster: ControlPlane, namespace: str, router: str, *files: str) -> dict[str, Any]:
+    """The example app, its route and ``files`` of examples/<router>; the route as written."""
+    for name in ("app.yaml", "route.yaml", *files):
+        apply(cluster, namespace, ROOT / "examples" / router / name)
+    kind = {"istio": "virtualservices.networking.istio.io"}.get(
+        router, "httproutes.gateway.networking.k8s.io"
+    )
+    return get(cluster, namespace, kind, "checkout")
+
+
 def _istio_main(cluster: ControlPlane, namespace: str) -> dict[str, Any]:
     route = get(cluster, namespace, "virtualservices.networking.istio.io", "checkout")
     return next(r for r in route["spec"]["http"] if r.get("name") == "main")  # type: ignore[no-any-return]
@@ -71,9 +81,7 @@ def _gateway_mirrors(cluster: ControlPlane, namespace: str) -> list[dict[str, An
 def test_istio_mirror_lasts_until_the_next_weight_step_and_a_rollback_removes_it(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, namespace, ROOT / "examples" / "istio" / "app.yaml")
-    apply(cluster, namespace, ROOT / "examples" / "istio" / "route.yaml")
-    before = get(cluster, namespace, "virtualservices.networking.istio.io", "checkout")
+    before = _applied(cluster, namespace, "istio")
     apply(cluster, namespace, ROOT / "examples" / "istio" / "migration-mirror.yaml")
 
     status = _held_at(cluster, namespace, 2)
@@ -108,10 +116,7 @@ def test_istio_mirror_lasts_until_the_next_weight_step_and_a_rollback_removes_it
 def test_gatewayapi_mirror_with_green_s_hpa_pinned_and_a_deletion_mid_mirror(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, namespace, ROOT / "examples" / "gatewayapi" / "app.yaml")
-    apply(cluster, namespace, ROOT / "examples" / "gatewayapi" / "route.yaml")
-    apply(cluster, namespace, ROOT / "examples" / "gatewayapi" / "hpa.yaml")
-    before = get(cluster, namespace, "httproutes.gateway.networking.k8s.io", "checkout")
+    before = _applied(cluster, namespace, "gatewayapi", "hpa.yaml")
     apply(cluster, namespace, ROOT / "examples" / "gatewayapi" / "migration-mirror.yaml")
 
     status = _held_at(cluster, namespace, 2)

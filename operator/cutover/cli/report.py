@@ -469,6 +469,11 @@ def _next_steps(
         check = _next_gate_check(gates)
         if check is not None:
             steps.append(f"next gate check at {_when(check, now)}")
+    if phase in (Phase.progressing, Phase.paused) and status.mirror > 0:
+        steps.append(
+            f"green gets copies of {status.mirror}% of requests (answers thrown away) until the"
+            " next setWeight step"
+        )
     return steps
 
 

@@ -759,7 +759,9 @@ class RouteTableRouter:
                 )
         await self._converge(target, Move.set, weight)
 
-    async def get_weight(self, target: Target) -> int | None:
+    async def _weighted_rule(self, target: Target) -> tuple[dict[str, Any], int, int] | None:
+        """The weighted rule as the cluster has it, with blue's and green's entry indexes; None
+        when the route or the rule cannot be found (then nothing can be told)."""
         route = await self._route(target)
         if route is None:
             return None
@@ -767,7 +769,14 @@ class RouteTableRouter:
             index, b, g = self._locate(route, target)
         except TrafficRouterError:
             return None
-        entries = self._entries(self._rules(route)[index])
+        return self._rules(route)[index], b, g
+
+    async def get_weight(self, target: Target) -> int | None:
+        found = await self._weighted_rule(target)
+        if found is None:
+            return None
+        rule, b, g = found
+        entries = self._entries(rule)
         return share_of_green(self._weight(entries[b]), self._weight(entries[g]))
 
     async def set_mirror(self, target: Target, percent: int) -> None:
@@ -779,14 +788,8 @@ class RouteTableRouter:
         await self._converge(target, Move.mirror, percent)
 
     async def get_mirror(self, target: Target) -> int | None:
-        route = await self._route(target)
-        if route is None:
-            return None
-        try:
-            index, _, _ = self._locate(route, target)
-        except TrafficRouterError:
-            return None
-        return self.mirror_of(self._rules(route)[index], target)
+        found = await self._weighted_rule(target)
+        return None if found is None else self.mirror_of(found[0], target)
 
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # One write: blue's weight back (all traffic on blue), the match rule, the mirror and
