@@ -13,6 +13,7 @@ from cutover.core.machine import (
     Decision,
     DeploymentState,
     EmitEvent,
+    HoldBlue,
     JobState,
     Observations,
     PrepareGreen,
@@ -58,6 +59,8 @@ class Sim:
     job_delay: float = 5.0
     jobs_created: list[str] = field(default_factory=list)
     jobs_deleted: list[str] = field(default_factory=list)
+    # Blue kept at full size with no traffic (the rollback window).
+    held: bool = False
     _job_started: dict[str, datetime] = field(default_factory=dict)
     _scaled_at: datetime = T0
     _requests: int = 0
@@ -106,6 +109,7 @@ class Sim:
             self.weight_in_cluster = action.weight
             self._scaled_at = self.now
         elif isinstance(action, RestoreBlue):
+            self.held = False
             self.weight_writes.append(0)
             self.weight_in_cluster = 0
             self.blue = action.total_replicas
@@ -114,8 +118,12 @@ class Sim:
         elif isinstance(action, PrepareGreen):
             self.green = action.total_replicas
             self._scaled_at = self.now
+        elif isinstance(action, HoldBlue):
+            self.blue = action.total_replicas
+            self.held = True
         elif isinstance(action, RetireBlue):
             self.blue = 0
+            self.held = False
         elif isinstance(action, RunHook):
             if action.job not in self._job_started:
                 self.jobs_created.append(action.job)
@@ -170,6 +178,8 @@ class Sim:
                 out.append("restore")
             elif isinstance(action, RetireBlue):
                 out.append("retire")
+            elif isinstance(action, HoldBlue):
+                out.append("hold")
         return out
 
     @property
