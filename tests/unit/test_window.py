@@ -16,6 +16,7 @@ from cutover.api import (
     SpecInvalid,
     parse_spec,
 )
+from cutover.cli.report import build_report
 from cutover.core import deletion
 from cutover.core import rollback as rollback_rules
 from cutover.core.activity import needs_attention
@@ -342,3 +343,21 @@ def test_undo_is_ignored_in_a_run_and_abort_still_works_there() -> None:
     sim.ask(RequestVerb.undo)
     assert sim.status.phase is Phase.paused and sim.weight_in_cluster == 50
     assert "the run is Paused" in sim.events[-1].message
+
+
+def test_cutover_status_says_the_window_is_open_and_what_undo_does() -> None:
+    sim = in_window()
+    obj = {
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": raw(steps=STEPS, gates=[gate(failureLimit=0)], rollback={"window": "10m"}),
+        "status": sim.status.to_dict(),
+    }
+    report = build_report(obj, now=sim.now + timedelta(minutes=4))
+    ends = sim.status.rollback_window_ends_at
+    assert ends is not None
+    assert report.next_steps == [
+        f"rollback window open until {ends.strftime('%H:%M:%SZ')} (in 6m): blue is kept at full"
+        " size; `cutover undo` puts all traffic back on it, `cutover promote` retires it now"
+    ]
+    assert report.rollback.state.value == "AVAILABLE"
+    assert report.rollback.reason.startswith("`cutover undo` puts all traffic back on blue until")
