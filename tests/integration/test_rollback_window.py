@@ -1,7 +1,8 @@
 """spec.rollback.window end to end, with the replicas router (the case where blue must be kept
 out of a Service that selects both versions): after success blue is back at full size with no
 traffic; `cutover undo` puts all traffic on blue's already running pods with one Service write;
-a window that closes retires blue and the run stays Succeeded."""
+a window that closes retires blue and the run stays Succeeded. And one weighted router (Gateway
+API): blue was never scaled down, and undo is one route write."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from devtools.controlplane import ControlPlane
 from .gates_support import condition, events
 from .harness import ROOT, OperatorProcess, apply, apply_text, get, wait_for, wait_phase, writes
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+# The routes' CRDs (session-scoped: installed before any namespace or operator of a test).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(150),
+    pytest.mark.usefixtures("third_party_crds"),
+]
 REPLICAS = ROOT / "examples" / "replicas"
 EXAMPLE = REPLICAS / "migration-window.yaml"
 
@@ -27,6 +33,17 @@ EXAMPLE = REPLICAS / "migration-window.yaml"
 @pytest.fixture
 def namespace_prefix() -> str:
     return "window"
+
+
+@pytest.fixture
+def chart_values() -> dict[str, Any]:
+    """The Gateway API router's RBAC, as its users enable it in the chart."""
+    return {"routers": {"gatewayapi": {"enabled": True}}}
+
+
+def request(cluster: ControlPlane, namespace: str, verb: str) -> None:
+    """What ``cutover <verb>`` writes."""
+    cluster.kubectl("annotate", "-n", namespace, "mig/checkout", f"cutover.io/request={verb}:t1")
 
 
 def blue_pods(cluster: ControlPlane, namespace: str) -> dict[str, bool]:
@@ -162,3 +179,38 @@ def test_a_window_that_closes_retires_blue_and_the_run_stays_succeeded(
     late = cutover(cluster, "undo", "checkout", "-n", namespace)
     assert late.returncode == 1
     assert "no rollback window is open: blue was retired" in late.stderr
+
+
+def test_undo_with_a_weighted_router_is_one_route_write_to_blues_running_pods(
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    example = ROOT / "examples" / "gatewayapi"
+    apply(cluster, namespace, example / "app.yaml")
+    apply(cluster, namespace, example / "route.yaml")
+    manifest = (example / "migration.yaml").read_text() + "  rollback: {window: 10m}\n"
+    apply_text(cluster, namespace, manifest)
+    status = wait_phase(cluster, namespace, "checkout", "Succeeded", "RolledBack", timeout=90)[
+        "status"
+    ]
+    assert status["phase"] == "Succeeded" and status["rollbackWindowEndsAt"], status
+    # Blue was never scaled down: its pods are the ones that served before the run.
+    assert deployment(cluster, namespace, "checkout-blue")["spec"]["replicas"] == 4
+    before = blue_pods(cluster, namespace)
+    assert list(before.values()) == [True] * 4
+    mark = cluster.stats()["last_seq"]
+    request(cluster, namespace, "undo")
+    final = wait_phase(cluster, namespace, "checkout", "RolledBack", timeout=60)["status"]
+    assert condition(final, "RolledBack")["reason"] == "Undone"
+    first = next(
+        w
+        for w in writes(cluster, namespace, since=mark)
+        if w["resource"] in ("httproutes", "deployments")
+    )
+    assert first["resource"] == "httproutes", first
+    route = get(cluster, namespace, "httproutes.gateway.networking.k8s.io", "checkout")
+    rule = next(r for r in route["spec"]["rules"] if r.get("name") == "main")
+    assert {r["name"]: r.get("weight") for r in rule["backendRefs"]} == {
+        "checkout-blue": 100,
+        "checkout-green": 0,
+    }
+    assert set(blue_pods(cluster, namespace)) == set(before)
