@@ -1,8 +1,8 @@
 """spec.rollback.window end to end, with the replicas router (the case where blue must be kept
 out of a Service that selects both versions): after success blue is back at full size with no
 traffic; `cutover undo` puts all traffic on blue's already running pods with one Service write;
-a window that closes retires blue and the run stays Succeeded. And one weighted router (Gateway
-API): blue was never scaled down, and undo is one route write."""
+a window that closes (across an operator restart) retires blue and the run stays Succeeded. And
+one weighted router (Gateway API): blue was never scaled down, and undo is one route write."""
 
 from __future__ import annotations
 
@@ -151,9 +151,13 @@ def test_undo_in_the_window_puts_traffic_on_blues_running_pods(
 def test_a_window_that_closes_retires_blue_and_the_run_stays_succeeded(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    short = EXAMPLE.read_text().replace("window: 10m", "window: 5s")
+    short = EXAMPLE.read_text().replace("window: 10m", "window: 8s")
     status = open_window(cluster, namespace, short)
     assert status["rollbackWindowEndsAt"], status
+    # An operator killed in the window: the next one finds it in the status and closes it.
+    operator.kill()
+    assert deployment(cluster, namespace, "checkout-blue")["spec"]["replicas"] == 4
+    operator.start()
     wait_for(
         lambda: (
             "rollbackWindowEndsAt"
@@ -167,7 +171,7 @@ def test_a_window_that_closes_retires_blue_and_the_run_stays_succeeded(
     final = get(cluster, namespace, "migrations.cutover.io", "checkout")["status"]
     assert final["phase"] == "Succeeded", final
     assert condition(final, "RollbackWindow")["status"] == "False"
-    assert "the rollback window of 5s closed: checkout-blue retired" in final["message"]
+    assert "the rollback window of 8s closed: checkout-blue retired" in final["message"]
     assert deployment(cluster, namespace, "checkout-blue")["spec"]["replicas"] == 0
     assert deployment(cluster, namespace, "checkout-green")["spec"]["replicas"] == 4
     assert selector(cluster, namespace) == {"app": "checkout"}
