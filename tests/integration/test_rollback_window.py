@@ -23,7 +23,7 @@ from .harness import ROOT, OperatorProcess, apply, apply_text, get, wait_for, wa
 # The routes' CRDs (session-scoped: installed before any namespace or operator of a test).
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.timeout(150),
+    pytest.mark.timeout(240),
     pytest.mark.usefixtures("third_party_crds"),
 ]
 REPLICAS = ROOT / "examples" / "replicas"
