@@ -251,8 +251,23 @@ def test_deleting_the_migration_in_the_window_retires_blue() -> None:
     sim = in_window()
     actions = deletion.on_delete(sim.spec, sim.status)
     assert actions[0] == RetireBlue(sim.spec.blue, sim.spec.green)  # type: ignore[union-attr]
-    assert isinstance(actions[1], EmitEvent) and actions[1].reason == "RollbackWindowClosed"
-    assert "deleted in the rollback window: checkout-blue retired" in actions[1].message
+    assert actions[1] == EmitEvent(
+        "Normal",
+        "RollbackWindowClosed",
+        "deleted in the rollback window: checkout-blue retired, checkout-green keeps all traffic",
+    )
+    # Deleted after the next release was applied: the window's own versions go by name.
+    release = parse_spec(
+        raw(blue={"deployment": "checkout-green"}, green={"deployment": "checkout-v3"})
+    )
+    kept = deletion.on_delete(release, sim.status)
+    assert kept[0] == RetireBlue(spec().blue, spec().green)
+    assert isinstance(kept[1], EmitEvent) and "checkout-blue retired" in kept[1].message
+    # A status that does not name them (written before they were recorded): the spec's.
+    unnamed = sim.status.model_copy(
+        update={"rollback_window_blue": None, "rollback_window_green": None}
+    )
+    assert deletion.on_delete(release, unnamed)[0] == RetireBlue(release.blue, release.green)
     closed = sim.status.model_copy(update={"rollback_window_ends_at": None})
     assert deletion.on_delete(sim.spec, closed) == ()
 
