@@ -103,6 +103,10 @@ def test_undo_in_the_window_puts_traffic_on_blues_running_pods(
     status = open_window(cluster, namespace, EXAMPLE)
     assert status["rollbackWindowEndsAt"], status
     assert condition(status, "Complete")["status"] == "True"
+    # `kubectl get mig` shows until when blue can come back.
+    header, row = cluster.kubectl("get", "-n", namespace, "mig").stdout.splitlines()[:2]
+    assert header.split()[:6] == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE", "WINDOW"]
+    assert status["rollbackWindowEndsAt"] in row.split()
     window = condition(status, "RollbackWindow")
     assert (window["status"], window["reason"]) == ("True", "Open"), window
     # Blue is back at full size, out of the Service: it selects green's pods alone.
