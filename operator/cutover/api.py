@@ -675,6 +675,14 @@ class Rollback(_Model):
     scale_down_green: bool = Field(
         default=True, description="Scale green to zero once traffic is back on blue."
     )
+    window: Duration = Field(
+        default="0s",
+        description=(
+            "After success, keep blue at full size this long (the rollback window): gates keep"
+            " running, and a failed gate or `cutover undo` puts all traffic back on blue at once."
+            " Blue is retired when it closes; 0s retires blue at success."
+        ),
+    )
 
 
 class DeadlineAction(enum.StrEnum):
@@ -938,6 +946,18 @@ class MigrationSpec(_Model):
     def _versions_differ(self) -> MigrationSpec:
         if self.blue.deployment == self.green.deployment:
             raise ValueError("blue and green name the same Deployment")
+        if (
+            parse_duration(self.rollback.window) > 0
+            and self.traffic.router.capabilities.shift is Shift.pods
+            and self.traffic.service is None
+        ):
+            # Blue at full size behind the shared Service would take traffic: the router keeps
+            # it out by pinning that Service to green's pods, so it must know the Service.
+            raise ValueError(
+                f"rollback.window: the {self.traffic.router.value} router keeps blue at full size"
+                " out of traffic by narrowing the Service in front of both versions: set"
+                " spec.traffic.service"
+            )
         if self.traffic.router.capabilities.shift is Shift.switch:
             for index, step in enumerate(self.steps):
                 if step.set_weight not in (None, 0, 100):
@@ -994,7 +1014,8 @@ class Phase(enum.StrEnum):
     rolling_back = "RollingBack"
     # All traffic is back on blue; terminal until `retry` or a new spec.
     rolled_back = "RolledBack"
-    # All traffic is on green and blue is retired; terminal.
+    # All traffic is on green and blue is retired; terminal. With spec.rollback.window, blue is
+    # first kept at full size until status.rollbackWindowEndsAt (undo or a breach: RollingBack).
     succeeded = "Succeeded"
     # The run cannot start or go on (e.g. an invalid spec); terminal until fixed or retried.
     failed = "Failed"
@@ -1013,6 +1034,8 @@ class ConditionType(enum.StrEnum):
     rollback_available = "RollbackAvailable"
     # kstatus (Flux): True when the run ended without success, so health checks fail at once.
     stalled = "Stalled"
+    # After success, while blue is kept at full size and `cutover undo` can still bring it back.
+    rollback_window = "RollbackWindow"
 
 
 class Condition(_StatusModel):
@@ -1167,6 +1190,24 @@ class MigrationStatus(_StatusModel):
     point_of_no_return: str | None = Field(
         default=None,
         description="Set when an irreversible hook of this run started: rollback is refused.",
+    )
+    rollback_window_ends_at: datetime | None = Field(
+        default=None,
+        description=(
+            "Set while the rollback window after success is open: blue is kept at full size until"
+            " then, and a failed gate or `cutover undo` puts all traffic back on it."
+        ),
+    )
+    rollback_window_blue: DeploymentRef | None = Field(
+        default=None,
+        description="The version kept at full size during the rollback window.",
+    )
+    rollback_window_green: DeploymentRef | None = Field(
+        default=None,
+        description=(
+            "The version serving during the rollback window: a spec naming other versions closes"
+            " the window (these are retired and kept by name, whatever the new spec says)."
+        ),
     )
     live_deployment: str | None = Field(
         default=None,

@@ -164,6 +164,15 @@ def crd() -> dict[str, Any]:
                 "description": "Percent of traffic on green.",
             },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {
+                "name": "Window",
+                "type": "string",
+                "jsonPath": ".status.rollbackWindowEndsAt",
+                "description": (
+                    "While set, the rollback window after success is open until"
+                    " then: blue is kept at full size, `cutover undo` brings it back."
+                ),
+            },
             {"name": "Message", "type": "string", "jsonPath": ".status.message"},
         ],
         "schema": {"openAPIV3Schema": openapi_schema()},

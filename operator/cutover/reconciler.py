@@ -47,6 +47,7 @@ from cutover.core.actions import (
     Action,
     Decision,
     EmitEvent,
+    HoldBlue,
     PrepareGreen,
     RestoreBlue,
     RetireBlue,
@@ -149,6 +150,7 @@ def needs_attention(body: Mapping[str, Any]) -> bool:
         status.get("observedGeneration"),
         int(metadata.get("generation") or 1),
         REQUEST_ANNOTATION in (metadata.get("annotations") or {}),
+        window_open=bool(status.get("rollbackWindowEndsAt")),
     )
 
 
@@ -173,6 +175,18 @@ def parse_request(annotations: Mapping[str, str]) -> Request | None:
         return Request(id=request_id or raw, verb=RequestVerb(verb))
     except ValueError:
         return None
+
+
+def _versions(
+    target: Target, blue: api.DeploymentRef | None, green: api.DeploymentRef | None
+) -> Target:
+    """``target`` acting on the named versions (the rollback window's, once the spec names the
+    next release's)."""
+    spec = target.spec
+    wanted = {"blue": blue or spec.blue, "green": green or spec.green}
+    if wanted == {"blue": spec.blue, "green": spec.green}:
+        return target
+    return Target(target.namespace, target.name, target.uid, spec.model_copy(update=wanted))
 
 
 @dataclass
@@ -614,8 +628,10 @@ class Reconciler:
                 case RestoreBlue():
                     await router.restore(target, action.total_replicas, action.scale_down_green)
                     await autoscalers.release(ns, green_hpas)
+                case HoldBlue():
+                    await router.hold_blue(target, action.total_replicas)
                 case RetireBlue():
-                    await router.retire_blue(target)
+                    await router.retire_blue(_versions(target, action.blue, action.green))
                     await autoscalers.release(ns, green_hpas)
                 case EmitEvent():
                     continue  # recorded with the status, not performed

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {
     "replicas": "examples/replicas/migration.yaml",
+    "window": "examples/replicas/migration-window.yaml",
     "service": "examples/service/migration.yaml",
     "gated": "tests/cli/manifests/gated.yaml",
     "broken": "tests/cli/manifests/broken.yaml",

@@ -175,3 +175,37 @@ def test_the_plan_table_draws_the_mirror_next_to_the_weight() -> None:
     assert result.exit_code == 0, result.stdout
     rows = [line for line in result.stdout.splitlines() if "setMirror" in line]
     assert len(rows) == 1 and "0% + 25% mirrored" in rows[0]
+
+
+WINDOW = ROOT / "examples" / "replicas" / "migration-window.yaml"
+
+
+def test_the_rollback_window_is_a_phase_after_success_that_can_still_roll_back() -> None:
+    plan = plan_of(WINDOW)
+    names = [p["name"] for p in plan["phases"]]
+    assert names[-3:] == ["postPromotion", "rollbackWindow", "complete"]
+    window = plan["phases"][-2]
+    assert (window["duration"], window["min_seconds"], window["rollback_available"]) == (
+        "10m",
+        600.0,
+        True,
+    )
+    assert "`cutover undo` or a failed gate puts all traffic back on it" in window["rollback"]
+    assert plan["point_of_no_return"] == (
+        "the rollback window closes (10m after success) and checkout-blue is retired"
+    )
+    assert plan["after_success"].startswith("checkout-blue is kept at full size for 10m")
+
+
+def test_no_rollback_window_opens_past_an_irreversible_hook(tmp_path: Path) -> None:
+    hook = {
+        "name": "contract",
+        "irreversible": True,
+        "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}},
+    }
+    path = variant(tmp_path, WINDOW, lambda spec: spec.update(hooks={"postPromotion": [hook]}))
+    plan = plan_of(path)
+    window = next(p for p in plan["phases"] if p["name"] == "rollbackWindow")
+    assert (window["duration"], window["rollback_available"]) == ("0s", False)
+    assert "no window opens past the point of no return (contract" in window["rollback"]
+    assert "no rollback window opens past the point of no return" in plan["after_success"]

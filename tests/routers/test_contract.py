@@ -320,3 +320,77 @@ def test_registry(kube: Kube) -> None:
     assert type(router_for(Router.nginx, kube)).__name__ == "NginxRouter"
     with pytest.raises(ValueError, match="known routers: gatewayapi, istio, nginx, replicas"):
         router_for("bogus", kube)  # type: ignore[arg-type]
+
+
+async def _held(kube: Kube, admin: Kube, ns: str) -> tuple[TrafficRouter, Target]:
+    """The replicas router at 100 %, blue held for the rollback window."""
+    router, target = await _world(kube, admin, ns, Router.replicas, 4)
+    await router.prepare(target, 4)
+    await _until_ready(kube, ns, lambda: router.set_weight(target, 100, 4))
+    await _settled(kube, ns)
+    await router.hold_blue(target, 4)
+    await _settled(kube, ns)
+    return router, target
+
+
+async def test_replicas_hold_keeps_blue_at_size_out_of_the_service(
+    kube: Kube, admin: Kube, ns: str, audit: Audit
+) -> None:
+    router, target = await _held(kube, admin, ns)
+    now = await _objects(kube, ns)
+    assert (now["blue"]["spec"]["replicas"], now["green"]["spec"]["replicas"]) == (4, 4)
+    # Narrowed with green's own labels only: blue's pods are out, green's keep everything.
+    assert now["service"]["spec"]["selector"] == {
+        "app": "checkout",
+        "version": "green",
+        "release": "v2",
+    }
+    assert await router.get_weight(target) == 100
+    mark = audit.mark()
+    await router.hold_blue(target, 4)  # idempotent
+    assert _writes(audit, mark) == []
+
+    mark = audit.mark()
+    await router.restore(target, 4, True)
+    writes = _writes(audit, mark)
+    # One write moves all traffic: the Service narrowed to blue's running pods.
+    first = writes[0]
+    assert (first["resource"], first["name"]) == ("services", SERVICE)
+    narrowed = {**now["service"]["spec"]["selector"], **first["body"]["spec"]["selector"]}
+    assert {k: v for k, v in narrowed.items() if v is not None} == BLUE_LABELS
+    assert "replicas" not in json_of(writes, "deployments", BLUE)
+    await _settled(kube, ns)
+    after = await _objects(kube, ns)
+    assert after["service"]["spec"]["selector"] == {"app": "checkout"}
+    assert (after["blue"]["spec"]["replicas"], after["green"]["spec"]["replicas"]) == (4, 0)
+    for obj in after.values():
+        assert user_annotations(obj) == USER_ANNOTATION
+    assert await router.get_weight(target) == 0
+
+
+async def test_replicas_retire_after_a_hold_scales_blue_down_before_the_selector_returns(
+    kube: Kube, admin: Kube, ns: str, audit: Audit
+) -> None:
+    router, target = await _held(kube, admin, ns)
+    mark = audit.mark()
+    await router.retire_blue(target)
+    order = [(w["resource"], w["name"]) for w in _writes(audit, mark)]
+    assert order.index(("deployments", BLUE)) < order.index(("services", SERVICE))
+    now = await _objects(kube, ns)
+    assert now["service"]["spec"]["selector"] == {"app": "checkout"}
+    assert (now["blue"]["spec"]["replicas"], now["green"]["spec"]["replicas"]) == (0, 4)
+    for obj in now.values():
+        assert user_annotations(obj) == USER_ANNOTATION
+    assert await router.get_weight(target) == 100
+    mark = audit.mark()
+    await router.retire_blue(target)
+    assert _writes(audit, mark) == []
+
+
+def json_of(writes: list[dict[str, Any]], resource: str, name: str) -> dict[str, Any]:
+    """What the writes to one object set in its spec, merged in order."""
+    spec: dict[str, Any] = {}
+    for write in writes:
+        if (write["resource"], write["name"]) == (resource, name):
+            spec.update((write.get("body") or {}).get("spec") or {})
+    return spec

@@ -14,6 +14,7 @@ from cutover.core.machine import (
     Decision,
     DeploymentState,
     EmitEvent,
+    HoldBlue,
     JobState,
     Observations,
     PrepareGreen,
@@ -62,6 +63,8 @@ class Sim:
     job_delay: float = 5.0
     jobs_created: list[str] = field(default_factory=list)
     jobs_deleted: list[str] = field(default_factory=list)
+    # Blue kept at full size with no traffic (the rollback window).
+    held: bool = False
     _job_started: dict[str, datetime] = field(default_factory=dict)
     _scaled_at: datetime = T0
     _requests: int = 0
@@ -119,6 +122,7 @@ class Sim:
         elif isinstance(action, SetMirror):
             self.mirror_in_cluster = action.percent
         elif isinstance(action, RestoreBlue):
+            self.held = False
             self.weight_writes.append(0)
             self.weight_in_cluster = 0
             self.mirror_in_cluster = 0
@@ -128,8 +132,12 @@ class Sim:
         elif isinstance(action, PrepareGreen):
             self.green = action.total_replicas
             self._scaled_at = self.now
+        elif isinstance(action, HoldBlue):
+            self.blue = action.total_replicas
+            self.held = True
         elif isinstance(action, RetireBlue):
             self.blue = 0
+            self.held = False
         elif isinstance(action, RunHook):
             if action.job not in self._job_started:
                 self.jobs_created.append(action.job)
@@ -186,6 +194,8 @@ class Sim:
                 out.append("restore")
             elif isinstance(action, RetireBlue):
                 out.append("retire")
+            elif isinstance(action, HoldBlue):
+                out.append("hold")
         return out
 
     @property

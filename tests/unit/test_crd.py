@@ -101,7 +101,7 @@ def test_kubectl_explain_has_descriptions_for_every_spec_field() -> None:
 def test_printer_columns_and_names() -> None:
     version = crd()["spec"]["versions"][0]
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Step", "Weight", "Age", "Message"]
+    assert names == ["Phase", "Step", "Weight", "Age", "Window", "Message"]
     assert version["subresources"] == {"status": {}}
     assert crd()["spec"]["names"]["shortNames"] == ["mig"]
     assert crd()["spec"]["names"]["categories"] == ["all"]

@@ -472,8 +472,14 @@ def test_history_is_bounded() -> None:
 
 
 def test_terminal_phases_leave_only_by_retry_or_a_new_spec() -> None:
+    # Succeeded also rolls back, but only while its rollback window keeps blue (test_window.py).
+    in_window = {Event.gate_failed, Event.gate_error, Event.green_missing, Event.undo}
     for phase in TERMINAL_PHASES:
-        assert set(TRANSITIONS[phase]) <= {Event.retry, Event.spec_changed, Event.spec_invalid}
+        allowed = {Event.retry, Event.spec_changed, Event.spec_invalid}
+        if phase is Phase.succeeded:
+            allowed |= in_window
+            assert {TRANSITIONS[phase][e] for e in in_window} == {Phase.rolling_back}
+        assert set(TRANSITIONS[phase]) <= allowed
 
 
 def test_rolling_back_can_only_end_rolled_back() -> None:

@@ -82,7 +82,8 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "patch"]
-# The service router switches a Service's selector.
+# The service router switches a Service's selector; the replicas router narrows it to one
+# version's pods during the rollback window.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch"]

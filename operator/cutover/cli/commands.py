@@ -652,6 +652,10 @@ _simple(RequestVerb.pause, "Hold the run at its current weight (gates keep runni
 _simple(RequestVerb.resume, "Go on after a pause request or a gate hold.")
 _simple(RequestVerb.abort, "Return all traffic to blue now.")
 _simple(RequestVerb.retry, "Start a new run after RolledBack or Failed.")
+_simple(
+    RequestVerb.undo,
+    "In the rollback window after success: put all traffic back on blue (still at full size).",
+)
 
 
 @app.command()

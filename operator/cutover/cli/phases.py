@@ -1,10 +1,10 @@
 """The migration plan's phases, point of no return and risk assessment (``plan -o json``).
 
 A run goes through preShift hooks, the steps (with afterStep hooks after each non-zero
-weight), the bake, postPromotion hooks and blue's retirement. For each phase: how long it takes,
-which gates and hooks run, and whether a rollback can still bring blue back. The risks name
-what makes the run dangerous, why, and what to do about it. Pure: a spec and the SQL findings
-of its hooks in, data out.
+weight), the bake, postPromotion hooks, the rollback window (if any) and blue's retirement.
+For each phase: how long it takes, which gates and hooks run, and whether a rollback can still
+bring blue back. The risks name what makes the run dangerous, why, and what to do about it.
+Pure: a spec and the SQL findings of its hooks in, data out.
 """
 
 from __future__ import annotations
@@ -179,6 +179,30 @@ def build_phases(spec: api.MigrationSpec, sql: Sequence[Located]) -> tuple[PlanP
             ),
         )
     )
+    window = planned.window_seconds
+    if window > 0:
+        # No window opens past the point of no return: blue could not serve the data again.
+        final = [h.name for stage in api.HookStage for h in hooks.of(stage) if h.irreversible]
+        phases.append(
+            PlanPhase(
+                name="rollbackWindow",
+                weight=100,
+                min_seconds=0.0 if final else window,
+                max_seconds=0.0 if final else window,
+                duration="0s" if final else format_duration(window),
+                gates=() if final else tuple(g.name for g in spec.gates if not g.dry_run),
+                hooks=(),
+                rollback_available=not final,
+                rollback=(
+                    f"none: no window opens past the point of no return ({final[0]} is"
+                    f" irreversible); {blue} is retired at success"
+                    if final
+                    else f"Succeeded, {blue} kept at full size: `cutover undo` or a failed gate"
+                    f" puts all traffic back on it at once (one router write); `cutover promote`"
+                    " retires it early"
+                ),
+            )
+        )
     phases.append(
         PlanPhase(
             name="complete",
@@ -199,6 +223,12 @@ def point_of_no_return(spec: api.MigrationSpec) -> str:
     for hook in spec.hooks.post_promotion:
         if hook.irreversible:
             return f"postPromotion hook {hook.name} starts (irreversible: true)"
+    window = parse_duration(spec.rollback.window)
+    if window > 0:
+        return (
+            f"the rollback window closes ({format_duration(window)} after success) and"
+            f" {spec.blue.deployment} is retired"
+        )
     return f"the run succeeds and {spec.blue.deployment} is retired"
 
 

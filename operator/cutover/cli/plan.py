@@ -17,7 +17,7 @@ from cutover.core import promql, speccheck
 from cutover.core import templates as gate_templates
 from cutover.core.plan import StepKind, schedule
 from cutover.core.templates import TemplateObject
-from cutover.durations import format_duration
+from cutover.durations import format_duration, parse_duration
 
 
 def query_variables(manifest: Mapping[str, Any], spec: api.MigrationSpec) -> dict[str, str]:
@@ -230,6 +230,22 @@ def _rollback_text(weight: int, mirror: int = 0) -> str:
     return f"green {weight} % → 0 %{unmirror}, blue back to its original size"
 
 
+def _after_success(spec: api.MigrationSpec) -> str:
+    blue = spec.blue.deployment
+    window = parse_duration(spec.rollback.window)
+    if window == 0:
+        return f"{blue} is retired: no rollback after success"
+    if any(h.irreversible for stage in api.HookStage for h in spec.hooks.of(stage)):
+        return (
+            f"{blue} is retired: no rollback window opens past the point of no return"
+            " (an irreversible hook)"
+        )
+    return (
+        f"{blue} is kept at full size for {format_duration(window)} (the rollback window):"
+        f" `cutover undo` or a failed gate puts all traffic back on it at once; then it is retired"
+    )
+
+
 def build_plan(
     manifest: Mapping[str, Any],
     sql: Sequence[Located] = (),
@@ -281,7 +297,7 @@ def build_plan(
         minimum=minimum,
         bake=format_duration(planned.bake_seconds),
         waits_for_promotion=planned.waits_for_promotion,
-        after_success=f"{spec.blue.deployment} is retired: no rollback after success",
+        after_success=_after_success(spec),
         rollback_note=(
             f"a rollback scales {spec.green.deployment} to 0 once traffic is back on blue"
             if spec.rollback.scale_down_green

@@ -406,6 +406,12 @@ def _next_steps(
         refused = status.condition(ConditionType.invalid_spec)
         if refused is not None and refused.status == "True":
             return [f"the applied spec was refused: {refused.message}"]
+        ends = _aware(status.rollback_window_ends_at)
+        if ends is not None:
+            return [
+                f"rollback window open until {_when(ends, now)}: blue is kept at full size;"
+                " `cutover undo` puts all traffic back on it, `cutover promote` retires it now"
+            ]
         return ["none: all traffic is on green"]
     if phase is Phase.rolled_back:
         return ["`cutover retry` starts a new run (or apply a new spec)"]

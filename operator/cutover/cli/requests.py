@@ -1,5 +1,5 @@
-"""Manual requests (promote, pause, resume, abort, retry): whether the operator would act on one
-now, what it would do, and setting the request annotation.
+"""Manual requests (promote, pause, resume, abort, retry, undo): whether the operator would act
+on one now, what it would do, and setting the request annotation.
 
 The one path every client takes, so that ``cutover pause`` and the dashboard's Pause button are
 refused, described and recorded identically.
@@ -7,11 +7,13 @@ refused, described and recorded identically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cutover import api
 from cutover.cli.client import CliError, Cluster, request_id
+from cutover.core import rollback as rollback_rules
 from cutover.core.observations import RequestVerb
 from cutover.core.transitions import Reason
 
@@ -22,12 +24,23 @@ ALLOWED: dict[RequestVerb, set[api.Phase]] = {
     RequestVerb.resume: {api.Phase.paused},
     RequestVerb.abort: {api.Phase.pending, api.Phase.progressing, api.Phase.paused},
     RequestVerb.retry: {api.Phase.rolled_back, api.Phase.failed},
+    RequestVerb.undo: {api.Phase.succeeded},
 }
+
+
+def _in_window(raw_status: Mapping[str, Any]) -> bool:
+    return raw_status.get("phase") == api.Phase.succeeded and bool(
+        raw_status.get("rollbackWindowEndsAt")
+    )
 
 
 def refusal(verb: RequestVerb, obj: dict[str, Any]) -> str | None:
     """Why the operator would ignore ``verb`` now (its rules in core/machine.py), or None."""
     raw_status = obj.get("status") or {}
+    if verb is RequestVerb.undo:
+        return rollback_rules.undo_refusal(api.parse_status(raw_status))
+    if verb is RequestVerb.promote and _in_window(raw_status):
+        return None  # closes the rollback window now
     phase = api.Phase(raw_status.get("phase") or api.Phase.pending.value)
     if phase not in ALLOWED[verb]:
         allowed = ", ".join(sorted(p.value for p in ALLOWED[verb]))
@@ -46,6 +59,15 @@ def effect(verb: RequestVerb, obj: dict[str, Any]) -> str:
     steps = spec.get("steps") or []
     index = int(raw_status.get("currentStepIndex") or 0)
     weight = int(raw_status.get("weight") or 0)
+    if verb is RequestVerb.undo:
+        scale_down = (spec.get("rollback") or {}).get("scaleDownGreen", True)
+        extra = f", {green} scaled to 0" if scale_down else ""
+        return (
+            f"all traffic will return to blue ({blue}), still at full size{extra};"
+            " the run ends RolledBack"
+        )
+    if verb is RequestVerb.promote and _in_window(raw_status):
+        return f"the rollback window closes now: blue ({blue}) is retired"
     if verb is RequestVerb.abort:
         scale_down = (spec.get("rollback") or {}).get("scaleDownGreen", True)
         extra = f", {green} scaled to 0" if scale_down else ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cutover.api import HookStage, MigrationStatus
+from cutover.api import DeploymentRef, HookStage, MigrationStatus
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,20 @@ class RestoreBlue:
 
 
 @dataclass(frozen=True)
+class HoldBlue:
+    """Before the rollback window: blue at full size again, kept out of traffic, so that a
+    rollback is one router write with no pod to start."""
+
+    total_replicas: int
+
+
+@dataclass(frozen=True)
 class RetireBlue:
-    """After success: blue is no longer needed."""
+    """After success: blue is no longer needed. The versions are named when the rollback window
+    closes, as the spec may name the next release's by then."""
+
+    blue: DeploymentRef | None = None
+    green: DeploymentRef | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,15 @@ class EmitEvent:
 
 
 Action = (
-    SetWeight | SetMirror | PrepareGreen | RestoreBlue | RetireBlue | RunHook | StopJob | EmitEvent
+    SetWeight
+    | SetMirror
+    | PrepareGreen
+    | RestoreBlue
+    | HoldBlue
+    | RetireBlue
+    | RunHook
+    | StopJob
+    | EmitEvent
 )
 
 

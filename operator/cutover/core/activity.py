@@ -26,13 +26,18 @@ def may_start(status: MigrationStatus, generation: int, request: Request | None)
 
 
 def needs_attention(
-    phase: Phase | None, observed_generation: int | None, generation: int, has_request: bool
+    phase: Phase | None,
+    observed_generation: int | None,
+    generation: int,
+    has_request: bool,
+    window_open: bool = False,
 ) -> bool:
-    """Not ended, or asked to do something (any request, a new spec).
+    """Not ended, in its rollback window, or asked to do something (any request, a new spec).
 
     A terminal Migration costs nothing until then. Any request counts, not only a retry: an
-    unknown or already handled one must still be cleared by the reconciler.
+    unknown or already handled one must still be cleared by the reconciler. A Succeeded run
+    whose rollback window is open still checks its gates and must retire blue at its end.
     """
-    if phase not in TERMINAL_PHASES:
+    if phase not in TERMINAL_PHASES or (phase is Phase.succeeded and window_open):
         return True
     return has_request or observed_generation != generation

@@ -1,5 +1,6 @@
 """The status conditions (Ready, Progressing, Paused, Complete, RolledBack, InvalidSpec, Stalled,
-RollbackAvailable) and status.rollbackAvailable, derived from the phase a decision ends in.
+RollbackAvailable, RollbackWindow) and status.rollbackAvailable, derived from the phase a
+decision ends in.
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ def update_conditions(
             rollback.available,
             rollback.code.value,
             rollback.message,
+        ),
+        # Ready and Complete are True during the window (the release is done and healthy for
+        # GitOps tools); this one says blue can still come back, until when.
+        ConditionType.rollback_window: (
+            rollback_rules.window_open(status),
+            "Open" if rollback_rules.window_open(status) else "Closed",
+            f"blue is kept at full size until {rollback_rules.window_end(status)}: `cutover undo`"
+            " or a failed gate puts all traffic back on it, `cutover promote` retires it now"
+            if rollback_rules.window_open(status)
+            else "",
         ),
     }
     if spec_invalid:

@@ -3,7 +3,8 @@ hold the run, and whether every gate passed since a step became ready.
 
 A dry-run gate (``dryRun: true``) is checked and recorded like any other, but its outcome never
 stops, holds or pauses the run, and a step never waits for it: it is how a new gate is tried on
-real traffic before it is trusted.
+real traffic before it is trusted. Gates also run in the rollback window after success
+(core.window).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cutover.api import (
     Verdict,
 )
 from cutover.core import gates as gate_rules
+from cutover.core import rollback as rollback_rules
 from cutover.core.runstate import RunState
 from cutover.core.transitions import Event
 from cutover.durations import parse_duration
@@ -28,7 +30,8 @@ from cutover.durations import parse_duration
 
 def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> list[Gate]:
     """Gates whose next check is due: the shell measures these before calling ``decide``."""
-    if status.phase not in (Phase.progressing, Phase.paused) or status.weight == 0:
+    active = status.phase in (Phase.progressing, Phase.paused) or rollback_rules.window_open(status)
+    if not active or status.weight == 0:
         return []
     due = []
     for gate in spec.gates:

@@ -34,6 +34,7 @@ from cutover.core.actions import (
     Action,
     Decision,
     EmitEvent,
+    HoldBlue,
     PrepareGreen,
     RestoreBlue,
     RetireBlue,
@@ -68,6 +69,7 @@ __all__ = [
     "DeploymentState",
     "EmitEvent",
     "Event",
+    "HoldBlue",
     "JobState",
     "Observations",
     "PrepareGreen",
@@ -141,6 +143,11 @@ class _Run(RequestHandler):
     def _spec_invalid(self, error: SpecInvalid) -> None:
         self.problems = list(error.problems)
         message = "invalid spec: " + "; ".join(error.problems)
+        if self._window_open():
+            # No router without a valid spec: the window (blue kept, green serving) waits for
+            # one, then goes on where it was.
+            self.s.message = f"{message}; the rollback window waits for a valid spec"
+            return
         if self.s.phase is Phase.paused and self.s.reason == Reason.invalid_spec:
             self.s.message = message
             return
@@ -151,6 +158,11 @@ class _Run(RequestHandler):
             self.s.observed_generation is not None
             and self.s.observed_generation != self.obs.generation
         )
+        # A new release (or other versions) during the rollback window: the kept blue is
+        # retired first, by name; then the spec takes effect as after any success.
+        stale = self._window_open() and not self._window_matches(spec)
+        if stale and not self._close_window(spec, "the spec names other versions"):
+            return
         if self.s.phase is Phase.succeeded:
             self._after_success(spec, generation_changed)
         elif generation_changed:
@@ -215,6 +227,8 @@ class _Run(RequestHandler):
             self._active(spec)
         elif phase is Phase.rolling_back:
             self._rolling_back()
+        elif self._window_open():
+            self._keep_window(spec)
 
     def _start(self, spec: MigrationSpec) -> None:
         if self.obs.template_problems:
@@ -351,6 +365,8 @@ class _Run(RequestHandler):
 
     def _requeue(self) -> float | None:
         phase = self.s.phase
+        if self._window_open() and isinstance(self.spec, MigrationSpec):
+            return max(min(self._window_wake()), 0.0)
         if phase in TERMINAL_PHASES:
             return None
         if phase is Phase.rolling_back or phase is Phase.pending:

@@ -1,11 +1,12 @@
-"""Manual requests (``cutover promote``, ``pause``, ``resume``, ``abort``, ``retry``): each acts
-once (by its id), and only in the phases where it means something; otherwise an Event says that
-it was ignored.
+"""Manual requests (``cutover promote``, ``pause``, ``resume``, ``abort``, ``retry``, ``undo``):
+each acts once (by its id), and only in the phases where it means something; otherwise an Event
+says that it was ignored (an ``undo`` that cannot roll back says why).
 """
 
 from __future__ import annotations
 
 from cutover.api import MigrationSpec, Phase
+from cutover.core import rollback as rollback_rules
 from cutover.core.observations import RequestVerb
 from cutover.core.steps import StepRunner
 from cutover.core.transitions import Event, Reason
@@ -26,6 +27,8 @@ class RequestHandler(StepRunner):
             )
             event = Event.abort_moved if moved else Event.abort
             handled = self._fire(event, "aborted by request: returning all traffic to blue")
+        elif verb is RequestVerb.undo:
+            handled = self._undo()
         elif verb is RequestVerb.retry:
             handled = self._fire(Event.retry, "retry requested: starting a new run")
         elif verb is RequestVerb.pause:
@@ -41,6 +44,13 @@ class RequestHandler(StepRunner):
                 f"request {verb.value} has no effect in phase {self.s.phase.value}",
             )
 
+    def _undo(self) -> bool:
+        refusal = rollback_rules.undo_refusal(self.s)
+        if refusal is not None:
+            self._event("Warning", Reason.rollback_not_available, f"undo refused: {refusal}")
+            return True
+        return self._fire(Event.undo, "undone by request in the rollback window: rolling back")
+
     def _resume(self, spec: MigrationSpec, message: str) -> bool:
         if self.s.phase is not Phase.paused:
             return False
@@ -51,6 +61,11 @@ class RequestHandler(StepRunner):
         return self._fire(Event.resume, message)
 
     def _promote(self, spec: MigrationSpec, *, full: bool) -> bool:
+        if self._window_open():
+            # Sure of green before the window ends: blue is retired now.
+            self.s.rollback_window_ends_at = self.now
+            self._history(Reason.promoted, "promoted in the rollback window: retiring blue now")
+            return True
         if self.s.phase not in (Phase.progressing, Phase.paused) or spec.paused:
             return False
         if full:

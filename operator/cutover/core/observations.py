@@ -21,6 +21,7 @@ class RequestVerb(enum.StrEnum):
     resume = "resume"
     abort = "abort"
     retry = "retry"
+    undo = "undo"  # in the rollback window after success: all traffic back on blue
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,10 @@ class PlannedStep:
 class Schedule:
     steps: tuple[PlannedStep, ...]
     bake_seconds: float
-    minimum_seconds: float
+    minimum_seconds: float  # until Succeeded (the rollback window comes after)
     waits_for_promotion: bool
+    # After success, blue kept at full size this long (spec.rollback.window); 0: retired at once.
+    window_seconds: float = 0.0
 
 
 def gate_wait(spec: MigrationSpec) -> float:
@@ -119,6 +121,7 @@ def schedule(spec: MigrationSpec) -> Schedule:
         bake_seconds=bake,
         minimum_seconds=minimum,
         waits_for_promotion=any(s.indefinite for s in planned),
+        window_seconds=parse_duration(spec.rollback.window),
     )
 
 

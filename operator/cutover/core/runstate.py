@@ -59,6 +59,10 @@ class RunState:
         if target is Phase.paused and source is Phase.paused:
             # Already held: keep the first reason (the one a person must act on).
             return False
+        if source is Phase.succeeded:
+            # Leaving success (an undo, a breach in the window, a new run) ends its window.
+            self.s.rollback_window_ends_at = None
+            self.s.rollback_window_blue = self.s.rollback_window_green = None
         self.s.phase = target
         self.s.reason = reason.value
         self.s.message = message

@@ -1,5 +1,6 @@
 """The steps of a run: set each step's weight, wait for green to be ready, hold timed and manual
-pauses, wait for hooks and gates, then bake and retire blue; and when the next step is due.
+pauses, wait for hooks and gates, then bake and succeed (core.window: blue retired, or kept for
+the rollback window); and when the next step is due.
 """
 
 from __future__ import annotations
@@ -7,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cutover.api import HookStage, MigrationSpec
-from cutover.core.actions import RetireBlue, SetMirror, SetWeight
-from cutover.core.gating import GateJudge
+from cutover.core.actions import SetMirror, SetWeight
 from cutover.core.hooks import HookRunner
 from cutover.core.plan import green_replicas_needed, mirror_at
 from cutover.core.transitions import Event, Reason
+from cutover.core.window import WindowKeeper
 from cutover.durations import parse_duration
 
 # Deployment changes wake a waiting Migration (handlers.wake_on_deployment); this poll is only
@@ -19,7 +20,7 @@ from cutover.durations import parse_duration
 _READINESS_POLL = 5.0
 
 
-class StepRunner(HookRunner, GateJudge):
+class StepRunner(HookRunner, WindowKeeper):
     def _progress(self, spec: MigrationSpec) -> None:
         if not self._stage_ok(spec, HookStage.pre_shift, None):
             return
@@ -149,15 +150,7 @@ class StepRunner(HookRunner, GateJudge):
                 return
         if not self._stage_ok(spec, HookStage.post_promotion, None):
             return
-        if not any(isinstance(a, RetireBlue) for a in self.obs.acted):
-            # Succeeded only once the router acknowledged the retirement: a crash in between
-            # must not leave a "succeeded" run with blue still scaled.
-            self.actions.append(RetireBlue())
-            return
-        self._fire(
-            Event.steps_done,
-            f"all traffic on {spec.green.deployment}; {spec.blue.deployment} retired",
-        )
+        self._succeed(spec)
 
     def _progress_wake(self, spec: MigrationSpec) -> float | None:
         if self.s.step_ready_at is None:

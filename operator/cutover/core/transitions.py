@@ -41,6 +41,7 @@ class Event(enum.StrEnum):
     blue_missing = "blue_missing"
     steps_done = "steps_done"
     traffic_restored = "traffic_restored"
+    undo = "undo"  # `cutover undo` in the rollback window after success
 
 
 P = Phase
@@ -92,7 +93,16 @@ TRANSITIONS: dict[Phase, dict[Event, Phase]] = {
     },
     P.rolling_back: {E.traffic_restored: P.rolled_back},
     P.rolled_back: {E.retry: P.pending, E.spec_changed: P.pending, E.spec_invalid: P.failed},
-    P.succeeded: {E.spec_changed: P.pending, E.spec_invalid: P.failed},
+    P.succeeded: {
+        # Only while the rollback window is open (spec.rollback.window): blue is still at full
+        # size, so a breach or an undo puts traffic back on it; core/window.py guards these.
+        E.gate_failed: P.rolling_back,
+        E.gate_error: P.rolling_back,
+        E.green_missing: P.rolling_back,
+        E.undo: P.rolling_back,
+        E.spec_changed: P.pending,
+        E.spec_invalid: P.failed,
+    },
     P.failed: {E.retry: P.pending, E.spec_changed: P.pending, E.spec_invalid: P.failed},
 }
 
@@ -138,6 +148,9 @@ class Reason(enum.StrEnum):
     # whose spec.blue is not the live side is refused (it would bring the retired version back).
     spec_recorded = "SpecRecorded"
     blue_retired = "BlueRetired"
+    # The rollback window after success: `cutover undo` rolled back, or it closed (blue retired).
+    undone = "Undone"
+    window_closed = "RollbackWindowClosed"
 
 
 R = Reason
@@ -173,6 +186,7 @@ REASONS: dict[Event, Reason] = {
     E.blue_missing: R.blue_missing,
     E.steps_done: R.succeeded,
     E.traffic_restored: R.traffic_restored,
+    E.undo: R.undone,
 }
 # Failed with one of these, the spec is to blame: the InvalidSpec condition keeps its problems.
 INVALID_REASONS = frozenset(

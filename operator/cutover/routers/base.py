@@ -96,8 +96,14 @@ class TrafficRouter(Protocol):
         original state put back."""
         ...
 
+    async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        """Before the rollback window: blue at full size, with no traffic (all stays on green),
+        so that ``restore`` puts traffic back on it with one write and no pod to start."""
+        ...
+
     async def retire_blue(self, target: Target) -> None:
-        """After success: blue scaled to zero, the saved original removed."""
+        """After success (or the rollback window): blue scaled to zero, the saved original
+        removed."""
         ...
 
 
@@ -162,6 +168,18 @@ def available(deployment: Mapping[str, Any]) -> int:
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     """Whether an equality selector picks pods with ``labels`` (an empty one picks nothing)."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def service_selector(service: Mapping[str, Any]) -> dict[str, str]:
+    return dict((service.get("spec") or {}).get("selector") or {})
+
+
+def selector_patch(current: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, Any]:
+    """Strategic merge merges maps key by key: keys only in ``current`` must be nulled out for
+    the result to equal ``wanted`` exactly."""
+    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in wanted})
+    return patch
 
 
 def format_labels(labels: Mapping[str, str]) -> str:
@@ -427,6 +445,14 @@ async def scale_green_up(objects: Objects, target: Target, total_replicas: int) 
     if replicas(green) >= wanted:
         return green
     return await objects.patch_deployment(green, replicas_to=wanted)
+
+
+async def keep_blue_scaled(objects: Objects, target: Target, total_replicas: int) -> None:
+    """Blue at full size (never shrunk here), for routers whose route sends it nothing at 100 %."""
+    blue = await objects.require_deployment(target.namespace, target.spec.blue.deployment)
+    wanted = max(total_replicas, 1)
+    if replicas(blue) < wanted:
+        await objects.patch_deployment(blue, replicas_to=wanted)
 
 
 def migration_owner(target: Target) -> dict[str, Any]:
@@ -799,6 +825,10 @@ class RouteTableRouter:
             green = await self._objects.deployment(target.namespace, target.spec.green.deployment)
             if green is not None:
                 await self._objects.patch_deployment(green, replicas_to=0)
+
+    async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        # At 100 % the route sends blue nothing, and blue was never scaled down.
+        await keep_blue_scaled(self._objects, target, total_replicas)
 
     async def retire_blue(self, target: Target) -> None:
         await self._converge(target, Move.retire)

@@ -43,6 +43,7 @@ from cutover.routers.base import (
     deployment_problems,
     dump_original,
     json_patch_converge,
+    keep_blue_scaled,
     load_original,
     migration_owner,
     pointer,
@@ -342,6 +343,10 @@ class NginxRouter(NoMirror):
             obj = await self._objects.deployment(target.namespace, target.spec.green.deployment)
             if obj is not None:
                 await self._objects.patch_deployment(obj, replicas_to=0)
+
+    async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        # At 100 % the canary takes everything, and blue was never scaled down.
+        await keep_blue_scaled(self._objects, target, total_replicas)
 
     async def retire_blue(self, target: Target) -> None:
         blue, green = self._services(target)

@@ -11,6 +11,13 @@ is 1 pod = 25 %). So ``set_weight`` records the nominal weight it applied in the
 ``get_weight`` returns that nominal weight only while both replica counts still equal the split
 it implies; anything else (a person scaled by hand, a half-applied move) reads as the effective
 weight, the percentage of pods that are green's.
+
+The rollback window (``spec.rollback.window``): at 100 % blue would take traffic again as soon as
+it had pods, so ``hold_blue`` first narrows the shared Service to green's pods (the labels only
+green's pods carry, added to its selector; the original saved on the Service), then gives blue its
+size back and marks it ``cutover.io/held``. A rollback in the window is then one Service write
+(narrowed to blue's pods instead) with blue's pods already running; retiring blue scales it to
+zero before the Service gets its original selector back.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 from typing import Any
 
 from cutover.core.plan import effective_weight, replica_split
+from cutover.durations import parse_duration
 from cutover.kube import Kube
 from cutover.routers.base import (
     ORIGINAL_ANNOTATION,
@@ -35,12 +43,32 @@ from cutover.routers.base import (
     load_original,
     pod_labels,
     replicas,
+    selector_patch,
     selects,
+    service_selector,
 )
 
 log = logging.getLogger("cutover.routers.replicas")
 # The total the nominal weight was split from: a half-applied move then reads as unfinished.
 TOTAL_ANNOTATION = "cutover.io/total"
+# On blue while it is kept at full size out of traffic (the rollback window): get_weight then
+# asks the Service which version it selects, as the replica counts no longer tell.
+HELD_ANNOTATION = "cutover.io/held"
+
+
+def only_in(own: dict[str, str], other: dict[str, str]) -> dict[str, str]:
+    """The pod labels of one version that the other's pods do not carry: added to a selector,
+    they keep the other version's pods out of it."""
+    return {k: v for k, v in own.items() if other.get(k) != v}
+
+
+def _original_selector(service: dict[str, Any]) -> dict[str, str]:
+    """The selector the Service had before the router narrowed it (its current one if never)."""
+    saved = load_original(service) or {}
+    original = saved.get("selector")
+    if isinstance(original, dict) and original:
+        return {str(k): str(v) for k, v in original.items()}
+    return service_selector(service)
 
 
 def _split_matches(blue: int, green: int, weight: int, total: int | None) -> bool:
@@ -108,7 +136,9 @@ class ReplicasRouter(NoMirror):
             if service is None:
                 problems.append(f"Service {ns}/{service_name} not found")
             else:
-                selector = dict((service.get("spec") or {}).get("selector") or {})
+                # A Service still narrowed by the last run's rollback window is judged by the
+                # selector it gets back.
+                selector = _original_selector(service)
                 for role, obj in found.items():
                     labels = pod_labels(obj)
                     if not selects(selector, labels):
@@ -118,6 +148,15 @@ class ReplicasRouter(NoMirror):
                             f" Deployment {_name(obj)}: the replicas router needs one Service"
                             " in front of both versions"
                         )
+        if parse_duration(spec.rollback.window) > 0 and len(found) == 2:
+            blue_labels, green_labels = pod_labels(found["blue"]), pod_labels(found["green"])
+            if not only_in(blue_labels, green_labels) or not only_in(green_labels, blue_labels):
+                problems.append(
+                    f"rollback.window: blue's pod labels {format_labels(blue_labels)} and"
+                    f" green's {format_labels(green_labels)} need a label that tells them apart"
+                    " (e.g. version): the replicas router narrows the Service to one version's"
+                    " pods while blue is kept at full size"
+                )
         return problems
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
@@ -170,12 +209,111 @@ class ReplicasRouter(NoMirror):
         green = await self._objects.deployment(ns, target.spec.green.deployment)
         if blue is None or green is None:
             return None
+        if HELD_ANNOTATION in annotations_of(blue):
+            narrowed = await self._narrowed_to(target, blue, green)
+            if narrowed is not None:
+                return narrowed
         b, g = replicas(blue), replicas(green)
         nominal = _nominal(green)
         total = _total(green)
         if nominal is not None and _split_matches(b, g, nominal, total):
             return nominal
         return effective_weight(b, g)
+
+    async def _narrowed(self, target: Target) -> dict[str, Any] | None:
+        """The shared Service while hold_blue has narrowed it (its original saved), else None."""
+        name = target.spec.traffic.service
+        if not name:
+            return None
+        service = await self._objects.service(target.namespace, name)
+        if service is None or ORIGINAL_ANNOTATION not in annotations_of(service):
+            return None
+        return service
+
+    async def _narrowed_to(
+        self, target: Target, blue: dict[str, Any], green: dict[str, Any]
+    ) -> int | None:
+        """100 or 0 while the Service selects only green's or only blue's pods; else None."""
+        service = await self._narrowed(target)
+        if service is None:
+            return None
+        selector = service_selector(service)
+        on_blue, on_green = (
+            selects(selector, pod_labels(blue)),
+            selects(selector, pod_labels(green)),
+        )
+        if on_green and not on_blue:
+            return 100
+        if on_blue and not on_green:
+            return 0
+        return None
+
+    async def _select(
+        self, target: Target, service: dict[str, Any], wanted: dict[str, str], keep: bool
+    ) -> dict[str, Any]:
+        """The Service's selector set to ``wanted``; its saved original kept or removed."""
+        current = service_selector(service)
+        patch: dict[str, Any] = {}
+        if current != wanted:
+            patch["spec"] = {"selector": selector_patch(current, wanted)}
+        if keep and ORIGINAL_ANNOTATION not in annotations_of(service):
+            # Saved in the same write that narrows it, so the original is never lost.
+            patch["metadata"] = {
+                "annotations": {ORIGINAL_ANNOTATION: dump_original({"selector": current})}
+            }
+        if not keep and ORIGINAL_ANNOTATION in annotations_of(service):
+            patch["metadata"] = {"annotations": {ORIGINAL_ANNOTATION: None}}
+        if not patch:
+            return service
+        meta = service.get("metadata") or {}
+        log.info(
+            "service patched",
+            extra={
+                "namespace": target.namespace,
+                "object": meta.get("name"),
+                "migration": target.name,
+                "selector": wanted,
+            },
+        )
+        return await self._objects.kube.patch(
+            "",
+            "v1",
+            "services",
+            target.namespace,
+            str(meta.get("name")),
+            patch,
+            patch_type="strategic",
+        )
+
+    async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        ns = target.namespace
+        blue, green = await self._pair(target)
+        name = target.spec.traffic.service
+        if not name:
+            raise TrafficRouterError(
+                "the replicas router keeps blue out of traffic through spec.traffic.service"
+            )
+        service = await self._objects.require_service(ns, name)
+        pin = only_in(pod_labels(green), pod_labels(blue))
+        if not pin:
+            raise TrafficRouterError(
+                f"green's pod labels {format_labels(pod_labels(green))} do not tell its pods"
+                f" from blue's {format_labels(pod_labels(blue))}: Service {ns}/{name} cannot"
+                " be narrowed to green while blue is kept at full size"
+            )
+        # First the Service sees only green (it has every pod at 100 %), then blue grows.
+        await self._select(target, service, {**_original_selector(service), **pin}, keep=True)
+        await self._objects.patch_deployment(
+            blue,
+            replicas_to=self._blue_size(blue, total_replicas),
+            set_annotations={HELD_ANNOTATION: name, **_original_if_absent(blue)},
+        )
+
+    @staticmethod
+    def _blue_size(blue: dict[str, Any], total_replicas: int) -> int:
+        saved = load_original(blue) or {}
+        size = saved.get("replicas")
+        return size if isinstance(size, int) and size >= 1 else max(total_replicas, 1)
 
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # scale_down_green cannot be honoured as False here: any green pod behind the shared
@@ -184,10 +322,21 @@ class ReplicasRouter(NoMirror):
         blue = await self._objects.require_deployment(ns, target.spec.blue.deployment)
         # A deleted green takes no traffic: the rollback then only gives blue its size back.
         green = await self._objects.deployment(ns, target.spec.green.deployment)
-        saved = load_original(blue) or {}
-        blue_size = saved.get("replicas")
-        if not isinstance(blue_size, int) or blue_size < 1:
-            blue_size = max(total_replicas, 1)
+        blue_size = self._blue_size(blue, total_replicas)
+        narrowed = await self._narrowed(target)
+        if narrowed is not None and green is not None:
+            # The rollback window: one write, the Service narrowed to blue's running pods.
+            if available(blue) == 0 and available(green) > 0:
+                await self._objects.patch_deployment(blue, replicas_to=blue_size)
+                raise NotReady(
+                    f"Deployment {_name(blue)} has no available pod yet: Service"
+                    f" {ns}/{target.spec.traffic.service} stays on green until it has"
+                )
+            only_blue = only_in(pod_labels(blue), pod_labels(green))
+            if only_blue:
+                narrowed = await self._select(
+                    target, narrowed, {**_original_selector(narrowed), **only_blue}, keep=True
+                )
         if green is not None and available(blue) == 0 and available(green) > 0:
             # Green still serves everything (e.g. rolled back at 100 %): blue needs a ready pod
             # before green's go, or the rollback itself is an outage.
@@ -208,16 +357,25 @@ class ReplicasRouter(NoMirror):
                 },
             )
         await self._objects.patch_deployment(
-            blue, replicas_to=blue_size, set_annotations={ORIGINAL_ANNOTATION: None}
+            blue,
+            replicas_to=blue_size,
+            set_annotations={ORIGINAL_ANNOTATION: None, HELD_ANNOTATION: None},
         )
+        if narrowed is not None:
+            # Green has no pods left: the original selector sends everything to blue.
+            await self._select(target, narrowed, _original_selector(narrowed), keep=False)
         log.info(
             "traffic restored to blue",
             extra={"namespace": target.namespace, "migration": target.name, "blue": blue_size},
         )
 
     async def retire_blue(self, target: Target) -> None:
-        blue, green = await self._pair(target)
-        self._check_not_emptied(blue, 0, green)
+        ns = target.namespace
+        green = await self._objects.require_deployment(ns, target.spec.green.deployment)
+        # Blue deleted during the rollback window: only the Service is left to put back.
+        blue = await self._objects.deployment(ns, target.spec.blue.deployment)
+        if blue is not None:
+            self._check_not_emptied(blue, 0, green)
         await self._objects.patch_deployment(
             green,
             set_annotations={
@@ -226,6 +384,13 @@ class ReplicasRouter(NoMirror):
                 ORIGINAL_ANNOTATION: None,
             },
         )
-        await self._objects.patch_deployment(
-            blue, replicas_to=0, set_annotations={ORIGINAL_ANNOTATION: None}
-        )
+        if blue is not None:
+            await self._objects.patch_deployment(
+                blue,
+                replicas_to=0,
+                set_annotations={ORIGINAL_ANNOTATION: None, HELD_ANNOTATION: None},
+            )
+        narrowed = await self._narrowed(target)
+        if narrowed is not None:
+            # Only once blue has no pods: the original selector picks both versions' labels.
+            await self._select(target, narrowed, _original_selector(narrowed), keep=False)

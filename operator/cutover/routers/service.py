@@ -23,26 +23,17 @@ from cutover.routers.base import (
     available,
     dump_original,
     format_labels,
+    keep_blue_scaled,
     load_original,
     match_labels,
     pod_labels,
     replicas,
+    selector_patch,
     selects,
+    service_selector,
 )
 
 log = logging.getLogger("cutover.routers.service")
-
-
-def _selector(service: Mapping[str, Any]) -> dict[str, str]:
-    return dict((service.get("spec") or {}).get("selector") or {})
-
-
-def _selector_patch(current: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, Any]:
-    """Strategic merge merges maps key by key: keys only in ``current`` must be nulled out for
-    the result to equal ``wanted`` exactly."""
-    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
-    patch.update({k: None for k in current if k not in wanted})
-    return patch
 
 
 class ServiceRouter(NoMirror):
@@ -126,7 +117,7 @@ class ServiceRouter(NoMirror):
         service, _, green = await self._read(target)
         # The original goes on record before anything changes, so a crash in between is safe.
         if ORIGINAL_ANNOTATION not in annotations_of(service):
-            original = dump_original({"selector": _selector(service)})
+            original = dump_original({"selector": service_selector(service)})
             await self._patch_service(
                 target, service, {"metadata": {"annotations": {ORIGINAL_ANNOTATION: original}}}
             )
@@ -141,7 +132,7 @@ class ServiceRouter(NoMirror):
         service, blue, green = await self._read(target)
         receiving, losing = (green, blue) if weight == 100 else (blue, green)
         wanted = match_labels(receiving)
-        current = _selector(service)
+        current = service_selector(service)
         if current == wanted:
             return
         if not wanted:
@@ -156,7 +147,7 @@ class ServiceRouter(NoMirror):
                 f" pod yet: Service {target.namespace}/{self._service_name(target)} is not"
                 " switched to it until it has"
             )
-        patch: dict[str, Any] = {"spec": {"selector": _selector_patch(current, wanted)}}
+        patch: dict[str, Any] = {"spec": {"selector": selector_patch(current, wanted)}}
         if ORIGINAL_ANNOTATION not in annotations_of(service):
             # prepare normally saved it; if it did not run, the switch must still be undoable.
             original = dump_original({"selector": current})
@@ -170,7 +161,7 @@ class ServiceRouter(NoMirror):
         green = await self._objects.deployment(ns, target.spec.green.deployment)
         if service is None or blue is None or green is None:
             return None
-        selector = _selector(service)
+        selector = service_selector(service)
         if selector and selector == match_labels(green):
             return 100
         if selector and selector == match_labels(blue):
@@ -184,7 +175,7 @@ class ServiceRouter(NoMirror):
         blue_labels = match_labels(blue)
         if not isinstance(original, dict) or not original:
             original = blue_labels
-        current = _selector(service)
+        current = service_selector(service)
         # First write: exactly blue's labels, which alone puts all traffic on blue.
         if current != blue_labels:
             if available(blue) == 0 and available(green) > 0:
@@ -194,7 +185,7 @@ class ServiceRouter(NoMirror):
                     " green until it has"
                 )
             service = await self._patch_service(
-                target, service, {"spec": {"selector": _selector_patch(current, blue_labels)}}
+                target, service, {"spec": {"selector": selector_patch(current, blue_labels)}}
             )
             current = blue_labels
         if scale_down_green:
@@ -210,15 +201,19 @@ class ServiceRouter(NoMirror):
             final = blue_labels
         patch: dict[str, Any] = {}
         if current != final:
-            patch["spec"] = {"selector": _selector_patch(current, final)}
+            patch["spec"] = {"selector": selector_patch(current, final)}
         if ORIGINAL_ANNOTATION in annotations_of(service):
             patch["metadata"] = {"annotations": {ORIGINAL_ANNOTATION: None}}
         if patch:
             await self._patch_service(target, service, patch)
 
+    async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        # The Service selects only green's pods at 100 %, and blue was never scaled down.
+        await keep_blue_scaled(self._objects, target, total_replicas)
+
     async def retire_blue(self, target: Target) -> None:
         service, blue, green = await self._read(target)
-        if _selector(service) != match_labels(green):
+        if service_selector(service) != match_labels(green):
             raise TrafficRouterError(
                 f"Service {target.namespace}/{self._service_name(target)} does not select green's"
                 f" pods {format_labels(match_labels(green))}: blue is not retired"
