@@ -88,7 +88,8 @@ def test_only_job_templates_preserve_unknown_fields() -> None:
     openapi = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     preserving = [p for p, n in walk(openapi) if n.get("x-kubernetes-preserve-unknown-fields")]
     stages = ("preShift", "afterStep", "postPromotion", "onRollback")
-    assert preserving == [f".spec.hooks.{stage}[].jobTemplate" for stage in stages]
+    hooks = [f".spec.hooks.{stage}[].jobTemplate" for stage in stages]
+    assert preserving == [".spec.gates[].job.jobTemplate", *hooks]
 
 
 def test_kubectl_explain_has_descriptions_for_every_spec_field() -> None:

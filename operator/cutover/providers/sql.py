@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 import pymysql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cutover.api import Gate, SecretKeyRef, SqlQuery
 from cutover.egress import EgressPolicy, EgressRefused, Target
@@ -77,8 +77,7 @@ def engine_of(dsn: str) -> Engine:
     engine = _SCHEMES.get(scheme)
     if engine is None:
         raise ValueError(
-            "the DSN is not a URL starting with postgresql://, postgres://, mysql:// or"
-            " mariadb://"
+            "the DSN is not a URL starting with postgresql://, postgres://, mysql:// or mariadb://"
         )
     return engine
 
@@ -112,9 +111,7 @@ class SqlProvider:
                 return self._postgres(sql)
             return self._mysql(sql)
         except ProviderError as error:
-            raise ProviderError(
-                self._redact(error.message), error_type=error.error_type
-            ) from None
+            raise ProviderError(self._redact(error.message), error_type=error.error_type) from None
         except NoData as error:
             raise NoData(self._redact(str(error))) from None
 
@@ -141,11 +138,12 @@ class SqlProvider:
         params.update(self._pg_address(params))
         params["connect_timeout"] = max(1, math.ceil(self.timeout))
         # Every transaction of this session is read-only, not only the one we open.
-        params["options"] = "-c default_transaction_read_only=on"
+        options = f"{params.get('options') or ''} -c default_transaction_read_only=on"
+        params["options"] = options.strip()
         params.setdefault("application_name", "cutover-gate")
         timeout_ms = max(1, int(self.timeout * 1000))
         try:
-            with psycopg.connect(**params, autocommit=True) as conn:
+            with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
                 conn.execute("BEGIN TRANSACTION READ ONLY")
                 conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
                 try:
@@ -205,7 +203,7 @@ class SqlProvider:
             _fail(f"cannot connect to the database: {_mysql_connection(error)}", "connection")
         try:
             with conn.cursor() as cursor:
-                if "mariadb" in conn.get_server_info().lower():
+                if "mariadb" in str(getattr(conn, "server_version", "")).lower():
                     cursor.execute(f"SET SESSION max_statement_time = {self.timeout:g}")
                 else:
                     timeout_ms = max(1, int(self.timeout * 1000))
@@ -233,8 +231,7 @@ class SqlProvider:
                 )
             if isinstance(error, pymysql.OperationalError) and code in (2006, 2013):
                 _fail(
-                    f"the database did not answer within {client_timeout:g}s"
-                    f" ({_mysql(error)})",
+                    f"the database did not answer within {client_timeout:g}s ({_mysql(error)})",
                     "client_timeout",
                 )
             _fail(f"the database refused the query: {_mysql(error)}", "query")
