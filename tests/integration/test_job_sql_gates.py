@@ -115,7 +115,10 @@ def dsn_secret(cluster: ControlPlane, namespace: str, url: str) -> str:
 
 
 def test_an_sql_gate_reading_a_real_postgresql_lets_the_run_succeed_without_showing_the_dsn(
-    cluster: ControlPlane, namespace: str, operator: OperatorProcess, db: str
+    cluster: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    db: str,  # noqa: F811 (the fixture imported above)
 ) -> None:
     psql(db, "-c", "CREATE TABLE orders (id int PRIMARY KEY, migrated bool NOT NULL)")
     psql(db, "-c", "INSERT INTO orders SELECT g, true FROM generate_series(1, 50) g")
