@@ -4,11 +4,19 @@ of them, and how a measurement still under way (a gate's Job running) is recorde
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from cutover.api import Gate, GateStatus, Phase, SpecInvalid, Verdict, parse_spec
+from cutover.api import (
+    Gate,
+    GateStatus,
+    MigrationStatus,
+    Phase,
+    SpecInvalid,
+    Verdict,
+    parse_spec,
+)
 from cutover.authority import needs
 from cutover.cli.plan import lint_problems, rendered_queries
 from cutover.core.gates import (
@@ -19,6 +27,9 @@ from cutover.core.gates import (
     record,
     wait,
 )
+from cutover.egress import EgressPolicy
+from cutover.gatecheck import GateChecker
+from cutover.kube import Conflict, Kube
 from cutover.providers import GateCheck, source_for
 from cutover.providers.job import gate_job_name
 from cutover.providers.sql import Engine, SqlProvider, engine_of
@@ -215,3 +226,103 @@ def test_a_step_waits_while_a_gate_job_runs_and_goes_on_once_it_succeeds() -> No
     record_ = sim.status.gate("smoke")
     assert record_ is not None and record_.passed >= 1
     assert (record_.inconclusive, record_.errors, record_.failed) == (0, 0, 0)
+
+
+class JobKube:
+    """Jobs in memory, as the API server keeps them: create refuses a name that exists."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.created: list[str] = []
+
+    async def get(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        assert (group, plural) == ("batch", "jobs")
+        return self.jobs.get(name)
+
+    async def create(
+        self, group: str, version: str, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        if name in self.jobs:
+            raise Conflict(f"{name} exists", status=409, reason="AlreadyExists")
+        self.jobs[name] = {**body, "status": {}}
+        self.created.append(name)
+        return self.jobs[name]
+
+    async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return []  # no pods: no log lines to attach
+
+    def finish(self, name: str, condition: str, reason: str = "") -> None:
+        self.jobs[name]["status"] = {
+            "conditions": [{"type": condition, "status": "True", "reason": reason}]
+        }
+
+
+def checker(kube: JobKube) -> GateChecker:
+    return GateChecker(cast(Kube, kube), egress=EgressPolicy.build())
+
+
+def run_status(passed: int = 0) -> MigrationStatus:
+    status = MigrationStatus(phase=Phase.progressing, run_id="r7", weight=50)
+    status.gates.append(GateStatus(name="smoke", passed=passed))
+    return status
+
+
+async def test_a_restarted_operator_reads_its_job_and_the_next_check_makes_a_new_one() -> None:
+    kube = JobKube()
+    migration = spec(gates=[provider_gate("smoke", job={"jobTemplate": TEMPLATE})])
+    status = run_status()
+
+    first = checker(kube)
+    reading = (
+        await first.measure(
+            migration, "shop", "checkout", migration.gates, T0, status=status, uid="u1"
+        )
+    )["smoke"]
+    first.close()
+    assert reading.kind is ReadingKind.pending and "is running" in reading.message
+    (name,) = kube.created
+    job = kube.jobs[name]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert job["metadata"]["labels"]["cutover.io/gate"] == "smoke"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+
+    kube.finish(name, "Failed", "BackoffLimitExceeded")
+    restarted = checker(kube)
+    reading = (
+        await restarted.measure(
+            migration, "shop", "checkout", migration.gates, T0, status=status, uid="u1"
+        )
+    )["smoke"]
+    assert kube.created == [name]  # found, not created again
+    assert reading.value == 0 and f"Job {name} failed: BackoffLimitExceeded" in reading.message
+
+    after_a_verdict = run_status(passed=1)
+    reading = (
+        await restarted.measure(
+            migration, "shop", "checkout", migration.gates, T0, status=after_a_verdict, uid="u1"
+        )
+    )["smoke"]
+    restarted.close()
+    assert reading.kind is ReadingKind.pending
+    assert len(kube.created) == 2 and kube.created[1] != name
+
+
+async def test_a_job_named_like_a_gates_but_not_its_own_is_an_error() -> None:
+    kube = JobKube()
+    migration = spec(gates=[provider_gate("smoke", job={"jobTemplate": TEMPLATE})])
+    check = GateCheck("shop", "checkout", "u1", "r7", "smoke", 1)
+    kube.jobs[gate_job_name(check)] = {"metadata": {"labels": {}}, "status": {}}
+
+    gates = checker(kube)
+    reading = (
+        await gates.measure(
+            migration, "shop", "checkout", migration.gates, T0, status=run_status(), uid="u1"
+        )
+    )["smoke"]
+    gates.close()
+
+    assert reading.kind is ReadingKind.error and "is not gate smoke's" in reading.message
