@@ -163,6 +163,16 @@ def test_an_unreachable_server_is_an_error_without_the_dsn(postgres_db: Database
     assert dsn not in caught.value.message and PASSWORD not in caught.value.message
 
 
+def test_a_host_name_is_resolved_and_checked_by_the_outbound_policy(
+    postgres_db: Database,
+) -> None:
+    by_name = postgres_db.dsn.replace("@127.0.0.1:", "@localhost:")
+    assert by_name != postgres_db.dsn
+    provider = SqlProvider(dsn=by_name, timeout=2, egress=EgressPolicy.build())
+
+    assert provider.query("SELECT count(*) FROM orders") == 3
+
+
 def test_the_outbound_policy_applies_to_the_database_host(postgres_db: Database) -> None:
     policy = EgressPolicy.build(allowed_hosts="10.0.0.0/8", allow_insecure_tls=False)
     provider = SqlProvider(dsn=postgres_db.dsn, timeout=2, egress=policy)

@@ -182,8 +182,12 @@ class SqlProvider:
                 target = Target("postgresql", str(params["hostaddr"]), port)
                 self._egress.check_name(target)
             return {}
+        if self._egress is None:  # libpq resolves the name itself
+            return {}
         port = int(params.get("port") or _PG_DEFAULT_PORT)
-        return {"hostaddr": self._resolve(Target("postgresql", host.lower(), port))}
+        addresses = self._resolve(Target("postgresql", host.lower(), port))
+        # libpq tries each (host, hostaddr) pair in turn: every checked address, one name.
+        return {"host": ",".join([host] * len(addresses)), "hostaddr": ",".join(addresses)}
 
     # --- MySQL / MariaDB ---
 
@@ -259,16 +263,16 @@ class SqlProvider:
         if not host:
             _fail("the DSN names no host (nor a unix_socket)", "bad_dsn")
         port = port or _MYSQL_DEFAULT_PORT
-        options["host"] = self._resolve(Target("mysql", host, port))
+        options["host"] = self._resolve(Target("mysql", host, port))[0]
         options["port"] = port
         return options
 
-    def _resolve(self, target: Target) -> str:
-        """An address of ``target`` the outbound policy accepted (the first one)."""
+    def _resolve(self, target: Target) -> list[str]:
+        """The addresses of ``target`` the outbound policy accepted, or its name without one."""
         if self._egress is None:
-            return target.host
+            return [target.host]
         try:
-            return self._egress.resolve(target)[0]
+            return self._egress.resolve(target)
         except EgressRefused:
             raise
         except OSError:
