@@ -211,11 +211,9 @@ def record(
 def wait(status: GateStatus, gate: Gate, reading: Reading, now: datetime) -> GateStatus:
     """The gate's status while its measurement is still under way: no verdict is counted, the
     message says what it waits for, and the next look comes soon."""
-    new = status.model_copy(deep=True)
-    new.last_message = reading.message
     recheck = min(parse_duration(gate.interval), PENDING_RECHECK_SECONDS)
-    new.next_check_at = now + timedelta(seconds=recheck)
-    return new
+    later = now + timedelta(seconds=recheck)
+    return status.model_copy(update={"last_message": reading.message, "next_check_at": later})
 
 
 def outcome(status: GateStatus, gate: Gate) -> GateOutcome:
