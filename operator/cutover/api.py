@@ -385,8 +385,58 @@ class WebQuery(_Model):
         return self
 
 
+class JobQuery(_Model):
+    job_template: dict[str, Any] = Field(
+        description=(
+            "A JobTemplateSpec, as in a CronJob: {metadata, spec: <JobSpec>}. One Job per check;"
+            " it succeeding is the value 1, it failing the value 0."
+        ),
+    )
+    timeout: Duration = Field(
+        default="10m", description="A Job not done in time has failed (activeDeadlineSeconds)."
+    )
+    ttl_after_finished: Duration = Field(
+        default="1h", description="How long a finished Job is kept (ttlSecondsAfterFinished)."
+    )
+
+    @model_validator(mode="after")
+    def _has_spec(self) -> JobQuery:
+        if not isinstance(self.job_template.get("spec"), dict):
+            raise ValueError("jobTemplate needs a spec (a JobSpec)")
+        return self
+
+
+# Substituted into SQL text like into PromQL (inside quotes, with backslash escapes, which SQL
+# does not share), so an argument may hold no quote or backslash.
+_SQL_ARG_PATTERN = r"^[^'\\\"`]*$"
+
+
+class SqlQuery(_Model):
+    dsn: SecretKeyRef = Field(
+        description=(
+            "Secret key holding the connection URL: postgresql://... or mysql://... (MariaDB"
+            " too). Never logged or shown in status."
+        )
+    )
+    query: str = Field(
+        min_length=1,
+        description=(
+            "One read-only statement returning one row with one number. Variables:"
+            " {{namespace}}, {{migration}}, {{blue}}, {{green}}, {{service}} and {{args.NAME}}."
+        ),
+    )
+    args: dict[str, Annotated[str, Field(pattern=_SQL_ARG_PATTERN)]] = Field(
+        default_factory=dict,
+        description="User variables, used as {{args.NAME}} in the query (no quotes).",
+    )
+    timeout: Duration = Field(
+        default="5s", description="Statement timeout, enforced by the database server."
+    )
+
+
 # The provider blocks a gate may carry: the block's name is the provider's registered kind.
-PROVIDER_BLOCKS = ("prometheus", "web")
+PROVIDER_BLOCKS = ("prometheus", "web", "job", "sql")
+ProviderBlock = PrometheusQuery | WebQuery | JobQuery | SqlQuery
 _ONE_PROVIDER_RULE = " + ".join(f"(has(self.{b}) ? 1 : 0)" for b in PROVIDER_BLOCKS) + " == 1"
 
 
@@ -485,6 +535,12 @@ class Gate(_Model):
         default=None, description="Query Prometheus (or Thanos, Mimir, VictoriaMetrics)."
     )
     web: WebQuery | None = Field(default=None, description="Ask a URL answering JSON.")
+    job: JobQuery | None = Field(
+        default=None, description="Run a Kubernetes Job: success passes, failure fails."
+    )
+    sql: SqlQuery | None = Field(
+        default=None, description="Run a read-only query against PostgreSQL or MySQL/MariaDB."
+    )
     dry_run: bool = Field(
         default=False,
         description="Check and record the gate, but never pause, roll back or hold a step on it.",
@@ -531,7 +587,7 @@ class Gate(_Model):
         named = [b for b in PROVIDER_BLOCKS if getattr(self, b) is not None]
         if len(named) != 1:
             raise ValueError(f"a gate needs exactly one of {', '.join(PROVIDER_BLOCKS)}")
-        if self.web is not None and self.compare is not None:
+        if self.prometheus is None and self.compare is not None:
             raise ValueError("compare needs a provider that can ask about blue: use prometheus")
         if (self.threshold is None) == (self.compare is None):
             raise ValueError("a gate needs exactly one of threshold or compare")
@@ -543,7 +599,8 @@ class Gate(_Model):
         if self.template_ref is None:
             raise ValueError(
                 "args go with templateRef; a provider's own args go in its block"
-                f" ({', '.join(b + '.args' for b in PROVIDER_BLOCKS)})"
+                # A job block has no variables, so no args either.
+                f" ({', '.join(b + '.args' for b in PROVIDER_BLOCKS if b != 'job')})"
             )
         # Compared with the defaults, not by what was written: a dumped gate says them all.
         own = [
@@ -565,9 +622,9 @@ class Gate(_Model):
         return next(b for b in PROVIDER_BLOCKS if getattr(self, b) is not None)
 
     @property
-    def source(self) -> PrometheusQuery | WebQuery:
+    def source(self) -> ProviderBlock:
         """This gate's provider block."""
-        block: PrometheusQuery | WebQuery = getattr(self, self.provider)
+        block: ProviderBlock = getattr(self, self.provider)
         return block
 
 

@@ -67,7 +67,7 @@ def enforced() -> bool:
 def _secret_needs(spec: MigrationSpec) -> list[Need]:
     needs = []
     for index, gate in enumerate(spec.gates):
-        refs: list[tuple[str, SecretKeyRef | None]] = [("ca", gate.source.ca)]
+        refs: list[tuple[str, SecretKeyRef | None]] = [("ca", getattr(gate.source, "ca", None))]
         refs += providers.source_for(gate).secret_refs(gate)
         for field, ref in refs:
             if ref is not None:
@@ -111,6 +111,16 @@ def needs(spec: MigrationSpec, templates: Mapping[str, Mapping[str, Any] | None]
                     else f"{path}.configMapRef: serviceAccountName"
                 )
                 result.append(Need("impersonate", "", "serviceaccounts", account, field))
+    for index, gate in enumerate(spec.gates):
+        if gate.job is None:
+            continue
+        # A job gate creates a Job per check: the author must be able to create it too.
+        path = f"spec.gates[{index}].job"
+        result.append(Need("create", "batch", "jobs", None, path))
+        account = _service_account(gate.job.job_template)
+        if account:
+            field = f"{path}.jobTemplate.spec.template.spec.serviceAccountName"
+            result.append(Need("impersonate", "", "serviceaccounts", account, field))
     return result + _secret_needs(spec)
 
 

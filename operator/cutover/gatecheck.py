@@ -27,18 +27,21 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from cutover.api import CompareTest, Gate, MigrationSpec, SecretKeyRef
-from cutover.core.gates import Reading
+from cutover.api import CompareTest, Gate, MigrationSpec, MigrationStatus, SecretKeyRef
+from cutover.core.gates import Reading, ReadingKind
 from cutover.core.promql import TemplateError, render_query
 from cutover.durations import parse_duration
 from cutover.egress import EgressPolicy, EgressRefused, Refusal, parse_target
 from cutover.kube import Kube, KubeError
 from cutover.providers import (
+    ClusterMeasure,
+    GateCheck,
     GateRequest,
     InvalidQuery,
     MetricProvider,
     MultipleSeries,
     NoData,
+    NotYet,
     ProviderError,
     provider_for,
     source_for,
@@ -170,7 +173,7 @@ class GateChecker:
         secrets = {
             field: await read(field, ref) for field, ref in source_for(gate).secret_refs(gate)
         }
-        ca = gate.source.ca
+        ca: SecretKeyRef | None = getattr(gate.source, "ca", None)
         return secrets, (await read("ca", ca) if ca is not None else None)
 
     def _ca_file(self, bundle: str) -> str:
@@ -186,9 +189,13 @@ class GateChecker:
     def _check_egress(self, gate: Gate, request: GateRequest) -> None:
         """What the policy decides without DNS; raises EgressRefused before any Secret is read.
 
-        The addresses themselves are checked by the provider's session on every connection."""
+        The addresses themselves are checked by the provider's session on every connection; a
+        request without an address (its provider checks the one it finds in a Secret, or acts
+        in the cluster) has nothing to check here."""
+        if not request.address:
+            return
         target = parse_target(request.address)
-        self._egress.check_tls(str(target), gate.source.insecure_skip_verify)
+        self._egress.check_tls(str(target), _insecure(gate))
         self._egress.check_name(target)
 
     async def _provider(
@@ -201,8 +208,9 @@ class GateChecker:
             **source_for(gate).client_options(gate, secrets),
             **dict(request.options),
             "timeout": parse_duration(block.timeout),
-            "insecure_skip_verify": block.insecure_skip_verify,
         }
+        if hasattr(block, "insecure_skip_verify"):  # providers speaking TLS themselves
+            options["insecure_skip_verify"] = block.insecure_skip_verify
         if ca_bundle is not None:
             options["ca_file"] = self._ca_file(ca_bundle)
         # Everything the client is built from, credentials included (memory only).
@@ -250,6 +258,8 @@ class GateChecker:
                 problems.append(f"{path}.{field}: {error}")
                 rendered[field] = template  # its problem is reported; the rest is still checked
         request = source.request(gate, rendered)
+        if isinstance(source, ClusterMeasure):  # no client, no Secret: the Job is the check
+            return problems
         refused = await self._preflight_egress(gate, request, path)
         if refused is not None:  # nothing is sent and no Secret is read for a refused gate
             return [*problems, refused]
@@ -281,9 +291,11 @@ class GateChecker:
         A name that does not resolve now is not refused: like an unreachable Prometheus, it is
         the gate's ``onError`` to judge later (and the address is checked again then)."""
         block = f"{path}.{gate.provider}"
+        if not request.address:  # checked by the provider when it connects
+            return None
         try:
             target = parse_target(request.address)
-            self._egress.check_tls(str(target), gate.source.insecure_skip_verify)
+            self._egress.check_tls(str(target), _insecure(gate))
         except EgressRefused as refusal:
             field = (
                 "insecureSkipVerify"
@@ -303,18 +315,45 @@ class GateChecker:
     # --- during the run ---
 
     async def measure(
-        self, spec: MigrationSpec, namespace: str, migration: str, gates: list[Gate], now: datetime
+        self,
+        spec: MigrationSpec,
+        namespace: str,
+        migration: str,
+        gates: list[Gate],
+        now: datetime,
+        *,
+        status: MigrationStatus | None = None,
+        uid: str = "",
     ) -> dict[str, Reading]:
+        """A reading per gate. ``status`` and ``uid`` name the run and own what a provider
+        acting in the cluster creates (a gate's Job)."""
         results = await asyncio.gather(
-            *(self._measure_one(spec, namespace, migration, gate, now) for gate in gates)
+            *(
+                self._measure_one(spec, namespace, migration, gate, now, status, uid)
+                for gate in gates
+            )
         )
         return dict(zip((g.name for g in gates), results, strict=True))
 
     async def _measure_one(
-        self, spec: MigrationSpec, namespace: str, migration: str, gate: Gate, now: datetime
+        self,
+        spec: MigrationSpec,
+        namespace: str,
+        migration: str,
+        gate: Gate,
+        now: datetime,
+        status: MigrationStatus | None = None,
+        uid: str = "",
     ) -> Reading:
         try:
+            source = source_for(gate)
+            if isinstance(source, ClusterMeasure):
+                check = _gate_check(namespace, migration, uid, gate, status)
+                value, message = await source.measure_in_cluster(self._kube, gate, check)
+                return Reading(ReadingKind.value, value=value, message=message)
             return await self._read(spec, namespace, migration, gate, now)
+        except NotYet as pending:
+            return Reading.pending(str(pending))
         except NoData as error:
             return Reading.no_data(str(error) or "query returned no data")
         except MultipleSeries as error:
@@ -367,6 +406,21 @@ async def _both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
     a, b = results
     assert not isinstance(a, BaseException) and not isinstance(b, BaseException)
     return a, b
+
+
+def _insecure(gate: Gate) -> bool:
+    return bool(getattr(gate.source, "insecure_skip_verify", False))
+
+
+def _gate_check(
+    namespace: str, migration: str, uid: str, gate: Gate, status: MigrationStatus | None
+) -> GateCheck:
+    """Which check of which run this is; ProviderError when the run is not known yet."""
+    if status is None or not status.run_id or not uid:
+        raise ProviderError("the run is not known yet", error_type="no_run")
+    record = status.gate(gate.name)
+    recorded = record.passed + record.failed + record.inconclusive + record.errors if record else 0
+    return GateCheck(namespace, migration, uid, status.run_id, gate.name, recorded + 1)
 
 
 def _refused(gate: Gate, field: str, refusal: EgressRefused) -> str:

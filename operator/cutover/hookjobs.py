@@ -68,45 +68,63 @@ class HookJobs:
             log.info("hook job exists", extra={"job": action.job, "hook": action.hook})
 
     def job(self, action: RunHook, template: dict[str, Any]) -> dict[str, Any]:
-        metadata = dict(template.get("metadata") or {})
-        spec = dict(template["spec"])
-        deadline = int(action.timeout_seconds) or 1
-        # Kubernetes ends the Job at the timeout too, so a hung pod stops even without us.
-        spec["activeDeadlineSeconds"] = min(
-            int(spec.get("activeDeadlineSeconds", deadline)), deadline
+        labels = {HOOK_LABEL: action.hook, STAGE_LABEL: action.stage.value}
+        owner = (self._target.name, self._uid)
+        return job_manifest(
+            action.job, self._target.namespace, template, labels, owner, action.timeout_seconds
         )
-        return {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": action.job,
-                "namespace": self._target.namespace,
-                "labels": {
-                    **(metadata.get("labels") or {}),
-                    MIGRATION_LABEL: self._target.name,
-                    HOOK_LABEL: action.hook,
-                    STAGE_LABEL: action.stage.value,
-                },
-                "annotations": dict(metadata.get("annotations") or {}),
-                "ownerReferences": [
-                    {
-                        "apiVersion": api.API_VERSION,
-                        "kind": api.KIND,
-                        "name": self._target.name,
-                        "uid": self._uid,
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "spec": spec,
-        }
 
     async def stop(self, name: str) -> None:
         await self._kube.delete(
             "batch", "v1", "jobs", self._target.namespace, name, propagation="Background"
         )
         log.info("hook job stopped", extra={"job": name})
+
+
+def job_manifest(
+    name: str,
+    namespace: str,
+    template: Mapping[str, Any],
+    labels: Mapping[str, str],
+    owner: tuple[str, str],
+    timeout_seconds: float,
+    ttl_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A Job from a JobTemplateSpec, labelled with its Migration and owned by it (``owner``:
+    name, uid), so deleting the Migration deletes its Jobs."""
+    metadata = dict(template.get("metadata") or {})
+    spec = dict(template["spec"])
+    deadline = int(timeout_seconds) or 1
+    # Kubernetes ends the Job at the timeout too, so a hung pod stops even without us.
+    spec["activeDeadlineSeconds"] = min(int(spec.get("activeDeadlineSeconds", deadline)), deadline)
+    if ttl_seconds is not None:
+        spec["ttlSecondsAfterFinished"] = ttl_seconds
+    migration, uid = owner
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                **(metadata.get("labels") or {}),
+                MIGRATION_LABEL: migration,
+                **labels,
+            },
+            "annotations": dict(metadata.get("annotations") or {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": api.API_VERSION,
+                    "kind": api.KIND,
+                    "name": migration,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
 
 
 def observe_job(status: Mapping[str, Any]) -> JobState:

@@ -410,7 +410,9 @@ class Reconciler:
                 router_mirror = await self._read_mirror(router, target)
 
         due = gates_due(spec, status, now)
-        readings = await self.ctx.gates.measure(spec, self.namespace, self.name, due, now)
+        readings = await self.ctx.gates.measure(
+            spec, self.namespace, self.name, due, now, status=status, uid=self.uid
+        )
         if readings:
             log.info("gates measured", extra=self._log({"readings": summarize(readings)}))
 

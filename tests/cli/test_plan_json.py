@@ -69,7 +69,10 @@ def test_the_example_plan_has_its_phases_in_order_with_rollback_per_phase() -> N
     )
     by_name = {p["name"]: p for p in phases}
     assert by_name["step 2: pause"]["duration"] == "2m"
-    assert by_name["bake"]["min_seconds"] == 600 and by_name["bake"]["gates"] == ["error-rate"]
+    assert by_name["bake"]["min_seconds"] == 600 and by_name["bake"]["gates"] == [
+        "error-rate",
+        "data-in-sync",
+    ]
     # preShift: expand-schema, 15m timeout, one retry: at most 30m.
     assert by_name["preShift"]["max_seconds"] == 1800
     (expand,) = by_name["preShift"]["hooks"]

@@ -111,8 +111,11 @@ def test_the_migration_shifts_orders_with_a_gate_and_a_bake() -> None:
         {"setWeight": 100},
     ]
     assert spec["bake"] == "10m"
-    (gate,) = spec["gates"]
-    assert "5.." in gate["prometheus"]["query"] and gate["threshold"] == {"max": 0.01}
+    errors, data = spec["gates"]
+    assert "5.." in errors["prometheus"]["query"] and errors["threshold"] == {"max": 0.01}
+    # The data check as a gate: its DSN is the Secret the app and the hooks use.
+    assert data["sql"]["dsn"] == {"name": "orders-db", "key": "DATABASE_URL"}
+    assert data["threshold"] == {"max": 0}
 
 
 def test_the_service_selects_both_versions_which_share_the_database() -> None:

@@ -11,7 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cutover.api import SqlQuery, parse_spec
+from cutover.durations import parse_duration
+from cutover.providers import SqlProvider
 from tests.expand_contract.conftest import psql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,6 +249,31 @@ def test_reconcile_detects_rows_extra_in_target(expanded: str) -> None:
     )
     stderr = failed(hook(expanded, "reconcile.sql"))
     assert "reconcile-data failed: missing in target: 0, extra in target: 2" in stderr
+
+
+def example_sql_gate() -> SqlQuery:
+    manifest = yaml.safe_load((EXAMPLE / "migration.yaml").read_text())
+    spec = parse_spec(manifest["spec"])
+    (gate,) = [g for g in spec.gates if g.sql is not None]
+    assert gate.threshold is not None and gate.threshold.max == 0
+    assert gate.sql is not None
+    return gate.sql
+
+
+def test_the_examples_sql_gate_counts_rows_missing_or_extra_in_target(expanded: str) -> None:
+    gate = example_sql_gate()
+    provider = SqlProvider(dsn=expanded, timeout=parse_duration(gate.timeout))
+    assert provider.query(gate.query) == 0
+
+    tamper(
+        expanded, "UPDATE orders SET customer_first = NULL, customer_last = NULL WHERE id IN (1, 3)"
+    )
+    tamper(
+        expanded,
+        "INSERT INTO orders (customer_first, customer_last, total_cents) VALUES ('New', 'Only', 1)",
+    )
+
+    assert provider.query(gate.query) == 3
 
 
 def test_reconcile_detects_changed_rows_by_checksum(expanded: str) -> None:

@@ -88,7 +88,10 @@ def test_only_job_templates_preserve_unknown_fields() -> None:
     openapi = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     preserving = [p for p, n in walk(openapi) if n.get("x-kubernetes-preserve-unknown-fields")]
     stages = ("preShift", "afterStep", "postPromotion", "onRollback")
-    assert preserving == [f".spec.hooks.{stage}[].jobTemplate" for stage in stages]
+    hooks = [f".spec.hooks.{stage}[].jobTemplate" for stage in stages]
+    # A job gate's template, in the spec and where a run records the gates a template resolved to.
+    gates = [".spec.gates[].job.jobTemplate", ".status.resolvedGates[].gate.job.jobTemplate"]
+    assert sorted(preserving) == sorted([*gates, *hooks])
 
 
 def test_kubectl_explain_has_descriptions_for_every_spec_field() -> None:

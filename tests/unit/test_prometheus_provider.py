@@ -515,8 +515,8 @@ def test_provider_for_prometheus(fake: FakePrometheus) -> None:
 def test_provider_for_unknown_kind(kind: str) -> None:
     with pytest.raises(ValueError) as info:
         provider_for(kind, address="http://x")
-    assert str(info.value) == f"unknown metric provider {kind!r}; known: prometheus, web"
-    assert known_providers() == ["prometheus", "web"]
+    assert str(info.value) == f"unknown metric provider {kind!r}; known: prometheus, sql, web"
+    assert known_providers() == ["prometheus", "sql", "web"]
 
 
 def test_unauthorized_plain_text(fake: FakePrometheus) -> None:

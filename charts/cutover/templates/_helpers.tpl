@@ -87,11 +87,11 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch"]
-# Data-side hooks run as Jobs; their logs are attached to the Migration's message.
+# Data-side hooks and job gates run as Jobs; their logs are attached to the Migration's message.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Finding a hook Job's pod, to read its log.
+# Finding a hook's or job gate's pod, to read its log.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
@@ -102,7 +102,8 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.rbac.readSecrets }}
-# Only for Prometheus credentials and CA bundles named by gates (prometheus.auth, prometheus.ca).
+# Only for the Secrets gates name: Prometheus credentials and CA bundles (prometheus.auth,
+# prometheus.ca), web headers and CAs (web.headers[].valueFrom, web.ca), SQL DSNs (sql.dsn).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

@@ -122,7 +122,7 @@ def _cannot_replay(gate: api.Gate) -> str | None:
     if not providers.can_replay(gate.provider):
         return f"cannot replay: {gate.provider}"
     source = providers.source_for(gate)
-    if source.secret_refs(gate) or gate.source.ca is not None:
+    if source.secret_refs(gate) or getattr(gate.source, "ca", None) is not None:
         return "cannot replay: it reads credentials from Secrets, which backtest does not read"
     return None
 
@@ -152,8 +152,9 @@ def _client(gate: api.Gate, request: providers.GateRequest) -> providers.Replaya
         **source.client_options(gate, {}),
         **dict(request.options),
         "timeout": max(parse_duration(gate.source.timeout), MIN_TIMEOUT),
-        "insecure_skip_verify": gate.source.insecure_skip_verify,
     }
+    if hasattr(gate.source, "insecure_skip_verify"):  # providers speaking TLS themselves
+        options["insecure_skip_verify"] = gate.source.insecure_skip_verify
     client = providers.provider_for(gate.provider, **options)
     # can_replay checked the class; the instance is of it.
     assert isinstance(client, providers.Replayable)

@@ -30,12 +30,17 @@ from cutover.durations import parse_duration
 
 # Mann-Whitney needs a few samples on each side before its p-value means anything.
 MIN_SAMPLES = 3
+# A measurement still under way is looked at again this soon (or at the interval, if shorter),
+# so a gate whose Job takes seconds gets its verdict in seconds, not one interval later.
+PENDING_RECHECK_SECONDS = 5.0
 
 
 class ReadingKind(StrEnum):
     value = "value"
     no_data = "no_data"
     error = "error"
+    # The measurement is still under way (a gate's Job still running): no verdict yet.
+    pending = "pending"
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class Reading:
     @classmethod
     def error(cls, message: str) -> Reading:
         return cls(ReadingKind.error, message=message)
+
+    @classmethod
+    def pending(cls, message: str) -> Reading:
+        return cls(ReadingKind.pending, message=message)
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,10 @@ def judge(reading: Reading, gate: Gate) -> Judgement:
     if reading.value is None or math.isnan(reading.value):
         return _no_data(gate, "query returned NaN")
     if gate.threshold is not None:
-        return _judge_threshold(reading.value, gate)
+        judged = _judge_threshold(reading.value, gate)
+        if reading.message:  # what the provider knows about the value (e.g. why a Job failed)
+            return Judgement(judged.verdict, f"{judged.message}: {reading.message}")
+        return judged
     return _judge_ratio(reading, gate)
 
 
@@ -194,6 +206,14 @@ def record(
             new.inconclusive += 1
     new.outcome = outcome(new, gate)
     return new
+
+
+def wait(status: GateStatus, gate: Gate, reading: Reading, now: datetime) -> GateStatus:
+    """The gate's status while its measurement is still under way: no verdict is counted, the
+    message says what it waits for, and the next look comes soon."""
+    recheck = min(parse_duration(gate.interval), PENDING_RECHECK_SECONDS)
+    later = now + timedelta(seconds=recheck)
+    return status.model_copy(update={"last_message": reading.message, "next_check_at": later})
 
 
 def outcome(status: GateStatus, gate: Gate) -> GateOutcome:

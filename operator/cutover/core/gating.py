@@ -57,8 +57,11 @@ class GateJudge(RunState):
                 record.dry_run = gate.dry_run
             reading = self.obs.readings.get(gate.name)
             if reading is not None and gate.name in due:
-                judgement = gate_rules.judge(reading, gate)
-                updated = gate_rules.record(record, gate, reading, judgement, self.now)
+                if reading.kind is gate_rules.ReadingKind.pending:
+                    updated = gate_rules.wait(record, gate, reading, self.now)
+                else:
+                    judgement = gate_rules.judge(reading, gate)
+                    updated = gate_rules.record(record, gate, reading, judgement, self.now)
                 self.s.gates[self.s.gates.index(record)] = updated
                 record = updated
             if gate.dry_run:

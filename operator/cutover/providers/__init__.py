@@ -1,10 +1,11 @@
 """Metric providers and the registry of provider kinds.
 
-A gate names its provider by its block (``prometheus:``, ``web:``); ``source_for(gate)`` is
-that provider's :class:`GateSource` (templates, Secrets, client options) and
-``provider_for(kind, ...)`` builds its client. Unknown kinds fail fast. Adding a provider is
-its file here, its line in ``_SOURCES``/``_REGISTRY``, its block in ``cutover.api`` and its
-docs page.
+A gate names its provider by its block (``prometheus:``, ``web:``, ``job:``, ``sql:``);
+``source_for(gate)`` is that provider's :class:`GateSource` (templates, Secrets, client options)
+and ``provider_for(kind, ...)`` builds its client; a source that is also a
+:class:`ClusterMeasure` (``job``) measures through the API server instead. Unknown kinds fail
+fast. Adding a provider is its file here, its line in ``_SOURCES``/``_REGISTRY``, its block in
+``cutover.api`` and its docs page.
 """
 
 from __future__ import annotations
@@ -14,28 +15,37 @@ from collections.abc import Callable, Mapping
 from cutover.api import Gate
 
 from .base import (
+    ClusterMeasure,
+    GateCheck,
     GateRequest,
     GateSource,
     InvalidQuery,
     MetricProvider,
     MultipleSeries,
     NoData,
+    NotYet,
     ProviderError,
     Replayable,
 )
+from .job import JobSource
 from .prometheus import PrometheusProvider, PrometheusSource
+from .sql import SqlProvider, SqlSource
 from .web import WebProvider, WebSource
 
 __all__ = [
+    "ClusterMeasure",
+    "GateCheck",
     "GateRequest",
     "GateSource",
     "InvalidQuery",
     "MetricProvider",
     "MultipleSeries",
     "NoData",
+    "NotYet",
     "PrometheusProvider",
     "ProviderError",
     "Replayable",
+    "SqlProvider",
     "WebProvider",
     "can_replay",
     "known_providers",
@@ -48,10 +58,13 @@ __all__ = [
 _REGISTRY: dict[str, Callable[..., MetricProvider]] = {
     "prometheus": PrometheusProvider,
     "web": WebProvider,
+    "sql": SqlProvider,
 }
 _SOURCES: dict[str, GateSource] = {
     "prometheus": PrometheusSource(),
     "web": WebSource(),
+    "job": JobSource(),
+    "sql": SqlSource(),
 }
 
 
@@ -67,7 +80,8 @@ def source_for(gate: Gate) -> GateSource:
 
 def variables(base: Mapping[str, str], gate: Gate) -> dict[str, str]:
     """The variables of ``gate``'s templates: ``base`` plus the block's ``{{args.NAME}}``."""
-    return {**base, **{f"args.{k}": v for k, v in gate.source.args.items()}}
+    args: Mapping[str, str] = getattr(gate.source, "args", {})
+    return {**base, **{f"args.{k}": v for k, v in args.items()}}
 
 
 def known_providers() -> list[str]:

@@ -9,17 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cutover.api import Gate, SecretKeyRef
 
+if TYPE_CHECKING:
+    from cutover.kube import Kube
+
 __all__ = [
+    "ClusterMeasure",
+    "GateCheck",
     "GateRequest",
     "GateSource",
     "InvalidQuery",
     "MetricProvider",
     "MultipleSeries",
     "NoData",
+    "NotYet",
     "ProviderError",
     "Replayable",
 ]
@@ -51,6 +57,10 @@ class ProviderError(Exception):
         self.message = message
         self.error_type = error_type
         self.status_code = status_code
+
+
+class NotYet(Exception):
+    """The measurement is still under way (a gate's Job is running): no verdict yet."""
 
 
 class InvalidQuery(ProviderError):
@@ -153,4 +163,31 @@ class GateSource(Protocol):
 
     def describe(self, gate: Gate, request: GateRequest) -> str:
         """One line for ``cutover plan``: what a check asks."""
+        ...
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """Which check of which run asks: what a provider acting in the cluster names and owns its
+    objects by. ``evaluation`` counts the run's recorded checks of the gate from 1, so it stays
+    the same until a check is recorded: a restarted operator asks about the same object."""
+
+    namespace: str
+    migration: str
+    uid: str
+    run_id: str
+    gate: str
+    evaluation: int
+
+
+@runtime_checkable
+class ClusterMeasure(Protocol):
+    """A provider whose measurement is an object in the cluster (a Job), not a query: gatecheck
+    hands it the API client and the check instead of building a ``MetricProvider``."""
+
+    async def measure_in_cluster(
+        self, kube: Kube, gate: Gate, check: GateCheck
+    ) -> tuple[float, str]:
+        """The value of this check and what the provider knows about it (e.g. why a Job
+        failed, or ""); raises NotYet while it runs, ProviderError if it cannot tell."""
         ...
