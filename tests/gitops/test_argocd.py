@@ -27,7 +27,7 @@ lupa = pytest.importorskip("lupa", reason="lupa (Lua in Python) is not installed
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "integrations" / "argocd"
 HEALTH = (ARGOCD / "health.lua").read_text()
-VERBS = ["promote", "promote-full", "pause", "resume", "abort", "retry"]
+VERBS = ["promote", "promote-full", "pause", "resume", "abort", "retry", "undo"]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 

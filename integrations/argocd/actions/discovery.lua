@@ -10,4 +10,12 @@ actions["pause"] = {disabled = phase ~= "Progressing"}
 actions["resume"] = {disabled = phase ~= "Paused"}
 actions["abort"] = {disabled = not running}
 actions["retry"] = {disabled = phase ~= "RolledBack" and phase ~= "Failed"}
+-- Undo only while a rollback window is open (blue still at full size after success).
+local window_open = false
+for _, condition in ipairs(obj.status and obj.status.conditions or {}) do
+  if condition.type == "RollbackWindow" and condition.status == "True" then
+    window_open = true
+  end
+end
+actions["undo"] = {disabled = not window_open}
 return actions
