@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class OperatorProcess:
-    """``kopf run -m cutover.handlers`` in a subprocess, watching one namespace (or all of them,
-    with cluster-wide chart RBAC bound in ``namespace``)."""
+    """``kopf run -m cutover.handlers`` in a subprocess, watching one namespace, the namespaces
+    matching the glob ``watch``, or all of them (with cluster-wide chart RBAC bound in
+    ``namespace``)."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class OperatorProcess:
         chart_values: dict[str, Any] | None = None,
         peering: str | None = None,
         all_namespaces: bool = False,
+        watch: str | None = None,
         name: str | None = None,
     ):
         self.cluster = cluster
@@ -52,6 +54,7 @@ class OperatorProcess:
         self.env = env or {}
         self.peering = peering
         self.all_namespaces = all_namespaces
+        self.watch = watch
         self.log_path = cluster.workdir / f"operator-{name or namespace}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -66,7 +69,7 @@ class OperatorProcess:
         log.write(f"--- start {self.starts} ---\n".encode())
         log.flush()
         self.proc = launch_operator(
-            None if self.all_namespaces else self.namespace,
+            None if self.all_namespaces else (self.watch or self.namespace),
             self.kubeconfig,
             log,
             self.env,

@@ -162,15 +162,31 @@ def ok_writes(entries: list[dict[str, Any]], namespace: str) -> list[dict[str, A
 def replica_patches(
     entries: list[dict[str, Any]], namespace: str, app: str
 ) -> list[tuple[str, int]]:
-    out = []
-    for entry in ok_writes(entries, namespace):
-        if entry.get("resource") != "deployments" or entry.get("method") != "PATCH":
+    """The replica writes that took effect, in order.
+
+    A write whose client was SIGKILLed while the API server answered is audited as 504, yet the
+    server may have applied it: the restarted operator then finds it in place and never repeats
+    it. So a 504 write counts, unless the same write follows it (then it had not applied, or the
+    retry found it applied and wrote nothing new: either way one write took effect).
+    """
+    writes: list[tuple[str, int, int]] = []
+    for entry in entries:
+        if entry.get("namespace") != namespace or entry.get("method") != "PATCH":
+            continue
+        code = int(entry.get("code", 0))
+        if entry.get("resource") != "deployments" or (code >= 400 and code != 504):
             continue
         body = entry.get("body")
         count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
         name = str(entry.get("name"))
         if count is not None and name.startswith(f"{app}-"):
-            out.append((name.removeprefix(f"{app}-"), int(count)))
+            writes.append((name.removeprefix(f"{app}-"), int(count), code))
+    out = []
+    for index, (side, count, code) in enumerate(writes):
+        following = writes[index + 1] if index + 1 < len(writes) else None
+        if code == 504 and following is not None and following[:2] == (side, count):
+            continue
+        out.append((side, count))
     return out
 
 

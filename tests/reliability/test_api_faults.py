@@ -63,6 +63,9 @@ def test_runs_end_correctly_under_api_faults(cluster: ControlPlane) -> None:
         max_kills=scale(2, 10),
         kill_every=(4.0, 8.0),
         timeout=scale(150, 900),
+        # The pace this test was sized with (the old default limit): at 100 QPS the runs can end
+        # before the proxy has dropped and refused a single re-opened watch.
+        operator_env={"CUTOVER_API_QPS": "20", "CUTOVER_API_BURST": "40"},
         faults={
             "error_rate": 0.04,
             "conflict_rate": 0.03,
