@@ -168,52 +168,37 @@ class Cluster:
 
     def find(self, name: str) -> dict[str, Any] | None:
         """The Migration, or None when it does not exist (yet)."""
+        with self._calling(f"get migrations in namespace {self.namespace}", name):
+            return self._custom_or_none(api.PLURAL, name, namespaced=True)
+
+    def template(self, ref: api.GateTemplateRef) -> dict[str, Any] | None:
+        """A GateTemplate (in this namespace) or ClusterGateTemplate; None when absent."""
+        where = f" in namespace {self.namespace}" if ref.kind.namespaced else ""
+        with self._calling(f"get {ref.kind.plural}{where}", None):
+            return self._custom_or_none(ref.kind.plural, ref.name, namespaced=ref.kind.namespaced)
+
+    def _custom_or_none(self, plural: str, name: str, *, namespaced: bool) -> dict[str, Any] | None:
+        """One cutover.io object (in this namespace, or cluster-scoped); None on 404."""
         from kubernetes.client.exceptions import ApiException
 
-        with self._calling(f"get migrations in namespace {self.namespace}", name):
-            try:
+        try:
+            if namespaced:
                 obj = self._custom.get_namespaced_custom_object(
                     api.GROUP,
                     api.VERSION,
                     self.namespace,
-                    api.PLURAL,
+                    plural,
                     name,
                     _request_timeout=self._timeout(),
                 )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-        return _mapping(obj)
-
-    def template(self, ref: api.GateTemplateRef) -> dict[str, Any] | None:
-        """A GateTemplate (in this namespace) or ClusterGateTemplate; None when absent."""
-        from kubernetes.client.exceptions import ApiException
-
-        where = f" in namespace {self.namespace}" if ref.kind.namespaced else ""
-        with self._calling(f"get {ref.kind.plural}{where}", None):
-            try:
-                if ref.kind.namespaced:
-                    obj = self._custom.get_namespaced_custom_object(
-                        api.GROUP,
-                        api.VERSION,
-                        self.namespace,
-                        ref.kind.plural,
-                        ref.name,
-                        _request_timeout=self._timeout(),
-                    )
-                else:
-                    obj = self._custom.get_cluster_custom_object(
-                        api.GROUP,
-                        api.VERSION,
-                        ref.kind.plural,
-                        ref.name,
-                        _request_timeout=self._timeout(),
-                    )
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
+            else:
+                obj = self._custom.get_cluster_custom_object(
+                    api.GROUP, api.VERSION, plural, name, _request_timeout=self._timeout()
+                )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
         return _mapping(obj)
 
     def deployments(self, names: list[str]) -> dict[str, dict[str, Any] | None] | None:
