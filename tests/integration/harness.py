@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +142,52 @@ def replicas(cluster: ControlPlane, namespace: str, deployment: str) -> int:
     return int(get(cluster, namespace, "deployment", deployment)["spec"].get("replicas", 0))
 
 
+# The API server's answer to a request whose client went away mid-answer (e.g. SIGKILLed).
+INTERRUPTED = 504
+
+
+def took_effect(
+    entries: list[dict[str, Any]], same: Callable[[dict[str, Any]], Hashable]
+) -> list[dict[str, Any]]:
+    """The writes among audit ``entries`` that took effect, in order.
+
+    A write whose client was SIGKILLed while the API server answered is audited as 504, yet the
+    server may have applied it: the restarted operator then finds it in place and never repeats
+    it. So a 504 write counts, unless the next entry is the ``same`` write (then it had not
+    applied, or the retry found it applied and changed nothing: either way one took effect).
+    """
+    kept = [e for e in entries if int(e.get("code", 0)) < 400 or e.get("code") == INTERRUPTED]
+    return [
+        entry
+        for index, entry in enumerate(kept)
+        if entry.get("code") != INTERRUPTED
+        or index + 1 == len(kept)
+        or same(kept[index + 1]) != same(entry)
+    ]
+
+
+def same_request(entry: dict[str, Any]) -> Hashable:
+    return (
+        entry.get("method"),
+        entry.get("resource"),
+        entry.get("name"),
+        json.dumps(entry.get("body"), sort_keys=True),
+    )
+
+
 def writes(
     cluster: ControlPlane, namespace: str, resource: str | None = None, since: int = 0
 ) -> list[dict[str, Any]]:
-    """Successful writes in ``namespace`` from the audit log, by anyone (tests filter further)."""
+    """Writes in ``namespace`` that took effect, from the audit log, by anyone (tests filter
+    further)."""
     entries = cluster.requests(since=since)
-    return [
-        e
-        for e in entries
-        if e.get("namespace") == namespace
-        and e.get("method") in ("POST", "PUT", "PATCH", "DELETE")
-        and int(e.get("code", 0)) < 400
-        and (resource is None or e.get("resource") == resource)
-    ]
+    return took_effect(
+        [
+            e
+            for e in entries
+            if e.get("namespace") == namespace
+            and e.get("method") in ("POST", "PUT", "PATCH", "DELETE")
+            and (resource is None or e.get("resource") == resource)
+        ],
+        same_request,
+    )

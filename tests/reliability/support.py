@@ -19,7 +19,12 @@ from typing import Any
 from cutover.core.plan import replica_split
 from devtools.controlplane import ControlPlane
 from devtools.controlplane.faultproxy import Injected
-from tests.integration.harness import OperatorProcess, apply_text
+from tests.integration.harness import (
+    OperatorProcess,
+    apply_text,
+    same_request,
+    took_effect,
+)
 from tests.support import manifests
 from tests.support.controlplane import operator_kubeconfig
 from tests.support.manifests import migration_body
@@ -150,43 +155,41 @@ def make_scenario(kind: str, index: int, rng: random.Random) -> Scenario:
 
 
 def ok_writes(entries: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in entries
-        if e.get("namespace") == namespace
-        and e.get("method") in ("POST", "PUT", "PATCH", "DELETE")
-        and int(e.get("code", 0)) < 400
-    ]
+    """The operator's and anyone's writes in ``namespace`` that took effect."""
+    return took_effect(
+        [
+            e
+            for e in entries
+            if e.get("namespace") == namespace
+            and e.get("method") in ("POST", "PUT", "PATCH", "DELETE")
+        ],
+        same_request,
+    )
+
+
+def _replica_write(entry: dict[str, Any]) -> tuple[str, int] | None:
+    body = entry.get("body")
+    count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+    return (str(entry.get("name")), int(count)) if count is not None else None
 
 
 def replica_patches(
     entries: list[dict[str, Any]], namespace: str, app: str
 ) -> list[tuple[str, int]]:
-    """The replica writes that took effect, in order.
-
-    A write whose client was SIGKILLed while the API server answered is audited as 504, yet the
-    server may have applied it: the restarted operator then finds it in place and never repeats
-    it. So a 504 write counts, unless the same write follows it (then it had not applied, or the
-    retry found it applied and wrote nothing new: either way one write took effect).
-    """
-    writes: list[tuple[str, int, int]] = []
-    for entry in entries:
-        if entry.get("namespace") != namespace or entry.get("method") != "PATCH":
-            continue
-        code = int(entry.get("code", 0))
-        if entry.get("resource") != "deployments" or (code >= 400 and code != 504):
-            continue
-        body = entry.get("body")
-        count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
-        name = str(entry.get("name"))
-        if count is not None and name.startswith(f"{app}-"):
-            writes.append((name.removeprefix(f"{app}-"), int(count), code))
+    """The replica writes that took effect, in order, as (blue|green, replicas)."""
+    candidates = [
+        e
+        for e in entries
+        if e.get("namespace") == namespace
+        and e.get("method") == "PATCH"
+        and e.get("resource") == "deployments"
+        and _replica_write(e) is not None
+        and str(e.get("name")).startswith(f"{app}-")
+    ]
     out = []
-    for index, (side, count, code) in enumerate(writes):
-        following = writes[index + 1] if index + 1 < len(writes) else None
-        if code == 504 and following is not None and following[:2] == (side, count):
-            continue
-        out.append((side, count))
+    for entry in took_effect(candidates, _replica_write):
+        name, count = _replica_write(entry) or ("", 0)
+        out.append((name.removeprefix(f"{app}-"), count))
     return out
 
 
