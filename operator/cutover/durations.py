@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -49,3 +50,13 @@ def format_duration(seconds: float) -> str:
     if secs:
         parts.append(f"{secs}s")
     return "".join(parts)
+
+
+# A wake-up timed exactly at a deadline can run a hair early (clock reads, float rounding),
+# find the deadline not yet passed and cost a whole poll: wake just past it instead.
+_JUST_PAST = 0.05
+
+
+def seconds_until_past(end: datetime, now: datetime) -> float:
+    """Seconds to sleep from ``now`` to wake just after ``end`` (negative once it has passed)."""
+    return (end - now).total_seconds() + _JUST_PAST

@@ -57,7 +57,7 @@ from cutover.core.transitions import (
     Reason,
     breach_cause,
 )
-from cutover.durations import parse_duration
+from cutover.durations import parse_duration, seconds_until_past
 
 __all__ = [
     "GATE_HOLDS",
@@ -323,7 +323,7 @@ class _Run(RequestHandler):
         if spec.deadline is None or self.s.started_at is None or self.s.deadline_reached_at:
             return None
         end = self.s.started_at + timedelta(seconds=parse_duration(spec.deadline.duration))
-        return (end - self.now).total_seconds() + 0.05  # just past it, not a poll too early
+        return seconds_until_past(end, self.now)
 
     def _spec_pause(self, spec: MigrationSpec) -> None:
         if spec.paused and self.s.phase is Phase.progressing:

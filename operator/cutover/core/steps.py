@@ -13,7 +13,7 @@ from cutover.core.hooks import HookRunner
 from cutover.core.plan import green_replicas_needed, mirror_at
 from cutover.core.transitions import Event, Reason
 from cutover.core.window import WindowKeeper
-from cutover.durations import parse_duration
+from cutover.durations import parse_duration, seconds_until_past
 
 # Deployment changes wake a waiting Migration (handlers.wake_on_deployment); this poll is only
 # a safety net for a missed event.
@@ -154,9 +154,10 @@ class StepRunner(HookRunner, WindowKeeper):
 
     def _progress_wake(self, spec: MigrationSpec) -> float | None:
         if self.s.step_ready_at is None:
-            deadline = parse_duration(spec.progress_deadline)
-            # Just past the deadline, so the wake-up that judges it is not a poll too late.
-            left = deadline - (self.now - self._deadline_start()).total_seconds() + 0.05
+            deadline = self._deadline_start() + timedelta(
+                seconds=parse_duration(spec.progress_deadline)
+            )
+            left = seconds_until_past(deadline, self.now)
             return min(_READINESS_POLL, max(left, 0.0))
         index = self.s.current_step_index
         if index >= len(spec.steps):
