@@ -938,6 +938,36 @@ class Hooks(_Model):
         return self
 
 
+# A Service's name is a DNS-1035 label: no dots, starting with a letter.
+SERVICE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+PREVIEW_SUFFIX = "-preview"
+
+
+class PreviewSpec(_Model):
+    """Checks before any user traffic (Argo Rollouts' previewService and prePromotionAnalysis)."""
+
+    service: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=SERVICE_NAME_PATTERN,
+        description=(
+            "Name of the preview Service the operator creates for the run, selecting only"
+            " green's pods; default: <migration>-preview. Gates reach it as"
+            " {{preview.service}}. Deleted when the run ends."
+        ),
+    )
+    gates: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_GATES,
+        description=(
+            "Names of spec.gates checked against the preview, at weight 0, once green is ready"
+            " at full size: the first step starts only when each passed a check, and a failure"
+            " rolls back before any user traffic moved. These gates are not checked during the"
+            " steps. Empty: the preview only waits for green to be ready."
+        ),
+    )
+
+
 class MigrationSpec(_Model):
     blue: DeploymentRef = Field(description="The live version.")
     green: DeploymentRef = Field(description="The candidate version.")
@@ -960,6 +990,14 @@ class MigrationSpec(_Model):
     hooks: Hooks = Field(default_factory=Hooks, description="Jobs for the data side of the run.")
     deadline: RunDeadline | None = Field(
         default=None, description="A deadline for the whole run, and what happens when it passes."
+    )
+    preview: PreviewSpec | None = Field(
+        default=None,
+        description=(
+            "Before the first step moves any user traffic: green at full size and ready, a"
+            " preview Service selecting only green's pods, and the named gates checked against"
+            " it at weight 0."
+        ),
     )
     notify: list[Notifier] = Field(
         default_factory=list,
@@ -1024,7 +1062,33 @@ class MigrationSpec(_Model):
                         " so only weights 0 and 100 are possible"
                     )
         self._mirrors_possible()
+        self._preview_possible()
         return self
+
+    def _preview_possible(self) -> None:
+        """Preview gates are gates of this spec, and green can run at full size unseen."""
+        if self.preview is None:
+            return
+        router = self.traffic.router
+        if router.capabilities.shift is Shift.pods:
+            able = ", ".join(r.value for r in Router if r.capabilities.shift is not Shift.pods)
+            raise ValueError(
+                f"preview: the {router.value} router sends user traffic to every green pod behind"
+                " the shared Service, so green cannot be ready at full size before the first"
+                f" step; use {able}"
+            )
+        names = {g.name for g in self.gates}
+        seen: set[str] = set()
+        for index, name in enumerate(self.preview.gates):
+            if name not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise ValueError(
+                    f"preview.gates[{index}]: no gate named {name!r} in spec.gates (its gates:"
+                    f" {known})"
+                )
+            if name in seen:
+                raise ValueError(f"preview.gates[{index}]: {name!r} is named twice")
+            seen.add(name)
 
     def _mirrors_possible(self) -> None:
         """setMirror steps need a router that sees requests, and a green that answers none yet."""
@@ -1189,6 +1253,35 @@ class ResolvedGate(_StatusModel):
     gate: Gate = Field(description="The gate the template and the gate's args resolved to.")
 
 
+class PreviewState(enum.StrEnum):
+    # The preview Service is being created and green is becoming ready at full size.
+    starting = "Starting"
+    # Green is ready: the preview gates are checked at weight 0.
+    checking = "Checking"
+    # Every preview gate passed (or a person promoted): the steps go on.
+    passed = "Passed"
+    # The run ended (rolled back, failed or restarted) before the preview passed.
+    failed = "Failed"
+
+
+class PreviewStatus(_StatusModel):
+    """The preview of one run (spec.preview): where it is, so a restart neither repeats nor
+    skips it."""
+
+    run_id: str = Field(description="The run this preview belongs to.")
+    service: str = Field(description="The preview Service's name.")
+    state: PreviewState = PreviewState.starting
+    started_at: datetime
+    ready_at: datetime | None = Field(
+        default=None, description="When green was ready at full size behind the preview."
+    )
+    ended_at: datetime | None = Field(default=None, description="When it passed or failed.")
+    service_created: bool = Field(default=False, description="The Service was written.")
+    service_deleted: bool = Field(
+        default=False, description="The Service was deleted, the run being over."
+    )
+
+
 class MigrationStatus(_StatusModel):
     phase: Phase = Field(default=Phase.pending, description="Where the run is, for humans.")
     reason: str | None = Field(default=None, description="Why the run is in this phase.")
@@ -1265,6 +1358,9 @@ class MigrationStatus(_StatusModel):
             "The version serving during the rollback window: a spec naming other versions closes"
             " the window (these are retired and kept by name, whatever the new spec says)."
         ),
+    )
+    preview: PreviewStatus | None = Field(
+        default=None, description="The checks before any user traffic (spec.preview)."
     )
     live_deployment: str | None = Field(
         default=None,

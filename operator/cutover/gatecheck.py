@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from cutover.api import CompareTest, Gate, MigrationSpec, MigrationStatus, SecretKeyRef
+from cutover.core import preview as preview_rules
 from cutover.core.gates import Reading, ReadingKind
 from cutover.core.promql import TemplateError, render_query
 from cutover.durations import parse_duration
@@ -69,6 +70,9 @@ def query_variables(
         "green": spec.green.deployment,
         "service": spec.traffic.service or "",
     }
+    if spec.preview is not None:
+        # The preview Service green's pods answer on before any user traffic (core.preview).
+        base["preview.service"] = preview_rules.service_name(spec, migration)
     return variables(base, gate)
 
 

@@ -45,7 +45,9 @@ from cutover.core import activity, claims, deletion, notifications
 from cutover.core import templates as gate_templates
 from cutover.core.actions import (
     Action,
+    CreatePreview,
     Decision,
+    DeletePreview,
     EmitEvent,
     HoldBlue,
     PrepareGreen,
@@ -71,6 +73,7 @@ from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import Kube, KubeError
 from cutover.notify import Sender
+from cutover.previews import Previews
 from cutover.routers import router_for
 from cutover.routers.base import (
     NotReady,
@@ -540,6 +543,7 @@ class Reconciler:
                 return tuple(forbidden), ()
         problems = await self._claims(target.spec)
         problems += list(await router.preflight(target))
+        problems += await Previews(self.ctx.kube).preflight(target)
         problems += await self.ctx.gates.preflight(target.spec, self.namespace, self.name)
         return (), tuple(problems)
 
@@ -635,6 +639,10 @@ class Reconciler:
                 case RetireBlue():
                     await router.retire_blue(_versions(target, action.blue, action.green))
                     await autoscalers.release(ns, green_hpas)
+                case CreatePreview():
+                    await Previews(self.ctx.kube).create(target, action.service)
+                case DeletePreview():
+                    await Previews(self.ctx.kube).delete(target, action.service)
                 case EmitEvent():
                     continue  # recorded with the status, not performed
                 case _:

@@ -13,6 +13,7 @@ from cutover import api, providers
 from cutover.cli.compat import Located
 from cutover.cli.phases import PlanPhase, RiskAssessment, assess, build_phases, point_of_no_return
 from cutover.cli.report import threshold_text
+from cutover.core import preview as preview_rules
 from cutover.core import promql, speccheck
 from cutover.core import templates as gate_templates
 from cutover.core.plan import StepKind, schedule
@@ -23,13 +24,16 @@ from cutover.durations import format_duration, parse_duration
 def query_variables(manifest: Mapping[str, Any], spec: api.MigrationSpec) -> dict[str, str]:
     """The variables the operator substitutes in every gate query, minus the gate's own args."""
     metadata = manifest.get("metadata") or {}
-    return {
+    values = {
         "namespace": str(metadata.get("namespace") or "default"),
         "migration": str(metadata.get("name") or ""),
         "blue": spec.blue.deployment,
         "green": spec.green.deployment,
         "service": spec.traffic.service or "",
     }
+    if spec.preview is not None:
+        values["preview.service"] = preview_rules.service_name(spec, values["migration"])
+    return values
 
 
 Templates = Mapping[api.GateTemplateRef, TemplateObject]

@@ -75,6 +75,21 @@ class StopJob:
 
 
 @dataclass(frozen=True)
+class CreatePreview:
+    """The preview Service, selecting only green's pods and owned by the Migration (created, or
+    put back in shape if it exists)."""
+
+    service: str
+
+
+@dataclass(frozen=True)
+class DeletePreview:
+    """The run is over: the preview Service goes (one already gone is fine)."""
+
+    service: str
+
+
+@dataclass(frozen=True)
 class EmitEvent:
     type: str  # Normal | Warning
     reason: str
@@ -90,6 +105,8 @@ Action = (
     | RetireBlue
     | RunHook
     | StopJob
+    | CreatePreview
+    | DeletePreview
     | EmitEvent
 )
 

@@ -19,6 +19,7 @@ from cutover.api import (
     MigrationSpec,
     MigrationStatus,
     Phase,
+    PreviewState,
     Verdict,
 )
 from cutover.core import gates as gate_rules
@@ -28,13 +29,33 @@ from cutover.core.transitions import Event
 from cutover.durations import parse_duration
 
 
+def previewing(status: MigrationStatus) -> bool:
+    """Whether this run's preview gates are being checked (green ready, weight 0; core.preview)."""
+    preview = status.preview
+    return (
+        preview is not None
+        and preview.run_id == status.run_id
+        and preview.state is PreviewState.checking
+        and status.phase in (Phase.progressing, Phase.paused)
+    )
+
+
+def gates_now(spec: MigrationSpec, status: MigrationStatus) -> list[Gate]:
+    """The gates the run checks now: the preview's while it checks green at weight 0, else the
+    others (a preview gate asks the preview Service, which only the preview has)."""
+    named = set(spec.preview.gates) if spec.preview is not None else set()
+    if previewing(status):
+        return [g for g in spec.gates if g.name in named]
+    return [g for g in spec.gates if g.name not in named]
+
+
 def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> list[Gate]:
     """Gates whose next check is due: the shell measures these before calling ``decide``."""
     active = status.phase in (Phase.progressing, Phase.paused) or rollback_rules.window_open(status)
-    if not active or status.weight == 0:
+    if not active or (status.weight == 0 and not previewing(status)):
         return []
     due = []
-    for gate in spec.gates:
+    for gate in gates_now(spec, status):
         record = status.gate(gate.name)
         if record and record.next_check_at is not None and record.next_check_at <= now:
             due.append(gate)
@@ -44,11 +65,11 @@ def gates_due(spec: MigrationSpec, status: MigrationStatus, now: datetime) -> li
 class GateJudge(RunState):
     def _judge_gates(self, spec: MigrationSpec) -> bool:
         """Record due readings; returns True when a gate stopped the run."""
-        if self.s.weight == 0:
+        if self.s.weight == 0 and not previewing(self.s):
             return False
         due = {g.name for g in gates_due(spec, self.s, self.now)}
         worst: tuple[int, Event, str] | None = None
-        for gate in spec.gates:
+        for gate in gates_now(spec, self.s):
             record = self.s.gate(gate.name)
             if record is None:
                 record = GateStatus(name=gate.name, dry_run=gate.dry_run)
@@ -78,7 +99,9 @@ class GateJudge(RunState):
         assert isinstance(self.spec, MigrationSpec)
         evaluated = record.last_evaluated_at
         when = evaluated.strftime("%H:%M:%SZ") if evaluated else "?"
-        detail = f"gate {gate.name} at {when}: {record.last_message}"
+        # A preview gate failing says so: no user traffic had moved yet.
+        kind = "preview gate" if previewing(self.s) else "gate"
+        detail = f"{kind} {gate.name} at {when}: {record.last_message}"
         rank = gate_rules.severity(record.outcome)
         if record.outcome is GateOutcome.failed:
             counts = f"({record.failed} failed checks, failureLimit {gate.failure_limit})"
@@ -110,7 +133,7 @@ class GateJudge(RunState):
         return None
 
     def _schedule_first_checks(self, spec: MigrationSpec) -> None:
-        for gate in spec.gates:
+        for gate in gates_now(spec, self.s):
             record = self.s.gate(gate.name)
             if record is not None and record.next_check_at is None:
                 record.next_check_at = self.now + timedelta(seconds=parse_duration(gate.interval))
@@ -118,9 +141,9 @@ class GateJudge(RunState):
     def _gates_passed_since(self, spec: MigrationSpec, since: datetime | None) -> bool:
         """Every gate passed a check newer than ``since`` and its latest check passed: a failed
         check within failureLimit holds the weight until a later check passes."""
-        if self.s.weight == 0 or since is None:
+        if (self.s.weight == 0 and not previewing(self.s)) or since is None:
             return True
-        for gate in spec.gates:
+        for gate in gates_now(spec, self.s):
             if gate.dry_run:
                 continue
             record = self.s.gate(gate.name)

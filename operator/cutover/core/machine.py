@@ -32,7 +32,9 @@ from cutover.core import autoscaling, speccheck
 from cutover.core import rollback as rollback_rules
 from cutover.core.actions import (
     Action,
+    CreatePreview,
     Decision,
+    DeletePreview,
     EmitEvent,
     HoldBlue,
     PrepareGreen,
@@ -44,7 +46,7 @@ from cutover.core.actions import (
     StopJob,
 )
 from cutover.core.conditions import update_conditions
-from cutover.core.gating import gates_due
+from cutover.core.gating import gates_due, previewing
 from cutover.core.hooks import StageResult, job_name
 from cutover.core.manual import RequestHandler
 from cutover.core.observations import DeploymentState, JobState, Observations, Request, RequestVerb
@@ -65,7 +67,9 @@ __all__ = [
     "TRAFFIC_RESTORED_PREFIX",
     "TRANSITIONS",
     "Action",
+    "CreatePreview",
     "Decision",
+    "DeletePreview",
     "DeploymentState",
     "EmitEvent",
     "Event",
@@ -112,6 +116,7 @@ class _Run(RequestHandler):
             self._spec_invalid(self.spec)
         else:
             self._valid(self.spec)
+        self._tidy_preview()
         self.s.observed_generation = self.obs.generation
         if isinstance(self.spec, MigrationSpec):
             # Counted from 1 wherever a person reads it (kubectl get, cutover list and status).
@@ -378,7 +383,7 @@ class _Run(RequestHandler):
         if isinstance(self.spec, SpecInvalid):
             return None  # only a new spec can move it on, and that wakes the operator anyway
         candidates: list[float] = []
-        if self.s.weight > 0:
+        if self.s.weight > 0 or previewing(self.s):
             candidates += [
                 (g.next_check_at - self.now).total_seconds()
                 for g in self.s.gates

@@ -71,7 +71,7 @@ class RequestHandler(StepRunner):
         if full:
             self.s.full_promotion = True
             self._advance_to(len(spec.steps), "promoted fully: skipping remaining steps and gates")
-        else:
+        elif not self._skip_preview(spec, "promoted during the preview: its checks skipped"):
             self._advance_to(self.s.current_step_index + 1, "promoted: skipping to the next step")
         if self.s.phase is Phase.paused:
             self._fire(Event.promote, "promoted by request")

@@ -11,6 +11,7 @@ from cutover.api import HookStage, MigrationSpec
 from cutover.core.actions import SetMirror, SetWeight
 from cutover.core.hooks import HookRunner
 from cutover.core.plan import green_replicas_needed, mirror_at
+from cutover.core.preview import PreviewRunner
 from cutover.core.transitions import Event, Reason
 from cutover.core.window import WindowKeeper
 from cutover.durations import parse_duration, seconds_until_past
@@ -20,9 +21,11 @@ from cutover.durations import parse_duration, seconds_until_past
 _READINESS_POLL = 5.0
 
 
-class StepRunner(HookRunner, WindowKeeper):
+class StepRunner(HookRunner, WindowKeeper, PreviewRunner):
     def _progress(self, spec: MigrationSpec) -> None:
         if not self._stage_ok(spec, HookStage.pre_shift, None):
+            return
+        if not self._preview_done(spec):
             return
         index = self.s.current_step_index
         finishing = index >= len(spec.steps)

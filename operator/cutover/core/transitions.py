@@ -139,6 +139,10 @@ class Reason(enum.StrEnum):
     # History and Event reasons that do not change the phase.
     weight_set = "WeightSet"
     mirror_set = "MirrorSet"
+    # Checks before any user traffic (spec.preview): started, green ready, passed.
+    preview_started = "PreviewStarted"
+    preview_ready = "PreviewReady"
+    preview_passed = "PreviewPassed"
     step_started = "StepStarted"
     hook_started = "HookStarted"
     hook_succeeded = "HookSucceeded"
