@@ -11,7 +11,9 @@ from cutover.core.autoscaling import Autoscaler
 from cutover.core.gates import Reading
 from cutover.core.machine import (
     Action,
+    CreatePreview,
     Decision,
+    DeletePreview,
     DeploymentState,
     EmitEvent,
     HoldBlue,
@@ -65,6 +67,8 @@ class Sim:
     jobs_deleted: list[str] = field(default_factory=list)
     # Blue kept at full size with no traffic (the rollback window).
     held: bool = False
+    # Preview Services in place (spec.preview).
+    previews: set[str] = field(default_factory=set)
     _job_started: dict[str, datetime] = field(default_factory=dict)
     _scaled_at: datetime = T0
     _requests: int = 0
@@ -145,6 +149,10 @@ class Sim:
         elif isinstance(action, StopJob):
             self.jobs_deleted.append(action.job)
             self._job_started.pop(action.job, None)
+        elif isinstance(action, CreatePreview):
+            self.previews.add(action.service)
+        elif isinstance(action, DeletePreview):
+            self.previews.discard(action.service)
 
     def reconcile(self) -> Decision:
         """One wake-up: decide and act until no more actions, as the reconciler does."""
