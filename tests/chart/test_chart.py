@@ -263,7 +263,16 @@ def test_the_operator_gets_what_it_needs(rendered: dict[str, list[Manifest]]) ->
         assert granted(docs, "cutover.io", "migrations/status") == {"get", "patch", "update"}
         assert granted(docs, "cutover.io", "migrations/finalizers") == {"update"}
         assert granted(docs, "apps", "deployments") == {"get", "list", "watch", "patch"}
-        assert granted(docs, "", "services") == {"get", "list", "watch", "patch"}
+        # Patched by the service and replicas routers; a run's preview Service (spec.preview)
+        # created and deleted.
+        assert granted(docs, "", "services") == {
+            "get",
+            "list",
+            "watch",
+            "patch",
+            "create",
+            "delete",
+        }
         # Found before a run; green's minReplicas raised for the run (docs/routers/hpa.md).
         assert granted(docs, "autoscaling", "horizontalpodautoscalers") == {
             "get",

@@ -83,10 +83,11 @@ RBAC rules for Migrations and the objects a Migration drives, shared by the Clus
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "patch"]
 # The service router switches a Service's selector; the replicas router narrows it to one
-# version's pods during the rollback window.
+# version's pods during the rollback window. spec.preview: a run creates its preview Service
+# (selecting only green's pods) and deletes it when the run is over.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
 # Data-side hooks and job gates run as Jobs; their logs are attached to the Migration's message.
 - apiGroups: ["batch"]
   resources: ["jobs"]
