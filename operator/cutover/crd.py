@@ -80,7 +80,9 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_list_keys(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    if name in _LIST_MAP_KEYS and schema.get("type") == "array":
+    # Only lists of objects are maps (spec.preview.gates is a list of gate names).
+    items = schema.get("items") or {}
+    if name in _LIST_MAP_KEYS and schema.get("type") == "array" and items.get("type") == "object":
         schema["x-kubernetes-list-type"] = "map"
         schema["x-kubernetes-list-map-keys"] = _LIST_MAP_KEYS[name]
     return schema

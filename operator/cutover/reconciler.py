@@ -154,7 +154,13 @@ def needs_attention(body: Mapping[str, Any]) -> bool:
         int(metadata.get("generation") or 1),
         REQUEST_ANNOTATION in (metadata.get("annotations") or {}),
         window_open=bool(status.get("rollbackWindowEndsAt")),
+        preview_left=_preview_left(status.get("preview")),
     )
+
+
+def _preview_left(preview: Any) -> bool:
+    """A preview Service that was created (or may have been) and is not deleted yet."""
+    return isinstance(preview, Mapping) and not preview.get("serviceDeleted")
 
 
 def deployment_state(

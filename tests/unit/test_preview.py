@@ -16,6 +16,7 @@ from cutover.api import (
     SpecInvalid,
     parse_spec,
 )
+from cutover.core.activity import needs_attention
 from cutover.core.gates import Reading
 from cutover.core.machine import CreatePreview, DeletePreview, EmitEvent, SetWeight, decide
 from cutover.core.observations import RequestVerb
@@ -252,3 +253,9 @@ def test_a_default_name_that_is_no_service_name_asks_for_one() -> None:
     assert problems and "spec.preview.service: the default name 'orders.v2-preview'" in problems[0]
     assert name_problems(parsed, "o" * 55) == []  # 63 with "-preview"
     assert name_problems(parsed, "o" * 56)
+
+
+def test_an_ended_run_keeps_its_daemon_until_its_preview_service_is_deleted() -> None:
+    assert needs_attention(Phase.succeeded, 1, 1, False, preview_left=True)
+    assert needs_attention(Phase.rolled_back, 1, 1, False, preview_left=True)
+    assert not needs_attention(Phase.succeeded, 1, 1, False, preview_left=False)

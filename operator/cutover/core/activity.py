@@ -31,13 +31,18 @@ def needs_attention(
     generation: int,
     has_request: bool,
     window_open: bool = False,
+    preview_left: bool = False,
 ) -> bool:
     """Not ended, in its rollback window, or asked to do something (any request, a new spec).
 
     A terminal Migration costs nothing until then. Any request counts, not only a retry: an
     unknown or already handled one must still be cleared by the reconciler. A Succeeded run
-    whose rollback window is open still checks its gates and must retire blue at its end.
+    whose rollback window is open still checks its gates and must retire blue at its end. A
+    run whose preview Service is not deleted yet (core.preview) must delete it: the status
+    saying it ended is written before the delete.
     """
     if phase not in TERMINAL_PHASES or (phase is Phase.succeeded and window_open):
+        return True
+    if preview_left:
         return True
     return has_request or observed_generation != generation
