@@ -16,6 +16,7 @@ CASES = {
     "replicas": "examples/replicas/migration.yaml",
     "window": "examples/replicas/migration-window.yaml",
     "service": "examples/service/migration.yaml",
+    "preview": "examples/service/migration-preview.yaml",
     "gated": "tests/cli/manifests/gated.yaml",
     "broken": "tests/cli/manifests/broken.yaml",
 }

@@ -3,9 +3,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cutover.cli.phases import build_phases
 from cutover.core.plan import effective_weight, replica_split, schedule
 
-from .specs import spec
+from .specs import gate, spec
 
 
 @given(
@@ -60,3 +61,26 @@ def test_schedule_lists_holds_gates_and_the_minimum_duration() -> None:
 def test_a_zero_weight_step_needs_no_gate() -> None:
     plan = schedule(spec(steps=[{"setWeight": 0}, {"setWeight": 100}]))
     assert plan.steps[0].gates == () and plan.steps[0].hold_seconds == 0
+
+
+def test_the_preview_comes_first_with_its_own_gates_and_the_steps_wait_for_the_others() -> None:
+    smoke = gate(
+        name="smoke",
+        interval="20s",
+        prometheus={"address": "http://prometheus:9090", "query": "up"},
+    )
+    parsed = spec(
+        traffic={"router": "gatewayapi", "gatewayAPI": {"httpRoute": "orders"}},
+        steps=[{"setWeight": 20}, {"setWeight": 100}],
+        gates=[smoke, gate(interval="30s")],
+        preview={"gates": ["smoke"]},
+    )
+    planned = schedule(parsed)
+    assert planned.preview_gates == ("smoke",) and planned.preview_seconds == 20
+    assert [s.gates for s in planned.steps] == [("error-rate",), ("error-rate",)]
+    # The preview's interval, then one of the step gate's at each of the two weights.
+    assert planned.minimum_seconds == 20 + 30 + 30
+    phases = [p.name for p in build_phases(parsed, ())]
+    assert phases[:3] == ["preShift", "preview", "step 1: setWeight 20"]
+    without = schedule(spec(gates=[gate(interval="30s")]))
+    assert without.preview_seconds is None and without.preview_gates == ()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cutover import api
 from cutover.cli.compat import BLUE_SERVES, Located
-from cutover.core.plan import StepKind, schedule
+from cutover.core.plan import StepKind, schedule, step_gates
 from cutover.durations import format_duration, parse_duration
 from cutover.sqlcompat import Category
 
@@ -115,6 +115,24 @@ def build_phases(spec: api.MigrationSpec, sql: Sequence[Located]) -> tuple[PlanP
         )
     ]
     deadline = parse_duration(spec.progress_deadline)
+    if planned.preview_seconds is not None:
+        low = planned.preview_seconds
+        phases.append(
+            PlanPhase(
+                name="preview",
+                weight=0,
+                min_seconds=low,
+                max_seconds=low + deadline,
+                duration=_span(low, low + deadline),
+                gates=planned.preview_gates,
+                hooks=(),
+                rollback_available=True,
+                rollback=(
+                    f"no user traffic has moved: {green} was checked through its preview Service"
+                    f" only; {back}"
+                ),
+            )
+        )
     after_step = _attempts_seconds(hooks.after_step)
     for step in planned.steps:
         with_hooks = step.kind is StepKind.set_weight and step.weight > 0
@@ -146,7 +164,7 @@ def build_phases(spec: api.MigrationSpec, sql: Sequence[Located]) -> tuple[PlanP
             )
         )
     bake = parse_duration(spec.bake)
-    gate_names = tuple(g.name for g in spec.gates)
+    gate_names = tuple(g.name for g in step_gates(spec))
     phases.append(
         PlanPhase(
             name="bake",
@@ -190,7 +208,7 @@ def build_phases(spec: api.MigrationSpec, sql: Sequence[Located]) -> tuple[PlanP
                 min_seconds=0.0 if final else window,
                 max_seconds=0.0 if final else window,
                 duration="0s" if final else format_duration(window),
-                gates=() if final else tuple(g.name for g in spec.gates if not g.dry_run),
+                gates=() if final else tuple(g.name for g in step_gates(spec) if not g.dry_run),
                 hooks=(),
                 rollback_available=not final,
                 rollback=(

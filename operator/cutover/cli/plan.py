@@ -199,6 +199,7 @@ class Plan:
     phases: tuple[PlanPhase, ...] = ()
     point_of_no_return: str = ""
     risk: RiskAssessment | None = None
+    preview: str | None = None  # spec.preview: what happens before any user traffic
 
 
 def _plan_gate(checked: Checked, queries: Mapping[str, Mapping[str, str]]) -> PlanGate:
@@ -234,6 +235,22 @@ def _rollback_text(weight: int, mirror: int = 0) -> str:
     return f"green {weight} % → 0 %{unmirror}, blue back to its original size"
 
 
+def _preview_text(spec: api.MigrationSpec, name: str) -> str | None:
+    if spec.preview is None:
+        return None
+    service = preview_rules.service_name(spec, name or "<migration>")
+    checks = (
+        f"gates {', '.join(spec.preview.gates)} checked through it at weight 0"
+        if spec.preview.gates
+        else "no gates: it only waits for green"
+    )
+    return (
+        f"before any user traffic, {spec.green.deployment} at full size and ready behind the"
+        f" preview Service {service} (only green's pods); {checks}; a failure rolls back with"
+        " no user traffic moved"
+    )
+
+
 def _after_success(spec: api.MigrationSpec) -> str:
     blue = spec.blue.deployment
     window = parse_duration(spec.rollback.window)
@@ -267,6 +284,21 @@ def build_plan(
     queries = rendered_queries(manifest, spec)
     planned = schedule(spec)
     rows = []
+    if planned.preview_seconds is not None:
+        # Before the first step: green checked through the preview Service at weight 0.
+        wait = format_duration(planned.preview_seconds)
+        rows.append(
+            PlanRow(
+                step=0,
+                kind="preview",
+                weight=0,
+                hold=f"green ready, then {wait} (gate interval)"
+                if planned.preview_gates
+                else "green ready",
+                gates=planned.preview_gates,
+                rollback="nothing to undo: no user traffic has moved",
+            )
+        )
     for step in planned.steps:
         if step.hold_seconds is None:
             hold = "until promoted"
@@ -314,6 +346,7 @@ def build_plan(
         ),
         phases=build_phases(spec, sql),
         point_of_no_return=point_of_no_return(spec),
+        preview=_preview_text(spec, str(metadata.get("name") or "")),
         risk=assess(spec, sql, notes),
     )
 

@@ -256,7 +256,7 @@ def plan_renderable(plan: Plan) -> RenderableType:
         steps.add_column(column, justify="right" if column in ("Step", "Weight") else "left")
     for row in plan.rows:
         steps.add_row(
-            str(row.step),
+            str(row.step) if row.step else "-",
             row.kind,
             f"{row.weight}% + {row.mirror}% mirrored" if row.mirror else f"{row.weight}%",
             row.hold,
@@ -274,11 +274,15 @@ def plan_renderable(plan: Plan) -> RenderableType:
             name = gate.name + (f"\nfrom {gate.template}" if gate.template else "")
             gates.add_row(escape(name), gate.threshold, escape(query))
         parts.append(gates)
+    if plan.preview is not None:
+        parts.append(Text(f"Preview: {plan.preview}"))
     parts.append(Text(f"Minimum duration: {plan.minimum}"))
     if plan.bake != "0s":
         parts.append(Text(f"Bake at 100%: {plan.bake}"))
     parts.append(Text(f"On rollback: {plan.rollback_note}"))
     parts.append(Text(f"After success: {plan.after_success}"))
+    if plan.point_of_no_return:
+        parts.append(Text(f"Point of no return: {plan.point_of_no_return}"))
     if plan.change is not None:
         parts.append(Text(f"Applying it now: {plan.change}"))
     return Group(*parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cutover.api import MigrationSpec, Shift
+from cutover.api import Gate, MigrationSpec, Shift
 from cutover.durations import parse_duration
 
 
@@ -65,11 +65,33 @@ class Schedule:
     waits_for_promotion: bool
     # After success, blue kept at full size this long (spec.rollback.window); 0: retired at once.
     window_seconds: float = 0.0
+    # spec.preview: the gates checked at weight 0 before the first step, and how long that takes
+    # at least once green is ready (one interval of the slowest); None: no preview.
+    preview_gates: tuple[str, ...] = ()
+    preview_seconds: float | None = None
+
+
+def preview_gate_names(spec: MigrationSpec) -> tuple[str, ...]:
+    """The gates checked only in the preview, before any user traffic (core.preview)."""
+    return tuple(spec.preview.gates) if spec.preview is not None else ()
+
+
+def step_gates(spec: MigrationSpec) -> list[Gate]:
+    """The gates checked while traffic moves: every gate but the preview's."""
+    preview = preview_gate_names(spec)
+    return [g for g in spec.gates if g.name not in preview]
 
 
 def gate_wait(spec: MigrationSpec) -> float:
     """How long a step with traffic on green waits at least: one interval of the slowest gate."""
-    return max((parse_duration(g.interval) for g in spec.gates), default=0.0)
+    return max((parse_duration(g.interval) for g in step_gates(spec)), default=0.0)
+
+
+def preview_wait(spec: MigrationSpec) -> float:
+    """How long the preview checks green at least once it is ready: one interval of the slowest
+    preview gate (0 without gates)."""
+    preview = preview_gate_names(spec)
+    return max((parse_duration(g.interval) for g in spec.gates if g.name in preview), default=0.0)
 
 
 def mirror_at(spec: MigrationSpec, index: int) -> int:
@@ -89,8 +111,8 @@ def mirror_at(spec: MigrationSpec, index: int) -> int:
 def schedule(spec: MigrationSpec) -> Schedule:
     weight = 0
     planned: list[PlannedStep] = []
-    minimum = 0.0
-    gate_names = tuple(g.name for g in spec.gates)
+    minimum = preview_wait(spec) if spec.preview is not None else 0.0
+    gate_names = tuple(g.name for g in step_gates(spec))
     for index, step in enumerate(spec.steps):
         mirror = mirror_at(spec, index)
         if step.set_weight is not None:
@@ -122,6 +144,8 @@ def schedule(spec: MigrationSpec) -> Schedule:
         minimum_seconds=minimum,
         waits_for_promotion=any(s.indefinite for s in planned),
         window_seconds=parse_duration(spec.rollback.window),
+        preview_gates=preview_gate_names(spec),
+        preview_seconds=preview_wait(spec) if spec.preview is not None else None,
     )
 
 
