@@ -317,7 +317,7 @@ class PrometheusQuery(_Model):
         min_length=1,
         description=(
             "PromQL returning one value. Variables: {{namespace}}, {{migration}}, {{blue}}, "
-            "{{green}}, {{service}} and {{args.NAME}}."
+            "{{green}}, {{service}}, {{preview.service}} and {{args.NAME}}."
         ),
     )
     args: dict[str, str] = Field(
@@ -358,7 +358,7 @@ class WebQuery(_Model):
         pattern=r"^https?://",
         description=(
             "URL answering JSON. Variables: {{namespace}}, {{migration}}, {{blue}}, {{green}},"
-            " {{service}} and {{args.NAME}}."
+            " {{service}}, {{preview.service}} and {{args.NAME}}."
         ),
     )
     method: WebMethod = Field(default=WebMethod.get, description="GET | POST.")
@@ -422,7 +422,8 @@ class SqlQuery(_Model):
         min_length=1,
         description=(
             "One read-only statement returning one row with one number. Variables:"
-            " {{namespace}}, {{migration}}, {{blue}}, {{green}}, {{service}} and {{args.NAME}}."
+            " {{namespace}}, {{migration}}, {{blue}}, {{green}}, {{service}},"
+            " {{preview.service}} and {{args.NAME}}."
         ),
     )
     args: dict[str, Annotated[str, Field(pattern=_SQL_ARG_PATTERN)]] = Field(
