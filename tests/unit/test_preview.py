@@ -259,3 +259,17 @@ def test_an_ended_run_keeps_its_daemon_until_its_preview_service_is_deleted() ->
     assert needs_attention(Phase.succeeded, 1, 1, False, preview_left=True)
     assert needs_attention(Phase.rolled_back, 1, 1, False, preview_left=True)
     assert not needs_attention(Phase.succeeded, 1, 1, False, preview_left=False)
+
+
+def test_cutover_lint_asks_for_a_preview_service_name_the_default_cannot_be() -> None:
+    from cutover.cli.plan import lint_problems
+
+    manifest = {
+        "apiVersion": "cutover.io/v1alpha1",
+        "kind": "Migration",
+        "metadata": {"name": "checkout.v2"},
+        "spec": raw(traffic=WEIGHTED, steps=STEPS, gates=[SMOKE], preview={"gates": ["smoke"]}),
+    }
+    assert any("spec.preview.service: the default name" in p for p in lint_problems(manifest))
+    manifest["spec"]["preview"]["service"] = "checkout-v2-preview"
+    assert lint_problems(manifest) == []

@@ -139,6 +139,8 @@ def lint_problems(
         return list(error.problems)
     base = query_variables(manifest, migration.spec)
     checked, problems = resolve_gates(manifest, migration.spec, templates or {})
+    if base["migration"]:  # a manifest without a name (generateName) is named later
+        problems += preview_rules.name_problems(migration.spec, base["migration"])
     if require_templates:
         problems += offline_notes(checked)
     for index, gate in enumerate(c.gate for c in checked):
