@@ -273,3 +273,38 @@ def test_cutover_lint_asks_for_a_preview_service_name_the_default_cannot_be() ->
     assert any("spec.preview.service: the default name" in p for p in lint_problems(manifest))
     manifest["spec"]["preview"]["service"] = "checkout-v2-preview"
     assert lint_problems(manifest) == []
+
+
+def test_cutover_status_says_the_preview_holds_user_traffic_back() -> None:
+    from cutover.cli.report import build_report
+
+    sim, _ = simulate()
+    body = {
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": raw(
+            traffic=WEIGHTED,
+            steps=STEPS,
+            gates=[SMOKE, gate(interval="10s")],
+            preview={"gates": ["smoke"]},
+            progressDeadline="1m",
+        ),
+    }
+    sim.reconcile()
+    starting = build_report({**body, "status": sim.status.to_dict()}, sim.now)
+    assert any(
+        s.startswith(
+            "preview: waiting for green to be ready at full size behind Service orders-preview"
+        )
+        for s in starting.next_steps
+    ), starting.next_steps
+    sim.run(
+        until=lambda s: (
+            s.status.preview is not None and s.status.preview.state is PreviewState.checking
+        ),
+        limit=60,
+    )
+    checking = build_report({**body, "status": sim.status.to_dict()}, sim.now)
+    assert (
+        "preview: checking smoke through Service orders-preview at weight 0; no user traffic"
+        " moves before the preview passed"
+    ) in checking.next_steps, checking.next_steps

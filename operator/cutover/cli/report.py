@@ -35,6 +35,8 @@ from cutover.api import (
     MigrationSpec,
     MigrationStatus,
     Phase,
+    PreviewState,
+    PreviewStatus,
 )
 from cutover.core import rollback as rollback_rules
 from cutover.core.transitions import GATE_HOLDS, Reason, breach_cause
@@ -450,6 +452,21 @@ def _next_steps(
             steps.append("blue is gone: `cutover promote` to go on, or recreate blue and resume")
         else:
             steps.append(f"paused ({reason or 'no reason'}): `cutover resume` to go on")
+    elif (preview := _preview_under_way(status)) is not None:
+        if preview.state is PreviewState.starting:
+            end = (_aware(preview.started_at) or now) + timedelta(
+                seconds=parse_duration(spec.progress_deadline)
+            )
+            steps.append(
+                f"preview: waiting for green to be ready at full size behind Service"
+                f" {preview.service} (progressDeadline at {_when(end, now)}); no user traffic yet"
+            )
+        else:
+            names = ", ".join(spec.preview.gates) if spec.preview else ""
+            steps.append(
+                f"preview: checking {names or 'nothing'} through Service {preview.service} at"
+                " weight 0; no user traffic moves before the preview passed"
+            )
     elif step is None:
         bake = parse_duration(spec.bake)
         ready = _aware(status.step_ready_at)
@@ -481,6 +498,14 @@ def _next_steps(
             " next setWeight step"
         )
     return steps
+
+
+def _preview_under_way(status: MigrationStatus) -> PreviewStatus | None:
+    """This run's preview while it starts or checks (spec.preview)."""
+    preview = status.preview
+    if preview is None or preview.run_id != status.run_id:
+        return None
+    return preview if preview.state in (PreviewState.starting, PreviewState.checking) else None
 
 
 def _invalid_risk(status: MigrationStatus) -> RiskReport:
