@@ -18,7 +18,7 @@ from cutover.api import (
 )
 from cutover.core.activity import needs_attention
 from cutover.core.gates import Reading
-from cutover.core.machine import CreatePreview, DeletePreview, EmitEvent, SetWeight, decide
+from cutover.core.machine import Action, CreatePreview, DeletePreview, EmitEvent, SetWeight, decide
 from cutover.core.observations import RequestVerb
 from cutover.core.preview import name_problems, service_name
 
@@ -308,3 +308,23 @@ def test_cutover_status_says_the_preview_holds_user_traffic_back() -> None:
         "preview: checking smoke through Service orders-preview at weight 0; no user traffic"
         " moves before the preview passed"
     ) in checking.next_steps, checking.next_steps
+
+
+def test_a_preview_service_never_in_place_rolls_back_at_the_progress_deadline() -> None:
+    sim, _ = simulate()
+    acted: tuple[Action, ...] = ()
+    for _ in range(200):
+        decision = decide(sim.spec, sim.status, sim.observe(acted), sim.now)
+        sim.status = decision.status
+        # The shell never manages the Service write (refused, say): never acknowledged.
+        acted = tuple(a for a in decision.actions if not isinstance(a, EmitEvent | CreatePreview))
+        for action in acted:
+            sim.act(action)
+        if sim.status.phase is Phase.rolled_back:
+            break
+        sim.now += timedelta(seconds=1)
+    assert sim.status.phase is Phase.rolled_back
+    reason = sim.status.rollback_reason or ""
+    assert "preview: Service orders-preview not in place 1m after the preview started" in reason
+    assert sim.now >= T0 + timedelta(minutes=1)
+    assert sim.weight_in_cluster == 0 and 20 not in sim.weight_writes

@@ -84,6 +84,16 @@ class PreviewRunner(GateJudge):
             return True
         if not preview.service_created:
             if not any(isinstance(a, CreatePreview) for a in self.obs.acted):
+                if self._preview_overdue(spec, preview):
+                    # Asked for since the preview started and never in place (the reason, e.g.
+                    # a write refused, is in the message and a RouterError Event).
+                    self._fire(
+                        Event.deadline_exceeded,
+                        f"preview: Service {preview.service} not in place"
+                        f" {spec.progress_deadline} after the preview started"
+                        " (progressDeadline); no user traffic moved",
+                    )
+                    return False
                 if not any(isinstance(a, CreatePreview) for a in self.actions):
                     self.actions.append(CreatePreview(preview.service))
                 return False
@@ -125,8 +135,7 @@ class PreviewRunner(GateJudge):
             return True
         # As for a step: a Deployment seen before green's scale-up landed says nothing yet.
         current = green is None or green.replicas >= needed
-        waited = (self.now - preview.started_at).total_seconds()
-        if waited > parse_duration(spec.progress_deadline) and current:
+        if self._preview_overdue(spec, preview) and current:
             have = green.available if green is not None else 0
             self._fire(
                 Event.deadline_exceeded,
@@ -135,6 +144,10 @@ class PreviewRunner(GateJudge):
                 " user traffic moved",
             )
         return False
+
+    def _preview_overdue(self, spec: MigrationSpec, preview: PreviewStatus) -> bool:
+        waited = (self.now - preview.started_at).total_seconds()
+        return waited > parse_duration(spec.progress_deadline)
 
     def _skip_preview(self, spec: MigrationSpec, message: str) -> bool:
         """A promotion during the preview ends it as passed; True if there was one to end."""
