@@ -121,6 +121,10 @@ def needs(spec: MigrationSpec, templates: Mapping[str, Mapping[str, Any] | None]
         if account:
             field = f"{path}.jobTemplate.spec.template.spec.serviceAccountName"
             result.append(Need("impersonate", "", "serviceaccounts", account, field))
+    if spec.preview is not None:
+        # The preview Service (core/preview.py) exposes green's pods under a name the author
+        # chooses: only an author who could create that Service gets one made.
+        result.append(Need("create", "", "services", None, "spec.preview"))
     return result + _secret_needs(spec)
 
 

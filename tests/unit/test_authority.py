@@ -77,6 +77,16 @@ def test_a_gate_secret_needs_get_on_that_secret() -> None:
     ]
 
 
+def test_a_preview_needs_create_services() -> None:
+    weighted = {"router": "gatewayapi", "gatewayAPI": {"httpRoute": "checkout"}}
+    steps = [{"setWeight": 100}]
+    wanted = needs(spec(traffic=weighted, steps=steps, gates=[], preview={}), {})
+    assert [(n.verb, n.group, n.resource, n.field) for n in wanted] == [
+        ("create", "", "services", "spec.preview")
+    ]
+    assert needs(spec(traffic=weighted, steps=steps, gates=[]), {}) == []
+
+
 def test_a_config_map_template_needs_get_on_it_and_its_account() -> None:
     hook = {"name": "expand", "configMapRef": {"name": "hooks", "key": "expand.yaml"}}
     template = HOOK["jobTemplate"]
