@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -21,19 +20,11 @@ from cutover import api, metrics
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
-    Autoscaler,
-    AutoscalerLookup,
     ConfigurationError,
     Context,
-    DeploymentState,
-    JobState,
     Reconciler,
-    TemplateObject,
-    autoscaler,
     configure_scaleout,
-    deployment_state,
     needs_attention,
-    observe_job,
     review_mutate,
     review_validate,
     webhooks_enabled,
@@ -83,56 +74,43 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     context.close()
 
 
-@kopf.index("apps", "v1", "deployments")
-def deployments(
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    annotations: Mapping[str, str],
-    **_: Any,
-) -> dict[tuple[str, str], DeploymentState]:
-    return {(namespace or "", name): deployment_state(spec, status, annotations)}
+# What the daemons read of other objects comes from these watches, kept in the Context's stores
+# (reconciler.Stores; not @kopf.index, whose start-up cost is quadratic: stores.py). Handlers
+# are async so each update runs on the event loop, before anything that reads it.
 
 
-@kopf.index("batch", "v1", "jobs", labels={api.MIGRATION_LABEL: kopf.PRESENT})
-def hook_jobs(
-    namespace: str | None, name: str, labels: Mapping[str, str], status: kopf.Status, **_: Any
-) -> dict[tuple[str, str], tuple[str, JobState]]:
-    """Hook Jobs by (namespace, migration), from the watch: polling a Job costs nothing."""
-    return {(namespace or "", labels[api.MIGRATION_LABEL]): (name, observe_job(status))}
+@kopf.on.event("apps", "v1", "deployments")
+async def deployments(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Deployment changed (e.g. green became ready): the store first, then the Migrations that
+    use it now wake up and read it."""
+    context: Context = memo.context
+    context.stores.deployments.apply(type, body)
+    context.wakeups.wake_users_of((body.metadata.namespace or "", body.metadata.name or ""))
 
 
-@kopf.index(api.GROUP, api.VERSION, api.GateTemplateKind.gate_template.plural)
-def gate_templates(
-    namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], TemplateObject]:
-    """GateTemplates by (namespace, name): a run's preflight reads them from the watch."""
-    return {(namespace or "", name): TemplateObject.from_body(body)}
+@kopf.on.event("batch", "v1", "jobs")
+async def hook_jobs(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Hook Jobs (labelled with their Migration), from the watch: polling a Job costs nothing."""
+    memo.context.stores.hook_jobs.apply(type, body)
 
 
-@kopf.index(api.GROUP, api.VERSION, api.GateTemplateKind.cluster_gate_template.plural)
-def cluster_gate_templates(name: str, body: kopf.Body, **_: Any) -> dict[str, TemplateObject]:
-    return {name: TemplateObject.from_body(body)}
+@kopf.on.event(api.GROUP, api.VERSION, api.GateTemplateKind.gate_template.plural)
+async def gate_templates(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """GateTemplates: a run's preflight reads them from the watch."""
+    memo.context.stores.gate_templates.apply(type, body)
 
 
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
-def autoscalers(
-    namespace: str | None, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], Autoscaler]:
-    """HPAs by (namespace, the Deployment they scale), from the watch: finding one costs nothing.
-    An HPA that scales no Deployment (any longer) is indexed under no key."""
-    found = autoscaler(body)
-    return {(namespace or "", found.deployment): found} if found is not None else {}
+@kopf.on.event(api.GROUP, api.VERSION, api.GateTemplateKind.cluster_gate_template.plural)
+async def cluster_gate_templates(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    memo.context.stores.cluster_gate_templates.apply(type, body)
 
 
-def _autoscaler_lookup(kwargs: dict[str, Any]) -> AutoscalerLookup:
-    index: kopf.Index[tuple[str, str], Autoscaler] = kwargs["autoscalers"]
-
-    def lookup(ns: str, deployment: str) -> list[Autoscaler]:
-        return list(index.get((ns, deployment), []))
-
-    return lookup
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def autoscalers(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """HPAs, by the Deployment they scale: finding one costs nothing."""
+    memo.context.stores.autoscalers.apply(type, body)
 
 
 def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
@@ -140,17 +118,12 @@ def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def poke(uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """Any change to a Migration wakes its daemon early (spec, annotations, deletion)."""
+async def poke(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Any change to a Migration is recorded for the claims check of the others, and wakes its
+    daemon early (spec, annotations, deletion)."""
     context: Context = memo.context
+    context.stores.migrations.apply(type, body)
     context.wakeups.wake(uid)
-
-
-@kopf.on.event("apps", "v1", "deployments")
-def wake_on_deployment(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A Deployment changed (e.g. green became ready): wake the Migrations that use it now."""
-    context: Context = memo.context
-    context.wakeups.wake_users_of((namespace or "", name))
 
 
 @kopf.daemon(
@@ -170,25 +143,12 @@ async def drive(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    # Kopf passes each index by its function's name; it is not in Kopf's DaemonFn protocol.
-    index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["deployments"]
-    jobs_index: kopf.Index[tuple[str, str], tuple[str, JobState]] = kwargs["hook_jobs"]
-    namespaced: kopf.Index[tuple[str, str], TemplateObject] = kwargs["gate_templates"]
-    cluster: kopf.Index[str, TemplateObject] = kwargs["cluster_gate_templates"]
-
-    def lookup(ns: str, deployment: str) -> DeploymentState | None:
-        store = index.get((ns, deployment))
-        return next(iter(store), None) if store is not None else None
-
-    def jobs(ns: str, migration: str) -> dict[str, JobState]:
-        return dict(jobs_index.get((ns, migration), []))
-
-    def templates(kind: api.GateTemplateKind, ns: str, template: str) -> TemplateObject | None:
-        store = namespaced.get((ns, template)) if kind.namespaced else cluster.get(template)
-        return next(iter(store), None) if store is not None else None
-
-    reconciler = Reconciler(memo.context, namespace or "", name, uid)
-    await reconciler.drive(stopped, body, lookup, jobs, templates, _autoscaler_lookup(kwargs))
+    context: Context = memo.context
+    stores = context.stores
+    reconciler = Reconciler(context, namespace or "", name, uid)
+    await reconciler.drive(
+        stopped, body, stores.deployment, stores.jobs, stores.template, stores.autoscalers_of
+    )
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
@@ -197,9 +157,10 @@ async def restore_on_delete(
 ) -> None:
     """A Migration deleted mid-run: the core decides (core/deletion.py), the reconciler acts;
     the Migration goes only once that is done."""
-    reconciler = Reconciler(memo.context, namespace or "", name, uid)
+    context: Context = memo.context
+    reconciler = Reconciler(context, namespace or "", name, uid)
     try:
-        await reconciler.on_delete(body, _autoscaler_lookup(kwargs))
+        await reconciler.on_delete(body, context.stores.autoscalers_of)
     except Reconciler.RETRYABLE as error:
         raise kopf.TemporaryError(f"cannot restore traffic to blue: {error}", delay=5) from error
     metrics.forget_migration(namespace or "", name)

@@ -84,6 +84,7 @@ from cutover.routers.base import (
 )
 from cutover.scaleout import ConfigurationError, LabelSweeper, Shard
 from cutover.scaleout import configure as configure_scaleout
+from cutover.stores import Lister, Store
 from cutover.wakeups import Stopped, Wakeups, sleep
 
 # What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
@@ -174,6 +175,107 @@ def deployment_state(
     )
 
 
+def _name_of(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _deployment_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], DeploymentState]:
+    meta = obj.get("metadata") or {}
+    state = deployment_state(
+        obj.get("spec") or {}, obj.get("status") or {}, meta.get("annotations") or {}
+    )
+    return {_name_of(obj): state}
+
+
+def _hook_job_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, JobState]]:
+    """Hook Jobs by (namespace, migration): polling a Job costs nothing."""
+    namespace, name = _name_of(obj)
+    migration = ((obj.get("metadata") or {}).get("labels") or {}).get(api.MIGRATION_LABEL)
+    if migration is None:
+        return {}
+    return {(namespace, str(migration)): (name, observe_job(obj.get("status") or {}))}
+
+
+def _template_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], TemplateObject]:
+    return {_name_of(obj): TemplateObject.from_body(obj)}
+
+
+def _autoscaler_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], Autoscaler]:
+    """HPAs by (namespace, the Deployment they scale); one that scales no Deployment, under none."""
+    found = autoscaler(obj)
+    return {(_name_of(obj)[0], found.deployment): found} if found is not None else {}
+
+
+def _migration_entry(obj: Mapping[str, Any]) -> dict[str, claims.Claimant]:
+    return {_name_of(obj)[0]: claims.claimant(obj)}
+
+
+class Stores:
+    """What the reconciler reads of other objects, from Kopf's watches (stores.py says why not
+    Kopf's indexes). The ``@kopf.on.event`` handlers feed them; a reader primes its namespace
+    first. The lookups are the reconciler's ``*Lookup`` callables."""
+
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+        # The shard's selector when shards split the Migrations: the store lists what the
+        # Migration watch shows, no more (what it does not show, it would never update).
+        self.migration_selector: str | None = None
+
+        def lister(group: str, version: str, plural: str, selector: str | None = None) -> Lister:
+            async def listed(namespace: str | None) -> list[dict[str, Any]]:
+                return await kube.list(group, version, plural, namespace, label_selector=selector)
+
+            return listed
+
+        self.deployments = Store(_deployment_entry, lister("apps", "v1", "deployments"))
+        self.hook_jobs = Store(_hook_job_entry, lister("batch", "v1", "jobs", api.MIGRATION_LABEL))
+        kinds = api.GateTemplateKind
+        self.gate_templates = Store(
+            _template_entry, lister(api.GROUP, api.VERSION, kinds.gate_template.plural)
+        )
+        self.cluster_gate_templates = Store(
+            lambda obj: {_name_of(obj)[1]: TemplateObject.from_body(obj)},
+            lister(api.GROUP, api.VERSION, kinds.cluster_gate_template.plural),
+        )
+        self.autoscalers = Store(
+            _autoscaler_entry, lister("autoscaling", "v2", "horizontalpodautoscalers")
+        )
+        self.migrations = Store(_migration_entry, self._list_migrations)
+
+    async def _list_migrations(self, namespace: str | None) -> list[dict[str, Any]]:
+        return await self._kube.list(
+            api.GROUP, api.VERSION, api.PLURAL, namespace, label_selector=self.migration_selector
+        )
+
+    async def prime(self, namespace: str) -> None:
+        """What a run reads without a fallback, complete for its namespace (gate templates have
+        one: a miss is asked of the API server, see ``Reconciler._templates``)."""
+        for store in (self.deployments, self.hook_jobs, self.autoscalers):
+            await store.prime(namespace)
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState | None:
+        return self.deployments.first((namespace, name))
+
+    def jobs(self, namespace: str, migration: str) -> dict[str, JobState]:
+        return dict(self.hook_jobs.values((namespace, migration)))
+
+    def template(
+        self, kind: api.GateTemplateKind, namespace: str, name: str
+    ) -> TemplateObject | None:
+        if kind.namespaced:
+            return self.gate_templates.first((namespace, name))
+        return self.cluster_gate_templates.first(name)
+
+    def autoscalers_of(self, namespace: str, deployment: str) -> list[Autoscaler]:
+        return self.autoscalers.values((namespace, deployment))
+
+    async def claimants(self, namespace: str) -> list[claims.Claimant]:
+        """The Migrations of ``namespace``: a LIST once per process, then the watch's."""
+        await self.migrations.prime(namespace)
+        return self.migrations.values(namespace)
+
+
 def parse_request(annotations: Mapping[str, str]) -> Request | None:
     """``cutover.io/request: "<verb>:<id>"``, as ``cutover promote`` and friends write it."""
     raw = annotations.get(REQUEST_ANNOTATION)
@@ -213,6 +315,10 @@ class Context:
     label_sweeper: LabelSweeper | None = None
     # Sends what status writes make happen to the Migration's and the operator's notifiers.
     notify: Sender | None = None
+    stores: Stores = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stores = Stores(self.kube)
 
     @classmethod
     def from_environment(cls) -> Context:
@@ -255,6 +361,8 @@ class Context:
 
     async def start_shard(self, shard: Shard | None, may_list_namespaces: bool) -> None:
         """Shard 0 labels the Migrations no webhook labelled (none would see them otherwise)."""
+        if shard is not None:
+            self.stores.migration_selector = shard.selector
         if shard is None or shard.index != 0 or self.webhooks is not None:
             return
         if not may_list_namespaces:
@@ -331,6 +439,8 @@ class Reconciler:
                 wakeups.watch(self.uid, {(self.namespace, n) for n in names if n})
                 wake.clear()
                 try:
+                    # What the lookups read is complete for this namespace (stores.py).
+                    await self.ctx.stores.prime(self.namespace)
                     outcome = await self.reconcile(body, deployments, jobs, templates, autoscalers)
                     delay = outcome.requeue_after
                 except KubeError as error:
@@ -486,6 +596,7 @@ class Reconciler:
     ) -> None:
         """Acts on what the core says a deletion does (core/deletion.py). KubeError and
         TrafficRouterError propagate: the caller retries before the Migration may go."""
+        await self.ctx.stores.prime(self.namespace)
         self._autoscalers = autoscalers or _no_autoscalers
         try:
             status = api.parse_status(body.get("status") or {})
@@ -580,14 +691,14 @@ class Reconciler:
         return spec.notify
 
     async def _claims(self, spec: MigrationSpec) -> list[str]:
-        """Deployments another Migration drives (the rule: core/claims.py)."""
-        listed = await self.ctx.kube.list(api.GROUP, api.VERSION, api.PLURAL, self.namespace)
+        """Deployments another Migration drives (the rule: core/claims.py), from the watch: a
+        LIST per start made starting N Migrations cost N LISTs of N."""
         return claims.conflicts(
             self.uid,
             self.name,
             self.namespace,
             (spec.blue.deployment, spec.green.deployment),
-            (claims.claimant(other) for other in listed),
+            await self.ctx.stores.claimants(self.namespace),
         )
 
     async def _read_weight(self, router: TrafficRouter, target: Target) -> int | None:

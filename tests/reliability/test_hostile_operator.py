@@ -244,6 +244,18 @@ def test_hostile_input_and_broken_clusters_through_the_operator(
     stray = {t for t in touched if t[1].rsplit("-", 1)[0] not in allowed and t[1] not in allowed}
     if stray:
         problems.append(f"writes to objects of invalid Migrations: {sorted(stray)}")
+    # Every start's claims check (claim-2's refusal included) read the Migrations the watch
+    # delivered: the namespace was listed by Kopf's watch and once for the store, not per start.
+    listed = [
+        e["uri"]
+        for e in cluster.reads(since)
+        if e.get("verb") == "list"
+        and e.get("resource") == "migrations"
+        and e.get("namespace") == namespace
+        and str(e.get("user") or "").startswith("system:serviceaccount:")
+    ]
+    if len(listed) > 2:
+        problems.append(f"{len(listed)} LISTs of Migrations for ~30 starts: {listed}")
     rolled = _condition(_status(items, "gone-green"), "RolledBack")
     if rolled.get("reason") != "GreenMissing":
         problems.append(f"gone-green: RolledBack condition {rolled}")

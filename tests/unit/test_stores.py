@@ -1,0 +1,237 @@
+"""The watch-fed stores that replaced Kopf's indexes (stores.py, reconciler.Stores): what the
+watch says is found, a namespace is listed once per process before it is first read, and the
+claims check of a starting Migration makes no LIST of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, cast
+
+import pytest
+
+from cutover import api
+from cutover.core.templates import TemplateObject
+from cutover.kube import Kube, KubeError
+from cutover.reconciler import Context, DeploymentState, JobState, Reconciler, Stores
+from cutover.stores import Store
+
+from .specs import raw, spec
+
+
+def obj(
+    name: str,
+    namespace: str | None = "shop",
+    *,
+    uid: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "uid": uid or f"uid-{name}", "labels": dict(labels or {})}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return {"metadata": meta, **fields}
+
+
+def by_label(o: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """A test indexer: objects under (namespace, their "app" label), valued by name."""
+    meta = o["metadata"]
+    app = meta["labels"].get("app")
+    return {(meta["namespace"], app): meta["name"]} if app else {}
+
+
+class Lister:
+    """What the API server would list, one namespace at a time; counts the LISTs."""
+
+    def __init__(self, objects: list[dict[str, Any]] | None = None) -> None:
+        self.objects = objects or []
+        self.calls: list[str | None] = []
+        self.gate: asyncio.Event | None = None  # when set up, a LIST waits for it
+        self.fail = False
+
+    async def __call__(self, namespace: str | None) -> list[dict[str, Any]]:
+        self.calls.append(namespace)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise KubeError("list refused", status=503)
+        return [o for o in self.objects if o["metadata"].get("namespace") == namespace]
+
+
+def test_what_the_watch_adds_changes_and_deletes_is_what_a_lookup_finds() -> None:
+    store: Store[tuple[str, str], str] = Store(by_label, Lister())
+    store.apply(None, obj("a", labels={"app": "web"}))  # the watch's initial listing
+    store.apply("ADDED", obj("b", labels={"app": "web"}))
+    assert sorted(store.values(("shop", "web"))) == ["a", "b"]
+
+    store.apply("MODIFIED", obj("a", labels={"app": "api"}))  # moved to another key
+    assert store.values(("shop", "web")) == ["b"]
+    assert store.first(("shop", "api")) == "a"
+
+    store.apply("MODIFIED", obj("b"))  # no key any more: found under none
+    store.apply("DELETED", obj("a", labels={"app": "api"}))
+    assert store.values(("shop", "web")) == [] and store.first(("shop", "api")) is None
+
+
+async def test_a_namespace_is_listed_once_for_all_its_readers_and_not_again() -> None:
+    lister = Lister([obj("a", labels={"app": "web"}), obj("x", "other", labels={"app": "web"})])
+    store: Store[tuple[str, str], str] = Store(by_label, lister)
+    assert store.first(("shop", "web")) is None and not store.primed("shop")
+
+    await asyncio.gather(*(store.prime("shop") for _ in range(50)))
+    await store.prime("shop")
+
+    assert lister.calls == ["shop"]
+    assert store.first(("shop", "web")) == "a"
+    assert store.first(("other", "web")) is None  # another namespace is not listed with it
+    await store.prime("other")
+    assert lister.calls == ["shop", "other"] and store.first(("other", "web")) == "x"
+
+
+async def test_what_the_watch_said_during_the_list_wins_over_the_list() -> None:
+    # The LIST was answered before the deletion and the change, which the watch then delivered.
+    gone, changed = obj("gone", labels={"app": "web"}), obj("changed", labels={"app": "web"})
+    lister = Lister([gone, changed, obj("kept", labels={"app": "web"})])
+    lister.gate = asyncio.Event()
+    store: Store[tuple[str, str], str] = Store(by_label, lister)
+    priming = asyncio.create_task(store.prime("shop"))
+    await asyncio.sleep(0)
+    store.apply("DELETED", gone)
+    store.apply("MODIFIED", obj("changed", labels={"app": "api"}))
+    lister.gate.set()
+    await priming
+
+    assert store.values(("shop", "web")) == ["kept"]
+    assert store.first(("shop", "api")) == "changed"
+
+
+async def test_a_failed_list_is_tried_again_by_the_next_reader() -> None:
+    lister = Lister([obj("a", labels={"app": "web"})])
+    lister.fail = True
+    store: Store[tuple[str, str], str] = Store(by_label, lister)
+    with pytest.raises(KubeError):
+        await store.prime("shop")
+    assert not store.primed("shop")
+
+    lister.fail = False
+    await store.prime("shop")
+    assert store.primed("shop") and store.first(("shop", "web")) == "a"
+    assert lister.calls == ["shop", "shop"]
+
+
+class FakeKube:
+    """Lists by (plural, namespace); counts every LIST."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+        self.objects = objects
+        self.lists: list[tuple[str, str | None, str | None]] = []
+
+    async def list(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        self.lists.append((plural, namespace, label_selector))
+        return [
+            o for o in self.objects.get(plural, []) if o["metadata"].get("namespace") == namespace
+        ]
+
+
+def deployment(name: str, replicas: int, available: int) -> dict[str, Any]:
+    return obj(name, spec={"replicas": replicas}, status={"availableReplicas": available})
+
+
+async def test_a_daemon_that_starts_before_the_watch_delivered_blue_still_finds_it() -> None:
+    # Kopf's index held daemons back until its listing was in; the store lists the namespace.
+    kube = FakeKube({"deployments": [deployment("checkout-blue", 4, 4)]})
+    stores = Stores(cast(Kube, kube))
+    assert stores.deployment("shop", "checkout-blue") is None
+
+    await stores.prime("shop")
+    assert stores.deployment("shop", "checkout-blue") == DeploymentState(4, 4)
+
+    # From then on the watch keeps it current, and prime costs nothing.
+    stores.deployments.apply("MODIFIED", deployment("checkout-blue", 4, 2))
+    await stores.prime("shop")
+    assert stores.deployment("shop", "checkout-blue") == DeploymentState(4, 2)
+    assert [plural for plural, _, _ in kube.lists] == [
+        "deployments",
+        "jobs",
+        "horizontalpodautoscalers",
+    ]
+
+
+def test_hook_jobs_templates_and_autoscalers_are_found_by_their_lookups() -> None:
+    stores = Stores(cast(Kube, FakeKube({})))
+    labelled = {api.MIGRATION_LABEL: "orders"}
+    done = {"conditions": [{"type": "Complete", "status": "True"}]}
+    stores.hook_jobs.apply("ADDED", obj("orders-pre", labels=labelled, status=done))
+    stores.hook_jobs.apply("ADDED", obj("orders-post", labels=labelled, status={"active": 1}))
+    stores.hook_jobs.apply("ADDED", obj("unrelated", status=done))
+    assert stores.jobs("shop", "orders") == {
+        "orders-pre": JobState(succeeded=True, failed=False, message=""),
+        "orders-post": JobState(succeeded=False, failed=False, message=""),
+    }
+    stores.hook_jobs.apply("DELETED", obj("orders-pre", labels=labelled))
+    assert list(stores.jobs("shop", "orders")) == ["orders-post"]
+
+    stores.gate_templates.apply("ADDED", obj("errors", spec={"a": 1}))
+    stores.cluster_gate_templates.apply("ADDED", obj("latency", None, spec={"b": 2}))
+    template = api.GateTemplateKind
+    assert stores.template(template.gate_template, "shop", "errors") == TemplateObject(
+        uid="uid-errors", generation=0, spec={"a": 1}
+    )
+    assert stores.template(template.cluster_gate_template, "", "latency") is not None
+    assert stores.template(template.gate_template, "shop", "latency") is None
+
+    scaling = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}
+    stores.autoscalers.apply("ADDED", obj("web-hpa", spec={**scaling, "maxReplicas": 5}))
+    assert [hpa.name for hpa in stores.autoscalers_of("shop", "web")] == ["web-hpa"]
+    stores.autoscalers.apply("MODIFIED", obj("web-hpa", spec={"scaleTargetRef": {}}))
+    assert stores.autoscalers_of("shop", "web") == []
+
+
+def migration(name: str, created: str, phase: api.Phase | None = None) -> dict[str, Any]:
+    body = obj(name, spec=raw(), status={"phase": phase.value} if phase else {})
+    body["metadata"]["creationTimestamp"] = created
+    return body
+
+
+async def test_starting_migrations_list_their_namespace_once_and_see_conflicts_from_the_watch() -> (
+    None
+):
+    first = migration("first", "2026-01-01T00:00:00Z")
+    kube = FakeKube({"migrations": [first]})
+    context = Context(kube=cast(Kube, kube), gates=cast(Any, None))
+    context.stores.migrations.apply(None, first)
+
+    def claims(name: str) -> Any:
+        return Reconciler(context, "shop", name, f"uid-{name}")._claims(spec())
+
+    assert await claims("first") == []
+    # Many more start; the watch delivers each before its daemon runs (handlers.poke).
+    for i in range(20):
+        context.stores.migrations.apply("ADDED", migration(f"m{i}", f"2026-01-02T00:00:{i:02}Z"))
+    context.stores.migrations.apply(
+        "MODIFIED", migration("first", "2026-01-01T00:00:00Z", api.Phase.progressing)
+    )
+    problems = await claims("m0")  # the oldest of the new ones: only the running one claims
+    assert problems == [
+        f"Deployment shop/checkout-{side} is already claimed by Migration first (Progressing)"
+        for side in ("blue", "green")
+    ]
+    # The first one ends and is deleted: the watch says so, the next start is free.
+    context.stores.migrations.apply("DELETED", first)
+    assert len(await claims("m0")) == 0 and len(await claims("m1")) == 2  # m0 is older
+    assert kube.lists == [("migrations", "shop", None)]
+
+
+async def test_a_shard_lists_only_the_migrations_its_watch_shows() -> None:
+    kube = FakeKube({"migrations": []})
+    stores = Stores(cast(Kube, kube))
+    stores.migration_selector = "cutover.io/shard=2"
+    await stores.claimants("shop")
+    assert kube.lists == [("migrations", "shop", "cutover.io/shard=2")]
