@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, assert_never
 
 from cutover import api, metrics
@@ -175,6 +177,9 @@ def deployment_state(
     )
 
 
+_OBJECT_NAME = re.compile(api.OBJECT_NAME_PATTERN)
+
+
 def _name_of(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -213,8 +218,8 @@ def _migration_entry(obj: Mapping[str, Any]) -> dict[str, claims.Claimant]:
 
 class Stores:
     """What the reconciler reads of other objects, from Kopf's watches (stores.py says why not
-    Kopf's indexes). The ``@kopf.on.event`` handlers feed them; a reader primes its namespace
-    first. The lookups are the reconciler's ``*Lookup`` callables."""
+    Kopf's indexes). The ``@kopf.on.event`` handlers feed them; ``prime`` makes what a run reads
+    complete first. The lookups are the reconciler's ``*Lookup`` callables."""
 
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
@@ -248,11 +253,20 @@ class Stores:
             api.GROUP, api.VERSION, api.PLURAL, namespace, label_selector=self.migration_selector
         )
 
-    async def prime(self, namespace: str) -> None:
-        """What a run reads without a fallback, complete for its namespace (gate templates have
-        one: a miss is asked of the API server, see ``Reconciler._templates``)."""
-        for store in (self.deployments, self.hook_jobs, self.autoscalers):
-            await store.prime(namespace)
+    async def prime(self, namespace: str, deployments: Iterable[str]) -> None:
+        """Before a reconcile: blue and green known (a miss is one GET: usually the watch has
+        delivered them, so this costs nothing) and the namespace's HPAs complete (a miss there
+        has no key to GET by). The other lookups need nothing: a hook Job not seen yet is
+        created again, a no-op (core/hooks.py), and a gate template not seen yet is read
+        (``Reconciler._templates``)."""
+        for name in deployments:
+            if not _OBJECT_NAME.match(name):
+                continue  # no such object can exist: the spec is invalid and says so
+            await self.deployments.ensure(
+                (namespace, name),
+                partial(self._kube.get, "apps", "v1", "deployments", namespace, name),
+            )
+        await self.autoscalers.prime(namespace)
 
     def deployment(self, namespace: str, name: str) -> DeploymentState | None:
         return self.deployments.first((namespace, name))
@@ -439,8 +453,7 @@ class Reconciler:
                 wakeups.watch(self.uid, {(self.namespace, n) for n in names if n})
                 wake.clear()
                 try:
-                    # What the lookups read is complete for this namespace (stores.py).
-                    await self.ctx.stores.prime(self.namespace)
+                    await self.ctx.stores.prime(self.namespace, names)
                     outcome = await self.reconcile(body, deployments, jobs, templates, autoscalers)
                     delay = outcome.requeue_after
                 except KubeError as error:
@@ -596,7 +609,7 @@ class Reconciler:
     ) -> None:
         """Acts on what the core says a deletion does (core/deletion.py). KubeError and
         TrafficRouterError propagate: the caller retries before the Migration may go."""
-        await self.ctx.stores.prime(self.namespace)
+        await self.ctx.stores.prime(self.namespace, ())
         self._autoscalers = autoscalers or _no_autoscalers
         try:
             status = api.parse_status(body.get("status") or {})

@@ -9,10 +9,17 @@ per event, nothing waits.
 
 What the indexes also guaranteed is that nothing reads them before their initial listing: a
 daemon started before the Deployment watch delivered blue would see "no such Deployment" and
-fail its run. A store gives the same guarantee per namespace: ``prime`` LISTs a namespace once
-per process before its first reader, and the watch keeps it current from then on. An event that
-arrives while that LIST is in flight wins over what the LIST returned (it may be newer; a
-DELETED event must not be undone by a LIST taken before it).
+fail its run. A store offers two ways to keep that guarantee:
+
+* ``prime(namespace)``: the namespace is complete from then on. A typed watch event (ADDED,
+  MODIFIED, DELETED) in a namespace says the watch's initial listing of it is over (Kopf yields
+  the listing, with no type, first); before one, the first reader LISTs the namespace, once per
+  process.
+* ``ensure(key, fetch)``: one key is known, present or absent: a miss is asked of the API server
+  once and the answer kept until the watch says otherwise.
+
+An event that arrives while such a read is in flight wins over what the read returned (the read
+may be older: a DELETED event must not be undone by a LIST taken before it).
 """
 
 from __future__ import annotations
@@ -28,14 +35,23 @@ V = TypeVar("V")
 Indexer = Callable[[Mapping[str, Any]], Mapping[K, V]]
 # A namespace (None: cluster-scoped) -> the objects it holds now, as the API lists them.
 Lister = Callable[[str | None], Awaitable[Sequence[Mapping[str, Any]]]]
+# One object as the API returns it, None when there is none.
+Fetch = Callable[[], Awaitable[Mapping[str, Any] | None]]
 
 DELETED = "DELETED"
+# Keys known absent are remembered up to this many (deleted objects' names would otherwise
+# pile up for the life of the process); past it they are forgotten: a GET each, once more.
+ABSENT_LIMIT = 4096
 
 
 def _uid(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     # Every object the API serves has a uid; the fallback only keeps a malformed one apart.
     return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+
+
+def _namespace(obj: Mapping[str, Any]) -> str | None:
+    return (obj.get("metadata") or {}).get("namespace") or None
 
 
 class Store(Generic[K, V]):
@@ -46,18 +62,23 @@ class Store(Generic[K, V]):
         self._lister = lister
         self._by_key: dict[K, dict[str, V]] = {}
         self._keys_of: dict[str, set[K]] = {}  # uid -> the keys it is stored under
+        self._absent: set[K] = set()  # keys known to hold nothing (a 404, a deletion)
         self._primed: set[str | None] = set()
         self._locks: dict[str | None, asyncio.Lock] = {}
-        # uids the watch wrote while a namespace's LIST was in flight, per namespace.
-        self._touched: dict[str | None, set[str]] = {}
+        # Per read in flight: the uids the watch wrote meanwhile.
+        self._reading: list[set[str]] = []
 
     def apply(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         """One watch event (``type`` None: the watch's own initial listing)."""
         uid = _uid(obj)
-        for touched in self._touched.values():
+        for touched in self._reading:
             touched.add(uid)
+        if event_type is not None:
+            self._primed.add(_namespace(obj))
         if event_type == DELETED:
-            self._discard(uid, set())
+            for key in self._discard(uid, set()):
+                if key not in self._by_key:
+                    self._known_absent(key)
         else:
             self._replace(uid, self._indexer(obj))
 
@@ -71,19 +92,21 @@ class Store(Generic[K, V]):
         return namespace in self._primed
 
     async def prime(self, namespace: str | None) -> None:
-        """Makes the store complete for ``namespace``: one LIST per process, shared by every
-        caller that asks meanwhile. A failed LIST raises; the next call tries again."""
+        """Makes the store complete for ``namespace`` (see the module's docstring), with one
+        LIST shared by every caller that asks meanwhile. A failed LIST raises; the next call
+        tries again."""
         if namespace in self._primed:
             return
         lock = self._locks.setdefault(namespace, asyncio.Lock())
         async with lock:
             if namespace in self._primed:
                 return
-            touched = self._touched[namespace] = set()
+            touched: set[str] = set()
+            self._reading.append(touched)
             try:
                 listed = await self._lister(namespace)
             finally:
-                del self._touched[namespace]
+                self._reading.remove(touched)
             for obj in listed:
                 uid = _uid(obj)
                 if uid not in touched:
@@ -91,18 +114,44 @@ class Store(Generic[K, V]):
             self._primed.add(namespace)
         self._locks.pop(namespace, None)
 
+    async def ensure(self, key: K, fetch: Fetch) -> None:
+        """Makes ``key`` known: nothing to do once the watch (or an earlier fetch) told; a miss
+        is fetched and kept, absent too. A failed fetch raises and keeps nothing."""
+        if key in self._by_key or key in self._absent:
+            return
+        touched: set[str] = set()
+        self._reading.append(touched)
+        try:
+            obj = await fetch()
+        finally:
+            self._reading.remove(touched)
+        if key in self._by_key or key in self._absent:
+            return  # the watch told meanwhile: newer than the answer
+        if obj is None:
+            self._known_absent(key)
+        elif _uid(obj) not in touched:
+            self._replace(_uid(obj), self._indexer(obj))
+
+    def _known_absent(self, key: K) -> None:
+        if len(self._absent) >= ABSENT_LIMIT:
+            self._absent.clear()
+        self._absent.add(key)
+
     def _replace(self, uid: str, entries: Mapping[K, V]) -> None:
         for key, value in entries.items():
             self._by_key.setdefault(key, {})[uid] = value
+            self._absent.discard(key)
         self._discard(uid, set(entries))
         if entries:
             self._keys_of[uid] = set(entries)
 
-    def _discard(self, uid: str, keep: set[K]) -> None:
-        """Forgets ``uid`` under every key but ``keep``."""
-        for key in self._keys_of.pop(uid, set()) - keep:
+    def _discard(self, uid: str, keep: set[K]) -> set[K]:
+        """Forgets ``uid`` under every key but ``keep``; returns the keys it left."""
+        left = self._keys_of.pop(uid, set()) - keep
+        for key in left:
             held = self._by_key.get(key)
             if held is not None:
                 held.pop(uid, None)
                 if not held:
                     del self._by_key[key]
+        return left

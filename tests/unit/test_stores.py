@@ -119,12 +119,79 @@ async def test_a_failed_list_is_tried_again_by_the_next_reader() -> None:
     assert lister.calls == ["shop", "shop"]
 
 
+async def test_a_typed_event_says_the_watch_has_listed_its_namespace() -> None:
+    lister = Lister([obj("a", labels={"app": "web"})])
+    store: Store[tuple[str, str], str] = Store(by_label, lister)
+    store.apply(None, obj("a", labels={"app": "web"}))  # listing: it may not be over yet
+    assert not store.primed("shop")
+    store.apply("ADDED", obj("b", labels={"app": "web"}))  # a watch event: the listing is over
+    assert store.primed("shop") and not store.primed("other")
+    await store.prime("shop")
+    assert lister.calls == []
+
+
+class Fetch:
+    def __init__(self, answer: dict[str, Any] | None) -> None:
+        self.answer = answer
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self) -> dict[str, Any] | None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.answer
+
+
+async def test_a_miss_is_fetched_once_and_kept_present_or_absent() -> None:
+    store: Store[tuple[str, str], str] = Store(by_label, Lister())
+    found = Fetch(obj("a", labels={"app": "web"}))
+    await store.ensure(("shop", "web"), found)
+    await store.ensure(("shop", "web"), found)
+    assert found.calls == 1 and store.first(("shop", "web")) == "a"
+
+    missing = Fetch(None)
+    await store.ensure(("shop", "api"), missing)
+    await store.ensure(("shop", "api"), missing)
+    assert missing.calls == 1 and store.first(("shop", "api")) is None
+    store.apply("ADDED", obj("b", labels={"app": "api"}))  # created later: the watch says so
+    assert store.first(("shop", "api")) == "b"
+
+    # Deleted: known absent from the watch itself, nothing to ask.
+    store.apply("DELETED", obj("b", labels={"app": "api"}))
+    never = Fetch(obj("b", labels={"app": "api"}))
+    await store.ensure(("shop", "api"), never)
+    assert never.calls == 0 and store.first(("shop", "api")) is None
+
+
+async def test_what_the_watch_said_during_a_fetch_wins_over_its_answer() -> None:
+    store: Store[tuple[str, str], str] = Store(by_label, Lister())
+    stale = Fetch(obj("a", labels={"app": "web"}))  # read just before the deletion
+    stale.gate = asyncio.Event()
+    fetching = asyncio.create_task(store.ensure(("shop", "web"), stale))
+    await asyncio.sleep(0)
+    store.apply("DELETED", obj("a", labels={"app": "web"}))
+    stale.gate.set()
+    await fetching
+    assert store.first(("shop", "web")) is None
+
+    late = Fetch(None)  # a 404 answered just before the creation the watch then delivered
+    late.gate = asyncio.Event()
+    fetching = asyncio.create_task(store.ensure(("shop", "api"), late))
+    await asyncio.sleep(0)
+    store.apply("ADDED", obj("b", labels={"app": "api"}))
+    late.gate.set()
+    await fetching
+    assert store.first(("shop", "api")) == "b"
+
+
 class FakeKube:
-    """Lists by (plural, namespace); counts every LIST."""
+    """Lists by (plural, namespace) and GETs by name; records every request."""
 
     def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
         self.objects = objects
         self.lists: list[tuple[str, str | None, str | None]] = []
+        self.gets: list[tuple[str, str]] = []
 
     async def list(
         self,
@@ -139,29 +206,50 @@ class FakeKube:
             o for o in self.objects.get(plural, []) if o["metadata"].get("namespace") == namespace
         ]
 
+    async def get(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        self.gets.append((plural, name))
+        return next(
+            (
+                o
+                for o in self.objects.get(plural, [])
+                if (o["metadata"].get("namespace"), o["metadata"]["name"]) == (namespace, name)
+            ),
+            None,
+        )
+
 
 def deployment(name: str, replicas: int, available: int) -> dict[str, Any]:
     return obj(name, spec={"replicas": replicas}, status={"availableReplicas": available})
 
 
 async def test_a_daemon_that_starts_before_the_watch_delivered_blue_still_finds_it() -> None:
-    # Kopf's index held daemons back until its listing was in; the store lists the namespace.
+    # Kopf's index held daemons back until its listing was in; the store asks for a miss.
     kube = FakeKube({"deployments": [deployment("checkout-blue", 4, 4)]})
     stores = Stores(cast(Kube, kube))
+    pair = ["checkout-blue", "checkout-green"]
     assert stores.deployment("shop", "checkout-blue") is None
 
-    await stores.prime("shop")
+    await stores.prime("shop", pair)
     assert stores.deployment("shop", "checkout-blue") == DeploymentState(4, 4)
+    assert stores.deployment("shop", "checkout-green") is None  # really absent
 
-    # From then on the watch keeps it current, and prime costs nothing.
+    # From then on the watch keeps them current, and prime costs nothing.
     stores.deployments.apply("MODIFIED", deployment("checkout-blue", 4, 2))
-    await stores.prime("shop")
+    stores.deployments.apply("ADDED", deployment("checkout-green", 1, 0))
+    await stores.prime("shop", pair)
     assert stores.deployment("shop", "checkout-blue") == DeploymentState(4, 2)
-    assert [plural for plural, _, _ in kube.lists] == [
-        "deployments",
-        "jobs",
-        "horizontalpodautoscalers",
-    ]
+    assert stores.deployment("shop", "checkout-green") == DeploymentState(1, 0)
+    assert kube.gets == [("deployments", "checkout-blue"), ("deployments", "checkout-green")]
+    # HPAs have no key to ask by: their namespace is listed, once.
+    assert kube.lists == [("horizontalpodautoscalers", "shop", None)]
+
+
+async def test_a_name_no_object_can_have_is_not_asked_for() -> None:
+    kube = FakeKube({})
+    await Stores(cast(Kube, kube)).prime("shop", ["../blue", "other/blue", ""])
+    assert kube.gets == []
 
 
 def test_hook_jobs_templates_and_autoscalers_are_found_by_their_lookups() -> None:
@@ -200,32 +288,45 @@ def migration(name: str, created: str, phase: api.Phase | None = None) -> dict[s
     return body
 
 
-async def test_starting_migrations_list_their_namespace_once_and_see_conflicts_from_the_watch() -> (
-    None
-):
-    first = migration("first", "2026-01-01T00:00:00Z")
-    kube = FakeKube({"migrations": [first]})
+def claims_of(context: Context, name: str) -> Any:
+    return Reconciler(context, "shop", name, f"uid-{name}")._claims(spec())
+
+
+async def test_starting_migrations_find_conflicts_from_the_watch_without_a_list() -> None:
+    kube = FakeKube({"migrations": []})
     context = Context(kube=cast(Kube, kube), gates=cast(Any, None))
-    context.stores.migrations.apply(None, first)
+    migrations = context.stores.migrations
+    first = migration("first", "2026-01-01T00:00:00Z")
+    migrations.apply("ADDED", first)  # created while the operator runs (handlers.poke)
+    assert await claims_of(context, "first") == []
 
-    def claims(name: str) -> Any:
-        return Reconciler(context, "shop", name, f"uid-{name}")._claims(spec())
-
-    assert await claims("first") == []
-    # Many more start; the watch delivers each before its daemon runs (handlers.poke).
     for i in range(20):
-        context.stores.migrations.apply("ADDED", migration(f"m{i}", f"2026-01-02T00:00:{i:02}Z"))
-    context.stores.migrations.apply(
-        "MODIFIED", migration("first", "2026-01-01T00:00:00Z", api.Phase.progressing)
-    )
-    problems = await claims("m0")  # the oldest of the new ones: only the running one claims
-    assert problems == [
+        migrations.apply("ADDED", migration(f"m{i}", f"2026-01-02T00:00:{i:02}Z"))
+    migrations.apply("MODIFIED", migration("first", "2026-01-01T00:00:00Z", api.Phase.progressing))
+    assert await claims_of(context, "m0") == [  # the oldest new one: only the running run claims
         f"Deployment shop/checkout-{side} is already claimed by Migration first (Progressing)"
         for side in ("blue", "green")
     ]
-    # The first one ends and is deleted: the watch says so, the next start is free.
-    context.stores.migrations.apply("DELETED", first)
-    assert len(await claims("m0")) == 0 and len(await claims("m1")) == 2  # m0 is older
+    # The first one ends and is deleted: the watch says so, and the next start is free.
+    migrations.apply("DELETED", first)
+    assert await claims_of(context, "m0") == []
+    assert len(await claims_of(context, "m1")) == 2  # m0 is older and Pending
+    assert kube.lists == []
+
+
+async def test_after_a_restart_the_namespace_is_listed_once_for_all_starts() -> None:
+    # Only the watch's initial listing so far: it may not be over, so the first check LISTs.
+    running = migration("running", "2026-01-01T00:00:00Z", api.Phase.progressing)
+    waiting = [migration(f"m{i}", f"2026-01-02T00:00:{i:02}Z") for i in range(10)]
+    kube = FakeKube({"migrations": [running, *waiting]})
+    context = Context(kube=cast(Kube, kube), gates=cast(Any, None))
+    for body in waiting:
+        context.stores.migrations.apply(None, body)
+    results = await asyncio.gather(*(claims_of(context, f"m{i}") for i in range(10)))
+    # Each sees the running one the LIST found (and, after m0, the older Pending ones).
+    for i, problems in enumerate(results):
+        assert len(problems) == 2 * (i + 1), problems
+        assert any("Migration running (Progressing)" in p for p in problems), problems
     assert kube.lists == [("migrations", "shop", None)]
 
 
