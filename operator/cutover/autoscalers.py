@@ -1,9 +1,9 @@
 """Writes the floor a run gives green's HorizontalPodAutoscaler, and puts the owner's back.
 
-The rules are in core/autoscaling.py; the HPAs come from the watch-fed index (handlers.py), so
-finding them costs no request. Like a router, every write here is idempotent: the HPA's own
-``minReplicas`` is saved once in its ``cutover.io/original`` annotation before the first change,
-and ``release`` puts it back and removes the annotation.
+The rules are in core/autoscaling.py; the HPAs come from the watch-fed store
+(reconciler.Stores), so finding them costs no request. Like a router, every write here is
+idempotent: the HPA's own ``minReplicas`` is saved once in its ``cutover.io/original`` annotation
+before the first change, and ``release`` puts it back and removes the annotation.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def autoscaler(obj: Mapping[str, Any]) -> Autoscaler | None:
 
 
 class Autoscalers:
-    """Each write starts from a fresh GET of the HPA (the index may lag a write of our own), so
-    the owner's floor is saved once and never replaced by a floor a run set. The index only says
+    """Each write starts from a fresh GET of the HPA (the store may lag a write of our own), so
+    the owner's floor is saved once and never replaced by a floor a run set. The store only says
     which HPAs to read: without an HPA, no request at all."""
 
     def __init__(self, kube: Kube) -> None:

@@ -1,7 +1,7 @@
 """Observe -> decide -> act -> record, for one Migration.
 
 The reconciler is the imperative shell around ``core.machine.decide``. It reads what it needs
-(Deployments from Kopf's watch-fed index, the router's weight only when its memory could be
+(Deployments from a watch-fed store, the router's weight only when its memory could be
 stale), asks ``decide``, performs the actions through the router, and writes the status once,
 through the ``/status`` subresource, only when it changed. It keeps no state of its own between
 wake-ups except a flag saying whether it has read the cluster since it (re)started.
@@ -117,7 +117,7 @@ DeploymentLookup = Callable[[str, str], DeploymentState | None]
 JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migration) -> jobs
 # (kind, namespace ("" for a ClusterGateTemplate), name) -> the template in the watch's index.
 TemplateLookup = Callable[[api.GateTemplateKind, str, str], TemplateObject | None]
-# (namespace, deployment) -> the HPAs scaling it, from the watch-fed index.
+# (namespace, deployment) -> the HPAs scaling it, from the watch-fed store.
 AutoscalerLookup = Callable[[str, str], Sequence[Autoscaler]]
 
 

@@ -211,10 +211,10 @@ def test_the_operator_reads_templates_from_watches_within_the_charts_rbac(
     for resource in ("gatetemplates", "clustergatetemplates"):
         verbs = {e["verb"] for e in mine if e["resource"] == resource and e["code"] < 400}
         # Kopf's watch-stream starts with a list; the audit log records a watch only once it
-        # ends (minutes later), so the list is what shows the index is fed by a watch.
+        # ends (minutes later), so the list is what shows the store is fed by a watch.
         assert "list" in verbs, (resource, verbs)
     # Not a read per check (the gates were checked dozens of times): at most a preflight's
-    # one GET for a template the index did not hold yet (here: the missing one).
+    # one GET for a template the store did not hold yet (here: the missing one).
     gets = [e for e in mine if e["verb"] == "get" and "gatetemplates" in str(e["resource"])]
     assert len(gets) <= 4, gets
     assert forbidden_requests(cluster, operator, audit_start) == []
