@@ -115,7 +115,7 @@ log = logging.getLogger("cutover.reconciler")
 Clock = Callable[[], datetime]
 DeploymentLookup = Callable[[str, str], DeploymentState | None]
 JobLookup = Callable[[str, str], Mapping[str, JobState]]  # (namespace, migration) -> jobs
-# (kind, namespace ("" for a ClusterGateTemplate), name) -> the template in the watch's index.
+# (kind, namespace ("" for a ClusterGateTemplate), name) -> the template in the watch-fed store.
 TemplateLookup = Callable[[api.GateTemplateKind, str, str], TemplateObject | None]
 # (namespace, deployment) -> the HPAs scaling it, from the watch-fed store.
 AutoscalerLookup = Callable[[str, str], Sequence[Autoscaler]]
