@@ -131,6 +131,10 @@ async def poke(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_
     api.VERSION,
     api.PLURAL,
     when=_needs_daemon,
+    # A daemon whose Migration turns terminal is told to stop, and ends after the reconcile
+    # under way: without a backoff Kopf cancels it at once, which can land while the final
+    # status PATCH is awaited, after the write but before what follows it (notifications).
+    cancellation_backoff=10.0,
     cancellation_timeout=10.0,
     initial_delay=0,
 )
