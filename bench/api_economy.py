@@ -5,9 +5,12 @@ audit log, filtered to the operator's ServiceAccount (every verb, reads and watc
 with bodies and timestamps), is the source of truth. Phases:
 
 1. steps: ``--migrations`` Migrations 10 % -> 50 % -> 100 % (replicas router, no gates); writes
-   and reads per weight step, split by resource (status, Deployments, Events, annotations);
+   and reads per weight step, split by resource (status, Deployments, Events, annotations); then
+   as many through 4 weights: the difference is the cost of one more weight step alone;
 2. rollback: ``--rollbacks`` Migrations held at 50 % by an indefinite pause, then each is sent
-   ``cutover.io/request: abort:<id>``; operator writes per rollback until ``RolledBack``;
+   ``cutover.io/request: abort:<id>``; operator writes per rollback until ``RolledBack``; then
+   as many held at 50 % by a long pause with a passing web gate (a local JSON server) that
+   starts failing: writes per gate-triggered rollback;
 3. idle: every Migration terminal or paused indefinitely; requests per second over
    ``--idle-seconds`` (watch re-establishments listed apart);
 4. rate limiter: a fresh operator with ``CUTOVER_API_QPS=--limit-qps`` and
@@ -26,7 +29,10 @@ from typing import Any
 from _common import (
     READ_VERBS,
     READS_PER_STEP_BUDGET,
+    READS_PER_STEP_GOAL,
+    REPLICAS_WRITES_PER_STEP_GOAL,
     WRITE_VERBS,
+    WRITES_PER_ROLLBACK_GOAL,
     WRITES_PER_STEP_BUDGET,
     Bench,
     bench_parser,
@@ -39,7 +45,13 @@ from _common import (
     wait_until,
 )
 
+from tests.support.json_server import Answer, json_server
+
 TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
+SHORT = (10, 50, 100)
+# Each weight a split of its own with blue's 4 pods (10 % and 20 % would both be one green pod:
+# a step leaving blue alone, which costs one read of it instead of a write).
+LONG = (25, 50, 75, 100)
 
 
 def pair(bench: Bench, names: list[str], blue: int = 4) -> None:
@@ -90,37 +102,65 @@ def per(counts: dict[tuple[str, str], int], n: int) -> dict[str, float]:
     return {f"{v} {r}": round(c / n, 3) for (v, r), c in counts.items()}
 
 
-def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
-    names = [f"s{i}" for i in range(size)]
+def run_steps(
+    bench: Bench, names: list[str], weights: tuple[int, ...]
+) -> tuple[dict[tuple[str, str], int], int]:
+    """Runs ``names`` through ``weights`` (no gates, no pauses) to Succeeded: the operator's
+    requests meanwhile, and how many of its status writes there were."""
     pair(bench, names)
     time.sleep(1)
     before = bench.counters()
     tail = bench.tail()
     bench.create_migrations(
         [
-            migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": w} for w in (10, 50, 100)])
+            migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": w} for w in weights])
             for n in names
         ]
     )
-    wait_phases(bench, names, {"Succeeded"}, 60 + size)
+    wait_phases(bench, names, {"Succeeded"}, 60 + 5 * len(names))
     time.sleep(1)
     after = bench.counters()
     tail.poll()
-    counts = delta(after, before)
-    steps = 3 * size
-    status_writes = sum(1 for e in tail.entries if status_of(e) is not None)
+    return delta(after, before), sum(1 for e in tail.entries if status_of(e) is not None)
+
+
+def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
+    """Whole runs of 3 weight steps, then runs of 4: the difference is what one more weight
+    step costs, without each run's start and finish (Kopf's finalizer, Started/Succeeded,
+    the final status, retiring blue)."""
+    counts, status_writes = run_steps(bench, [f"s{i}" for i in range(size)], SHORT)
+    longer, _ = run_steps(bench, [f"l{i}" for i in range(size)], LONG)
+    steps = len(SHORT) * size
+    added = (len(LONG) - len(SHORT)) * size
+    # Watches are re-established on their own clock, not by a step: left out of the difference.
+    extra = {
+        k: longer.get(k, 0) - counts.get(k, 0)
+        for k in counts.keys() | longer.keys()
+        if k[0] != "watch"
+    }
     return {
         "migrations": size,
         "weight_steps": steps,
         **rates(counts, steps, "step"),
         "status_writes_per_step": status_writes / steps,
         "per_step_by_verb_resource": per(counts, steps),
+        "weights": list(SHORT),
+        "added_steps": {
+            "weights": list(LONG),
+            **rates(extra, added, "added_step"),
+            "per_added_step_by_verb_resource": per(extra, added),
+        },
         "budget_per_weight_step": {
             "writes": WRITES_PER_STEP_BUDGET,
             "reads": READS_PER_STEP_BUDGET,
         },
-        "note": "includes each run's start and finish (status, events, annotations) spread over"
-        " its 3 weight steps; only the operator's ServiceAccount is counted",
+        "goal_per_added_step": {
+            "writes": REPLICAS_WRITES_PER_STEP_GOAL,
+            "reads": READS_PER_STEP_GOAL,
+        },
+        "note": "per step: each run's start and finish (status, events, annotations) spread over"
+        " its 3 weight steps; per added step: runs of 4 weight steps minus runs of 3, over the"
+        " added steps; only the operator's ServiceAccount is counted",
     }
 
 
@@ -141,6 +181,52 @@ def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
         "final_phases": sorted({phases[n] for n in names}),
         **rates(counts, size, "rollback"),
         "per_rollback_by_verb_resource": per({k: v for k, v in counts.items() if v}, size),
+    }
+
+
+def gate_rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
+    """Migrations held at 50 % by a long pause while a web gate (a local JSON server) passes;
+    then the server answers a failing value and each rolls back on its next check."""
+    names = [f"g{i}" for i in range(size)]
+    with json_server() as server:
+        server.answer("/health", Answer({"errorRate": 0.0}))
+        gate = {
+            "name": "health",
+            # Long enough that no passing check is in flight when the answer turns.
+            "interval": "5s",
+            "web": {"url": server.url + "/health", "jsonPath": "$.errorRate"},
+            "threshold": {"max": 0.05},
+        }
+        pair(bench, names)
+        steps = [{"setWeight": 50}, {"pause": {"duration": "1h"}}, {"setWeight": 100}]
+        bench.create_migrations(
+            [migration(n, f"{n}-blue", f"{n}-green", steps, gates=[gate]) for n in names]
+        )
+
+        def checked() -> bool:
+            found = {m["metadata"]["name"]: m.get("status") or {} for m in bench.migrations()}
+            return all(
+                (found.get(n) or {}).get("currentStepIndex") == 1
+                and any(g.get("lastEvaluatedAt") for g in found[n].get("gates") or [])
+                for n in names
+            )
+
+        wait_until(checked, 60 + size, interval=0.5)
+        before = bench.counters()
+        server.answer("/health", Answer({"errorRate": 1.0}))
+        wait_phases(bench, names, TERMINAL, 60 + size)
+        time.sleep(1)
+        after = bench.counters()
+    counts = delta(after, before)
+    phases = bench.phases()
+    return {
+        "migrations": size,
+        "final_phases": sorted({phases[n] for n in names}),
+        **rates(counts, size, "rollback"),
+        "per_rollback_by_verb_resource": per({k: v for k, v in counts.items() if v}, size),
+        "goal_writes_per_rollback": WRITES_PER_ROLLBACK_GOAL,
+        "note": "from the gate's failing answer to RolledBack: the failing check's status write"
+        " (which also records the RollingBack intent), the router's writes, RolledBack, Events",
     }
 
 
@@ -273,8 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         show_rates(
             "steps", "step", steps, f", status writes/step {steps['status_writes_per_step']:.2f}"
         )
+        added = steps["added_steps"]
+        show_rates("per added step", "added_step", added, "")
         rollback = rollback_phase(bench, args.rollbacks)
         show_rates("rollback", "rollback", rollback, f", phases {rollback['final_phases']}")
+        gate_rollback = gate_rollback_phase(bench, args.rollbacks)
+        show_rates(
+            "gate rollback", "rollback", gate_rollback, f", phases {gate_rollback['final_phases']}"
+        )
         idle = idle_phase(bench, args.paused, args.idle_seconds)
         print(
             f"idle: {idle['requests_per_second']:.3f} requests/s over {idle['seconds']:.0f}s"
@@ -301,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": vars(args) | {"output": str(args.output)},
             "steps": steps,
             "rollback": rollback,
+            "gate_rollback": gate_rollback,
             "idle": idle,
             "limiter": limiter,
             "rbac_denied": denied,

@@ -33,14 +33,27 @@ from cutover.reconciler import (
 log = logging.getLogger("cutover.handlers")
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf keeps the last handled spec to tell creations, updates and resumes apart, for
+    on.create/on.update/on.resume handlers; there are none here (the daemon reads the whole body
+    on every wake-up, and on.delete is told by the deletion timestamp). Kopf's default would
+    PATCH an annotation after each creation and each change of spec or annotations (a request
+    such as ``cutover abort``): a write per run and per request that nothing reads. Every object
+    reads as already handled instead, and nothing is stored."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self.build(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # A real API server prunes status fields the CRD does not declare: keep Kopf's own
     # bookkeeping in annotations instead of status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cutover.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="cutover.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = "cutover.io/finalizer"
     settings.posting.enabled = False  # our own Events, one per phase change, not per log line
     settings.watching.server_timeout = int(os.environ.get("CUTOVER_WATCH_TIMEOUT") or 300)

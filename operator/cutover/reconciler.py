@@ -9,11 +9,12 @@ wake-ups except a flag saying whether it has read the cluster since it (re)start
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, assert_never
@@ -83,6 +84,7 @@ from cutover.routers.base import (
     TrafficRouter,
     TrafficRouterError,
     original_replicas,
+    own_annotations,
 )
 from cutover.scaleout import ConfigurationError, LabelSweeper, Shard
 from cutover.scaleout import configure as configure_scaleout
@@ -130,6 +132,10 @@ _ROUNDS = 4
 # Status fields that never justify a write alone: when the weight was seen in place costs one
 # write per step otherwise, and a restart that loses it only restarts green's deadline clock.
 _RIDES_ALONG = frozenset({"weightAcknowledgedAt"})
+# Moves that need no intent written first: they move no traffic back to an earlier weight, and
+# a restart after them finds a status that decides them again (repeated, they are no-ops). Blue
+# is held or retired only once the last step's weight is recorded; the final status follows.
+_REPEATED_FROM_STATUS = (HoldBlue, RetireBlue)
 _ERROR_RETRY = 5.0
 _NOT_READY_RETRY = 2.0  # a safety net: the Deployment's own change normally wakes us first
 
@@ -167,13 +173,22 @@ def _preview_left(preview: Any) -> bool:
 
 
 def deployment_state(
-    spec: Mapping[str, Any], status: Mapping[str, Any], annotations: Mapping[str, str]
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    generation: int = 0,
 ) -> DeploymentState:
-    """A Deployment as ``decide`` sees it, from the watch (waiting for pods costs no request)."""
+    """A Deployment as ``decide`` and the routers see it, from the watch: waiting for pods costs
+    no request, and a router writes to the spec of ``generation`` without reading first."""
+    template = spec.get("template") or {}
     return DeploymentState(
         replicas=int(spec.get("replicas", 1) or 0),
         available=int(status.get("availableReplicas") or 0),
         original_replicas=original_replicas(annotations),
+        generation=generation,
+        annotations=own_annotations(annotations),
+        pod_labels=dict((template.get("metadata") or {}).get("labels") or {}),
+        selector=copy.deepcopy(dict(spec.get("selector") or {})),
     )
 
 
@@ -188,7 +203,10 @@ def _name_of(obj: Mapping[str, Any]) -> tuple[str, str]:
 def _deployment_entry(obj: Mapping[str, Any]) -> dict[tuple[str, str], DeploymentState]:
     meta = obj.get("metadata") or {}
     state = deployment_state(
-        obj.get("spec") or {}, obj.get("status") or {}, meta.get("annotations") or {}
+        obj.get("spec") or {},
+        obj.get("status") or {},
+        meta.get("annotations") or {},
+        int(meta.get("generation") or 0),
     )
     return {_name_of(obj): state}
 
@@ -311,7 +329,7 @@ def _versions(
     wanted = {"blue": blue or spec.blue, "green": green or spec.green}
     if wanted == {"blue": spec.blue, "green": spec.green}:
         return target
-    return Target(target.namespace, target.name, target.uid, spec.model_copy(update=wanted))
+    return replace(target, spec=spec.model_copy(update=wanted))
 
 
 @dataclass
@@ -426,6 +444,9 @@ class Reconciler:
         self._written: dict[str, Any] | None = None
         self._notifiers: list[Notifier] = []  # the spec's that may be used, as last parsed
         self._notifiers_allowed: tuple[int, str] | None = None  # (generation, author) checked
+        # The request annotation this reconciler removed: the watch may deliver a body that
+        # still carries it after the removal, and removing it again would be a refused write.
+        self._cleared: str | None = None
 
     async def drive(
         self,
@@ -519,7 +540,8 @@ class Reconciler:
             invalid = SpecInvalid([f"spec.traffic.router: {error}"])
             decision = decide(invalid, status, Observations(generation=generation), now)
             return await self._record(body, status, status, [decision])
-        target = Target(self.namespace, self.name, self.uid, spec)
+        # The routers plan their writes from the same watch-fed index (no read before a write).
+        target = Target(self.namespace, self.name, self.uid, spec, deployments=deployments)
 
         preflight: tuple[str, ...] = ()
         forbidden: tuple[str, ...] = ()
@@ -586,8 +608,12 @@ class Reconciler:
                 break
             # Intent first: a crash after the router write must not find a status that asks
             # for the previous step's weight (that would move traffic backwards on restart).
-            await self._write_status(body, written, current)
-            written = current
+            # Moves the status already written leads to again need no intent of their own
+            # (unless the decision announces something: a retry would announce it twice).
+            announces = len(moves) < len(decision.actions)
+            if announces or not all(isinstance(m, _REPEATED_FROM_STATUS) for m in moves):
+                await self._write_status(body, written, current)
+                written = current
             try:
                 weight = await self._act(router, target, moves)
             except NotReady as waiting:
@@ -733,7 +759,9 @@ class Reconciler:
     async def _act(
         self, router: TrafficRouter, target: Target, moves: Sequence[Action]
     ) -> int | None:
-        """Performs the actions in order; returns the weight the router reports afterwards."""
+        """Performs the actions in order; returns the weight they leave in place (None: they
+        did not move traffic). A router move that returns has done all it was asked (each is
+        idempotent and raises otherwise), so its weight needs no read to be known."""
         hook_jobs = HookJobs(self.ctx.kube, target, self.uid)
         ns = target.namespace
         autoscalers = Autoscalers(self.ctx.kube)
@@ -745,6 +773,7 @@ class Reconciler:
             if shares
             else []
         )
+        weight: int | None = None
         for action in moves:
             match action:
                 case RunHook():
@@ -759,16 +788,20 @@ class Reconciler:
                     # Again here (idempotent): a restart or a failed write may have lost it.
                     await autoscalers.pin_green(ns, green_hpas, action.total_replicas)
                     await router.set_weight(target, action.weight, action.total_replicas)
+                    weight = action.weight
                 case SetMirror():
                     await router.set_mirror(target, action.percent)
                 case RestoreBlue():
                     await router.restore(target, action.total_replicas, action.scale_down_green)
                     await autoscalers.release(ns, green_hpas)
+                    weight = 0
                 case HoldBlue():
                     await router.hold_blue(target, action.total_replicas)
+                    weight = 100  # blue at full size, still out of traffic
                 case RetireBlue():
                     await router.retire_blue(_versions(target, action.blue, action.green))
                     await autoscalers.release(ns, green_hpas)
+                    weight = 100
                 case CreatePreview():
                     await Previews(self.ctx.kube).create(target, action.service)
                 case DeletePreview():
@@ -778,8 +811,9 @@ class Reconciler:
                 case _:
                     assert_never(action)
             log.info("acted", extra=self._log({"action": repr(action)}))
-        self._cluster_read = True
-        return await router.get_weight(target)
+        if weight is not None:
+            self._cluster_read = True
+        return weight
 
     async def _action_failed(
         self,
@@ -902,7 +936,7 @@ class Reconciler:
     async def _clear_request(self, body: Mapping[str, Any], status: MigrationStatus) -> None:
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         raw = annotations.get(REQUEST_ANNOTATION)
-        if raw is None:
+        if raw is None or raw == self._cleared:
             return
         request = parse_request(annotations)
         handled = request is not None and request.id == status.last_request
@@ -922,6 +956,7 @@ class Reconciler:
                 [{"op": "test", "path": path, "value": raw}, {"op": "remove", "path": path}],
                 patch_type="json",
             )
+            self._cleared = raw
         except KubeError as error:
             log.info("request annotation not cleared", extra=self._log({"error": str(error)}))
 

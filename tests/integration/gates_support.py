@@ -13,6 +13,7 @@ from typing import Any
 from devtools.controlplane import ControlPlane
 from tests.support import manifests
 from tests.support.manifests import migration_body
+from tests.support.patches import replicas_patched
 
 from .harness import apply_text, get, writes
 
@@ -103,8 +104,7 @@ def replica_writes(
     """(deployment, replicas, wall time) of every replica change written in ``namespace``."""
     found = []
     for entry in writes(cluster, namespace, "deployments", since=since):
-        body = entry.get("body") or {}
-        count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+        count = replicas_patched(entry.get("body"))
         if entry["method"] == "PATCH" and count is not None:
             found.append((str(entry["name"]), int(count), float(entry["received"])))
     return found

@@ -13,6 +13,7 @@ import yaml
 from devtools.controlplane import ControlPlane
 from tests.support.controlplane import decide_job, wait_for
 from tests.support.manifests import migration_body
+from tests.support.patches import replicas_patched
 
 from .gates_support import condition
 from .harness import (
@@ -99,7 +100,7 @@ def timeline(cluster: ControlPlane, namespace: str) -> list[str]:
         if entry["resource"] == "jobs" and entry["method"] == "POST":
             out.append(f"job {body['metadata']['labels']['cutover.io/hook']}")
         elif entry["resource"] == "deployments" and entry["method"] == "PATCH":
-            count = (body.get("spec") or {}).get("replicas")
+            count = replicas_patched(entry.get("body"))
             if count is not None:
                 out.append(f"{entry['name'].removeprefix('checkout-')}={count}")
     return out

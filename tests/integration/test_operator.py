@@ -12,6 +12,7 @@ import pytest
 
 from devtools.controlplane import ControlPlane
 from tests.support.manifests import migration_body
+from tests.support.patches import replicas_patched
 
 from .gates_support import events
 from .harness import (
@@ -36,8 +37,7 @@ def deployment_patches(cluster: ControlPlane, namespace: str) -> list[tuple[str,
     """(deployment, replicas) for every replica change the operator wrote, in order."""
     found = []
     for entry in writes(cluster, namespace, "deployments"):
-        body = entry.get("body") or {}
-        count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
+        count = replicas_patched(entry.get("body"))
         if entry["method"] == "PATCH" and count is not None:
             found.append((entry["name"], int(count)))
     return found
@@ -241,8 +241,7 @@ def test_the_pause_remaining_time_survives_a_restart(
     after_pause = [
         e["received"]
         for e in writes(cluster, namespace, "deployments")
-        if e["name"] == "checkout-green"
-        and ((e.get("body") or {}).get("spec") or {}).get("replicas") == 2
+        if e["name"] == "checkout-green" and replicas_patched(e.get("body")) == 2
     ]
     assert after_pause, "no setWeight 50 write after the pause"
     assert after_pause[0] >= pause_started + 6, after_pause[0] - pause_started

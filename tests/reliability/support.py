@@ -28,6 +28,7 @@ from tests.integration.harness import (
 from tests.support import manifests
 from tests.support.controlplane import operator_kubeconfig
 from tests.support.manifests import migration_body
+from tests.support.patches import replicas_patched
 
 SOAK = os.environ.get("CUTOVER_SOAK", "") not in ("", "0")
 TOTAL = 4  # blue's replicas at the start: the "total" every split is computed from
@@ -168,9 +169,8 @@ def ok_writes(entries: list[dict[str, Any]], namespace: str) -> list[dict[str, A
 
 
 def _replica_write(entry: dict[str, Any]) -> tuple[str, int] | None:
-    body = entry.get("body")
-    count = (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None
-    return (str(entry.get("name")), int(count)) if count is not None else None
+    count = replicas_patched(entry.get("body"))
+    return (str(entry.get("name")), count) if count is not None else None
 
 
 def replica_patches(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cutover.core import gates as gate_rules
 from cutover.core.actions import Action
@@ -39,6 +40,13 @@ class DeploymentState:
     # The size a router saved before its first write: after a crash between a router write and
     # the status write, spec.replicas is no longer the size the run started from.
     original_replicas: int | None = None
+    # What a router needs to write without reading the Deployment first (routers/base.py
+    # ``Objects.known``): the spec's generation the watch saw (0 unknown: the router reads), the
+    # operator's own ``cutover.io/`` annotations, the pod template's labels and the selector.
+    generation: int = 0
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    selector: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def size_before_run(self) -> int:

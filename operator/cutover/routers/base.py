@@ -2,14 +2,18 @@
 
 A router is the only code that moves traffic. Its contract, relied on by the reconciler:
 
-* every method is idempotent and reads before it writes, so a retried or repeated action (after
-  a crash, a conflict or a restart) changes nothing the second time;
+* every method is idempotent and plans from the current state before it writes, so a retried or
+  repeated action (after a crash, a conflict or a restart) changes nothing the second time. The
+  current state is read, or taken from the watch-fed index (``Target.deployments``) when the
+  write is sent behind test ops on what the plan read: a copy the cluster has moved past is
+  refused by the API server and the move planned again from a read (``Stale``);
 * it patches only the fields it owns (replicas, a Service selector, its own annotations), so
   edits by people or other controllers to anything else survive;
 * the original state of what it changes is saved once, as JSON in the ``cutover.io/original``
   annotation on the changed object, and put back (and the annotation removed) by ``restore``;
-* the weight is read back from the cluster, never from memory, so a restarted operator
-  continues from what is really there.
+* ``get_weight`` reads the cluster, never memory, so a restarted operator continues from what
+  is really there; a move that returns has done all it was asked, so the reconciler knows the
+  weight it left without reading it back.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import enum
 import json
 import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from cutover.api import API_VERSION, KIND, MigrationSpec
+from cutover.core.observations import DeploymentState
 from cutover.durations import parse_duration
 from cutover.kube import Kube, KubeError
 
@@ -31,6 +36,11 @@ log = logging.getLogger("cutover.routers")
 
 ORIGINAL_ANNOTATION = "cutover.io/original"
 WEIGHT_ANNOTATION = "cutover.io/weight"
+
+
+# (namespace, name) -> the Deployment as the watch last showed it; None: not (yet) seen.
+DeploymentLookup = Callable[[str, str], DeploymentState | None]
+OWN_PREFIX = "cutover.io/"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,12 @@ class Target:
     name: str  # the Migration's name
     uid: str
     spec: MigrationSpec
+    # The watch-fed Deployment index: routers write from it without a GET first (None: read).
+    deployments: DeploymentLookup | None = field(default=None, compare=False, repr=False)
+
+    def reading(self) -> Target:
+        """The same target with the index set aside: every Deployment is read from the cluster."""
+        return replace(self, deployments=None)
 
 
 class Move(enum.StrEnum):
@@ -55,6 +71,11 @@ class Move(enum.StrEnum):
 
 class TrafficRouterError(Exception):
     """The router cannot do what was asked; the message names the object at fault."""
+
+
+class Stale(TrafficRouterError):
+    """A write planned from the watch's copy of a Deployment found it out of date (or found
+    nothing to write, which only a read can confirm); the caller plans again from a read."""
 
 
 class NotReady(TrafficRouterError):
@@ -131,6 +152,11 @@ def load_original(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def own_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
+    """The operator's own annotations (``cutover.io/``): all a router reads of the rest."""
+    return {k: v for k, v in annotations.items() if k.startswith(OWN_PREFIX)}
+
+
 def original_replicas(annotations: Mapping[str, str]) -> int | None:
     """The replica count ``prepare`` saved on a Deployment, if any: the size a run started from."""
     try:
@@ -186,6 +212,42 @@ def format_labels(labels: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
+class Indexed(dict[str, Any]):
+    """A Deployment rebuilt from the watch-fed index: only the fields routers use, and the
+    spec's ``generation``. A write planned from it is sent only if what the plan read still
+    holds (see ``Objects.patch_deployment``)."""
+
+
+def indexed_deployment(namespace: str, name: str, state: DeploymentState) -> Indexed:
+    return Indexed(
+        metadata={
+            "name": name,
+            "namespace": namespace,
+            "generation": state.generation,
+            "annotations": dict(state.annotations),
+        },
+        spec={
+            "replicas": state.replicas,
+            "selector": copy.deepcopy(dict(state.selector)),
+            "template": {"metadata": {"labels": dict(state.pod_labels)}},
+        },
+        status={"availableReplicas": state.available},
+    )
+
+
+async def fresh_on_stale(target: Target, move: Callable[[Target], Awaitable[None]]) -> None:
+    """``move`` planned from the index; planned once more from reads if the index was stale.
+    Router moves are idempotent, so the parts the first attempt did are no-ops the second time."""
+    try:
+        await move(target)
+    except Stale as stale:
+        log.info(
+            "index stale, reading",
+            extra={"namespace": target.namespace, "migration": target.name, "why": str(stale)},
+        )
+        await move(target.reading())
+
+
 class Objects:
     """Reads and minimal writes of the Deployments and Services the routers touch."""
 
@@ -194,6 +256,21 @@ class Objects:
 
     async def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.kube.get("apps", "v1", "deployments", namespace, name)
+
+    async def known(self, target: Target, name: str) -> dict[str, Any] | None:
+        """A Deployment to plan a write from: the index's copy when it has one (no request),
+        else read. Writes from the copy are guarded (see ``patch_deployment``)."""
+        lookup = target.deployments
+        state = lookup(target.namespace, name) if lookup is not None else None
+        if state is None or state.generation <= 0:
+            return await self.deployment(target.namespace, name)
+        return indexed_deployment(target.namespace, name, state)
+
+    async def require_known(self, target: Target, name: str) -> dict[str, Any]:
+        obj = await self.known(target, name)
+        if obj is None:
+            raise TrafficRouterError(f"Deployment {target.namespace}/{name} not found")
+        return obj
 
     async def require_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         obj = await self.deployment(namespace, name)
@@ -210,6 +287,20 @@ class Objects:
             raise TrafficRouterError(f"Service {namespace}/{name} not found")
         return obj
 
+    async def _confirmed(self, copy_: Mapping[str, Any]) -> dict[str, Any]:
+        """The Deployment as read now, if it is still what ``copy_`` (from the index) says: the
+        copy may predate a write of ours, so "nothing to write" needs one read to be true."""
+        meta = copy_.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        current = await self.deployment(namespace, name)
+        if (
+            current is None
+            or (current.get("metadata") or {}).get("generation") != meta.get("generation")
+            or own_annotations(annotations_of(current)) != annotations_of(copy_)
+        ):
+            raise Stale(f"Deployment {namespace}/{name} changed since the index's copy")
+        return current
+
     async def patch_deployment(
         self,
         deployment: Mapping[str, Any],
@@ -219,7 +310,9 @@ class Objects:
     ) -> dict[str, Any]:
         """One strategic-merge patch of only what differs; returns the (new) object.
 
-        ``set_annotations`` values of None remove the key. Nothing differs: no request at all.
+        ``set_annotations`` values of None remove the key. Nothing differs: no request at all
+        (one read when ``deployment`` is the index's copy). From that copy, the write is sent
+        behind test ops (``guarded_ops``) and a refusal raises ``Stale``.
         """
         meta = deployment.get("metadata") or {}
         patch: dict[str, Any] = {}
@@ -228,7 +321,10 @@ class Objects:
         changes = annotation_changes(deployment, set_annotations or {})
         if changes:
             patch["metadata"] = {"annotations": changes}
+        guarded = isinstance(deployment, Indexed)
         if not patch:
+            if guarded:
+                return await self._confirmed(deployment)
             return dict(deployment)
         log.info(
             "deployment patched",
@@ -239,15 +335,64 @@ class Objects:
                 "annotations": sorted(changes),
             },
         )
-        return await self.kube.patch(
-            "apps",
-            "v1",
-            "deployments",
-            str(meta.get("namespace")),
-            str(meta.get("name")),
-            patch,
-            patch_type="strategic",
+        if not guarded:
+            return await self.kube.patch(
+                "apps",
+                "v1",
+                "deployments",
+                str(meta.get("namespace")),
+                str(meta.get("name")),
+                patch,
+                patch_type="strategic",
+            )
+        try:
+            return await self.kube.patch(
+                "apps",
+                "v1",
+                "deployments",
+                str(meta.get("namespace")),
+                str(meta.get("name")),
+                guarded_ops(deployment, replicas_to, changes),
+                patch_type="json",
+            )
+        except KubeError as error:
+            # 422: a test op failed (the API server's answer); 409: a conflicting write; 404:
+            # deleted since (a read then says so in the router's own words).
+            if error.status in (404, 409, 422):
+                raise Stale(str(error)) from error
+            raise
+
+
+def guarded_ops(
+    deployment: Mapping[str, Any],
+    replicas_to: int | None,
+    changes: Mapping[str, str | None],
+) -> list[JsonOp]:
+    """The write as JSON patch ops behind ``test`` ops on what its plan read from the index.
+
+    The spec's generation changes with every spec write (ours, an HPA's, a person's) and not
+    with the Deployment controller's status updates, which a resourceVersion would also catch
+    (then nearly every write planned after a scale-down would be refused). The operator's own
+    annotations are tested by value. One the index lacks may only be one our previous write
+    added: a watch delivers events in order, so a copy that has seen any later spec change has
+    seen it, and the only such write with no spec change saves blue's size unchanged.
+    """
+    meta = deployment.get("metadata") or {}
+    ops: list[JsonOp] = [
+        {"op": "test", "path": "/metadata/generation", "value": meta.get("generation")}
+    ]
+    for key, seen in sorted(annotations_of(deployment).items()):
+        ops.append({"op": "test", "path": pointer("metadata", "annotations", key), "value": seen})
+    if replicas_to is not None and replicas(deployment) != replicas_to:
+        ops.append({"op": "replace", "path": "/spec/replicas", "value": replicas_to})
+    for key, value in changes.items():
+        path = pointer("metadata", "annotations", key)
+        ops.append(
+            {"op": "remove", "path": path}
+            if value is None
+            else {"op": "add", "path": path, "value": value}
         )
+    return ops
 
 
 def annotation_changes(

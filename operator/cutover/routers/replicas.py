@@ -40,6 +40,7 @@ from cutover.routers.base import (
     available,
     dump_original,
     format_labels,
+    fresh_on_stale,
     load_original,
     pod_labels,
     replicas,
@@ -115,9 +116,9 @@ class ReplicasRouter(NoMirror):
         self._objects = Objects(kube)
 
     async def _pair(self, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
-        ns = target.namespace
-        blue = await self._objects.require_deployment(ns, target.spec.blue.deployment)
-        green = await self._objects.require_deployment(ns, target.spec.green.deployment)
+        """Blue and green to plan a write from: the watch's copies when it has them."""
+        blue = await self._objects.require_known(target, target.spec.blue.deployment)
+        green = await self._objects.require_known(target, target.spec.green.deployment)
         return blue, green
 
     async def preflight(self, target: Target) -> list[str]:
@@ -125,7 +126,7 @@ class ReplicasRouter(NoMirror):
         problems: list[str] = []
         found: dict[str, dict[str, Any]] = {}
         for role, ref in (("blue", spec.blue), ("green", spec.green)):
-            obj = await self._objects.deployment(ns, ref.deployment)
+            obj = await self._objects.known(target, ref.deployment)
             if obj is None:
                 problems.append(f"{role} Deployment {ns}/{ref.deployment} not found")
             else:
@@ -160,6 +161,9 @@ class ReplicasRouter(NoMirror):
         return problems
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
+        await fresh_on_stale(target, lambda t: self._prepare(t, total_replicas))
+
+    async def _prepare(self, target: Target, total_replicas: int) -> None:
         blue, green = await self._pair(target)
         for obj in (blue, green):
             await self._objects.patch_deployment(obj, set_annotations=_original_if_absent(obj))
@@ -167,6 +171,9 @@ class ReplicasRouter(NoMirror):
     async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
         if not 0 <= weight <= 100:
             raise TrafficRouterError(f"weight {weight} is outside 0..100")
+        await fresh_on_stale(target, lambda t: self._set_weight(t, weight, total_replicas))
+
+    async def _set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
         blue, green = await self._pair(target)
         want_blue, want_green = replica_split(total_replicas, weight)
         # The nominal weight rides in the same patch as green's replicas: never one without the
@@ -286,6 +293,9 @@ class ReplicasRouter(NoMirror):
         )
 
     async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        await fresh_on_stale(target, lambda t: self._hold_blue(t, total_replicas))
+
+    async def _hold_blue(self, target: Target, total_replicas: int) -> None:
         ns = target.namespace
         blue, green = await self._pair(target)
         name = target.spec.traffic.service
@@ -318,10 +328,13 @@ class ReplicasRouter(NoMirror):
     async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
         # scale_down_green cannot be honoured as False here: any green pod behind the shared
         # Service takes a share of traffic, so "all traffic on blue" means green at zero.
+        await fresh_on_stale(target, lambda t: self._restore(t, total_replicas))
+
+    async def _restore(self, target: Target, total_replicas: int) -> None:
         ns = target.namespace
-        blue = await self._objects.require_deployment(ns, target.spec.blue.deployment)
+        blue = await self._objects.require_known(target, target.spec.blue.deployment)
         # A deleted green takes no traffic: the rollback then only gives blue its size back.
-        green = await self._objects.deployment(ns, target.spec.green.deployment)
+        green = await self._objects.known(target, target.spec.green.deployment)
         blue_size = self._blue_size(blue, total_replicas)
         narrowed = await self._narrowed(target)
         if narrowed is not None and green is not None:
@@ -370,10 +383,12 @@ class ReplicasRouter(NoMirror):
         )
 
     async def retire_blue(self, target: Target) -> None:
-        ns = target.namespace
-        green = await self._objects.require_deployment(ns, target.spec.green.deployment)
+        await fresh_on_stale(target, self._retire_blue)
+
+    async def _retire_blue(self, target: Target) -> None:
+        green = await self._objects.require_known(target, target.spec.green.deployment)
         # Blue deleted during the rollback window: only the Service is left to put back.
-        blue = await self._objects.deployment(ns, target.spec.blue.deployment)
+        blue = await self._objects.known(target, target.spec.blue.deployment)
         if blue is not None:
             self._check_not_emptied(blue, 0, green)
         await self._objects.patch_deployment(

@@ -129,7 +129,12 @@ class ServiceRouter(NoMirror):
                 f"Service {target.namespace}/{self._service_name(target)}: the service router"
                 f" switches all traffic at once, weight {weight} is neither 0 nor 100"
             )
-        service, blue, green = await self._read(target)
+        # Only the Service is written, planned from a read of it; of the Deployments the switch
+        # needs their (immutable) selectors and whether the receiving side has ready pods, which
+        # the watch-fed index tells as well as it tells the core that green is ready.
+        service = await self._objects.require_service(target.namespace, self._service_name(target))
+        blue = await self._objects.require_known(target, target.spec.blue.deployment)
+        green = await self._objects.require_known(target, target.spec.green.deployment)
         receiving, losing = (green, blue) if weight == 100 else (blue, green)
         wanted = match_labels(receiving)
         current = service_selector(service)
