@@ -25,6 +25,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+# How often a watch stream with no cut due looks again at the faults (they may change).
+_FAULTS_RECHECK = 0.5
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RESOURCE = re.compile(
     r"^/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<resource>[^/?]+)"
@@ -311,14 +313,21 @@ class FaultProxy:
                 await response.prepare(request)
             except (ConnectionResetError, aiohttp.ClientError):
                 return response  # the client went away
-            drop_after = self.faults.watch_drop_after if may_cut else None
-            deadline = time.monotonic() + drop_after if drop_after else None
+            opened = time.monotonic()
             try:
                 while True:
-                    timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+                    # Read each time: faults turned on after a watch opened cut it too (a test
+                    # sets them once the operator is up, and a fast run may never open another).
+                    drop_after = self.faults.watch_drop_after if may_cut else None
+                    if drop_after:
+                        timeout: float | None = max(opened + drop_after - time.monotonic(), 0)
+                    else:
+                        timeout = _FAULTS_RECHECK if may_cut else None
                     try:
                         chunk = await asyncio.wait_for(upstream.content.readany(), timeout)
                     except TimeoutError:
+                        if not drop_after:
+                            continue
                         self._record(request, resource, namespace, 0)
                         break
                     if not chunk:
