@@ -137,6 +137,7 @@ _RIDES_ALONG = frozenset({"weightAcknowledgedAt"})
 # is held or retired only once the last step's weight is recorded; the final status follows.
 _REPEATED_FROM_STATUS = (HoldBlue, RetireBlue)
 _ERROR_RETRY = 5.0
+_CRASH_RETRY_MAX = 60.0
 _NOT_READY_RETRY = 2.0  # a safety net: the Deployment's own change normally wakes us first
 
 
@@ -464,6 +465,7 @@ class Reconciler:
         """
         wakeups = self.ctx.wakeups
         wake = wakeups.event(self.uid)
+        failures = 0  # consecutive crashed reconciles, for their back-off
         try:
             while not stopped:
                 spec = body.get("spec") or {}
@@ -477,10 +479,18 @@ class Reconciler:
                     await self.ctx.stores.prime(self.namespace, names)
                     outcome = await self.reconcile(body, deployments, jobs, templates, autoscalers)
                     delay = outcome.requeue_after
+                    failures = 0
                 except KubeError as error:
                     log.warning("reconcile failed", extra=self._log({"error": str(error)}))
                     metrics.count_reconcile_error("api")
                     delay = _ERROR_RETRY
+                except Exception:
+                    # A defect, not the cluster: said loudly, and tried again soon. Left to Kopf,
+                    # the daemon would wait its default back-off (60 s) with the run stalled.
+                    log.exception("reconcile crashed", extra=self._log({}))
+                    metrics.count_reconcile_error("internal")
+                    failures += 1
+                    delay = min(_ERROR_RETRY * 2 ** (failures - 1), _CRASH_RETRY_MAX)
                 await sleep(stopped, wake, delay)
         finally:
             wakeups.forget(self.uid)

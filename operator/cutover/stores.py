@@ -25,7 +25,8 @@ may be older: a DELETED event must not be undone by a LIST taken before it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -65,13 +66,14 @@ class Store(Generic[K, V]):
         self._absent: set[K] = set()  # keys known to hold nothing (a 404, a deletion)
         self._primed: set[str | None] = set()
         self._locks: dict[str | None, asyncio.Lock] = {}
-        # Per read in flight: the uids the watch wrote meanwhile.
-        self._reading: list[set[str]] = []
+        # Per read in flight, by a token of its own: the uids the watch wrote meanwhile. Not a
+        # list of the sets: two reads' sets are often equal, and list.remove goes by equality.
+        self._reading: dict[object, set[str]] = {}
 
     def apply(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         """One watch event (``type`` None: the watch's own initial listing)."""
         uid = _uid(obj)
-        for touched in self._reading:
+        for touched in self._reading.values():
             touched.add(uid)
         if event_type is not None:
             self._primed.add(_namespace(obj))
@@ -101,12 +103,8 @@ class Store(Generic[K, V]):
         async with lock:
             if namespace in self._primed:
                 return
-            touched: set[str] = set()
-            self._reading.append(touched)
-            try:
+            with self._tracking() as touched:
                 listed = await self._lister(namespace)
-            finally:
-                self._reading.remove(touched)
             for obj in listed:
                 uid = _uid(obj)
                 if uid not in touched:
@@ -119,18 +117,25 @@ class Store(Generic[K, V]):
         is fetched and kept, absent too. A failed fetch raises and keeps nothing."""
         if key in self._by_key or key in self._absent:
             return
-        touched: set[str] = set()
-        self._reading.append(touched)
-        try:
+        with self._tracking() as touched:
             obj = await fetch()
-        finally:
-            self._reading.remove(touched)
         if key in self._by_key or key in self._absent:
             return  # the watch told meanwhile: newer than the answer
         if obj is None:
             self._known_absent(key)
         elif _uid(obj) not in touched:
             self._replace(_uid(obj), self._indexer(obj))
+
+    @contextlib.contextmanager
+    def _tracking(self) -> Iterator[set[str]]:
+        """The uids the watch writes while the block runs (a read in flight)."""
+        token = object()
+        touched: set[str] = set()
+        self._reading[token] = touched
+        try:
+            yield touched
+        finally:
+            del self._reading[token]
 
     def _known_absent(self, key: K) -> None:
         if len(self._absent) >= ABSENT_LIMIT:

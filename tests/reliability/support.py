@@ -77,11 +77,13 @@ def job_template(outcome: str, after: float = 0.3) -> dict[str, Any]:
     }
 
 
-def paced_steps(pause: str) -> list[dict[str, Any]]:
-    """Weights 25, 50, 100 with a timed pause of ``pause`` between them."""
+def paced_steps(pause: str, *, hold: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+    """Weights 25, 50, 100 with a timed pause of ``pause`` between them; ``hold`` (weight,
+    pause) makes the pause after that weight longer."""
     steps: list[dict[str, Any]] = []
     for weight in (25, 50):
-        steps += [{"setWeight": weight}, {"pause": {"duration": pause}}]
+        held = hold[1] if hold is not None and hold[0] == weight else pause
+        steps += [{"setWeight": weight}, {"pause": {"duration": held}}]
     return [*steps, {"setWeight": 100}]
 
 
@@ -133,11 +135,12 @@ def make_scenario(kind: str, index: int, rng: random.Random) -> Scenario:
         }
         return Scenario(kind, name, spec, "Succeeded", [25, 50, 100])
     if kind == "abort":
-        # Longer pauses: the driver must see the weight before the run moves past it.
-        slow = paced_steps("4s")
-        return Scenario(
-            kind, name, {"steps": slow}, "RolledBack", [25, 50, 100], abort_at=rng.choice([25, 50])
-        )
+        # The driver must see the weight and its abort must land before the run moves past it:
+        # a loaded machine's driver can take seconds for both, so the pause at the abort's
+        # weight is long (the abort ends it, so it costs nothing when all goes well).
+        abort_at = rng.choice([25, 50])
+        slow = paced_steps("4s", hold=(abort_at, "60s"))
+        return Scenario(kind, name, {"steps": slow}, "RolledBack", [25, 50, 100], abort_at=abort_at)
     if kind == "hookfail":
         spec = {
             "steps": STEPS,

@@ -137,6 +137,10 @@ def test_rbac_secrets_and_leaks_after_a_representative_run(
                 print(
                     m["metadata"]["name"], st_.get("phase"), st_.get("reason"), st_.get("message")
                 )
+            complaints = [
+                line for line in operator.log().splitlines() if "[ERROR" in line or "[WARN" in line
+            ]
+            print("\n".join(complaints[-40:]))
             raise
         items = {m["metadata"]["name"]: m for m in list_json(cluster, namespace, "mig")}
         cluster.kubectl("delete", "-n", namespace, "mig/sec", "--timeout=20s")

@@ -185,6 +185,27 @@ async def test_what_the_watch_said_during_a_fetch_wins_over_its_answer() -> None
     assert store.first(("shop", "api")) == "b"
 
 
+async def test_reads_in_flight_that_end_out_of_order_each_keep_what_the_watch_said() -> None:
+    """Two fetches in flight at once (two daemons starting): the second ends first, then an
+    event arrives, then the first ends. Each read must still know what the watch said during
+    it, and neither may fail (this once crashed daemons, which Kopf retries only after 60 s)."""
+    store: Store[tuple[str, str], str] = Store(by_label, Lister())
+    first = Fetch(obj("a", labels={"app": "web"}))
+    second = Fetch(obj("b", labels={"app": "api"}))
+    first.gate, second.gate = asyncio.Event(), asyncio.Event()
+    reading_first = asyncio.create_task(store.ensure(("shop", "web"), first))
+    await asyncio.sleep(0)
+    reading_second = asyncio.create_task(store.ensure(("shop", "api"), second))
+    await asyncio.sleep(0)
+    second.gate.set()
+    await reading_second
+    store.apply("DELETED", obj("a", labels={"app": "web"}))  # during the first read only
+    first.gate.set()
+    await reading_first
+    assert store.first(("shop", "web")) is None  # the deletion wins over the older answer
+    assert store.first(("shop", "api")) == "b"
+
+
 class FakeKube:
     """Lists by (plural, namespace) and GETs by name; records every request."""
 

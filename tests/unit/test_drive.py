@@ -1,0 +1,74 @@
+"""The daemon loop (Reconciler.drive): a reconcile that crashes on a defect is retried soon, with
+a back-off, instead of stalling the run for Kopf's default daemon back-off of 60 s."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import pytest
+
+from cutover import reconciler as reconciler_module
+from cutover.api import MigrationStatus
+from cutover.kube import Kube, KubeError
+from cutover.reconciler import Context, Outcome, Reconciler
+
+from .specs import raw
+
+
+class Stop:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self) -> Any:
+        return self.event.wait()
+
+
+class NoKube:
+    async def get(self, *args: Any) -> None:
+        return None
+
+    async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return []
+
+
+async def test_crashed_reconciles_are_retried_with_a_back_off_that_success_resets(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = Context(kube=cast(Kube, NoKube()), gates=cast(Any, None))
+    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
+    stopped = Stop()
+    # What each reconcile does in turn: crash (a defect), crash, succeed, fail on the API,
+    # crash again.
+    script: list[Exception | None] = [
+        ValueError("list.remove(x): x not in list"),
+        ValueError("again"),
+        None,
+        KubeError("get deployments: 503", status=503),
+        ValueError("once more"),
+    ]
+    delays: list[float | None] = []
+
+    async def reconcile(*args: Any, **kwargs: Any) -> Outcome:
+        error = script.pop(0)
+        if error is not None:
+            raise error
+        return Outcome(MigrationStatus(), 30.0, False)
+
+    async def sleep(stopped_: Any, wake: asyncio.Event, delay: float | None) -> None:
+        delays.append(delay)
+        if not script:
+            stopped.event.set()
+
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    monkeypatch.setattr(reconciler_module, "sleep", sleep)
+    with caplog.at_level(logging.ERROR, logger="cutover.reconciler"):
+        await reconciler.drive(stopped, {"spec": raw()}, lambda ns, name: None, None)
+
+    assert delays == [5.0, 10.0, 30.0, 5.0, 5.0]
+    crashes = [r for r in caplog.records if r.getMessage() == "reconcile crashed"]
+    assert len(crashes) == 3 and all(r.exc_info for r in crashes)
