@@ -41,6 +41,16 @@ class Audit:
             and (wanted is None or entry["resource"] in wanted)
         ]
 
+    def reads(self, since: int) -> list[tuple[str, str]]:
+        """(verb, resource) of the operator's GETs and LISTs after ``since``."""
+        return [
+            (str(e["verb"]), str(e["resource"]))
+            for e in self.plane.reads(since)
+            if e["namespace"] == self.namespace
+            and e["user"] == self.user
+            and e["verb"] in ("get", "list")
+        ]
+
     def writes(self, since: int, resources: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """The operator's successful writes after ``since``."""
         return [e for e in self.attempts(since, resources) if e["code"] < 300]

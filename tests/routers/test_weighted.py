@@ -11,6 +11,7 @@ Migration owns the nginx canary, so the garbage collector keeps it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from cutover.routers.base import (
     TrafficRouter,
 )
 from tests.routers.support import Audit, settle
+from tests.routers.test_index_writes import index_now
 from tests.support.manifests import deployment
 
 BLUE, GREEN = "checkout-blue", "checkout-green"
@@ -408,6 +410,8 @@ async def test_a_concurrent_write_between_read_and_patch_is_not_lost(
         return obj
 
     await _prepared(w, target)
+    # A router without a copy of the route (as after an operator restart) reads it first.
+    router = router_for(Router.gatewayapi, kube)
     mark = audit.mark()
     kube.get = racing_get  # type: ignore[method-assign,assignment]
     await router.set_weight(target, 30, 4)
@@ -556,6 +560,55 @@ async def test_nginx_canary_ingress(kube: Kube, admin: Kube, ns: str, audit: Aud
     await _no_writes(audit, router.set_weight(target, 20, 4))
     await router.restore(target, 4, True)
     assert await _route(w, Router.nginx, CANARY) is None
+
+
+@pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
+async def test_a_step_reads_nothing_and_a_route_edited_since_is_read_not_clobbered(
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router
+) -> None:
+    """A run's steps plan from the watch-fed Deployment index and from the route as our last
+    write left it: no read. Someone else's edit since then gets that plan refused by the API
+    server, and the step is planned again from a read; the edit survives."""
+    w = await _world(kube, admin, ns, kind)
+    target = w.target(kind)
+    await _prepared(w, target)
+    await w.router.set_weight(target, 10, 4)
+    await _settled(w.kube, w.ns)
+    indexed = dataclasses.replace(target, deployments=await index_now(admin, ns))
+
+    mark = audit.mark()
+    await w.router.set_weight(indexed, 50, 4)
+    # nginx reads its stable Ingress (the canary copies its rules); the route routers nothing.
+    assert audit.reads(mark) == ([("get", "ingresses")] if kind is Router.nginx else [])
+    assert await w.router.get_weight(target) == 50
+
+    # Someone edits the weighted rule (the canary Ingress, nginx's own object, only its labels).
+    group, version, plural, name = ROUTE[kind]
+    timeout = {
+        Router.gatewayapi: "/spec/rules/1/timeouts/request",
+        Router.istio: "/spec/http/1/timeout",
+    }
+    edit = (
+        [{"op": "add", "path": "/metadata/labels/edited-by", "value": "someone"}]
+        if kind is Router.nginx
+        else [{"op": "replace", "path": timeout[kind], "value": "45s"}]
+    )
+    edited = CANARY if kind is Router.nginx else name
+    await w.admin.patch(group, version, plural, ns, edited, edit, patch_type="json")
+    mark = audit.mark()
+    await w.router.set_weight(indexed, 80, 4)
+    attempts = [(e["verb"], e["code"]) for e in audit.attempts(mark, (plural,))]
+    now = await _present(w, kind, edited)
+    if kind is Router.nginx:
+        assert attempts == [("patch", 200)]  # the labels are not the router's: not tested
+        assert now["metadata"]["labels"]["edited-by"] == "someone"
+    else:
+        assert attempts == [("patch", 422), ("patch", 200)]  # refused, read, planned again
+        rule = now["spec"]["rules" if kind is Router.gatewayapi else "http"][1]
+        assert (
+            rule["timeouts"]["request"] if kind is Router.gatewayapi else rule["timeout"]
+        ) == "45s"
+    assert await w.router.get_weight(target) == 80
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from cutover.api import API_VERSION, KIND, MigrationSpec
+from cutover.api import API_VERSION, KIND, DeploymentRef, MigrationSpec
 from cutover.core.observations import DeploymentState
 from cutover.durations import parse_duration
 from cutover.kube import Kube, KubeError
@@ -235,7 +235,7 @@ def indexed_deployment(namespace: str, name: str, state: DeploymentState) -> Ind
     )
 
 
-async def fresh_on_stale(target: Target, move: Callable[[Target], Awaitable[None]]) -> None:
+async def fresh_on_stale(target: Target, move: Callable[[Target], Awaitable[object]]) -> None:
     """``move`` planned from the index; planned once more from reads if the index was stale.
     Router moves are idempotent, so the parts the first attempt did are no-ops the second time."""
     try:
@@ -444,6 +444,32 @@ def annotation_ops(obj: Mapping[str, Any], wanted: Mapping[str, str | None]) -> 
     return ops
 
 
+class WrittenObjects:
+    """Route objects as the API server last returned them to this process (a write's answer,
+    or a read's).
+
+    A run's next step plans its write from that copy instead of reading the route again: the
+    plan guards what it read with ``test`` ops, so a copy someone has since edited only gets
+    the write refused, and the route is read and the write planned again. Bounded: past
+    ``limit`` objects the oldest is forgotten (a read each, once more)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        return self._objects.get(key)
+
+    def keep(self, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
+        self._objects.pop(key, None)
+        self._objects[key] = obj
+        if len(self._objects) > self._limit:
+            del self._objects[next(iter(self._objects))]
+
+    def forget(self, key: tuple[str, str, str]) -> None:
+        self._objects.pop(key, None)
+
+
 async def json_patch_converge(
     kube: Kube,
     resource: tuple[str, str, str],
@@ -452,21 +478,32 @@ async def json_patch_converge(
     plan: Any,
     *,
     what: str,
+    written: WrittenObjects | None = None,
 ) -> dict[str, Any]:
     """Reads the object, asks ``plan(obj)`` for JSON patch ops, and sends them if any.
 
     The plan guards every list element it touches with a ``test`` op, so a write by someone else
     in between (which may have shifted indexes) fails the patch instead of clobbering their
     edit; then the object is read again and the plan made again. No ops: no request at all.
+
+    With ``written``, the first plan is made from the copy our last write returned, when there
+    is one (no read); "nothing to write" from that copy is only believed after a read.
     """
     group, version, plural = resource
+    key = (plural, namespace, name)
+    copy_ = written.get(key) if written is not None else None
     last: Exception | None = None
     for _ in range(PATCH_ATTEMPTS):
-        obj = await kube.get(group, version, plural, namespace, name)
+        remembered, copy_ = copy_, None
+        obj = remembered or await kube.get(group, version, plural, namespace, name)
         if obj is None:
             raise TrafficRouterError(f"{what} {namespace}/{name} not found")
         ops: list[JsonOp] = plan(obj)
         if not ops:
+            if remembered is not None:
+                continue  # the copy may predate someone else's write: read once to be sure
+            if written is not None:
+                written.keep(key, obj)
             return obj
         try:
             result = await kube.patch(
@@ -475,9 +512,13 @@ async def json_patch_converge(
         except KubeError as error:
             # 422: a failed test op (the apiserver's answer); 409: a conflicting write.
             if error.status in (409, 422):
+                if written is not None:
+                    written.forget(key)
                 last = error
                 continue
             raise
+        if written is not None:
+            written.keep(key, result)
         log.info(
             "route patched",
             extra={
@@ -584,8 +625,9 @@ class NoMirror:
 
 
 async def scale_green_up(objects: Objects, target: Target, total_replicas: int) -> dict[str, Any]:
-    """Green at full size (never shrunk here): weighted routers move requests, not pods."""
-    green = await objects.require_deployment(target.namespace, target.spec.green.deployment)
+    """Green at full size (never shrunk here): weighted routers move requests, not pods. From
+    the index's copy (``Stale`` when the cluster has moved past it: see ``fresh_on_stale``)."""
+    green = await objects.require_known(target, target.spec.green.deployment)
     wanted = max(total_replicas, 1)
     if replicas(green) >= wanted:
         return green
@@ -594,10 +636,17 @@ async def scale_green_up(objects: Objects, target: Target, total_replicas: int) 
 
 async def keep_blue_scaled(objects: Objects, target: Target, total_replicas: int) -> None:
     """Blue at full size (never shrunk here), for routers whose route sends it nothing at 100 %."""
-    blue = await objects.require_deployment(target.namespace, target.spec.blue.deployment)
+    blue = await objects.require_known(target, target.spec.blue.deployment)
     wanted = max(total_replicas, 1)
     if replicas(blue) < wanted:
         await objects.patch_deployment(blue, replicas_to=wanted)
+
+
+async def scale_down(objects: Objects, target: Target, version: DeploymentRef) -> None:
+    """``version``'s Deployment to 0 pods, from the index's copy; gone already: nothing to do."""
+    obj = await objects.known(target, version.deployment)
+    if obj is not None:
+        await objects.patch_deployment(obj, replicas_to=0)
 
 
 def migration_owner(target: Target) -> dict[str, Any]:
@@ -633,6 +682,7 @@ class RouteTableRouter:
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
         self._objects = Objects(kube)
+        self._written = WrittenObjects()
 
     # --- what subclasses define ---
 
@@ -869,13 +919,19 @@ class RouteTableRouter:
         return [{"op": "test", "path": pointer(*base, index), "value": rule}, *tests, *changes]
 
     async def _converge(self, target: Target, move: Move, weight: int = 0) -> dict[str, Any]:
+        name = self.object_name(target)
+        if move not in (Move.set, Move.mirror):
+            # A run's start and end plan from a read: the original they record or restore
+            # must be the route as it is, and they are one write per run, not per step.
+            self._written.forget((self.resource[2], target.namespace, name))
         return await json_patch_converge(
             self._kube,
             self.resource,
             target.namespace,
-            self.object_name(target),
+            name,
             lambda obj: self.plan(obj, target, move, weight),
             what=self.kind,
+            written=self._written,
         )
 
     async def _route(self, target: Target) -> dict[str, Any] | None:
@@ -914,11 +970,14 @@ class RouteTableRouter:
     async def prepare(self, target: Target, total_replicas: int) -> None:
         # The original goes on record before anything changes, so a crash in between is safe.
         await self._converge(target, Move.prepare)
-        await scale_green_up(self._objects, target, total_replicas)
+        await fresh_on_stale(target, lambda t: scale_green_up(self._objects, t, total_replicas))
 
     async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
         if not 0 <= weight <= 100:
             raise TrafficRouterError(f"weight {weight} is outside 0..100")
+        await fresh_on_stale(target, lambda t: self._set_weight(t, weight, total_replicas))
+
+    async def _set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
         green = await scale_green_up(self._objects, target, total_replicas)
         if weight > 0 and available(green) == 0:
             current = await self.get_weight(target)
@@ -967,16 +1026,12 @@ class RouteTableRouter:
         # the sticky header gone, the annotation removed. Only then is green scaled down.
         await self._converge(target, Move.restore)
         if scale_down_green:
-            green = await self._objects.deployment(target.namespace, target.spec.green.deployment)
-            if green is not None:
-                await self._objects.patch_deployment(green, replicas_to=0)
+            await fresh_on_stale(target, lambda t: scale_down(self._objects, t, t.spec.green))
 
     async def hold_blue(self, target: Target, total_replicas: int) -> None:
         # At 100 % the route sends blue nothing, and blue was never scaled down.
-        await keep_blue_scaled(self._objects, target, total_replicas)
+        await fresh_on_stale(target, lambda t: keep_blue_scaled(self._objects, t, total_replicas))
 
     async def retire_blue(self, target: Target) -> None:
         await self._converge(target, Move.retire)
-        blue = await self._objects.deployment(target.namespace, target.spec.blue.deployment)
-        if blue is not None:
-            await self._objects.patch_deployment(blue, replicas_to=0)
+        await fresh_on_stale(target, lambda t: scale_down(self._objects, t, t.spec.blue))

@@ -37,16 +37,19 @@ from cutover.routers.base import (
     Objects,
     Target,
     TrafficRouterError,
+    WrittenObjects,
     annotation_ops,
     annotations_of,
     available,
     deployment_problems,
     dump_original,
+    fresh_on_stale,
     json_patch_converge,
     keep_blue_scaled,
     load_original,
     migration_owner,
     pointer,
+    scale_down,
     scale_green_up,
     service_problems,
 )
@@ -122,6 +125,7 @@ class NginxRouter(NoMirror):
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
         self._objects = Objects(kube)
+        self._written = WrittenObjects()
 
     @staticmethod
     def _stable_name(target: Target) -> str:
@@ -246,14 +250,26 @@ class NginxRouter(NoMirror):
     async def prepare(self, target: Target, total_replicas: int) -> None:
         self._services(target)
         await self._stable_converge(target, self._save_original)
-        await scale_green_up(self._objects, target, total_replicas)
+        await fresh_on_stale(target, lambda t: scale_green_up(self._objects, t, total_replicas))
 
     async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
         if not 0 <= weight <= 100:
             raise TrafficRouterError(f"weight {weight} is outside 0..100")
+        await fresh_on_stale(target, lambda t: self._set_weight(t, weight, total_replicas))
+
+    def _canary_key(self, target: Target) -> tuple[str, str, str]:
+        return (INGRESS[2], target.namespace, self._canary_name(target))
+
+    async def _set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
         green = await scale_green_up(self._objects, target, total_replicas)
         stable = await self._stable_converge(target, self._save_original)
-        canary = await self._ingress(target, self._canary_name(target))
+        # The canary is ours alone: the copy our last write returned plans this one (guarded).
+        key = self._canary_key(target)
+        canary = self._written.get(key)
+        if canary is None:
+            canary = await self._ingress(target, self._canary_name(target))
+            if canary is not None:
+                self._written.keep(key, canary)
         if weight > 0 and available(green) == 0 and await self.get_weight(target) != weight:
             raise NotReady(
                 f"Deployment {target.namespace}/{target.spec.green.deployment} has no available"
@@ -263,7 +279,8 @@ class NginxRouter(NoMirror):
         wanted = self._canary_body(stable, target, weight)
         group, version, plural = INGRESS
         if canary is None:
-            await self._kube.create(group, version, plural, target.namespace, wanted)
+            created = await self._kube.create(group, version, plural, target.namespace, wanted)
+            self._written.keep(key, created)
             log.info(
                 "canary ingress created",
                 extra={"namespace": target.namespace, "object": wanted["metadata"]["name"]},
@@ -282,7 +299,13 @@ class NginxRouter(NoMirror):
             return ops
 
         await json_patch_converge(
-            self._kube, INGRESS, target.namespace, self._canary_name(target), plan, what="Ingress"
+            self._kube,
+            INGRESS,
+            target.namespace,
+            self._canary_name(target),
+            plan,
+            what="Ingress",
+            written=self._written,
         )
 
     async def get_weight(self, target: Target) -> int | None:
@@ -335,18 +358,17 @@ class NginxRouter(NoMirror):
         # First: the stable Ingress on blue (it only differs after a half-done retire), then
         # the canary gone, which alone puts all traffic back on blue.
         await self._stable_converge(target, lambda s: self._switch_back(s, blue, green))
+        self._written.forget(self._canary_key(target))
         await self._kube.delete(group, version, plural, target.namespace, self._canary_name(target))
         await self._stable_converge(
             target, lambda s: annotation_ops(s, {ORIGINAL_ANNOTATION: None})
         )
         if scale_down_green:
-            obj = await self._objects.deployment(target.namespace, target.spec.green.deployment)
-            if obj is not None:
-                await self._objects.patch_deployment(obj, replicas_to=0)
+            await fresh_on_stale(target, lambda t: scale_down(self._objects, t, t.spec.green))
 
     async def hold_blue(self, target: Target, total_replicas: int) -> None:
         # At 100 % the canary takes everything, and blue was never scaled down.
-        await keep_blue_scaled(self._objects, target, total_replicas)
+        await fresh_on_stale(target, lambda t: keep_blue_scaled(self._objects, t, total_replicas))
 
     async def retire_blue(self, target: Target) -> None:
         blue, green = self._services(target)
@@ -356,7 +378,6 @@ class NginxRouter(NoMirror):
             target,
             lambda s: self._switch(s, blue, green) + annotation_ops(s, {ORIGINAL_ANNOTATION: None}),
         )
+        self._written.forget(self._canary_key(target))
         await self._kube.delete(group, version, plural, target.namespace, self._canary_name(target))
-        obj = await self._objects.deployment(target.namespace, target.spec.blue.deployment)
-        if obj is not None:
-            await self._objects.patch_deployment(obj, replicas_to=0)
+        await fresh_on_stale(target, lambda t: scale_down(self._objects, t, t.spec.blue))
