@@ -510,10 +510,11 @@ async def json_patch_converge(
                 group, version, plural, namespace, name, ops, patch_type="json"
             )
         except KubeError as error:
-            # 422: a failed test op (the apiserver's answer); 409: a conflicting write.
-            if error.status in (409, 422):
-                if written is not None:
-                    written.forget(key)
+            if written is not None:
+                written.forget(key)  # whatever went wrong, the next plan starts from a read
+            # 422: a failed test op (the apiserver's answer); 409: a conflicting write; 404
+            # for a copy: the route was deleted since (the read says so in our words).
+            if error.status in (409, 422) or (error.status == 404 and remembered is not None):
                 last = error
                 continue
             raise
