@@ -218,13 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--migrations", type=int, nargs="+", default=[100], help="sizes (100)")
     parser.add_argument("--runs", type=int, default=1, help="repetitions of each size (1)")
     parser.add_argument("--pause", default="5s", help="timed pause duration (5s)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds a run may take (120 + 0.6 per one)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.runs, args.pause = [5], 1, "1s"
     results: list[dict[str, Any]] = []
     for size in args.migrations:
         for run in range(args.runs):
-            timeout = 120 + size * 0.6
+            timeout = args.timeout or 120 + size * 0.6
             result = one_run(size, args.pause, args.qps, args.burst, timeout, args.cluster_dir)
             result["run"] = run + 1
             results.append(result)

@@ -749,7 +749,9 @@ def kubeconfig_document(
 
 
 def _node_manifest() -> dict[str, Any]:
-    capacity = {"cpu": "64", "memory": "512Gi", "pods": "5000"}
+    # Room for bench/concurrency.py at 1,000 Migrations: 10,000 blue pods plus green's (at
+    # 5,000 half the greens stayed Pending and their runs hit the progress deadline).
+    capacity = {"cpu": "640", "memory": "5Ti", "pods": "30000"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
