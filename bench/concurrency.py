@@ -63,12 +63,12 @@ def steps(pause: str) -> list[dict[str, Any]]:
     ]
 
 
-def ideal_writes(name: str) -> list[tuple[str, int]]:
+def ideal_writes(name: str, blue_replicas: int = BLUE_REPLICAS) -> list[tuple[str, int]]:
     """The replica PATCHes of a perfect run: grow one side, then shrink the other."""
-    blue, green = BLUE_REPLICAS, 0
+    blue, green = blue_replicas, 0
     out: list[tuple[str, int]] = []
     for weight in WEIGHTS:
-        want_blue, want_green = replica_split(BLUE_REPLICAS, weight)
+        want_blue, want_green = replica_split(blue_replicas, weight)
         order = [("green", want_green), ("blue", want_blue)]
         if want_green < green:
             order.reverse()
@@ -82,13 +82,20 @@ def ideal_writes(name: str) -> list[tuple[str, int]]:
 
 
 def one_run(
-    size: int, pause: str, qps: float, burst: int, timeout: float, cluster_dir: Path | None
+    size: int,
+    pause: str,
+    qps: float,
+    burst: int,
+    timeout: float,
+    cluster_dir: Path | None,
+    blue_replicas: int = BLUE_REPLICAS,
+    progress_deadline: str | None = None,
 ) -> dict[str, Any]:
     names = [f"m{i}" for i in range(size)]
     pause_s = parse_duration(pause)
     with Bench(cluster_dir) as bench:
         bench.create_deployments(
-            [(f"{n}-blue", BLUE_REPLICAS) for n in names] + [(f"{n}-green", 0) for n in names]
+            [(f"{n}-blue", blue_replicas) for n in names] + [(f"{n}-green", 0) for n in names]
         )
         operator = bench.start_operator(qps, burst)
         procs = {
@@ -102,7 +109,8 @@ def one_run(
         started = time.monotonic()
         with Sampler(procs) as sampler:
             bench.create_migrations(
-                [bench_migration(n, pause) for n in names], workers=8 if size > 10 else 1
+                [bench_migration(n, pause, progress_deadline) for n in names],
+                workers=8 if size > 10 else 1,
             )
             created_in = time.monotonic() - started
             deadline = time.monotonic() + timeout
@@ -112,13 +120,31 @@ def one_run(
             tail.poll()
         after, log_text, denied, created = bench.outcome()
     counts = delta(after, before)
-    return analyse(
-        names, tail, counts, pause_s, succeeded, sampler, elapsed, created_in, log_text, created
-    ) | {"qps": qps, "burst": burst, "rbac_denied": denied}
+    analysed = analyse(
+        names,
+        tail,
+        counts,
+        pause_s,
+        succeeded,
+        sampler,
+        elapsed,
+        created_in,
+        log_text,
+        created,
+        blue_replicas,
+    )
+    return analysed | {
+        "qps": qps,
+        "burst": burst,
+        "rbac_denied": denied,
+        "blue_replicas": blue_replicas,
+        "progress_deadline": progress_deadline,
+    }
 
 
-def bench_migration(name: str, pause: str) -> dict[str, Any]:
-    return migration(name, f"{name}-blue", f"{name}-green", steps(pause))
+def bench_migration(name: str, pause: str, progress_deadline: str | None = None) -> dict[str, Any]:
+    extra = {"progressDeadline": progress_deadline} if progress_deadline else {}
+    return migration(name, f"{name}-blue", f"{name}-green", steps(pause), **extra)
 
 
 def analyse(
@@ -132,6 +158,7 @@ def analyse(
     created_in: float,
     log_text: str,
     created: dict[str, float],
+    blue_replicas: int = BLUE_REPLICAS,
 ) -> dict[str, Any]:
     statuses: dict[str, list[tuple[int, float, dict[str, Any]]]] = collections.defaultdict(list)
     patches: dict[str, list[tuple[int, float, str, int]]] = collections.defaultdict(list)
@@ -156,7 +183,7 @@ def analyse(
         if name in created and mine:
             first_write.append(mine[0][1] - created[name])
         actual = [(dep, count) for _, _, dep, count in mine]
-        ideal = ideal_writes(name)
+        ideal = ideal_writes(name, blue_replicas)
         if actual != ideal:
             wrong += 1
             a, b = collections.Counter(actual), collections.Counter(ideal)
@@ -221,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds a run may take (120 + 0.6 per one)"
     )
+    parser.add_argument("--blue-replicas", type=int, default=BLUE_REPLICAS, help="blue's size")
+    parser.add_argument(
+        "--progress-deadline", default=None, help="the Migrations' progressDeadline (10m)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.runs, args.pause = [5], 1, "1s"
@@ -228,7 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.migrations:
         for run in range(args.runs):
             timeout = args.timeout or 120 + size * 0.6
-            result = one_run(size, args.pause, args.qps, args.burst, timeout, args.cluster_dir)
+            result = one_run(
+                size,
+                args.pause,
+                args.qps,
+                args.burst,
+                timeout,
+                args.cluster_dir,
+                args.blue_replicas,
+                args.progress_deadline,
+            )
             result["run"] = run + 1
             results.append(result)
             lat = result["step_latency_seconds"]
@@ -274,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pause": args.pause,
                 "qps": args.qps,
                 "burst": args.burst,
-                "blue_replicas": BLUE_REPLICAS,
+                "blue_replicas": args.blue_replicas,
+                "progress_deadline": args.progress_deadline,
                 "anchors": "Flagger stalled at ~50 canaries on default client limits (flagger#638)",
             },
             "summary": summary,
