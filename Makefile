@@ -124,7 +124,8 @@ bench: install
 .PHONY: bench-scale
 bench-scale: install
 	$(BIN)/pip install --quiet psutil py-spy
-	$(BIN)/python bench/concurrency.py --migrations 1000 --runs 3 --qps $(BENCH_QPS) --burst $(BENCH_BURST)
+	$(BIN)/python bench/concurrency.py --migrations 1000 --runs 3 --qps $(BENCH_QPS) --burst $(BENCH_BURST) \
+	  --timeout 1800 --blue-replicas 4 --progress-deadline 1h
 	$(BIN)/python bench/first_step.py --migrations 1000 --existing
 	$(BIN)/python bench/memory.py --migrations 1000 --idle-seconds 60 --lanes 20 --cycles 10000
 
