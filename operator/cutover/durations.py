@@ -14,6 +14,11 @@ class DurationError(ValueError):
     pass
 
 
+# Far past any pause, deadline or window anyone means, and short enough that "now" plus it
+# stays a date (Python's datetime ends in year 9999; 70,000,000h overflowed it).
+MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600.0
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; negative or unitless values (other than ``0``) are refused."""
     stripped = text.strip()
@@ -32,6 +37,8 @@ def parse_duration(text: str) -> float:
         raise DurationError(
             f"cannot parse duration {text!r}: use a number with a unit, e.g. 30s, 2m, 1h30m"
         )
+    if total > MAX_DURATION_SECONDS:
+        raise DurationError(f"duration {text!r} is longer than the maximum, 876000h (100 years)")
     return total
 
 
