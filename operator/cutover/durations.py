@@ -38,7 +38,8 @@ def parse_duration(text: str) -> float:
             f"cannot parse duration {text!r}: use a number with a unit, e.g. 30s, 2m, 1h30m"
         )
     if total > MAX_DURATION_SECONDS:
-        raise DurationError(f"duration {text!r} is longer than the maximum, 876000h (100 years)")
+        limit = format_duration(MAX_DURATION_SECONDS)
+        raise DurationError(f"duration {text!r} is longer than the maximum, {limit} (100 years)")
     return total
 
 
