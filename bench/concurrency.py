@@ -97,6 +97,8 @@ def one_run(
         bench.create_deployments(
             [(f"{n}-blue", blue_replicas) for n in names] + [(f"{n}-green", 0) for n in names]
         )
+        settled_in = bench.wait_available(timeout=600 + size * blue_replicas * 0.2)
+        print(f"{size * blue_replicas} blue pods available after {settled_in:.1f}s", flush=True)
         operator = bench.start_operator(qps, burst)
         procs = {
             "operator": operator,
@@ -138,6 +140,7 @@ def one_run(
         "burst": burst,
         "rbac_denied": denied,
         "blue_replicas": blue_replicas,
+        "blue_settled_seconds": settled_in,
         "progress_deadline": progress_deadline,
     }
 

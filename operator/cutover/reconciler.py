@@ -360,6 +360,7 @@ class Context:
             # The chart's defaults (values.yaml says how they were sized).
             qps=_env_float("CUTOVER_API_QPS", 100.0),
             burst=int(_env_float("CUTOVER_API_BURST", 200)),
+            max_workers=int(_env_float("CUTOVER_API_CONCURRENCY", 32)) or 1,
             on_request=metrics.count_api_request,
         )
         gates = GateChecker(kube)
