@@ -71,6 +71,7 @@ def run(migrations: int, cluster_dir: Path | None, existing: bool = False) -> di
         time.sleep(1)
         tail.poll()
         after, log_text, denied, created_at = bench.outcome()
+        requests = list(bench.audit.entries) if bench.audit else []
         if not existing:
             created = created_at
     first_write: dict[str, float] = {}
@@ -79,6 +80,7 @@ def run(migrations: int, cluster_dir: Path | None, existing: bool = False) -> di
             owner = str(entry["name"]).rsplit("-", 1)[0]
             first_write.setdefault(owner, float(entry["time"]))
     latencies = [first_write[n] - created[n] for n in names if n in first_write]
+    reads_before = reads_before_first_write(requests, names)
     counts = delta(after, before)
     weight_steps = WEIGHT_STEPS * len(done)
     writes = total(counts, WRITE_VERBS)
@@ -88,6 +90,8 @@ def run(migrations: int, cluster_dir: Path | None, existing: bool = False) -> di
         "existing_before_operator_start": existing,
         "succeeded": len(done),
         "create_to_first_step_seconds": describe(latencies),
+        # GETs of a Migration's own blue and green before its first replica write.
+        "deployment_reads_before_first_write": describe(reads_before),
         "weight_steps": weight_steps,
         "operator_writes": writes,
         "operator_reads": reads,
@@ -101,6 +105,23 @@ def run(migrations: int, cluster_dir: Path | None, existing: bool = False) -> di
         "operator_errors_logged": log_text.count("Traceback"),
         "requests_by_verb_resource": flat(counts),
     }
+
+
+def reads_before_first_write(requests: list[dict[str, Any]], names: list[str]) -> list[float]:
+    """Per Migration that wrote: how often the operator read its blue or green before that."""
+    reads: dict[str, int] = {}
+    wrote: set[str] = set()
+    for entry in requests:
+        if entry["resource"] != "deployments":
+            continue
+        owner = str(entry["name"]).rsplit("-", 1)[0]
+        if owner in wrote:
+            continue
+        if replicas_written(entry) is not None:
+            wrote.add(owner)
+        elif entry["method"] == "GET":
+            reads[owner] = reads.get(owner, 0) + 1
+    return [float(reads.get(n, 0)) for n in names if n in wrote]
 
 
 def main(argv: list[str] | None = None) -> int:

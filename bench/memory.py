@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.create_deployments(
                 [(f"{n}-blue", 4) for n in names] + [(f"{n}-green", 0) for n in names]
             )
+            settled_in = bench.wait_available(timeout=600 + args.migrations)
+            print(f"blue Deployments available after {settled_in:.1f}s", flush=True)
             start = time.monotonic()
             bench.create_migrations(
                 [

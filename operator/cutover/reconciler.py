@@ -568,6 +568,11 @@ class Reconciler:
 
         router_weight: int | None = None
         router_mirror: int | None = None
+        if not self._cluster_read and not raw_status and request is None:
+            # Never started: there is no run to resume, and the first step sets the weight
+            # whatever the cluster says, so reading the route first only delays that write
+            # (and costs two GETs per Migration when many are created at once).
+            self._cluster_read = True
         if not self._cluster_read and status.phase not in TERMINAL_PHASES:
             router_weight = await self._read_weight(router, target)
             self._cluster_read = router_weight is not None

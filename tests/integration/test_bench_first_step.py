@@ -28,6 +28,9 @@ def test_first_step_bench_smoke(tmp_path: Path, control_plane: ControlPlane) -> 
     latency = result["create_to_first_step_seconds"]
     assert latency["n"] == 1, latency
     assert 0 < latency["min"] == latency["median"] == latency["max"], latency
+    # Created while the operator runs, a Migration starts from what the watches delivered: its
+    # blue and green are not read before the first write (two GETs each before issue 16).
+    assert result["deployment_reads_before_first_write"]["max"] == 0, result
     # 25 % -> 50 % -> 100 %: the per-step figures are the totals over those 3 weight steps.
     assert result["weight_steps"] == 3, result
     assert result["operator_writes_per_weight_step"] == pytest.approx(result["operator_writes"] / 3)
