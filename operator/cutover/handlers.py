@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -164,9 +164,13 @@ async def poke(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_
     context.wakeups.wake(uid)
 
 
-# Kopf names a handler by its function's qualified name.
+def _handler_id(fn: Callable[..., object]) -> str:
+    """Kopf names a handler by its function's qualified name."""
+    return fn.__qualname__
+
+
 _WATCH_HANDLERS = tuple(
-    fn.__qualname__
+    _handler_id(fn)
     for fn in (deployments, hook_jobs, gate_templates, cluster_gate_templates, autoscalers, poke)
 )
 
