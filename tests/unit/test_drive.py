@@ -1,5 +1,6 @@
 """The daemon loop (Reconciler.drive): a reconcile that crashes on a defect is retried soon, with
-a back-off, instead of stalling the run for Kopf's default daemon back-off of 60 s."""
+a back-off, instead of stalling the run for Kopf's default daemon back-off of 60 s; one the API
+server keeps failing backs off to a minute, so an operator cut off from it does not spin."""
 
 from __future__ import annotations
 
@@ -42,13 +43,14 @@ async def test_crashed_reconciles_are_retried_with_a_back_off_that_success_reset
     context = Context(kube=cast(Kube, NoKube()), gates=cast(Any, None))
     reconciler = Reconciler(context, "shop", "checkout", "uid-1")
     stopped = Stop()
-    # What each reconcile does in turn: crash (a defect), crash, succeed, fail on the API,
-    # crash again.
+    # What each reconcile does in turn: crash (a defect), crash, succeed, fail on the API
+    # twice, crash again: failures of either kind in a row back off together.
     script: list[Exception | None] = [
         ValueError("list.remove(x): x not in list"),
         ValueError("again"),
         None,
         KubeError("get deployments: 503", status=503),
+        KubeError("get deployments: connection refused", status=None),
         ValueError("once more"),
     ]
     delays: list[float | None] = []
@@ -69,6 +71,29 @@ async def test_crashed_reconciles_are_retried_with_a_back_off_that_success_reset
     with caplog.at_level(logging.ERROR, logger="cutover.reconciler"):
         await reconciler.drive(stopped, {"spec": raw()}, lambda ns, name: None, None)
 
-    assert delays == [5.0, 10.0, 30.0, 5.0, 5.0]
+    assert delays == [5.0, 10.0, 30.0, 5.0, 10.0, 20.0]
     crashes = [r for r in caplog.records if r.getMessage() == "reconcile crashed"]
     assert len(crashes) == 3 and all(r.exc_info for r in crashes)
+
+
+async def test_an_api_server_that_stays_away_is_retried_at_most_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context = Context(kube=cast(Kube, NoKube()), gates=cast(Any, None))
+    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
+    stopped = Stop()
+    delays: list[float | None] = []
+
+    async def reconcile(*args: Any, **kwargs: Any) -> Outcome:
+        raise KubeError("get deployments: connection refused", status=None)
+
+    async def sleep(stopped_: Any, wake: asyncio.Event, delay: float | None) -> None:
+        delays.append(delay)
+        if len(delays) == 8:
+            stopped.event.set()
+
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    monkeypatch.setattr(reconciler_module, "sleep", sleep)
+    await reconciler.drive(stopped, {"spec": raw()}, lambda ns, name: None, None)
+
+    assert delays == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 60.0]
