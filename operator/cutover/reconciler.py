@@ -149,7 +149,7 @@ def utcnow() -> datetime:
 
 def _retry_delay(failures: int) -> float:
     """After ``failures`` failed reconciles in a row: 5 s, doubling up to a minute."""
-    return min(_ERROR_RETRY * 2 ** (failures - 1), _RETRY_MAX)
+    return min(_ERROR_RETRY * 2.0 ** (failures - 1), _RETRY_MAX)
 
 
 def _env_float(name: str, default: float) -> float:
