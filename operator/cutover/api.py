@@ -1124,6 +1124,13 @@ class _StatusModel(_Model):
     # The decision engine builds a new status by editing a deep copy, so status models are mutable.
     model_config = ConfigDict(frozen=False, validate_assignment=False)
 
+    def edit_copy(self) -> typing.Self:
+        """A deep copy to edit. Rebuilt from a dump, not ``model_copy(deep=True)``: pydantic's
+        generic deep copy took ~1 ms for a status of ten history entries and nine conditions,
+        five times the dump and validation (and at 1,000 Migrations the engine's largest cost).
+        Lossless: every status the engine makes is written and read back this way anyway."""
+        return self.model_validate(self.model_dump(by_alias=True))
+
 
 class Phase(enum.StrEnum):
     # Accepted, not yet validated or started.

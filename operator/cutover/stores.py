@@ -70,19 +70,26 @@ class Store(Generic[K, V]):
         # list of the sets: two reads' sets are often equal, and list.remove goes by equality.
         self._reading: dict[object, set[str]] = {}
 
-    def apply(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
-        """One watch event (``type`` None: the watch's own initial listing)."""
+    def apply(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
+        """One watch event (``type`` None: the watch's own initial listing). True when what the
+        store holds for the object changed: most events of a Deployment (its controller's
+        status updates while pods start) change nothing a reader of the store sees."""
         uid = _uid(obj)
         for touched in self._reading.values():
             touched.add(uid)
         if event_type is not None:
             self._primed.add(_namespace(obj))
+        before = self._entries_of(uid)
         if event_type == DELETED:
             for key in self._discard(uid, set()):
                 if key not in self._by_key:
                     self._known_absent(key)
         else:
             self._replace(uid, self._indexer(obj))
+        return self._entries_of(uid) != before
+
+    def _entries_of(self, uid: str) -> dict[K, V]:
+        return {key: self._by_key[key][uid] for key in self._keys_of.get(uid, ())}
 
     def values(self, key: K) -> list[V]:
         return list(self._by_key.get(key, {}).values())

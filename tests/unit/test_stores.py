@@ -357,3 +357,30 @@ async def test_a_shard_lists_only_the_migrations_its_watch_shows() -> None:
     stores.migration_selector = "cutover.io/shard=2"
     await stores.claimants("shop")
     assert kube.lists == [("migrations", "shop", "cutover.io/shard=2")]
+
+
+def test_only_a_deployment_change_its_readers_can_see_wakes_them() -> None:
+    """The Deployment handler wakes a Migration only when ``apply`` says the store changed: the
+    controller's many status updates while pods start must not each cost a reconcile, and a
+    change that matters (a pod available, a new size, a deletion) must never be missed."""
+    deployments = Stores(cast(Kube, None)).deployments
+
+    def green(replicas: int, available: int, ready: int, generation: int = 1) -> dict[str, Any]:
+        return obj(
+            "checkout-green",
+            metadata_generation=generation,
+            spec={"replicas": replicas, "selector": {"matchLabels": {"app": "checkout"}}},
+            status={"availableReplicas": available, "readyReplicas": ready, "replicas": replicas},
+        )
+
+    def event(kind: str, body: dict[str, Any]) -> bool:
+        body["metadata"]["generation"] = body.pop("metadata_generation")
+        return deployments.apply(kind, body)
+
+    assert event("ADDED", green(0, 0, 0))
+    assert event("MODIFIED", green(2, 0, 0, generation=2))  # scaled up: a new size
+    assert not event("MODIFIED", green(2, 0, 1, generation=2))  # a pod ready, not yet available
+    assert not event("MODIFIED", green(2, 0, 1, generation=2))  # the same, once more
+    assert event("MODIFIED", green(2, 1, 1, generation=2))  # a pod available
+    assert event("DELETED", green(2, 1, 1, generation=2))
+    assert deployments.first(("shop", "checkout-green")) is None

@@ -182,7 +182,7 @@ def record(
     status: GateStatus, gate: Gate, reading: Reading, judgement: Judgement, now: datetime
 ) -> GateStatus:
     """The gate's status after one check; the input is not modified."""
-    new = status.model_copy(deep=True)
+    new = status.edit_copy()
     new.last_verdict = judgement.verdict
     new.last_message = judgement.message
     new.last_evaluated_at = now
@@ -241,7 +241,7 @@ _SEVERITY = [
 
 def excuse(status: GateStatus, gate: Gate) -> GateStatus:
     """A person let a held run go on: the checks so far no longer count towards the limits."""
-    new = status.model_copy(deep=True)
+    new = status.edit_copy()
     new.excused_failed = new.failed
     new.excused_inconclusive = new.inconclusive
     new.consecutive_errors = 0

@@ -35,7 +35,7 @@ class RunState:
         now: datetime,
     ) -> None:
         self.spec = spec
-        self.s = status.model_copy(deep=True)
+        self.s = status.edit_copy()
         self.obs = observations
         self.now = now
         self.actions: list[Action] = []
