@@ -140,7 +140,8 @@ _ERROR_RETRY = 5.0
 # Consecutive failed reconciles back off to this: with the API server gone, 1,000 daemons
 # retrying every 5 s kept ~0.4 core busy on connection errors alone.
 _RETRY_MAX = 60.0
-_NOT_READY_RETRY = 2.0  # a safety net: the Deployment's own change normally wakes us first
+# A safety net, as core/steps.py's readiness poll: the Deployment's change wakes us first.
+_NOT_READY_RETRY = 30.0
 
 
 def utcnow() -> datetime:
