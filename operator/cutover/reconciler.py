@@ -72,6 +72,7 @@ from cutover.core.observations import (
     RequestVerb,
 )
 from cutover.core.templates import TemplateObject
+from cutover.core.transitions import Reason
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import Kube, KubeError
@@ -146,6 +147,15 @@ _NOT_READY_RETRY = 30.0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _gave_up_on_green(before: MigrationStatus, after: MigrationStatus) -> bool:
+    """The decision rolls back because green missed its progress deadline."""
+    return (
+        after.phase is Phase.rolling_back
+        and before.phase is not Phase.rolling_back
+        and after.reason == Reason.progress_deadline_exceeded
+    )
 
 
 def _retry_delay(failures: int) -> float:
@@ -297,6 +307,11 @@ class Stores:
 
     def deployment(self, namespace: str, name: str) -> DeploymentState | None:
         return self.deployments.first((namespace, name))
+
+    async def reread_deployment(self, namespace: str, name: str) -> None:
+        await self.deployments.refresh(
+            (namespace, name), partial(self._kube.get, "apps", "v1", "deployments", namespace, name)
+        )
 
     def jobs(self, namespace: str, migration: str) -> dict[str, JobState]:
         return dict(self.hook_jobs.values((namespace, migration)))
@@ -621,11 +636,21 @@ class Reconciler:
 
         decisions: list[Decision] = []
         current, written = prepared, status
+        confirmed = False  # green read again before a progress-deadline rollback
         observations = observe(router_weight, mirror=router_mirror)
         for round_ in range(_ROUNDS):
             # Each round after the first follows writes that took time: a pause or deadline
             # started now must not start at the wake-up's instant (it would end early).
             decision = decide(spec, current, observations, now if round_ == 0 else self.ctx.clock())
+            if _gave_up_on_green(current, decision.status) and not confirmed:
+                # Rolling back a green that may be healthy, on a copy an overloaded watch may
+                # not have updated: read green once and decide again on what is really there.
+                confirmed = True
+                await self.ctx.stores.reread_deployment(self.namespace, spec.green.deployment)
+                observations = replace(
+                    observations, green=deployments(self.namespace, spec.green.deployment)
+                )
+                decision = decide(spec, current, observations, self.ctx.clock())
             decisions.append(decision)
             current = decision.status
             moves = [a for a in decision.actions if not isinstance(a, EmitEvent)]

@@ -133,6 +133,15 @@ class Store(Generic[K, V]):
         elif _uid(obj) not in touched:
             self._replace(_uid(obj), self._indexer(obj))
 
+    async def refresh(self, key: K, fetch: Fetch) -> None:
+        """Reads ``key``'s object again whatever the store holds, for a decision too costly to
+        take on a copy the watch may not have brought up to date. What the watch says meanwhile
+        wins over the answer; an object gone is left for the watch to say."""
+        with self._tracking() as touched:
+            obj = await fetch()
+        if obj is not None and _uid(obj) not in touched:
+            self._replace(_uid(obj), self._indexer(obj))
+
     @contextlib.contextmanager
     def _tracking(self) -> Iterator[set[str]]:
         """The uids the watch writes while the block runs (a read in flight)."""

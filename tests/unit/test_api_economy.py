@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -391,3 +391,48 @@ def test_the_service_router_switches_reading_only_the_service(kube: FakeKube) ->
     assert selector == {"app": "shop", "version": "green"}
     assert kube.requests.count(("get", "services")) == 1
     assert kube.count("get", "deployments") == 0
+
+
+def _started_with_a_lagging_watch(kube: FakeKube, green_ready: bool) -> tuple[Context, Reconciler]:
+    """A run whose first step (50 %) is written; the watch delivered green's scale-up but none
+    of its pods since (whether or not they are available), and the progress deadline (10 s)
+    passes."""
+    body = kube.add_migration("m", [{"setWeight": 50}, {"setWeight": 100}])
+    body["spec"]["progressDeadline"] = "10s"
+    ctx = context(kube)
+    for name in ("blue", "green"):
+        ctx.stores.deployments.apply("ADDED", copy.deepcopy(kube.objects[("deployments", name)]))
+    reconciler = Reconciler(ctx, NS, "m", "uid-m")
+    asyncio.run(reconciler.reconcile(copy.deepcopy(body), ctx.stores.deployment))
+    assert replicas(kube) == (2, 2)
+    scaled_up = copy.deepcopy(kube.objects[("deployments", "green")])
+    assert scaled_up["status"]["availableReplicas"] == 0
+    ctx.stores.deployments.apply("MODIFIED", scaled_up)
+    if green_ready:
+        kube.settle()
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    clock.now += timedelta(seconds=60)
+    return ctx, reconciler
+
+
+def test_a_healthy_green_an_overloaded_watch_shows_unready_is_read_before_a_rollback(
+    kube: FakeKube,
+) -> None:
+    ctx, reconciler = _started_with_a_lagging_watch(kube, green_ready=True)
+    gets = kube.count("get", "deployments")
+    body = copy.deepcopy(kube.objects[("migrations", "m")])
+    outcome = asyncio.run(reconciler.reconcile(body, ctx.stores.deployment))
+    assert outcome.status.phase.value == "Progressing", outcome.status.message
+    assert outcome.status.current_step_index == 1
+    assert kube.count("get", "deployments") > gets  # the cluster was asked, not the copy
+    assert replicas(kube) == (0, 4)  # and the run went on to 100 %
+
+
+def test_a_green_still_unready_when_read_again_is_rolled_back(kube: FakeKube) -> None:
+    ctx, reconciler = _started_with_a_lagging_watch(kube, green_ready=False)
+    body = copy.deepcopy(kube.objects[("migrations", "m")])
+    outcome = asyncio.run(reconciler.reconcile(body, ctx.stores.deployment))
+    assert outcome.status.phase.value in ("RollingBack", "RolledBack")
+    assert "progressDeadline" in (outcome.status.message or "")
+    assert replicas(kube) == (4, 0)
