@@ -17,14 +17,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from cutover import api, metrics
+
+if TYPE_CHECKING:
+    import kopf
+
+    from cutover.webcerts import Webhooks
 from cutover.admission import (
     MUTATE_ID,
     VALIDATE_ID,
-    Webhooks,
-    WebhookServer,
     review_mutate,
     review_validate,
 )
@@ -403,12 +406,14 @@ class Context:
             log.warning("access review failed", extra={"error": str(error)})
             return True
 
-    async def start_webhooks(self) -> WebhookServer | None:
+    async def start_webhooks(self) -> kopf.WebhookServer | None:
         """The admission webhook server when CUTOVER_WEBHOOK_PORT asks for one, its certificate
         issued and its CA published; None otherwise."""
         settings = WebhookSettings.from_environment()
         if settings is None:
             return None
+        from cutover.webcerts import Webhooks  # its cryptography only where webhooks are served
+
         self.webhooks = Webhooks(settings, self.kube)
         return await self.webhooks.start()
 

@@ -18,27 +18,29 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from cutover.admission import (
-    CA_DAYS,
-    MAX_CAS,
-    WEBHOOK_KINDS,
     Author,
-    Authority,
     Rejected,
     Rejection,
     Settings,
-    Webhooks,
     check_author,
-    merge_bundle,
     mutate_author,
-    publish_ca_bundle,
     review_mutate,
     review_validate,
     validate_spec,
-    write_certificates,
 )
 from cutover.api import AUTHOR_ANNOTATION
 from cutover.kube import KubeError
 from cutover.scaleout import SHARD_LABEL, shard_of
+from cutover.webcerts import (
+    CA_DAYS,
+    MAX_CAS,
+    WEBHOOK_KINDS,
+    Authority,
+    Webhooks,
+    merge_bundle,
+    publish_ca_bundle,
+    write_certificates,
+)
 
 from .specs import raw
 
