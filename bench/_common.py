@@ -381,6 +381,12 @@ class OperatorProcess:
 # --- the cluster and the operator --------------------------------------------------------------
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # A bench stopped with SIGTERM (kill, a CI timeout) unwinds its ``with Bench``: otherwise its
+    # operator, in a session of its own, outlives it and spins against a control plane gone.
+    raise SystemExit(128 + signum)
+
+
 class Bench:
     """A control plane (started here, or the one in ``cluster_dir``), the CRD, a fresh namespace
     with the chart's RBAC, an admin client; the operator on demand."""
@@ -404,6 +410,7 @@ class Bench:
         self.created_at: dict[str, float] = {}  # Migration -> when its POST returned
 
     def __enter__(self) -> Bench:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             if self.owned:
                 started = time.monotonic()
