@@ -215,12 +215,15 @@ class OperatorRequests:
 
     Reads the file directly, incrementally and without waiting (``ControlPlane.reads`` re-reads
     the whole log and waits for it to stop growing: too slow to sample every 0.1 s under load).
+    The kube-apiserver rotates the log at 100 MB (a long soak gets there): the rest of the
+    rotated file is read, then the new one from its start.
     """
 
     def __init__(self, plane: ControlPlane, user_prefix: str) -> None:
         self.path = plane.audit_log
         self.user_prefix = user_prefix
         self.offset = self.path.stat().st_size if self.path.exists() else 0
+        self.inode = self.path.stat().st_ino if self.path.exists() else 0
         self._partial_first = self.offset > 0
         self.counts: Counter[tuple[str, str]] = Counter()
         self.entries: list[dict[str, Any]] = []
@@ -233,13 +236,15 @@ class OperatorRequests:
         with self._lock:
             if not self.path.exists():
                 return []
+            rest = self._rotated_rest()
             with self.path.open("rb") as f:
                 f.seek(self.offset)
-                chunk = f.read()
+                chunk = rest + f.read()
             end = chunk.rfind(b"\n")
             if end < 0:
                 return []
-            self.offset += end + 1
+            # ``rest`` ends a line of its own: what follows it is read from the new file.
+            self.offset += end + 1 - len(rest)
             lines = chunk[: end + 1].splitlines()
             if self._partial_first:
                 # Started at the file's end: the first "line" may be the tail of one cut in two.
@@ -267,6 +272,26 @@ class OperatorRequests:
                 new.append(entry)
             self.entries.extend(new)
             return new
+
+    def _rotated_rest(self) -> bytes:
+        """What the log held after ``offset`` when it was rotated away, if it was (then the
+        reading goes on at the start of the new file)."""
+        inode = self.path.stat().st_ino
+        if inode == self.inode:
+            return b""
+        rest = b""
+        rotated = sorted(
+            self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if rotated and self.inode:
+            with rotated[-1].open("rb") as f:
+                f.seek(self.offset)
+                rest = f.read()
+            if rest and not rest.endswith(b"\n"):
+                rest += b"\n"
+        self.inode, self.offset = inode, 0
+        return rest
 
     def counters(self) -> dict[tuple[str, str], int]:
         self.poll()
