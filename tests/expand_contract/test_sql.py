@@ -385,7 +385,9 @@ def test_contract_drops_the_old_column_and_v2_still_works(expanded: str) -> None
     order = v2_write(db, "Grace", "Hopper")
     psql(db, "-c", f"UPDATE orders SET customer_last = 'Hopper-Murray' WHERE id = {order}")
     assert query(
-        db, f"SELECT customer_first, customer_last FROM orders WHERE id IN ({alan}, {order})"
+        db,
+        "SELECT customer_first, customer_last FROM orders"
+        f" WHERE id IN ({alan}, {order}) ORDER BY id",
     ) == [("Alan", "Turing"), ("Grace", "Hopper-Murray")]
     # ... and v1 cannot come back: this is the point of no return.
     v1_attempt = psql(
