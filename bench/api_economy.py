@@ -233,7 +233,11 @@ def gate_rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
 def idle_phase(bench: Bench, paused: int, seconds: float) -> dict[str, Any]:
     names = [f"p{i}" for i in range(paused)]
     start_paused(bench, names, 10)
-    time.sleep(3)  # the last writes settle
+    # The last writes settle, Kopf's included: it touches a Migration (an annotation PATCH) 10 s
+    # after its daemon was told to stop (``cancellation_backoff`` in handlers.py), which belongs
+    # to the end of a run that just ended, not to idling. A faster operator ended the previous
+    # phase's runs close enough to this window for that touch to land in it.
+    time.sleep(12)
     phases = bench.phases()
     before = bench.counters()
     time.sleep(seconds)
