@@ -171,14 +171,20 @@ class LabelSweeper:
             )
             if patch is None:
                 continue
-            await self._kube.patch(
-                api.GROUP,
-                api.VERSION,
-                api.PLURAL,
-                meta.get("namespace"),
-                meta.get("name", ""),
-                {"metadata": {"labels": patch}},
-            )
+            try:
+                await self._kube.patch(
+                    api.GROUP,
+                    api.VERSION,
+                    api.PLURAL,
+                    meta.get("namespace"),
+                    meta.get("name", ""),
+                    {"metadata": {"labels": patch}},
+                )
+            except KubeError as error:
+                if error.status != 404:
+                    raise
+                # Gone since the LIST (or its namespace is): it must not stop the others'.
+                continue
             labelled += 1
         return labelled
 

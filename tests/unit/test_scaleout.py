@@ -87,3 +87,35 @@ def test_a_migration_gets_the_label_of_its_namespace_shard_unless_it_has_a_valid
     # A valid label is the owner's choice (moving a Migration between shards), kept as it is.
     assert shard_label_patch("shop", {SHARD_LABEL: "2"}, 3) is None
     assert shard_label_patch("shop", None, 1) is None
+
+
+def test_a_migration_gone_since_the_list_does_not_stop_the_others_being_labelled() -> None:
+    """A Migration whose namespace is being deleted is still listed, but its PATCH is a 404:
+    the sweep labels the rest (it used to give up, and no shard saw the others' runs)."""
+    import asyncio
+    from typing import Any, cast
+
+    from cutover.kube import Kube, KubeError
+    from cutover.scaleout import LabelSweeper, Shard
+
+    class Cluster:
+        def __init__(self) -> None:
+            self.labelled: list[str] = []
+
+        async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            return [
+                {"metadata": {"namespace": "gone", "name": "a"}},
+                {"metadata": {"namespace": "shop", "name": "b"}},
+            ]
+
+        async def patch(
+            self, group: str, version: str, plural: str, ns: str, name: str, body: Any
+        ) -> None:
+            if ns == "gone":
+                raise KubeError('namespaces "gone" not found', status=404)
+            self.labelled.append(name)
+
+    cluster = Cluster()
+    sweeper = LabelSweeper(cast(Kube, cluster), Shard(index=0, count=3), None)
+    assert asyncio.run(sweeper.sweep()) == 1
+    assert cluster.labelled == ["b"]
