@@ -92,7 +92,7 @@ from cutover.routers.base import (
 )
 from cutover.scaleout import ConfigurationError, LabelSweeper, Shard
 from cutover.scaleout import configure as configure_scaleout
-from cutover.stores import Lister, Store
+from cutover.stores import Fetch, Lister, Store
 from cutover.wakeups import Stopped, Wakeups, sleep
 
 # What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
@@ -302,19 +302,18 @@ class Stores:
         for name in deployments:
             if not _OBJECT_NAME.match(name):
                 continue  # no such object can exist: the spec is invalid and says so
-            await self.deployments.ensure(
-                (namespace, name),
-                partial(self._kube.get, "apps", "v1", "deployments", namespace, name),
-            )
+            await self.deployments.ensure((namespace, name), self._fetch(namespace, name))
         await self.autoscalers.prime(namespace)
 
     def deployment(self, namespace: str, name: str) -> DeploymentState | None:
         return self.deployments.first((namespace, name))
 
     async def reread_deployment(self, namespace: str, name: str) -> None:
-        await self.deployments.refresh(
-            (namespace, name), partial(self._kube.get, "apps", "v1", "deployments", namespace, name)
-        )
+        await self.deployments.refresh((namespace, name), self._fetch(namespace, name))
+
+    def _fetch(self, namespace: str, name: str) -> Fetch:
+        """One Deployment's GET, for the store to ask when the watch cannot answer."""
+        return partial(self._kube.get, "apps", "v1", "deployments", namespace, name)
 
     def jobs(self, namespace: str, migration: str) -> dict[str, JobState]:
         return dict(self.hook_jobs.values((namespace, migration)))
