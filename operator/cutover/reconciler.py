@@ -505,8 +505,11 @@ class Reconciler:
                 wake.clear()
                 try:
                     await self.ctx.stores.prime(self.namespace, names)
-                    outcome = await self.reconcile(body, deployments, jobs, templates, autoscalers)
-                    delay = outcome.requeue_after
+                    # Only the delay is kept: the parsed status would stay alive through the
+                    # sleep, ~20 KiB for each Migration the process carries.
+                    delay = (
+                        await self.reconcile(body, deployments, jobs, templates, autoscalers)
+                    ).requeue_after
                     failures = 0
                 except KubeError as error:
                     log.warning("reconcile failed", extra=self._log({"error": str(error)}))
