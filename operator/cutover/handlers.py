@@ -162,8 +162,20 @@ async def poke(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_
     """Any change to a Migration is recorded for the claims check of the others, and wakes its
     daemon early (spec, annotations, deletion)."""
     context: Context = memo.context
+    shed_managed_fields(body)
     context.stores.migrations.apply(type, body)
     context.wakeups.wake(uid)
+
+
+def shed_managed_fields(body: kopf.Body) -> None:
+    """Kopf keeps a Migration's latest body for as long as its daemon runs. Its managedFields
+    are half of that body in memory (~21 of 41 KiB), and nothing in this operator reads them.
+
+    The body Kopf passes to this handler is a view of the very dict it keeps for the daemon
+    (``DaemonsMemory.live_fresh_body``, kopf 1.45), so dropping the field here drops it there."""
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
 
 
 def _handler_id(fn: Callable[..., object]) -> str:
