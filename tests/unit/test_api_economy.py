@@ -436,3 +436,27 @@ def test_a_green_still_unready_when_read_again_is_rolled_back(kube: FakeKube) ->
     assert outcome.status.phase.value in ("RollingBack", "RolledBack")
     assert "progressDeadline" in (outcome.status.message or "")
     assert replicas(kube) == (4, 0)
+
+
+def test_a_body_behind_the_last_status_write_repeats_no_step_and_one_that_caught_up_is_used(
+    kube: FakeKube,
+) -> None:
+    """The watch may deliver the operator's own status write after its next wake-up: deciding
+    from the older body would start the step again. Once the body shows the write, the
+    reconciler decides from it and keeps no copy of its own through the sleep."""
+    kube.add_migration("m", [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}])
+    reconciler = Reconciler(context(kube), NS, "m", "uid-m")
+    before_start = copy.deepcopy(kube.objects[("migrations", "m")])
+    phase = asyncio.run(run(reconciler, kube, lambda p: p == "Paused"))
+    assert phase == "Paused"
+    writes = kube.count("patch", "deployments"), kube.count("patch", "migrations/status")
+
+    # The body from before the run started, delivered late.
+    late = asyncio.run(reconciler.reconcile(before_start, kube.index()))
+    assert late.status.phase.value == "Paused"
+    assert (kube.count("patch", "deployments"), kube.count("patch", "migrations/status")) == writes
+
+    current = copy.deepcopy(kube.objects[("migrations", "m")])
+    caught_up = asyncio.run(reconciler.reconcile(current, kube.index()))
+    assert caught_up.status.phase.value == "Paused"
+    assert reconciler._written is None  # the copy the sleep would have held
