@@ -9,6 +9,7 @@ wake-ups except a flag saying whether it has read the cluster since it (re)start
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -93,7 +94,7 @@ from cutover.routers.base import (
 from cutover.scaleout import ConfigurationError, LabelSweeper, Shard
 from cutover.scaleout import configure as configure_scaleout
 from cutover.stores import Fetch, Lister, Store
-from cutover.wakeups import Stopped, Wakeups, sleep
+from cutover.wakeups import Stopped, Wakeups, sleep, wake_on_stop
 
 # What the Kopf layer uses of the shell: it imports nothing else of the package but api/metrics.
 __all__ = [
@@ -494,6 +495,7 @@ class Reconciler:
         wakeups = self.ctx.wakeups
         wake = wakeups.event(self.uid)
         failures = 0  # consecutive crashed reconciles, for their back-off
+        stop_watch = asyncio.ensure_future(wake_on_stop(stopped, wake))
         try:
             while not stopped:
                 spec = body.get("spec") or {}
@@ -525,6 +527,7 @@ class Reconciler:
                     delay = _retry_delay(failures)
                 await sleep(stopped, wake, delay)
         finally:
+            stop_watch.cancel()
             wakeups.forget(self.uid)
 
     async def reconcile(

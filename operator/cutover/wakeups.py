@@ -63,11 +63,19 @@ class Wakeups:
 
 
 async def sleep(stopped: Stopped, wake: asyncio.Event, delay: float | None) -> None:
-    """Until ``delay`` passes, ``wake`` is set or the daemon must stop, whichever comes first."""
-    waiter = asyncio.ensure_future(wake.wait())
-    stopper = asyncio.ensure_future(stopped.wait())
+    """Until ``delay`` passes or ``wake`` is set, whichever comes first; a daemon that must stop
+    has its ``wake`` set by ``wake_on_stop``. Waits in the caller's own task: a sleeping daemon
+    costs no task of its own, once per Migration the process carries."""
+    if stopped:
+        return
     try:
-        await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        stopper.cancel()
+        async with asyncio.timeout(delay):
+            await wake.wait()
+    except TimeoutError:
+        pass
+
+
+async def wake_on_stop(stopped: Stopped, wake: asyncio.Event) -> None:
+    """Sets ``wake`` once Kopf says the daemon must end, so that its sleep ends too."""
+    await stopped.wait()
+    wake.set()

@@ -18,17 +18,7 @@ from cutover.kube import Kube, KubeError
 from cutover.reconciler import Context, Outcome, Reconciler
 
 from .specs import raw
-
-
-class Stop:
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-    def wait(self) -> Any:
-        return self.event.wait()
+from .stop import Stop
 
 
 class NoKube:
@@ -127,3 +117,30 @@ async def test_the_status_a_reconcile_decided_from_is_not_kept_while_the_daemon_
     await reconciler.drive(stopped, {"spec": raw()}, lambda ns, name: None, lambda ns, name: {})
 
     assert alive_while_asleep == [False]
+
+
+async def test_a_daemon_asleep_with_nothing_due_ends_when_told_to_stop_and_leaves_no_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context = Context(kube=cast(Kube, NoKube()), gates=cast(Any, None))
+    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
+    stopped = Stop()
+    reconciled = asyncio.Event()
+
+    async def reconcile(*args: Any, **kwargs: Any) -> Outcome:
+        reconciled.set()
+        return Outcome(MigrationStatus(), None, False)  # nothing due: sleep until woken
+
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    before = asyncio.all_tasks()
+    daemon = asyncio.ensure_future(
+        reconciler.drive(stopped, {"spec": raw()}, lambda ns, name: None, lambda ns, name: {})
+    )
+    await asyncio.wait_for(reconciled.wait(), timeout=10)
+    await asyncio.sleep(0)
+    assert not daemon.done()
+
+    stopped.event.set()
+    await asyncio.wait_for(daemon, timeout=10)
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before
