@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from cutover import api, metrics
+from cutover.heap import HeapTrimmer
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
@@ -102,11 +103,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     port = os.environ.get("CUTOVER_METRICS_PORT")
     if port:
         metrics.start_metrics_server(int(port))
+    memo.heap_trimmer = HeapTrimmer.for_this_process()
+    memo.heap_trimmer.start()
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     context: Context = memo.context
+    trimmer: HeapTrimmer | None = memo.get("heap_trimmer")  # not when the start-up failed
+    if trimmer is not None:
+        await trimmer.stop()
     await context.stop_shard()
     await context.stop_webhooks()
     context.close()

@@ -1,0 +1,48 @@
+"""The heap trimmer hands freed heap back to the OS once a minute, off the event loop, and does
+nothing where the C library has no malloc_trim."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from cutover.heap import HeapTrimmer, glibc_malloc_trim
+
+
+async def test_the_heap_is_trimmed_every_interval_off_the_event_loop_until_stopped() -> None:
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    trimmed = asyncio.Event()
+
+    def trim() -> None:
+        threads.append(threading.get_ident())
+        if len(threads) == 3:
+            loop.call_soon_threadsafe(trimmed.set)
+
+    loop = asyncio.get_running_loop()
+    trimmer = HeapTrimmer(interval=0.01, trim=trim)
+    trimmer.start()
+    await asyncio.wait_for(trimmed.wait(), timeout=10)
+    await trimmer.stop()
+    count = len(threads)
+    await asyncio.sleep(0.05)
+
+    assert count >= 3 and len(threads) == count  # none after the stop
+    assert loop_thread not in threads
+    assert not trimmer.running
+
+
+async def test_without_malloc_trim_nothing_runs() -> None:
+    trimmer = HeapTrimmer(interval=0.01, trim=None)
+    trimmer.start()
+    assert not trimmer.running
+    await trimmer.stop()
+
+
+def test_glibc_s_malloc_trim_is_found_and_callable_on_linux() -> None:
+    trim = glibc_malloc_trim()
+    if trim is None:
+        pytest.skip("not a glibc system")
+    assert trim() in (0, 1)  # 1: memory was released, 0: there was none to release
