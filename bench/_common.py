@@ -124,6 +124,53 @@ def deployment(name: str, replicas: int, app: str | None = None) -> dict[str, An
     }
 
 
+def service(name: str) -> dict[str, Any]:
+    """The Service selecting only the pods of ``deployment(name, ...)``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"version": name}, "ports": [{"port": 80}]},
+    }
+
+
+def http_route(name: str, blue: str, green: str) -> dict[str, Any]:
+    """An HTTPRoute whose rule "main" sends everything to blue's Service, none to green's."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {
+            "parentRefs": [{"name": "public"}],
+            "rules": [
+                {
+                    "name": "main",
+                    "backendRefs": [
+                        {"name": blue, "port": 80, "weight": 100},
+                        {"name": green, "port": 80, "weight": 0},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def route_weight_written(entry: dict[str, Any], green: str) -> int | None:
+    """The weight an operator's HTTPRoute JSON patch gave ``green`` (None: it set none)."""
+    body = entry.get("body")
+    if entry.get("resource") != "httproutes" or entry.get("method") != "PATCH":
+        return None
+    if int(entry.get("code", 0)) >= 400 or not isinstance(body, list):
+        return None
+    for op in body:
+        value = op.get("value") if isinstance(op, dict) else None
+        if op.get("op") in ("replace", "add") and isinstance(value, dict):
+            for ref in value.get("backendRefs") or []:
+                if isinstance(ref, dict) and ref.get("name") == green:
+                    return int(ref.get("weight", 1))
+    return None
+
+
 def migration(
     name: str, blue: str, green: str, steps: list[dict[str, Any]], **spec: Any
 ) -> dict[str, Any]:
@@ -416,9 +463,20 @@ class Bench:
     """A control plane (started here, or the one in ``cluster_dir``), the CRD, a fresh namespace
     with the chart's RBAC, an admin client; the operator on demand."""
 
-    def __init__(self, cluster_dir: Path | None = None, prefix: str = "bench") -> None:
+    def __init__(
+        self,
+        cluster_dir: Path | None = None,
+        prefix: str = "bench",
+        *,
+        chart_values: dict[str, Any] | None = None,
+        third_party_crds: bool = False,
+    ) -> None:
         self.cluster_dir = cluster_dir
         self.prefix = prefix
+        # The chart's values the operator's RBAC is rendered with (e.g. a router enabled), and
+        # whether Gateway API's and Istio's CRDs are installed for it.
+        self.chart_values = chart_values
+        self.third_party_crds = third_party_crds
         self.workdir = Path(tempfile.mkdtemp(prefix="cutover-bench-"))
         self.owned = cluster_dir is None
         self.plane: ControlPlane = (
@@ -461,14 +519,18 @@ class Bench:
                 ),
                 60,
             )
+            if self.third_party_crds:
+                self.plane.install_third_party_crds()
             self.namespace = new_namespace(self.plane, self.prefix)
             accounts = [
                 d["metadata"]["name"]
-                for d in chart_rbac(self.namespace)
+                for d in chart_rbac(self.namespace, self.chart_values)
                 if d["kind"] == "ServiceAccount"
             ]
             self.user_prefix = f"system:serviceaccount:{self.namespace}:{accounts[0]}"
-            self.kubeconfig = operator_kubeconfig(self.plane, self.namespace, self.workdir)
+            self.kubeconfig = operator_kubeconfig(
+                self.plane, self.namespace, self.workdir, values=self.chart_values
+            )
             self.audit = OperatorRequests(self.plane, self.user_prefix)
             self.api = config.new_client_from_config(config_file=self.plane.kubeconfig)
             self.apps = client.AppsV1Api(self.api)
@@ -494,7 +556,7 @@ class Bench:
                 self.plane.kubectl(
                     "delete", "namespace", self.namespace, "--wait=false", check=False
                 )
-                for doc in chart_rbac(self.namespace) if self.namespace else []:
+                for doc in chart_rbac(self.namespace, self.chart_values) if self.namespace else []:
                     if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                         self.plane.kubectl(
                             "delete", doc["kind"].lower(), doc["metadata"]["name"], check=False
@@ -570,6 +632,24 @@ class Bench:
 
         wait_until(settled, timeout, interval=2.0)
         return time.monotonic() - started
+
+    def create_objects(
+        self, plural: str, bodies: list[dict[str, Any]], workers: int = 8, group: str = ""
+    ) -> None:
+        """Creates built-in (``group`` "") or custom objects of one kind in the namespace."""
+        core = client.CoreV1Api(self.api)
+
+        def one(body: dict[str, Any]) -> None:
+            if not group:
+                assert plural == "services", plural
+                core.create_namespaced_service(self.namespace, body)
+                return
+            version = body["apiVersion"].split("/")[1]
+            self.custom.create_namespaced_custom_object(
+                group, version, self.namespace, plural, body
+            )
+
+        parallel(one, bodies, workers)
 
     def create_migrations(self, bodies: list[dict[str, Any]], workers: int = 8) -> None:
         def one(body: dict[str, Any]) -> None:

@@ -1,15 +1,20 @@
 """Many concurrent Migrations in one namespace: step latency, missed or doubled steps.
 
-N Migrations (replicas router, no gates), steps 10 % -> pause -> 50 % -> pause -> 100 %, created
-together against the real operator (``kopf run``, watching the namespace, with the chart's RBAC)
-on a real control plane. Blue has 10 replicas so every weight is a distinct replica split.
+N Migrations (no gates), steps 10 % -> pause -> 50 % -> pause -> 100 %, created together against
+the real operator (``kopf run``, watching the namespace, with the chart's RBAC) on a real control
+plane. ``--router replicas`` (the default): blue has 10 replicas so every weight is a distinct
+replica split. ``--router gatewayapi``: each Migration has its own HTTPRoute and two Services
+(Gateway API's real CRD installed); green is scaled to blue's size once, the weights are route
+writes.
 
 * step latency: a timed pause ends at ``stepStartedAt + pause`` (``stepStartedAt`` from the
   status the operator wrote, as the audit log recorded it); the step after it is done when the
-  kube-apiserver completes its first replica PATCH (the audit event's ``stageTimestamp``);
-* create -> first write: the Migration's POST returning to its first replica PATCH;
-* correctness: per Migration the sequence of replica PATCHes must be exactly the ideal one
-  (green 1, blue 9, green 5, blue 5, green 10, blue 0): anything else is a missed or doubled step;
+  kube-apiserver completes its first router write (the audit event's ``stageTimestamp``): a
+  replica PATCH, or the route PATCH;
+* create -> first write: the Migration's POST returning to its first router write;
+* correctness: per Migration the sequence of router writes must be exactly the ideal one
+  (replicas: green 1, blue 9, green 5, blue 5, green 10, blue 0; gatewayapi: green scaled up,
+  route 10, 50, 100, blue 0): anything else is a missed or doubled step;
 * CPU of the kube-apiserver, etcd and the operator (psutil), to tell which is the bottleneck.
 
     .venv/bin/python bench/concurrency.py --migrations 100 500 1000 --qps 500 --burst 1000
@@ -36,12 +41,15 @@ from _common import (
     delta,
     describe,
     flat,
+    http_route,
     mib,
     migration,
     ms,
     parse_time,
     replicas_written,
+    route_weight_written,
     save,
+    service,
     status_of,
     total,
 )
@@ -51,6 +59,8 @@ from cutover.durations import parse_duration
 
 BLUE_REPLICAS = 10
 WEIGHTS = (10, 50, 100)
+ROUTERS = ("replicas", "gatewayapi")
+ROUTE = "route"  # a route write's label in a run's sequence of router writes
 
 
 def steps(pause: str) -> list[dict[str, Any]]:
@@ -81,6 +91,17 @@ def ideal_writes(name: str, blue_replicas: int = BLUE_REPLICAS) -> list[tuple[st
     return out
 
 
+def ideal_route_writes(name: str, blue_replicas: int) -> list[tuple[str, int]]:
+    """A perfect run with a weight router: green at blue's size, the route's three weights,
+    then blue scaled to zero (retiring the route only drops the operator's annotation: the
+    last step left all traffic on green)."""
+    return [
+        (f"{name}-green", blue_replicas),
+        *((ROUTE, weight) for weight in WEIGHTS),
+        (f"{name}-blue", 0),
+    ]
+
+
 def one_run(
     size: int,
     pause: str,
@@ -90,13 +111,28 @@ def one_run(
     cluster_dir: Path | None,
     blue_replicas: int = BLUE_REPLICAS,
     progress_deadline: str | None = None,
+    router: str = "replicas",
 ) -> dict[str, Any]:
     names = [f"m{i}" for i in range(size)]
     pause_s = parse_duration(pause)
-    with Bench(cluster_dir) as bench:
+    routed = router != "replicas"
+    with Bench(
+        cluster_dir,
+        chart_values={"routers": {router: {"enabled": True}}} if routed else None,
+        third_party_crds=routed,
+    ) as bench:
         bench.create_deployments(
             [(f"{n}-blue", blue_replicas) for n in names] + [(f"{n}-green", 0) for n in names]
         )
+        if routed:
+            bench.create_objects(
+                "services", [service(f"{n}-{side}") for n in names for side in ("blue", "green")]
+            )
+            bench.create_objects(
+                "httproutes",
+                [http_route(n, f"{n}-blue", f"{n}-green") for n in names],
+                group="gateway.networking.k8s.io",
+            )
         settled_in = bench.wait_available(timeout=600 + size * blue_replicas * 0.2)
         print(f"{size * blue_replicas} blue pods available after {settled_in:.1f}s", flush=True)
         operator = bench.start_operator(qps, burst)
@@ -111,7 +147,7 @@ def one_run(
         started = time.monotonic()
         with Sampler(procs) as sampler:
             bench.create_migrations(
-                [bench_migration(n, pause, progress_deadline) for n in names],
+                [bench_migration(n, pause, progress_deadline, router) for n in names],
                 workers=8 if size > 10 else 1,
             )
             created_in = time.monotonic() - started
@@ -134,8 +170,10 @@ def one_run(
         log_text,
         created,
         blue_replicas,
+        router,
     )
     return analysed | {
+        "router": router,
         "qps": qps,
         "burst": burst,
         "rbac_denied": denied,
@@ -145,9 +183,17 @@ def one_run(
     }
 
 
-def bench_migration(name: str, pause: str, progress_deadline: str | None = None) -> dict[str, Any]:
-    extra = {"progressDeadline": progress_deadline} if progress_deadline else {}
-    return migration(name, f"{name}-blue", f"{name}-green", steps(pause), **extra)
+def bench_migration(
+    name: str, pause: str, progress_deadline: str | None = None, router: str = "replicas"
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {"progressDeadline": progress_deadline} if progress_deadline else {}
+    body = migration(name, f"{name}-blue", f"{name}-green", steps(pause), **extra)
+    if router == "gatewayapi":
+        spec = body["spec"]
+        for side in ("blue", "green"):
+            spec[side]["service"] = f"{name}-{side}"
+        spec["traffic"] = {"router": router, "gatewayAPI": {"httpRoute": name, "rule": "main"}}
+    return body
 
 
 def analyse(
@@ -162,31 +208,49 @@ def analyse(
     log_text: str,
     created: dict[str, float],
     blue_replicas: int = BLUE_REPLICAS,
+    router: str = "replicas",
 ) -> dict[str, Any]:
     statuses: dict[str, list[tuple[int, float, dict[str, Any]]]] = collections.defaultdict(list)
     patches: dict[str, list[tuple[int, float, str, int]]] = collections.defaultdict(list)
+    # When the API server received each of those writes (the audit log's
+    # requestReceivedTimestamp), by sequence number: the gap from the previous write's
+    # acknowledgement to this one's receipt is the operator's time, the rest the server's.
+    received: dict[int, float] = {}
     for entry in tail.entries:
         status = status_of(entry)
         if status is not None:
             statuses[str(entry["name"])].append((int(entry["seq"]), float(entry["time"]), status))
+            received[int(entry["seq"])] = float(entry["received"])
             continue
         count = replicas_written(entry)
+        label = str(entry["name"])
+        owner = label.rsplit("-", 1)[0]
+        if count is None and router == "gatewayapi":
+            owner = str(entry["name"])  # the route is named after its Migration
+            label, count = ROUTE, route_weight_written(entry, f"{owner}-green")
         if count is not None:
-            dep = str(entry["name"])
-            owner = dep.rsplit("-", 1)[0]
-            patches[owner].append((int(entry["seq"]), float(entry["time"]), dep, count))
+            patches[owner].append((int(entry["seq"]), float(entry["time"]), label, count))
+            received[int(entry["seq"])] = float(entry["received"])
 
     step_latency: list[float] = []
     from_write: list[float] = []  # due = the pause's status write acknowledged + pause
     backdated: list[float] = []  # that write's time - the stepStartedAt it carries
     first_write: list[float] = []
+    # The step after a pause, split where it waited: the operator (due -> the intent's
+    # receipt; the intent's acknowledgement -> the router PATCH's receipt) and the API server
+    # (each write's receipt -> its acknowledgement).
+    breakdown: dict[str, list[float]] = collections.defaultdict(list)
     missed = doubled = wrong = 0
     for name in names:
         mine = patches.get(name, [])
         if name in created and mine:
             first_write.append(mine[0][1] - created[name])
         actual = [(dep, count) for _, _, dep, count in mine]
-        ideal = ideal_writes(name, blue_replicas)
+        ideal = (
+            ideal_writes(name, blue_replicas)
+            if router == "replicas"
+            else ideal_route_writes(name, blue_replicas)
+        )
         if actual != ideal:
             wrong += 1
             a, b = collections.Counter(actual), collections.Counter(ideal)
@@ -206,10 +270,32 @@ def analyse(
             started_at = parse_time(entered[2]["stepStartedAt"])
             backdated.append(entered[1] - started_at)
             due = started_at + pause_s
-            ack = next((t for seq, t, _, _ in mine if seq > entered[0]), None)
-            if ack is not None:
-                step_latency.append(ack - due)
-                from_write.append(ack - (entered[1] + pause_s))
+            patch = next(
+                (
+                    (seq, t)
+                    for seq, t, label, _ in mine
+                    if seq > entered[0] and (router == "replicas" or label == ROUTE)
+                ),
+                None,
+            )
+            if patch is None:
+                continue
+            ack = patch[1]
+            step_latency.append(ack - due)
+            from_write.append(ack - (entered[1] + pause_s))
+            intent = next(
+                (
+                    (seq, t)
+                    for seq, t, s in statuses.get(name, [])
+                    if entered[0] < seq < patch[0] and s.get("currentStepIndex") == pause_index + 1
+                ),
+                None,
+            )
+            if intent is not None:
+                breakdown["operator_due_to_intent_sent"].append(received[intent[0]] - due)
+                breakdown["server_intent"].append(intent[1] - received[intent[0]])
+                breakdown["operator_intent_to_patch_sent"].append(received[patch[0]] - intent[1])
+                breakdown["server_patch"].append(ack - received[patch[0]])
 
     step_writes = len(names) * len(WEIGHTS)
     writes = total(counts, WRITE_VERBS)
@@ -224,6 +310,7 @@ def analyse(
         "step_latency_seconds": describe(step_latency),
         "step_latency_from_status_write_seconds": describe(from_write),
         "step_started_at_written_late_by_seconds": describe(backdated),
+        "step_latency_breakdown_seconds": {k: describe(v) for k, v in sorted(breakdown.items())},
         "create_to_first_write_seconds": describe(first_write),
         "runs_with_wrong_replica_sequence": wrong,
         "missed_writes": missed,
@@ -252,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=None, help="seconds a run may take (120 + 0.6 per one)"
     )
     parser.add_argument("--blue-replicas", type=int, default=BLUE_REPLICAS, help="blue's size")
+    parser.add_argument("--router", choices=ROUTERS, default="replicas", help="(replicas)")
     parser.add_argument(
         "--progress-deadline", default=None, help="the Migrations' progressDeadline (10m)"
     )
@@ -271,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.cluster_dir,
                 args.blue_replicas,
                 args.progress_deadline,
+                args.router,
             )
             result["run"] = run + 1
             results.append(result)
@@ -288,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
                 f" kube-apiserver {cpu['kube-apiserver']['mean_cores']:.2f}"
                 f" (peak {cpu['kube-apiserver']['peak_cores']:.2f})"
                 f" etcd {cpu['etcd']['mean_cores']:.2f} cores",
+                flush=True,
+            )
+            parts = result["step_latency_breakdown_seconds"]
+            print(
+                "  where a step waited (p50 / p99): "
+                + "; ".join(f"{k} {ms(v['median'])} / {ms(v['p99'])}" for k, v in parts.items()),
                 flush=True,
             )
     summary: dict[str, Any] = {}
@@ -319,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 "burst": args.burst,
                 "blue_replicas": args.blue_replicas,
                 "progress_deadline": args.progress_deadline,
+                "router": args.router,
                 "anchors": "Flagger stalled at ~50 canaries on default client limits (flagger#638)",
             },
             "summary": summary,

@@ -25,9 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 psutil = pytest.importorskip("psutil", reason="the benchmarks sample processes with psutil")
 
 
-def run_bench(script: str, tmp_path: Path, plane: ControlPlane) -> dict[str, Any]:
+def run_bench(script: str, tmp_path: Path, plane: ControlPlane, *args: str) -> dict[str, Any]:
     output = tmp_path / f"{script}.json"
-    run_bench_smoke(script, output, plane, timeout=400)
+    run_bench_smoke(script, output, plane, 400, *args)
     result: dict[str, Any] = json.loads(output.read_text())
     assert result["smoke"] is True
     return result
@@ -51,6 +51,37 @@ def test_concurrency_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     assert 0 < run["operator_writes_per_weight_step"] <= budget["writes"], run
     assert run["operator_reads_per_weight_step"] <= budget["reads"], run
     assert set(run["cpu_cores"]) == {"operator", "kube-apiserver", "etcd"}
+    # Each step after a pause split into the operator's and the API server's share: nothing
+    # in it negative (the audit log's receipt precedes its acknowledgement).
+    parts = run["step_latency_breakdown_seconds"]
+    assert set(parts) == {
+        "operator_due_to_intent_sent",
+        "server_intent",
+        "operator_intent_to_patch_sent",
+        "server_patch",
+    }
+    for name in ("server_intent", "operator_intent_to_patch_sent", "server_patch"):
+        assert parts[name]["n"] == 10 and parts[name]["min"] >= 0, (name, parts[name])
+
+
+@pytest.mark.usefixtures("third_party_crds")
+def test_concurrency_smoke_with_a_weight_router(
+    tmp_path: Path, control_plane: ControlPlane
+) -> None:
+    """The same Migrations through Gateway API routes: green scaled up once, then exactly the
+    three weights as route writes, the route retired and blue scaled down."""
+    result = run_bench("concurrency", tmp_path, control_plane, "--router", "gatewayapi")
+    run = result["runs"][0]
+    assert run["router"] == "gatewayapi"
+    assert run["succeeded"] == run["migrations"] == 5
+    assert run["rbac_denied"] == []
+    assert run["runs_with_wrong_replica_sequence"] == 0
+    assert run["missed_writes"] == run["doubled_writes"] == 0
+    assert run["step_latency_seconds"]["n"] == 10
+    assert run["operator_reconcile_errors_logged"] == 0, run
+    # Route writes carry the weights: no Deployment PATCH per step, so fewer writes than the
+    # replicas router's budget.
+    assert 0 < run["operator_writes_per_weight_step"] <= run["budget_per_weight_step"]["writes"]
 
 
 def test_api_economy_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:

@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_bench_smoke(
-    script: str, output: Path, plane: ControlPlane, timeout: float
+    script: str, output: Path, plane: ControlPlane, timeout: float, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """``bench/<script>.py --smoke`` writing its JSON to ``output``; it must exit 0."""
+    """``bench/<script>.py --smoke [args]`` writing its JSON to ``output``; it must exit 0."""
     done = subprocess.run(
         [
             sys.executable,
@@ -24,6 +24,7 @@ def run_bench_smoke(
             str(output),
             "--cluster-dir",
             str(plane.root),
+            *args,
         ],
         capture_output=True,
         text=True,
