@@ -7,10 +7,13 @@ replica split. ``--router gatewayapi``: each Migration has its own HTTPRoute and
 (Gateway API's real CRD installed); green is scaled to blue's size once, the weights are route
 writes.
 
-* step latency: a timed pause ends at ``stepStartedAt + pause`` (``stepStartedAt`` from the
-  status the operator wrote, as the audit log recorded it); the step after it is done when the
-  kube-apiserver completes its first router write (the audit event's ``stageTimestamp``): a
-  replica PATCH, or the route PATCH;
+* step latency: a timed pause is due ``pause`` after the kube-apiserver acknowledged the status
+  write that started it (issue 16: pauses last what the spec says from that write; the audit
+  event's ``stageTimestamp``); the step after it is done when the kube-apiserver completes its
+  first router write: a replica PATCH, or the route PATCH. Also reported: the same from the
+  ``stepStartedAt`` that write carries (the decision, earlier by the write's latency), the
+  wait split between the operator and the API server, and pauses cut short (the next step's
+  intent received before the pause was due: must be 0);
 * create -> first write: the Migration's POST returning to its first router write;
 * correctness: per Migration the sequence of router writes must be exactly the ideal one
   (replicas: green 1, blue 9, green 5, blue 5, green 10, blue 0; gatewayapi: green scaled up,
@@ -232,9 +235,12 @@ def analyse(
             patches[owner].append((int(entry["seq"]), float(entry["time"]), label, count))
             received[int(entry["seq"])] = float(entry["received"])
 
+    # Due: the pause's status write acknowledged + the pause (issue 16: a timed pause lasts
+    # what the spec says from the status write that starts it).
     step_latency: list[float] = []
-    from_write: list[float] = []  # due = the pause's status write acknowledged + pause
+    from_decision: list[float] = []  # due: the stepStartedAt that write carries + the pause
     backdated: list[float] = []  # that write's time - the stepStartedAt it carries
+    cut_short = 0  # the next step's intent received before the pause was over
     first_write: list[float] = []
     # The step after a pause, split where it waited: the operator (due -> the intent's
     # receipt; the intent's acknowledgement -> the router PATCH's receipt) and the API server
@@ -269,7 +275,7 @@ def analyse(
                 continue
             started_at = parse_time(entered[2]["stepStartedAt"])
             backdated.append(entered[1] - started_at)
-            due = started_at + pause_s
+            due = entered[1] + pause_s
             patch = next(
                 (
                     (seq, t)
@@ -282,7 +288,7 @@ def analyse(
                 continue
             ack = patch[1]
             step_latency.append(ack - due)
-            from_write.append(ack - (entered[1] + pause_s))
+            from_decision.append(ack - (started_at + pause_s))
             intent = next(
                 (
                     (seq, t)
@@ -292,6 +298,7 @@ def analyse(
                 None,
             )
             if intent is not None:
+                cut_short += received[intent[0]] < due
                 breakdown["operator_due_to_intent_sent"].append(received[intent[0]] - due)
                 breakdown["server_intent"].append(intent[1] - received[intent[0]])
                 breakdown["operator_intent_to_patch_sent"].append(received[patch[0]] - intent[1])
@@ -308,8 +315,9 @@ def analyse(
         "create_seconds": created_in,
         "elapsed_seconds": elapsed,
         "step_latency_seconds": describe(step_latency),
-        "step_latency_from_status_write_seconds": describe(from_write),
+        "step_latency_from_step_started_at_seconds": describe(from_decision),
         "step_started_at_written_late_by_seconds": describe(backdated),
+        "pauses_cut_short": cut_short,
         "step_latency_breakdown_seconds": {k: describe(v) for k, v in sorted(breakdown.items())},
         "create_to_first_write_seconds": describe(first_write),
         "runs_with_wrong_replica_sequence": wrong,
@@ -363,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             result["run"] = run + 1
             results.append(result)
+            if result["pauses_cut_short"]:
+                print(f"{result['pauses_cut_short']} pauses ended early", flush=True)
             lat = result["step_latency_seconds"]
             cpu = result["cpu_cores"]
             print(

@@ -74,6 +74,7 @@ from cutover.core.observations import (
     Observations,
     Request,
     RequestVerb,
+    StepWrite,
 )
 from cutover.core.templates import TemplateObject
 from cutover.core.transitions import Reason
@@ -477,6 +478,9 @@ class Reconciler:
         # The request annotation this reconciler removed: the watch may deliver a body that
         # still carries it after the removal, and removing it again would be a refused write.
         self._cleared: str | None = None
+        # When the API server acknowledged this process's status write that started the
+        # current step: the pause it starts counts from then (``Observations.step_write``).
+        self._step_write: StepWrite | None = None
 
     async def drive(
         self,
@@ -647,6 +651,7 @@ class Reconciler:
                 acted=acted,
                 jobs=job_states,
                 migration=self.name,
+                step_write=self._step_write,
             )
 
         decisions: list[Decision] = []
@@ -979,6 +984,11 @@ class Reconciler:
             subresource="status",
         )
         self._written = new
+        if after.step_started_at is not None and (after.run_id, after.current_step_index) != (
+            before.run_id,
+            before.current_step_index,
+        ):
+            self._step_write = StepWrite(after.step_started_at, self.ctx.clock())
         self._notify(body, before, after)
         return True
 

@@ -46,6 +46,8 @@ def test_concurrency_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     latency = run["step_latency_seconds"]
     assert latency["n"] == 10
     assert 0 <= latency["min"] <= latency["median"] <= latency["p99"] <= latency["max"], latency
+    # Each pause lasted its 1 s from the status write that started it, as the API server saw it.
+    assert run["pauses_cut_short"] == 0
     assert run["operator_reconcile_errors_logged"] == 0, run
     budget = run["budget_per_weight_step"]
     assert 0 < run["operator_writes_per_weight_step"] <= budget["writes"], run
@@ -54,6 +56,7 @@ def test_concurrency_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     # Each step after a pause split into the operator's and the API server's share: nothing
     # in it negative (the audit log's receipt precedes its acknowledgement).
     parts = run["step_latency_breakdown_seconds"]
+    assert parts["operator_due_to_intent_sent"]["min"] >= 0
     assert set(parts) == {
         "operator_due_to_intent_sent",
         "server_intent",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cutover.core import gates as gate_rules
@@ -63,6 +64,17 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class StepWrite:
+    """When the API server acknowledged the status write that started a step, as the process
+    that wrote it saw it. ``step_started_at`` (what that write carried) says which step: a
+    pause counts from the acknowledgement, so a write that took seconds under load does not
+    shorten it."""
+
+    step_started_at: datetime
+    acknowledged_at: datetime
+
+
+@dataclass(frozen=True)
 class Observations:
     generation: int
     blue: DeploymentState | None = None  # None: the Deployment does not exist
@@ -82,3 +94,6 @@ class Observations:
     acted: tuple[Action, ...] = ()
     jobs: Mapping[str, JobState] = field(default_factory=dict)  # hook Jobs by name
     migration: str = "migration"  # the Migration's name, for hook Job names
+    # This process's write that started the current step; None after a restart (a pause then
+    # counts from stepStartedAt, the decision, at most that write's latency earlier).
+    step_write: StepWrite | None = None

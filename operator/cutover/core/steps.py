@@ -129,7 +129,12 @@ class StepRunner(HookRunner, WindowKeeper, PreviewRunner):
         return self.s.weight_acknowledged_at or self.s.step_started_at or self.now
 
     def _pause_end(self, duration: str) -> datetime:
+        """A timed pause lasts its duration from the status write that started it: the
+        decision (stepStartedAt) may precede that write by seconds on a loaded API server."""
         started = self.s.step_started_at or self.now
+        write = self.obs.step_write
+        if write is not None and write.step_started_at == self.s.step_started_at:
+            started = max(started, write.acknowledged_at)
         return started + timedelta(seconds=parse_duration(duration))
 
     def _advance_to(self, index: int, message: str) -> None:
