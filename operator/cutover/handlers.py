@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from cutover import api, metrics
-from cutover.heap import HeapTrimmer
+from cutover.heap import HeapTrimmer, tune_collector
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
@@ -105,6 +105,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics.start_metrics_server(int(port))
     memo.heap_trimmer = HeapTrimmer.for_this_process()
     memo.heap_trimmer.start()
+    tune_collector()
 
 
 @kopf.on.cleanup()

@@ -1,14 +1,17 @@
 """The heap trimmer hands freed heap back to the OS once a minute, off the event loop, and does
-nothing where the C library has no malloc_trim."""
+nothing where the C library has no malloc_trim; full garbage collections are made rare and the
+start-up heap is left out of them."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+from collections.abc import Iterator
 
 import pytest
 
-from cutover.heap import HeapTrimmer, glibc_malloc_trim
+from cutover.heap import FULL_COLLECTION_EVERY, HeapTrimmer, glibc_malloc_trim, tune_collector
 
 
 async def test_the_heap_is_trimmed_every_interval_off_the_event_loop_until_stopped() -> None:
@@ -46,3 +49,26 @@ def test_glibc_s_malloc_trim_is_found_and_callable_on_linux() -> None:
     if trim is None:
         pytest.skip("not a glibc system")
     assert trim() in (0, 1)  # 1: memory was released, 0: there was none to release
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The interpreter's collector settings, put back after the test."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("collector")
+def test_tuning_keeps_start_up_objects_out_of_collections_and_full_ones_rare() -> None:
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    start_up = object.__new__(type("StartUp", (), {}))
+    tune_collector()
+    assert gc.get_threshold() == (700, 10, FULL_COLLECTION_EVERY)
+    assert gc.get_freeze_count() > 0
+    # Frozen: no generation holds the start-up heap any more, so no collection walks it.
+    assert not any(o is start_up for o in gc.get_objects())
+    created_later = object.__new__(type("Later", (), {}))
+    assert any(o is created_later for o in gc.get_objects())
