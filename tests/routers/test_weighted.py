@@ -24,6 +24,7 @@ from cutover.routers import router_for
 from cutover.routers.base import (
     MANAGED_RULE,
     ORIGINAL_ANNOTATION,
+    NotReady,
     Target,
     TrafficRouter,
 )
@@ -609,6 +610,37 @@ async def test_a_step_reads_nothing_and_a_route_edited_since_is_read_not_clobber
             rule["timeouts"]["request"] if kind is Router.gatewayapi else rule["timeout"]
         ) == "45s"
     assert await w.router.get_weight(target) == 80
+
+
+@pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio])
+async def test_waiting_for_greens_pods_reads_nothing(
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router
+) -> None:
+    """A run whose green has no available pod yet is woken by every change of its Deployments,
+    and each wake-up asks the router again (and the reconciler asks for the weight). Both are
+    answered from the route as the router's own last write left it: no GET per wake-up, which
+    with 1,000 runs starting at once was ~8 route reads per run."""
+    w = await _world(kube, admin, ns, kind)
+    target = w.target(kind)
+    await _prepared(w, target)
+    indexed = await index_now(admin, ns)
+    green = indexed(ns, GREEN)
+    assert green is not None and green.available == 4
+    starting = dataclasses.replace(green, available=0)
+    no_pods = dataclasses.replace(
+        target, deployments=lambda n, name: starting if name == GREEN else indexed(n, name)
+    )
+    mark = audit.mark()
+    for _ in range(3):
+        with pytest.raises(NotReady):
+            await w.router.set_weight(no_pods, 10, 4)
+        assert await w.router.get_weight(no_pods) == 0
+    assert audit.reads(mark) == []
+    assert audit.writes(mark) == []
+    # Once green has pods, the step is written from that same copy.
+    await w.router.set_weight(dataclasses.replace(target, deployments=indexed), 10, 4)
+    assert audit.reads(mark) == []
+    assert _weights(kind, await _present(w, kind)) == (90, 10)
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
