@@ -643,6 +643,22 @@ async def test_waiting_for_greens_pods_reads_nothing(
     assert _weights(kind, await _present(w, kind)) == (90, 10)
 
 
+@pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio])
+async def test_a_starts_checks_read_the_services_and_the_route_not_the_deployments(
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router
+) -> None:
+    """Blue and green are known from the watch-fed index; what it does not hold (the two
+    Services, the route) is read, all at once, before a run's first write."""
+    w = await _world(kube, admin, ns, kind)
+    indexed = dataclasses.replace(w.target(kind), deployments=await index_now(admin, ns))
+    mark = audit.mark()
+    assert await w.router.preflight(indexed) == []
+    plural = ROUTE[kind][2]
+    assert sorted(audit.reads(mark)) == sorted(
+        [("get", "services"), ("get", "services"), ("get", plural)]
+    )
+
+
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])
 async def test_preflight_names_missing_objects(
     kube: Kube, admin: Kube, ns: str, kind: Router

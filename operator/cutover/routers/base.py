@@ -18,6 +18,7 @@ A router is the only code that moves traffic. Its contract, relied on by the rec
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import enum
 import json
@@ -586,16 +587,22 @@ def share_of_green(blue_weight: int, green_weight: int) -> int | None:
 
 
 async def service_problems(objects: Objects, target: Target, router: str) -> list[str]:
-    """spec.blue.service / spec.green.service: set, and the Services exist."""
+    """spec.blue.service / spec.green.service: set, and the Services exist (read together:
+    a run's start waits for these reads, and 1,000 starting at once queue behind each other)."""
     ns, spec = target.namespace, target.spec
+    roles = (("blue", spec.blue), ("green", spec.green))
+    found = await asyncio.gather(
+        *(objects.service(ns, ref.service) for _, ref in roles if ref.service)
+    )
+    present = iter(found)
     problems: list[str] = []
-    for role, ref in (("blue", spec.blue), ("green", spec.green)):
+    for role, ref in roles:
         if not ref.service:
             problems.append(
                 f"the {router} router needs spec.{role}.service: the Service that selects only"
                 f" {role}'s pods"
             )
-        elif await objects.service(ns, ref.service) is None:
+        elif next(present) is None:
             problems.append(f"{role} Service {ns}/{ref.service} not found")
     if spec.blue.service and spec.blue.service == spec.green.service:
         problems.append(f"blue and green name the same Service {spec.blue.service!r}")
@@ -603,11 +610,14 @@ async def service_problems(objects: Objects, target: Target, router: str) -> lis
 
 
 async def deployment_problems(objects: Objects, target: Target) -> list[str]:
+    """Blue and green exist: the watch-fed index says so, or a read where it has no entry."""
     ns, spec = target.namespace, target.spec
+    roles = (("blue", spec.blue), ("green", spec.green))
+    found = await asyncio.gather(*(objects.known(target, ref.deployment) for _, ref in roles))
     return [
         f"{role} Deployment {ns}/{ref.deployment} not found"
-        for role, ref in (("blue", spec.blue), ("green", spec.green))
-        if await objects.deployment(ns, ref.deployment) is None
+        for (role, ref), obj in zip(roles, found, strict=True)
+        if obj is None
     ]
 
 
@@ -944,16 +954,26 @@ class RouteTableRouter:
     # --- the contract ---
 
     async def preflight(self, target: Target) -> list[str]:
-        problems = await deployment_problems(self._objects, target)
-        problems += await service_problems(self._objects, target, self.router)
-        try:
-            route = await self._route(target)
-        except KubeError as error:
+        # Together: a start waits for all of them before its first write.
+        deployments, services, route_or_error = await asyncio.gather(
+            deployment_problems(self._objects, target),
+            service_problems(self._objects, target, self.router),
+            self._route(target),
+            return_exceptions=True,
+        )
+        for result in (deployments, services):
+            if isinstance(result, BaseException):
+                raise result
+        problems = [*deployments, *services]
+        if isinstance(route_or_error, KubeError):
             # 404 on the whole kind (CRD not installed) comes back as None; others end here.
             return [
                 *problems,
-                f"{self.kind} {target.namespace}/{self.object_name(target)}: {error}",
+                f"{self.kind} {target.namespace}/{self.object_name(target)}: {route_or_error}",
             ]
+        if isinstance(route_or_error, BaseException):
+            raise route_or_error
+        route = route_or_error
         if route is None:
             problems.append(f"{self.kind} {target.namespace}/{self.object_name(target)} not found")
         elif not problems:
