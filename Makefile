@@ -130,7 +130,7 @@ bench-scale: install
 	  --timeout 1500 --blue-replicas 4 --progress-deadline 1h
 	$(BIN)/python bench/concurrency.py --migrations 1000 --runs 3 --qps $(BENCH_QPS) --burst $(BENCH_BURST) \
 	  --timeout 1500 --blue-replicas 4 --progress-deadline 1h --router gatewayapi
-	$(BIN)/python bench/concurrency.py --migrations 200 --runs 3 --qps 200 --burst 400
+	$(BIN)/python bench/concurrency.py --migrations 200 --qps 200 --burst 400
 	$(BIN)/python bench/first_step.py --migrations 1000 --existing
 	$(BIN)/python bench/memory.py --migrations 1000 --idle-seconds 60 --lanes 20 --cycles 400
 	$(BIN)/python bench/memory.py --migrations 0 --lanes 40 --cycles 10000

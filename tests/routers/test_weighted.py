@@ -619,7 +619,7 @@ async def test_waiting_for_greens_pods_reads_nothing(
     """A run whose green has no available pod yet is woken by every change of its Deployments,
     and each wake-up asks the router again (and the reconciler asks for the weight). Both are
     answered from the route as the router's own last write left it: no GET per wake-up, which
-    with 1,000 runs starting at once was ~8 route reads per run."""
+    with 1,000 runs starting at once was ~6 route reads per run."""
     w = await _world(kube, admin, ns, kind)
     target = w.target(kind)
     await _prepared(w, target)

@@ -1029,7 +1029,7 @@ class RouteTableRouter:
     async def get_weight(self, target: Target) -> int | None:
         # The route as our last write (or read) returned it, like the steps' writes are planned
         # from: a run waiting for green's pods is woken by every change of its Deployments, and
-        # a read each time cost ~13 GETs per run with 1,000 at once. Read after a restart (no
+        # reads each time cost ~6 GETs per run with 1,000 at once. Read after a restart (no
         # copy), and after a failed route write (the copy is dropped); an edit by someone else
         # since is found by the next write's guard, as for the steps.
         found = await self._weighted_rule(target, remembered=True)
