@@ -934,7 +934,7 @@ class RouteTableRouter:
         if move not in (Move.set, Move.mirror):
             # A run's start and end plan from a read: the original they record or restore
             # must be the route as it is, and they are one write per run, not per step.
-            self._written.forget((self.resource[2], target.namespace, name))
+            self._written.forget(self._written_key(target))
         return await json_patch_converge(
             self._kube,
             self.resource,
@@ -945,35 +945,36 @@ class RouteTableRouter:
             written=self._written,
         )
 
+    def _written_key(self, target: Target) -> tuple[str, str, str]:
+        """The route's key in ``self._written`` (as ``json_patch_converge`` keeps it)."""
+        return (self.resource[2], target.namespace, self.object_name(target))
+
     async def _route(self, target: Target) -> dict[str, Any] | None:
         group, version, plural = self.resource
         return await self._kube.get(
             group, version, plural, target.namespace, self.object_name(target)
         )
 
+    async def _route_or_problem(self, target: Target) -> tuple[dict[str, Any] | None, str | None]:
+        """The route (None: not found), or why it could not be read."""
+        try:
+            return await self._route(target), None
+        except KubeError as error:
+            # 404 on the whole kind (CRD not installed) comes back as None; others end here.
+            return None, f"{self.kind} {target.namespace}/{self.object_name(target)}: {error}"
+
     # --- the contract ---
 
     async def preflight(self, target: Target) -> list[str]:
         # Together: a start waits for all of them before its first write.
-        deployments, services, route_or_error = await asyncio.gather(
+        deployments, services, (route, unreadable) = await asyncio.gather(
             deployment_problems(self._objects, target),
             service_problems(self._objects, target, self.router),
-            self._route(target),
-            return_exceptions=True,
+            self._route_or_problem(target),
         )
-        for result in (deployments, services):
-            if isinstance(result, BaseException):
-                raise result
         problems = [*deployments, *services]
-        if isinstance(route_or_error, KubeError):
-            # 404 on the whole kind (CRD not installed) comes back as None; others end here.
-            return [
-                *problems,
-                f"{self.kind} {target.namespace}/{self.object_name(target)}: {route_or_error}",
-            ]
-        if isinstance(route_or_error, BaseException):
-            raise route_or_error
-        route = route_or_error
+        if unreadable is not None:
+            return [*problems, unreadable]
         if route is None:
             problems.append(f"{self.kind} {target.namespace}/{self.object_name(target)} not found")
         elif not problems:
@@ -1014,8 +1015,7 @@ class RouteTableRouter:
         """The weighted rule as the cluster has it, with blue's and green's entry indexes; None
         when the route or the rule cannot be found (then nothing can be told). ``remembered``:
         from the route as this process last wrote or read it, when it holds one."""
-        key = (self.resource[2], target.namespace, self.object_name(target))
-        route = self._written.get(key) if remembered else None
+        route = self._written.get(self._written_key(target)) if remembered else None
         if route is None:
             route = await self._route(target)
         if route is None:
