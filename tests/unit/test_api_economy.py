@@ -132,11 +132,13 @@ class FakeKube:
         obj = self.objects[(plural, name)]
         if subresource == "status":
             status = obj.setdefault("status", {})
+            before = dict(status)
             for key, value in body["status"].items():
                 if value is None:
                     status.pop(key, None)
                 else:
                     status[key] = value
+            self.status_written(before, status)
             return copy.deepcopy(obj)
         new = copy.deepcopy(obj)
         if plural == "services":
@@ -164,6 +166,9 @@ class FakeKube:
             new["metadata"]["generation"] += 1
         self.objects[(plural, name)] = self._bump(new)
         return copy.deepcopy(new)
+
+    def status_written(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        """Called after each status write, with the status before and after it."""
 
     @staticmethod
     def _apply(obj: dict[str, Any], op: dict[str, Any]) -> None:

@@ -27,35 +27,13 @@ class SlowStatusKube(FakeKube):
         self.clock: Clock | None = None
         self.step_acknowledged: dict[int, datetime] = {}
 
-    async def patch(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        body: Any,
-        *,
-        patch_type: str = "merge",
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        before = self.objects.get((plural, name), {}).get("status", {}).get("currentStepIndex")
-        result = await super().patch(
-            group,
-            version,
-            plural,
-            namespace,
-            name,
-            body,
-            patch_type=patch_type,
-            subresource=subresource,
-        )
-        if subresource == "status" and self.clock is not None:
-            self.clock.now += SLOW_WRITE
-            index = body["status"].get("currentStepIndex")
-            if index is not None and index != before:
-                self.step_acknowledged.setdefault(index, self.clock.now)
-        return result
+    def status_written(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        if self.clock is None:
+            return
+        self.clock.now += SLOW_WRITE
+        index = after.get("currentStepIndex")
+        if index is not None and index != before.get("currentStepIndex"):
+            self.step_acknowledged.setdefault(index, self.clock.now)
 
 
 def _paused_run() -> tuple[SlowStatusKube, Context, Clock, Reconciler]:
