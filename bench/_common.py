@@ -633,18 +633,21 @@ class Bench:
         wait_until(settled, timeout, interval=2.0)
         return time.monotonic() - started
 
-    def create_objects(
-        self, plural: str, bodies: list[dict[str, Any]], workers: int = 8, group: str = ""
-    ) -> None:
-        """Creates built-in (``group`` "") or custom objects of one kind in the namespace."""
+    def create_services(self, bodies: list[dict[str, Any]], workers: int = 8) -> None:
         core = client.CoreV1Api(self.api)
 
         def one(body: dict[str, Any]) -> None:
-            if not group:
-                assert plural == "services", plural
-                core.create_namespaced_service(self.namespace, body)
-                return
-            version = body["apiVersion"].split("/")[1]
+            core.create_namespaced_service(self.namespace, body)
+
+        parallel(one, bodies, workers)
+
+    def create_custom_objects(
+        self, plural: str, bodies: list[dict[str, Any]], workers: int = 8
+    ) -> None:
+        """Objects of a third-party kind (``apiVersion`` says its group and version)."""
+
+        def one(body: dict[str, Any]) -> None:
+            group, version = body["apiVersion"].split("/")
             self.custom.create_namespaced_custom_object(
                 group, version, self.namespace, plural, body
             )

@@ -128,13 +128,11 @@ def one_run(
             [(f"{n}-blue", blue_replicas) for n in names] + [(f"{n}-green", 0) for n in names]
         )
         if routed:
-            bench.create_objects(
-                "services", [service(f"{n}-{side}") for n in names for side in ("blue", "green")]
+            bench.create_services(
+                [service(f"{n}-{side}") for n in names for side in ("blue", "green")]
             )
-            bench.create_objects(
-                "httproutes",
-                [http_route(n, f"{n}-blue", f"{n}-green") for n in names],
-                group="gateway.networking.k8s.io",
+            bench.create_custom_objects(
+                "httproutes", [http_route(n, f"{n}-blue", f"{n}-green") for n in names]
             )
         settled_in = bench.wait_available(timeout=600 + size * blue_replicas * 0.2)
         print(f"{size * blue_replicas} blue pods available after {settled_in:.1f}s", flush=True)

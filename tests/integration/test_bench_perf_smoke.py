@@ -82,8 +82,7 @@ def test_concurrency_smoke_with_a_weight_router(
     assert run["missed_writes"] == run["doubled_writes"] == 0
     assert run["step_latency_seconds"]["n"] == 10
     assert run["operator_reconcile_errors_logged"] == 0, run
-    # Route writes carry the weights: no Deployment PATCH per step, so fewer writes than the
-    # replicas router's budget.
+    # Route writes carry the weights, within the same budget per weight step.
     assert 0 < run["operator_writes_per_weight_step"] <= run["budget_per_weight_step"]["writes"]
 
 
