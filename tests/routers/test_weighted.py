@@ -27,6 +27,7 @@ from cutover.routers.base import (
     NotReady,
     Target,
     TrafficRouter,
+    load_original,
 )
 from tests.routers.support import Audit, settle
 from tests.routers.test_index_writes import index_now
@@ -657,6 +658,34 @@ async def test_a_starts_checks_read_the_services_and_the_route_not_the_deploymen
     assert sorted(audit.reads(mark)) == sorted(
         [("get", "services"), ("get", "services"), ("get", plural)]
     )
+    # The start's first write (the original on record) is planned from the checks' read.
+    await w.router.prepare(indexed, 4)
+    assert sorted(audit.reads(mark)) == sorted(
+        [("get", "services"), ("get", "services"), ("get", plural)]
+    )
+    route = await _present(w, kind)
+    assert load_original(route) == {"spec": route["spec"]}
+
+
+@pytest.mark.parametrize("kind", [Router.gatewayapi, Router.istio])
+async def test_a_route_edited_after_the_start_checks_is_recorded_as_edited(
+    kube: Kube, admin: Kube, ns: str, audit: Audit, kind: Router
+) -> None:
+    """The start plans its first write from the checks' read; if someone edits the route in
+    between, that write is refused, the route read again, and the original recorded (restored
+    at the run's end) is the route with their edit, not the copy from before it."""
+    w = await _world(kube, admin, ns, kind)
+    target = dataclasses.replace(w.target(kind), deployments=await index_now(admin, ns))
+    assert await w.router.preflight(target) == []
+    key = "hostnames" if kind is Router.gatewayapi else "hosts"
+    await _patch_route(
+        w, kind, [{"op": "replace", "path": f"/spec/{key}/0", "value": "new.example"}]
+    )
+    mark = audit.mark()
+    await w.router.prepare(target, 4)
+    assert audit.reads(mark) == [("get", ROUTE[kind][2])]
+    original = load_original(await _present(w, kind))
+    assert original is not None and original["spec"][key][0] == "new.example"
 
 
 @pytest.mark.parametrize("kind", WEIGHTED, ids=[k.value for k in WEIGHTED])

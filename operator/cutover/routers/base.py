@@ -445,6 +445,15 @@ def annotation_ops(obj: Mapping[str, Any], wanted: Mapping[str, str | None]) -> 
     return ops
 
 
+def unchanged_since(obj: Mapping[str, Any]) -> list[JsonOp]:
+    """A ``test`` op refusing the patch if the object changed at all since ``obj`` was read:
+    the original a run records must be the object as it is, even when planned from a copy."""
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    if not version:
+        return []
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
+
+
 class WrittenObjects:
     """Route objects as the API server last returned them to this process (a write's answer,
     or a read's).
@@ -833,13 +842,17 @@ class RouteTableRouter:
     def plan(self, obj: Mapping[str, Any], target: Target, move: Move, weight: int) -> list[JsonOp]:
         """JSON patch ops bringing the object to what ``move`` asks (``weight``: for set)."""
         meta_ops: dict[str, str | None]
+        guard: list[JsonOp] = []
         if move in (Move.prepare, Move.set, Move.mirror):
             meta_ops = {}
             if ORIGINAL_ANNOTATION not in annotations_of(obj):
                 meta_ops[ORIGINAL_ANNOTATION] = dump_original({"spec": obj.get("spec") or {}})
+                guard = unchanged_since(obj)
         else:
             meta_ops = {ORIGINAL_ANNOTATION: None}
         ops = annotation_ops(obj, meta_ops)
+        if ops:
+            ops = guard + ops
         if move is Move.prepare:
             return ops
         rules = self._rules(obj)
@@ -931,9 +944,10 @@ class RouteTableRouter:
 
     async def _converge(self, target: Target, move: Move, weight: int = 0) -> dict[str, Any]:
         name = self.object_name(target)
-        if move not in (Move.set, Move.mirror):
-            # A run's start and end plan from a read: the original they record or restore
-            # must be the route as it is, and they are one write per run, not per step.
+        if move not in (Move.prepare, Move.set, Move.mirror):
+            # A run's end plans from a read: what it restores must be from the route as it is.
+            # (A start may plan from the start checks' read: the original it records is
+            # guarded by the route's resourceVersion, see ``plan``.)
             self._written.forget(self._written_key(target))
         return await json_patch_converge(
             self._kube,
@@ -975,6 +989,9 @@ class RouteTableRouter:
         problems = [*deployments, *services]
         if unreadable is not None:
             return [*problems, unreadable]
+        if route is not None:
+            # The start's first write (the original on record) is planned from this read.
+            self._written.keep(self._written_key(target), route)
         if route is None:
             problems.append(f"{self.kind} {target.namespace}/{self.object_name(target)} not found")
         elif not problems:
