@@ -49,8 +49,9 @@ _RETRY_AFTER_CAP = 10.0
 _EVENT_MESSAGE_LIMIT = 1024
 # Requests in flight at once (threads of the blocking client). Throughput is this over the API
 # server's latency: 8 capped the operator at ~100 requests/s with ~70 ms per request, below the
-# default QPS, and 200 Migrations starting together queued ~8 s behind each other.
-_MAX_WORKERS = 32
+# default QPS, and 200 Migrations starting together queued ~8 s behind each other; 32 still
+# queued 1,000 starts ~7 s for a thread (docs/performance.md, "Where a step waits").
+MAX_WORKERS = 64
 # The code reported to ``on_request`` when no HTTP response arrived (connection error, timeout).
 NO_RESPONSE = 0
 
@@ -188,7 +189,7 @@ class Kube:
         *,
         qps: float = 20,
         burst: int = 40,
-        max_workers: int = _MAX_WORKERS,
+        max_workers: int = MAX_WORKERS,
         retries: int = 5,
         timeout: float = 10.0,
         on_request: OnRequest | None = None,
@@ -223,7 +224,7 @@ class Kube:
             source = "kubeconfig"
         # One connection per request in flight: urllib3's default pool (5 per CPU) would open
         # and drop a TLS connection for every request above it.
-        configuration.connection_pool_maxsize = int(kw.get("max_workers") or _MAX_WORKERS)
+        configuration.connection_pool_maxsize = int(kw.get("max_workers") or MAX_WORKERS)
         log.info("kubernetes configuration loaded", extra={"source": source})
         kube = cls(kubernetes.client.ApiClient(configuration), **kw)
         kube._owns_client = True

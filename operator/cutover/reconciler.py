@@ -80,7 +80,7 @@ from cutover.core.templates import TemplateObject
 from cutover.core.transitions import Reason
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
-from cutover.kube import Kube, KubeError
+from cutover.kube import MAX_WORKERS, Kube, KubeError
 from cutover.notify import Sender
 from cutover.previews import Previews
 from cutover.routers import router_for
@@ -387,7 +387,7 @@ class Context:
             # The chart's defaults (values.yaml says how they were sized).
             qps=_env_float("CUTOVER_API_QPS", 100.0),
             burst=int(_env_float("CUTOVER_API_BURST", 200)),
-            max_workers=int(_env_float("CUTOVER_API_CONCURRENCY", 32)) or 1,
+            max_workers=int(_env_float("CUTOVER_API_CONCURRENCY", MAX_WORKERS)) or 1,
             on_request=metrics.count_api_request,
         )
         gates = GateChecker(kube)

@@ -581,10 +581,10 @@ def test_shards_refuse_what_they_cannot_honour(chart: Any) -> None:
 def test_the_client_rate_limit_reaches_the_operator(chart: Any) -> None:
     defaults = env(render(chart, {}))
     assert (defaults["CUTOVER_API_QPS"], defaults["CUTOVER_API_BURST"]) == ("100", "200")
-    assert defaults["CUTOVER_API_CONCURRENCY"] == "32"
-    raised = env(render(chart, {"api": {"qps": 400, "burst": 800, "concurrency": 64}}))
+    assert defaults["CUTOVER_API_CONCURRENCY"] == "64"
+    raised = env(render(chart, {"api": {"qps": 400, "burst": 800, "concurrency": 128}}))
     assert (raised["CUTOVER_API_QPS"], raised["CUTOVER_API_BURST"]) == ("400", "800")
-    assert raised["CUTOVER_API_CONCURRENCY"] == "64"
+    assert raised["CUTOVER_API_CONCURRENCY"] == "128"
     for bad in ({"qps": 0}, {"concurrency": 0}):
         with pytest.raises(helm.HelmError):
             chart.validate_schema({"api": bad})
