@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from cutover import api, metrics
-from cutover.heap import HeapTrimmer, cap_malloc_arenas, tune_collector
+from cutover.heap import HeapTrimmer, tune_collector
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
@@ -75,7 +75,6 @@ class QuietWatchHandlers(logging.Filter):
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    cap_malloc_arenas()  # before the request executor's threads exist
     # A real API server prunes status fields the CRD does not declare: keep Kopf's own
     # bookkeeping in annotations instead of status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cutover.io")

@@ -1,5 +1,4 @@
-"""The process's heap: full garbage collections kept rare, few malloc arenas, and freed heap
-given back to the OS.
+"""The process's heap: full garbage collections kept rare, and freed heap given back to the OS.
 
 **Full collections.** A full (generation 2) collection walks every object the process holds,
 with the event loop and every request thread stopped: with 1,000 Migrations that took 0.3-0.8 s
@@ -10,12 +9,6 @@ of stopped operator, which is where its p99 step latency and create -> first wri
 cyclic garbage waits for a full collection, so one every 100 middle collections costs a little
 memory held longer, and the start-up heap (modules, classes), which lives as long as the
 process, is frozen out of every future walk.
-
-**Arenas.** glibc gives each thread that allocates while another holds the heap's lock an
-arena of its own, up to 8 per core. The request executor's threads parse API responses (tens of
-KiB each) in parallel, so with 64 of them the process kept ~16 arenas, each holding the
-fragments of the last burst. Two are enough for threads that mostly wait on sockets (the
-setting ``MALLOC_ARENA_MAX=2`` is known for, in any multi-threaded Python service).
 
 **Trimming.**
 
@@ -34,7 +27,6 @@ import contextlib
 import ctypes
 import gc
 import logging
-import os
 from collections.abc import Callable
 
 log = logging.getLogger("cutover.heap")
@@ -54,28 +46,6 @@ def tune_collector() -> None:
         "garbage collector tuned",
         extra={"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())},
     )
-
-
-# glibc's mallopt parameter for the arena limit (malloc.h: M_ARENA_MAX).
-_M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
-
-
-def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Limits glibc's malloc to ``arenas`` arenas for threads started from now on; False where
-    the C library has no ``mallopt`` (musl, macOS) or refused. ``MALLOC_ARENA_MAX`` in the
-    environment, if set, is the operator's choice and is kept."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    capped: bool = mallopt(_M_ARENA_MAX, arenas) == 1
-    log.info("malloc arenas %s", "capped" if capped else "not capped", extra={"arenas": arenas})
-    return capped
 
 
 # A trim costs milliseconds; once a minute is nothing at idle, and soon enough after a burst.

@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-import cutover
-from cutover.heap import (
-    FULL_COLLECTION_EVERY,
-    MALLOC_ARENAS,
-    HeapTrimmer,
-    cap_malloc_arenas,
-    glibc_malloc_trim,
-    tune_collector,
-)
+from cutover.heap import FULL_COLLECTION_EVERY, HeapTrimmer, glibc_malloc_trim, tune_collector
 
 
 async def test_the_heap_is_trimmed_every_interval_off_the_event_loop_until_stopped() -> None:
@@ -84,59 +72,3 @@ def test_tuning_keeps_start_up_objects_out_of_collections_and_full_ones_rare() -
     assert not any(o is start_up for o in gc.get_objects())
     created_later = object.__new__(type("Later", (), {}))
     assert any(o is created_later for o in gc.get_objects())
-
-
-ARENA_COUNT = """
-import ctypes, re, sys, tempfile, threading
-from cutover.heap import cap_malloc_arenas
-if sys.argv[1] == "capped":
-    assert cap_malloc_arenas()
-start = threading.Barrier(16)
-held = []
-def allocate():
-    start.wait()
-    held.extend(bytearray(65536) for _ in range(20))  # below the mmap threshold: an arena's
-threads = [threading.Thread(target=allocate) for _ in range(16)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-libc = ctypes.CDLL(None)
-libc.fopen.restype = ctypes.c_void_p
-libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
-libc.fclose.argtypes = [ctypes.c_void_p]
-with tempfile.NamedTemporaryFile(suffix=".xml") as report:
-    stream = libc.fopen(report.name.encode(), b"w")
-    libc.malloc_info(0, stream)
-    libc.fclose(stream)
-    print(len(re.findall(r'<heap nr="', open(report.name).read())))
-"""
-
-
-def _arenas_after_16_threads_allocate(mode: str) -> int:
-    env = {**os.environ, "PYTHONPATH": str(Path(cutover.__file__).parent.parent)}
-    env.pop("MALLOC_ARENA_MAX", None)
-    done = subprocess.run(
-        [sys.executable, "-c", ARENA_COUNT, mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return int(done.stdout.strip())
-
-
-def test_threads_allocating_at_once_share_two_arenas_once_capped() -> None:
-    """The request executor's threads parse responses in parallel: uncapped, glibc gives each
-    its own arena (up to 8 per core), each keeping its share of a burst's fragments."""
-    if glibc_malloc_trim() is None:
-        pytest.skip("not a glibc system")
-    assert _arenas_after_16_threads_allocate("uncapped") > MALLOC_ARENAS
-    assert _arenas_after_16_threads_allocate("capped") == MALLOC_ARENAS
-
-
-def test_an_arena_limit_set_in_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    assert cap_malloc_arenas() is False
