@@ -447,7 +447,10 @@ def annotation_ops(obj: Mapping[str, Any], wanted: Mapping[str, str | None]) -> 
 
 def unchanged_since(obj: Mapping[str, Any]) -> list[JsonOp]:
     """A ``test`` op refusing the patch if the object changed at all since ``obj`` was read:
-    the original a run records must be the object as it is, even when planned from a copy."""
+    the original a run records must be the object as it is, even when planned from a copy.
+    The resourceVersion, not the generation as in ``guarded_ops``: the same write may add the
+    whole annotations map, which would replace annotations someone added since. A status
+    update in between only costs a read: this guards one write per run, not every step."""
     version = (obj.get("metadata") or {}).get("resourceVersion")
     if not version:
         return []
@@ -850,9 +853,7 @@ class RouteTableRouter:
                 guard = unchanged_since(obj)
         else:
             meta_ops = {ORIGINAL_ANNOTATION: None}
-        ops = annotation_ops(obj, meta_ops)
-        if ops:
-            ops = guard + ops
+        ops = guard + annotation_ops(obj, meta_ops)
         if move is Move.prepare:
             return ops
         rules = self._rules(obj)
@@ -989,22 +990,24 @@ class RouteTableRouter:
         problems = [*deployments, *services]
         if unreadable is not None:
             return [*problems, unreadable]
-        if route is not None:
-            # The start's first write (the original on record) is planned from this read.
-            self._written.keep(self._written_key(target), route)
         if route is None:
-            problems.append(f"{self.kind} {target.namespace}/{self.object_name(target)} not found")
-        elif not problems:
-            try:
-                index, _, _ = self._locate(route, target)
-            except TrafficRouterError as error:
-                problems.append(str(error))
-            else:
-                if any(step.set_mirror is not None for step in target.spec.steps):
-                    conflict = self.mirror_conflict(self._rules(route)[index], target)
-                    if conflict is not None:
-                        problems.append(conflict)
-        return problems
+            return [
+                *problems,
+                f"{self.kind} {target.namespace}/{self.object_name(target)} not found",
+            ]
+        # The start's first write (the original on record) is planned from this read.
+        self._written.keep(self._written_key(target), route)
+        if problems:
+            return problems
+        try:
+            index, _, _ = self._locate(route, target)
+        except TrafficRouterError as error:
+            return [str(error)]
+        if any(step.set_mirror is not None for step in target.spec.steps):
+            conflict = self.mirror_conflict(self._rules(route)[index], target)
+            if conflict is not None:
+                return [conflict]
+        return []
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
         # The original goes on record before anything changes, so a crash in between is safe.
