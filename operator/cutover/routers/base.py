@@ -63,7 +63,6 @@ class Target:
 class Move(enum.StrEnum):
     """What a route-table write is for; each leaves the route in a different shape."""
 
-    prepare = "prepare"  # save the original entries, change nothing else yet
     set = "set"  # green gets the weight (and the sticky/match rules)
     restore = "restore"  # the original entries back, all traffic on blue
     retire = "retire"  # the original entries back, all traffic on green
@@ -93,7 +92,8 @@ class TrafficRouter(Protocol):
         ...
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
-        """Gets green ready to take any weight; saves the original state (once)."""
+        """Gets green ready to take any weight. The original state of what the router changes
+        is on record no later than the write that first changes it."""
         ...
 
     async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
@@ -846,7 +846,9 @@ class RouteTableRouter:
         """JSON patch ops bringing the object to what ``move`` asks (``weight``: for set)."""
         meta_ops: dict[str, str | None]
         guard: list[JsonOp] = []
-        if move in (Move.prepare, Move.set, Move.mirror):
+        if move in (Move.set, Move.mirror):
+            # The route's first change carries its original: one write, so the record is the
+            # route exactly as that change found it (an edit since the read fails the guard).
             meta_ops = {}
             if ORIGINAL_ANNOTATION not in annotations_of(obj):
                 meta_ops[ORIGINAL_ANNOTATION] = dump_original({"spec": obj.get("spec") or {}})
@@ -854,8 +856,6 @@ class RouteTableRouter:
         else:
             meta_ops = {ORIGINAL_ANNOTATION: None}
         ops = guard + annotation_ops(obj, meta_ops)
-        if move is Move.prepare:
-            return ops
         rules = self._rules(obj)
         index, b, g = self._locate(obj, target)
         rule = rules[index]
@@ -945,10 +945,10 @@ class RouteTableRouter:
 
     async def _converge(self, target: Target, move: Move, weight: int = 0) -> dict[str, Any]:
         name = self.object_name(target)
-        if move not in (Move.prepare, Move.set, Move.mirror):
+        if move not in (Move.set, Move.mirror):
             # A run's end plans from a read: what it restores must be from the route as it is.
-            # (A start may plan from the start checks' read: the original it records is
-            # guarded by the route's resourceVersion, see ``plan``.)
+            # (A run's first change may plan from the start checks' read: the original it
+            # records is guarded by the route's resourceVersion, see ``plan``.)
             self._written.forget(self._written_key(target))
         return await json_patch_converge(
             self._kube,
@@ -995,7 +995,8 @@ class RouteTableRouter:
                 *problems,
                 f"{self.kind} {target.namespace}/{self.object_name(target)} not found",
             ]
-        # The start's first write (the original on record) is planned from this read.
+        # The run's first route write (its first weight or mirror, with the original on
+        # record) is planned from this read.
         self._written.keep(self._written_key(target), route)
         if problems:
             return problems
@@ -1010,8 +1011,9 @@ class RouteTableRouter:
         return []
 
     async def prepare(self, target: Target, total_replicas: int) -> None:
-        # The original goes on record before anything changes, so a crash in between is safe.
-        await self._converge(target, Move.prepare)
+        # The route is not written yet: its original goes on record with its first change
+        # (``plan``), so a start sends one request fewer before green's scale-up. A crash or a
+        # rollback before that change finds the route as the team wrote it: nothing to restore.
         await fresh_on_stale(target, lambda t: scale_green_up(self._objects, t, total_replicas))
 
     async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
@@ -1035,9 +1037,14 @@ class RouteTableRouter:
         """The weighted rule as the cluster has it, with blue's and green's entry indexes; None
         when the route or the rule cannot be found (then nothing can be told). ``remembered``:
         from the route as this process last wrote or read it, when it holds one."""
-        route = self._written.get(self._written_key(target)) if remembered else None
+        key = self._written_key(target)
+        route = self._written.get(key) if remembered else None
         if route is None:
             route = await self._route(target)
+            if route is not None and remembered:
+                # After a restart, one read serves the wake-ups that follow (and the next
+                # write's plan, whose guards refuse it if the route changes meanwhile).
+                self._written.keep(key, route)
         if route is None:
             return None
         try:
