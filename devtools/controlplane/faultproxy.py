@@ -45,6 +45,7 @@ class Faults:
     throttle_rate: float = 0.0  # 429 Too Many Requests with Retry-After
     retry_after: int = 1
     write_latency: float = 0.0  # seconds added to every write
+    write_latency_path: str | None = None  # a regex: only writes whose path it finds are delayed
     read_latency: float = 0.0  # seconds added to every read (watches: before the stream opens)
     watch_drop_after: float | None = None  # cut every watch stream after N seconds
     watch_gone_rate: float = 0.0  # answer a watch with a 410 Gone ERROR event
@@ -244,7 +245,14 @@ class FaultProxy:
         faults = self.faults
         in_scope = faults.resources is None or resource in faults.resources
         if request.method in _WRITES:
-            if faults.write_latency and in_scope:
+            if (
+                faults.write_latency
+                and in_scope
+                and (
+                    faults.write_latency_path is None
+                    or re.search(faults.write_latency_path, request.path)
+                )
+            ):
                 await asyncio.sleep(faults.write_latency)
             status = self._decide_write(resource)
             if status is not None:

@@ -46,6 +46,9 @@ REQUEST_ANNOTATION = "cutover.io/request"
 AUTHOR_ANNOTATION = "cutover.io/author"
 # Every hook Job carries its Migration's name: the operator's watch of Jobs selects on it.
 MIGRATION_LABEL = "cutover.io/migration"
+# Kopf's finalizer on every Migration it drives: a deletion waits for the operator to put traffic
+# back on blue (restore_on_delete) before the Migration goes.
+FINALIZER = "cutover.io/finalizer"
 
 HISTORY_LIMIT = 50
 # An object name in the Migration's namespace (RFC 1123 subdomain): no "/", so no other namespace.

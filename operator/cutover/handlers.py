@@ -79,7 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # bookkeeping in annotations instead of status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cutover.io")
     settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.finalizer = "cutover.io/finalizer"
+    settings.persistence.finalizer = api.FINALIZER
     settings.posting.enabled = False  # our own Events, one per phase change, not per log line
     settings.watching.server_timeout = int(os.environ.get("CUTOVER_WATCH_TIMEOUT") or 300)
     logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers(_WATCH_HANDLERS))
@@ -226,7 +226,13 @@ async def drive(
     stores = context.stores
     reconciler = Reconciler(context, namespace or "", name, uid)
     await reconciler.drive(
-        stopped, body, stores.deployment, stores.jobs, stores.template, stores.autoscalers_of
+        stopped,
+        body,
+        stores.deployment,
+        stores.jobs,
+        stores.template,
+        stores.autoscalers_of,
+        finalizer=api.FINALIZER,
     )
 
 

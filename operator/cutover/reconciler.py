@@ -148,6 +148,12 @@ _ERROR_RETRY = 5.0
 _RETRY_MAX = 60.0
 # A safety net, as core/steps.py's readiness poll: the Deployment's change wakes us first.
 _NOT_READY_RETRY = 30.0
+# Also a safety net: the event of Kopf's finalizer PATCH wakes a new run's daemon first.
+_FINALIZER_RECHECK = 5.0
+
+
+def _carries(body: Mapping[str, Any], finalizer: str) -> bool:
+    return finalizer in ((body.get("metadata") or {}).get("finalizers") or ())
 
 
 def utcnow() -> datetime:
@@ -490,11 +496,17 @@ class Reconciler:
         jobs: JobLookup,
         templates: TemplateLookup | None = None,
         autoscalers: AutoscalerLookup | None = None,
+        *,
+        finalizer: str | None = None,
     ) -> None:
         """Reconciles whenever something this Migration waits for happens, until Kopf stops it.
 
         Never returns on its own: Kopf would never respawn a daemon that exited by itself. A
         terminal Migration stops needing attention, and Kopf stops this daemon then.
+
+        ``finalizer``: nothing is done until the Migration carries it. Kopf spawns the daemon
+        in the same cycle as it sends its finalizer; a Migration deleted before that lands is
+        gone at once, and no deletion handler would put back traffic a first step had moved.
         """
         wakeups = self.ctx.wakeups
         wake = wakeups.event(self.uid)
@@ -502,6 +514,14 @@ class Reconciler:
         stop_watch = asyncio.ensure_future(wake_on_stop(stopped, wake))
         try:
             while not stopped:
+                if finalizer is not None and not _carries(body, finalizer):
+                    # The Migration's next event (Kopf's finalizer PATCH) wakes us: body is
+                    # Kopf's live copy, so a check after clearing the wake-up misses none.
+                    wake.clear()
+                    if not _carries(body, finalizer):
+                        log.debug("waiting for the finalizer", extra=self._log({}))
+                        await sleep(stopped, wake, _FINALIZER_RECHECK)
+                    continue
                 spec = body.get("spec") or {}
                 names = {
                     str((spec.get(role) or {}).get("deployment") or "")

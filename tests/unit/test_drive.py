@@ -144,3 +144,41 @@ async def test_a_daemon_asleep_with_nothing_due_ends_when_told_to_stop_and_leave
     await asyncio.wait_for(daemon, timeout=10)
     await asyncio.sleep(0)
     assert asyncio.all_tasks() == before
+
+
+async def test_a_new_run_does_nothing_until_kopfs_finalizer_is_on_its_migration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kopf spawns a new Migration's daemon in the same cycle as it sends its finalizer. A run
+    that moved traffic before the finalizer landed, then deleted, would be gone at once, with no
+    deletion handler to put traffic back on blue."""
+    context = Context(kube=cast(Kube, NoKube()), gates=cast(Any, None))
+    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
+    stopped = Stop()
+    body: dict[str, Any] = {"metadata": {"finalizers": ["someone.else/finalizer"]}, "spec": raw()}
+    reconciled = asyncio.Event()
+
+    async def reconcile(*args: Any, **kwargs: Any) -> Outcome:
+        reconciled.set()
+        return Outcome(MigrationStatus(), None, False)
+
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    daemon = asyncio.ensure_future(
+        reconciler.drive(
+            stopped,
+            body,
+            lambda ns, name: None,
+            lambda ns, name: {},
+            finalizer="cutover.io/finalizer",
+        )
+    )
+    for _ in range(3):  # the Migration's other events wake the daemon: still nothing
+        context.wakeups.wake("uid-1")
+        await asyncio.sleep(0.05)
+    assert not reconciled.is_set()
+
+    body["metadata"]["finalizers"].append("cutover.io/finalizer")  # Kopf's live copy
+    context.wakeups.wake("uid-1")  # the finalizer's event
+    await asyncio.wait_for(reconciled.wait(), timeout=10)
+    stopped.event.set()
+    await asyncio.wait_for(daemon, timeout=10)
