@@ -207,8 +207,9 @@ def review_mutate(
     new: Mapping[str, Any],
     patch: kopf.Patch,
 ) -> None:
-    """The mutating webhook: records the spec's author and, with shards, the Migration's
-    shard label (so that the process owning it sees it at once)."""
+    """The mutating webhook: records the spec's author, puts the operator's finalizer on a new
+    Migration and, with shards, adds the Migration's shard label (so that the process owning
+    it sees it at once)."""
     try:
         value = mutate_author(operation, userinfo, old, new)
     except Rejected as error:
@@ -218,6 +219,11 @@ def review_mutate(
             value
         )
     meta = new.get("metadata") or {}
+    finalizers = list(meta.get("finalizers") or [])
+    if operation == "CREATE" and api.FINALIZER not in finalizers:
+        # On from the first instant: a new run waits for it before any write (Reconciler.drive),
+        # and Kopf, finding it there, sends no PATCH of its own (a request and a round trip).
+        patch.setdefault("metadata", {})["finalizers"] = [*finalizers, api.FINALIZER]
     shard = shard_label_patch(
         str(meta.get("namespace") or ""), meta.get("labels"), shard_count(os.environ)
     )

@@ -367,6 +367,36 @@ def operator_secret_reads(setup: Setup, since: int) -> int:
     )
 
 
+def test_a_new_migration_carries_the_finalizer_from_its_creation(setup: Setup) -> None:
+    """The mutating webhook puts the operator's finalizer on at creation: a run waits for it
+    before any write, and Kopf, finding it there, sends no PATCH to add it."""
+    apply_text(setup.cluster, setup.namespace, app_manifest("shop", 2))
+    since = setup.cluster.stats()["last_seq"]
+    assert setup.apply(setup.admin, migration_body("shop", "shop", run_spec())).returncode == 0
+    wait_for(
+        lambda: (migration(setup.cluster, setup.namespace, "shop").get("status") or {}).get(
+            "weight"
+        ),
+        timeout=60,
+        what="the first step",
+    )
+    assert (
+        "cutover.io/finalizer"
+        in migration(setup.cluster, setup.namespace, "shop")["metadata"]["finalizers"]
+    )
+    operator = f"system:serviceaccount:{setup.namespace}:"
+    added = [
+        e
+        for e in setup.cluster.requests(since)
+        if e["resource"] == "migrations"
+        and e["subresource"] is None
+        and e["method"] == "PATCH"
+        and str(e["user"]).startswith(operator)
+        and "finalizers" in json.dumps(e["body"])
+    ]
+    assert added == [], added
+
+
 def test_deleting_works_with_the_operator_stopped(setup: Setup) -> None:
     apply_text(setup.cluster, setup.namespace, app_manifest("shop", 2))
     for name in ("first", "second"):
