@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from datetime import datetime
 from typing import Any
 
 import pytest
 
 from devtools.controlplane import ControlPlane
+from tests.support.controlplane import epoch
 from tests.support.manifests import migration_body
 from tests.support.patches import replicas_patched
 
@@ -225,7 +225,7 @@ def test_the_pause_remaining_time_survives_a_restart(
         ),
         timeout=30,
     )
-    pause_started = _epoch(status["stepStartedAt"])
+    pause_started = epoch(status["stepStartedAt"])
     wait_for(lambda: time.time() >= pause_started + 3, timeout=10)
     operator.kill()
     operator.start()
@@ -250,13 +250,9 @@ def test_the_pause_remaining_time_survives_a_restart(
         step: [h for h in history if h["reason"] == "StepStarted" and h["step"] == step]
         for step in (1, 2)
     }
-    assert [_epoch(h["time"]) for h in began[1]] == [pause_started], history
+    assert [epoch(h["time"]) for h in began[1]] == [pause_started], history
     assert len(began[2]) == 1 and "pause of 6s over" in began[2][0]["message"], history
-    assert _epoch(began[2][0]["time"]) >= pause_started + 6, history
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    assert epoch(began[2][0]["time"]) >= pause_started + 6, history
 
 
 # A weight that goes down (and no Service for the replicas router to keep).

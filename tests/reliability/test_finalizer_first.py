@@ -6,7 +6,6 @@ the Migration object itself (that PATCH; not its /status) for a few seconds."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from cutover.api import FINALIZER
@@ -18,9 +17,9 @@ from tests.integration.harness import (
     new_namespace,
     wait_for,
 )
-from tests.support.controlplane import operator_kubeconfig
+from tests.support.controlplane import epoch, operator_kubeconfig
 
-from .support import app_manifest, migration_manifest
+from .support import app_manifest, migration_manifest, ok_writes
 
 HELD = 3.0  # seconds the proxy holds each write to the Migration object
 
@@ -48,10 +47,8 @@ def test_a_runs_first_traffic_write_waits_for_the_finalizer(cluster: ControlPlan
     operator_user = f"system:serviceaccount:{namespace}:"
     mine = [
         e
-        for e in cluster.requests(since=since)
-        if e["namespace"] == namespace
-        and str(e["user"] or "").startswith(operator_user)
-        and e["code"] < 300
+        for e in ok_writes(cluster.requests(since=since), namespace)
+        if str(e["user"] or "").startswith(operator_user)
     ]
     finalized = [
         e
@@ -61,7 +58,7 @@ def test_a_runs_first_traffic_write_waits_for_the_finalizer(cluster: ControlPlan
         and FINALIZER in json.dumps(e["body"])
     ]
     assert finalized, "Kopf never added its finalizer"
-    on_at = _epoch(finalized[0]["time"])
+    on_at = epoch(finalized[0]["time"])
     traffic = [e for e in mine if e["resource"] == "deployments"]
     assert traffic, "the first step wrote no Deployment"
     early = [(e["name"], round(on_at - e["received"], 2)) for e in traffic if e["received"] < on_at]
@@ -71,7 +68,3 @@ def test_a_runs_first_traffic_write_waits_for_the_finalizer(cluster: ControlPlan
 def _stepped_and_finalized(obj: dict[str, Any]) -> bool:
     weight = (obj.get("status") or {}).get("weight")
     return weight == 25 and FINALIZER in (obj["metadata"].get("finalizers") or [])
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

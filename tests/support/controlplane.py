@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ MIGRATION_CRD = ROOT / "crds" / "migrations.cutover.io.yaml"
 # Every CRD of cutover.io: the operator watches Migrations and both kinds of gate template.
 CRDS = ROOT / "crds"
 OPERATOR_SERVICE_ACCOUNT = "cutover"
+
+
+def epoch(stamp: str) -> float:
+    """A time as the API server writes it (status fields, the audit log's stageTimestamp: RFC
+    3339, "Z" for UTC), in seconds since the epoch."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def start_session_plane(root: Path) -> ControlPlane:
