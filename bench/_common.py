@@ -15,6 +15,7 @@ those are counted: the benchmark's own requests (creating objects, polling) are 
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
 import json
@@ -45,6 +46,7 @@ from kubernetes import client, config  # noqa: E402
 from devtools.controlplane import ControlPlane  # noqa: E402
 from devtools.demo.cluster import chart_rbac  # noqa: E402
 from devtools.operator import launch_operator  # noqa: E402
+from tests.support.admission import free_port, operator_env, webhook_configurations  # noqa: E402
 from tests.support.controlplane import (  # noqa: E402
     CRDS,
     new_namespace,
@@ -491,6 +493,9 @@ class Bench:
         self.user_prefix = ""
         self.kubeconfig: Path | None = None
         self.created_at: dict[str, float] = {}  # Migration -> when its POST returned
+        # The chart's webhook configurations, while the operator serves them (``start_operator``).
+        self.webhooks: list[dict[str, Any]] = []
+        self.webhook_port = 0
 
     def __enter__(self) -> Bench:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -541,6 +546,9 @@ class Bench:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # First: nothing later may meet a webhook pointing at a stopped operator.
+        for doc in self.webhooks:
+            self.plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)
         if self.operator is not None:
             self.operator.stop()
         if self.api is not None:
@@ -566,8 +574,41 @@ class Bench:
 
     # processes
 
-    def start_operator(self, qps: float, burst: int, **env: str) -> psutil.Process:
+    def start_operator(
+        self, qps: float, burst: int, *, admission: bool = False, **env: str
+    ) -> psutil.Process:
+        """The operator, running. ``admission``: as a default install runs it, with the chart's
+        webhook configurations registered and served (pointed at a local port; from then on for
+        every start); returns once the API server can call them."""
         assert self.kubeconfig is not None
+        if admission and not self.webhooks:
+            self.webhook_port = free_port()
+            self.webhooks = webhook_configurations(self.namespace, self.webhook_port)
+            items = {"apiVersion": "v1", "kind": "List", "items": self.webhooks}
+            self.plane.kubectl("apply", "-f", "-", input=json.dumps(items))
+        if self.webhooks:  # a restart serves them too: they stay registered
+            env = {**operator_env(self.namespace, self.webhook_port), **env}
+        proc = self._start_operator(qps, burst, **env)
+        if self.webhooks:
+            wait_until(lambda: self.published_ca() is not None, 60)
+        return proc
+
+    def published_ca(self) -> bytes | None:
+        """The CA the operator put in its validating webhook configuration; None before."""
+        out = self.plane.kubectl(
+            "get",
+            "validatingwebhookconfiguration",
+            f"cutover-{self.namespace}",
+            "-o",
+            "json",
+            check=False,
+        ).stdout
+        if not out:
+            return None
+        bundle = json.loads(out)["webhooks"][0]["clientConfig"].get("caBundle")
+        return base64.b64decode(bundle) if bundle else None
+
+    def _start_operator(self, qps: float, burst: int, **env: str) -> psutil.Process:
         if self.operator is not None:
             self.operator.stop()
         log_path = self.workdir / f"operator-{self.namespace}.log"

@@ -20,7 +20,6 @@ Requests are sequential (a person or a GitOps sync applying Migrations one by on
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import ssl
@@ -30,9 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Bench, add_cluster_option, describe, migration, ms, wait_until
-
-from tests.support.admission import free_port, operator_env, webhook_configurations
+from _common import ROOT, Bench, add_cluster_option, describe, migration, ms
 
 
 def review(namespace: str, operation: str) -> dict[str, Any]:
@@ -57,16 +54,6 @@ def review(namespace: str, operation: str) -> dict[str, Any]:
     }
 
 
-def published_ca(bench: Bench, name: str) -> bytes | None:
-    out = bench.plane.kubectl(
-        "get", "validatingwebhookconfiguration", name, "-o", "json", check=False
-    ).stdout
-    if not out:
-        return None
-    bundle = json.loads(out)["webhooks"][0]["clientConfig"].get("caBundle")
-    return base64.b64decode(bundle) if bundle else None
-
-
 def post(port: int, context: ssl.SSLContext, path: str, body: bytes) -> float:
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
     started = time.perf_counter()
@@ -81,38 +68,22 @@ def post(port: int, context: ssl.SSLContext, path: str, body: bytes) -> float:
 
 def run(requests: int, cluster_dir: Path | None) -> dict[str, Any]:
     with Bench(cluster_dir, prefix="bench-adm") as bench:
-        port = free_port()
-        name = f"cutover-{bench.namespace}"
-        configurations = webhook_configurations(bench.namespace, port)
-        bench.plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": configurations}),
-        )
-        try:
-            bench.start_operator(qps=100, burst=200, **operator_env(bench.namespace, port))
-            wait_until(lambda: published_ca(bench, name) is not None, 60)
-            ca = published_ca(bench, name)
-            assert ca is not None
-            context = ssl.create_default_context(cadata=ca.decode())
-            figures: dict[str, list[float]] = {"validate": [], "mutate": [], "apply": []}
-            for _ in range(requests):
-                for kind in ("validate", "mutate"):
-                    body = json.dumps(review(bench.namespace, "CREATE")).encode()
-                    figures[kind].append(post(port, context, f"/{kind}-migration", body))
-            wanted = migration("orders", "orders-blue", "orders-green", [{"setWeight": 100}])
-            for _ in range(min(requests, 200)):  # each also costs the API server an etcd-free write
-                started = time.perf_counter()
-                bench.custom.create_namespaced_custom_object(
-                    "cutover.io", "v1alpha1", bench.namespace, "migrations", wanted, dry_run="All"
-                )
-                figures["apply"].append(time.perf_counter() - started)
-        finally:
-            for doc in configurations:
-                bench.plane.kubectl(
-                    "delete", doc["kind"].lower(), doc["metadata"]["name"], check=False
-                )
+        bench.start_operator(qps=100, burst=200, admission=True)
+        ca = bench.published_ca()
+        assert ca is not None
+        context = ssl.create_default_context(cadata=ca.decode())
+        figures: dict[str, list[float]] = {"validate": [], "mutate": [], "apply": []}
+        for _ in range(requests):
+            for kind in ("validate", "mutate"):
+                body = json.dumps(review(bench.namespace, "CREATE")).encode()
+                figures[kind].append(post(bench.webhook_port, context, f"/{kind}-migration", body))
+        wanted = migration("orders", "orders-blue", "orders-green", [{"setWeight": 100}])
+        for _ in range(min(requests, 200)):  # each also costs the API server an etcd-free write
+            started = time.perf_counter()
+            bench.custom.create_namespaced_custom_object(
+                "cutover.io", "v1alpha1", bench.namespace, "migrations", wanted, dry_run="All"
+            )
+            figures["apply"].append(time.perf_counter() - started)
         return {kind: describe(values) for kind, values in figures.items()}
 
 

@@ -115,6 +115,7 @@ def one_run(
     blue_replicas: int = BLUE_REPLICAS,
     progress_deadline: str | None = None,
     router: str = "replicas",
+    admission: bool = False,
 ) -> dict[str, Any]:
     names = [f"m{i}" for i in range(size)]
     pause_s = parse_duration(pause)
@@ -136,7 +137,7 @@ def one_run(
             )
         settled_in = bench.wait_available(timeout=600 + size * blue_replicas * 0.2)
         print(f"{size * blue_replicas} blue pods available after {settled_in:.1f}s", flush=True)
-        operator = bench.start_operator(qps, burst)
+        operator = bench.start_operator(qps, burst, admission=admission)
         procs = {
             "operator": operator,
             "kube-apiserver": bench.component("kube-apiserver"),
@@ -175,6 +176,7 @@ def one_run(
     )
     return analysed | {
         "router": router,
+        "admission_webhooks": admission,
         "qps": qps,
         "burst": burst,
         "rbac_denied": denied,
@@ -349,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--progress-deadline", default=None, help="the Migrations' progressDeadline (10m)"
     )
+    parser.add_argument(
+        "--admission",
+        action="store_true",
+        help="as a default install: the chart's admission webhooks on (the finalizer and the"
+        " author are set at creation; runs are checked against the author's rights)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.runs, args.pause = [5], 1, "1s"
@@ -366,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.blue_replicas,
                 args.progress_deadline,
                 args.router,
+                args.admission,
             )
             result["run"] = run + 1
             results.append(result)
@@ -423,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                 "blue_replicas": args.blue_replicas,
                 "progress_deadline": args.progress_deadline,
                 "router": args.router,
+                "admission_webhooks": args.admission,
                 "anchors": "Flagger stalled at ~50 canaries on default client limits (flagger#638)",
             },
             "summary": summary,

@@ -86,6 +86,24 @@ def test_concurrency_smoke_with_a_weight_router(
     assert 0 < run["operator_writes_per_weight_step"] <= run["budget_per_weight_step"]["writes"]
 
 
+def test_concurrency_smoke_as_a_default_install_with_admission_webhooks(
+    tmp_path: Path, control_plane: ControlPlane
+) -> None:
+    """``--admission``: the chart's webhooks registered and served, as a default install runs.
+    The mutating webhook put the finalizer on at creation, so the operator never PATCHed a
+    Migration's metadata for it (without webhooks, Kopf sends one per start)."""
+    result = run_bench("concurrency", tmp_path, control_plane, "--admission")
+    run = result["runs"][0]
+    assert run["admission_webhooks"] is True
+    assert run["succeeded"] == run["migrations"] == 5
+    assert run["rbac_denied"] == []
+    assert run["missed_writes"] == run["doubled_writes"] == 0
+    assert run["operator_reconcile_errors_logged"] == 0, run
+    requests = run["requests_by_verb_resource"]
+    assert requests.get("patch migrations/status", 0) > 0, requests
+    assert "patch migrations" not in requests, requests
+
+
 def test_api_economy_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     result = run_bench("api_economy", tmp_path, control_plane)
     assert result["rbac_denied"] == []
