@@ -120,7 +120,7 @@ bench: install
 	  $(BIN)/python bench/breach_to_rollback.py --runs 5 --interval 1s; \
 	else echo "prometheus not installed: gate_cost.py and breach_to_rollback.py skipped"; fi
 
-# Issue 16's sizes: about 2.5 h on 2 cores (the soak alone 65-80 min), and only meaningful on
+# Issue 16's sizes: about 2.8 h on 2 cores (the soak alone 65-80 min), and only meaningful on
 # an otherwise idle machine.
 # The soak runs apart from the 1,000 idle ones: the memory those freed would hide a leak.
 .PHONY: bench-scale
@@ -130,6 +130,8 @@ bench-scale: install
 	  --timeout 1500 --blue-replicas 4 --progress-deadline 1h
 	$(BIN)/python bench/concurrency.py --migrations 1000 --runs 3 --qps $(BENCH_QPS) --burst $(BENCH_BURST) \
 	  --timeout 1500 --blue-replicas 4 --progress-deadline 1h --router gatewayapi
+	$(BIN)/python bench/concurrency.py --migrations 1000 --runs 3 --qps $(BENCH_QPS) --burst $(BENCH_BURST) \
+	  --timeout 1500 --blue-replicas 4 --progress-deadline 1h --router gatewayapi --admission
 	$(BIN)/python bench/concurrency.py --migrations 200 --qps 200 --burst 400
 	$(BIN)/python bench/first_step.py --migrations 1000 --existing
 	$(BIN)/python bench/memory.py --migrations 1000 --idle-seconds 60 --lanes 20 --cycles 400
