@@ -14,6 +14,7 @@ import pytest
 
 from cutover import reconciler as reconciler_module
 from cutover.api import MigrationStatus
+from cutover.gatecheck import GateChecker
 from cutover.kube import Kube, KubeError
 from cutover.reconciler import Context, Outcome, Reconciler
 
@@ -146,23 +147,81 @@ async def test_a_daemon_asleep_with_nothing_due_ends_when_told_to_stop_and_leave
     assert asyncio.all_tasks() == before
 
 
-async def test_a_new_run_does_nothing_until_kopfs_finalizer_is_on_its_migration(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+class RecordingKube(NoKube):
+    """Nothing exists; every request is recorded as its verb, in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.patches: list[dict[str, Any]] = []
+
+    async def get(self, *args: Any) -> None:
+        self.requests.append("get")
+
+    async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        self.requests.append("list")
+        return []
+
+    async def patch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.requests.append("patch")
+        self.patches.append(args[5])
+        return {}
+
+    async def emit_event(self, *args: Any) -> None:
+        self.requests.append("event")
+
+
+async def test_a_new_run_reads_but_writes_nothing_until_kopfs_finalizer_is_on_its_migration() -> (
+    None
+):
     """Kopf spawns a new Migration's daemon in the same cycle as it sends its finalizer. A run
     that moved traffic before the finalizer landed, then deleted, would be gone at once, with no
-    deletion handler to put traffic back on blue."""
-    context = Context(kube=cast(Kube, NoKube()), gates=cast(Any, None))
+    deletion handler to put traffic back on blue. Its reads need not wait: once the finalizer is
+    on, the run writes what it decided without reading again."""
+    kube = RecordingKube()
+    context = Context(kube=cast(Kube, kube), gates=GateChecker(cast(Kube, kube)))
     reconciler = Reconciler(context, "shop", "checkout", "uid-1")
     stopped = Stop()
-    body: dict[str, Any] = {"metadata": {"finalizers": ["someone.else/finalizer"]}, "spec": raw()}
-    reconciled = asyncio.Event()
+    body: dict[str, Any] = {
+        "metadata": {"finalizers": ["someone.else/finalizer"], "generation": 1},
+        "spec": raw(),
+    }
+    daemon = asyncio.ensure_future(
+        reconciler.drive(
+            stopped,
+            body,
+            lambda ns, name: None,  # neither Deployment in the watch: the start reads them
+            lambda ns, name: {},
+            finalizer="cutover.io/finalizer",
+        )
+    )
+    for _ in range(3):  # the Migration's other events wake the daemon: still no write
+        context.wakeups.wake("uid-1")
+        await asyncio.sleep(0.05)
+    assert "get" in kube.requests
+    assert not {"patch", "event"} & set(kube.requests), kube.requests
+    read = len(kube.requests)
 
-    async def reconcile(*args: Any, **kwargs: Any) -> Outcome:
-        reconciled.set()
-        return Outcome(MigrationStatus(), None, False)
+    body["metadata"]["finalizers"].append("cutover.io/finalizer")  # Kopf's live copy
+    context.wakeups.wake("uid-1")  # the finalizer's event
+    for _ in range(100):
+        if "patch" in kube.requests:
+            break
+        await asyncio.sleep(0.05)
+    # Both Deployments missing: the run failed its start checks, said so, and read nothing
+    # more for it.
+    assert kube.requests[read:][:2] == ["event", "patch"], kube.requests
+    stopped.event.set()
+    await asyncio.wait_for(daemon, timeout=10)
 
-    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+
+async def test_a_run_stopped_while_waiting_for_its_finalizer_writes_nothing() -> None:
+    """A Migration deleted before Kopf's finalizer landed: Kopf stops its daemon, and what the
+    start had read and decided is never written."""
+    kube = RecordingKube()
+    context = Context(kube=cast(Kube, kube), gates=GateChecker(cast(Kube, kube)))
+    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
+    stopped = Stop()
+    body: dict[str, Any] = {"metadata": {"generation": 1}, "spec": raw()}
     daemon = asyncio.ensure_future(
         reconciler.drive(
             stopped,
@@ -172,13 +231,44 @@ async def test_a_new_run_does_nothing_until_kopfs_finalizer_is_on_its_migration(
             finalizer="cutover.io/finalizer",
         )
     )
-    for _ in range(3):  # the Migration's other events wake the daemon: still nothing
-        context.wakeups.wake("uid-1")
+    for _ in range(100):
+        if "get" in kube.requests:
+            break
         await asyncio.sleep(0.05)
-    assert not reconciled.is_set()
-
-    body["metadata"]["finalizers"].append("cutover.io/finalizer")  # Kopf's live copy
-    context.wakeups.wake("uid-1")  # the finalizer's event
-    await asyncio.wait_for(reconciled.wait(), timeout=10)
+    assert "get" in kube.requests  # the start's reads went ahead
     stopped.event.set()
     await asyncio.wait_for(daemon, timeout=10)
+    assert not {"patch", "event"} & set(kube.requests), kube.requests
+
+
+async def test_a_spec_changed_while_waiting_for_the_finalizer_is_what_the_run_decides_on() -> None:
+    """The start read and decided on generation 1; the spec changed before the finalizer came.
+    The first write is about generation 2, not the stale decision."""
+    kube = RecordingKube()
+    context = Context(kube=cast(Kube, kube), gates=GateChecker(cast(Kube, kube)))
+    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
+    stopped = Stop()
+    body: dict[str, Any] = {"metadata": {"generation": 1}, "spec": raw()}
+    daemon = asyncio.ensure_future(
+        reconciler.drive(
+            stopped,
+            body,
+            lambda ns, name: None,
+            lambda ns, name: {},
+            finalizer="cutover.io/finalizer",
+        )
+    )
+    for _ in range(100):
+        if "get" in kube.requests:
+            break
+        await asyncio.sleep(0.05)
+    body["metadata"]["generation"] = 2
+    body["metadata"]["finalizers"] = ["cutover.io/finalizer"]
+    context.wakeups.wake("uid-1")
+    for _ in range(100):
+        if kube.patches:
+            break
+        await asyncio.sleep(0.05)
+    stopped.event.set()
+    await asyncio.wait_for(daemon, timeout=10)
+    assert kube.patches[0]["status"]["observedGeneration"] == 2, kube.patches[0]
