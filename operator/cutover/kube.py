@@ -31,6 +31,7 @@ import kubernetes.config
 import urllib3
 
 from . import metrics
+from .urgency import Urgency, UrgentSlots
 
 log = logging.getLogger("cutover.kube")
 
@@ -170,6 +171,18 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: rare from the API server; fall back to the backoff
 
 
+# Reviews that only ask the API server a question: checks, though sent as a POST.
+_ASKING = frozenset({"subjectaccessreviews", "selfsubjectaccessreviews"})
+
+
+def _urgency(method: str, plural: str) -> Urgency:
+    if plural == "events":
+        return Urgency.notes
+    if method == "GET" or plural in _ASKING:
+        return Urgency.checks
+    return Urgency.progress
+
+
 def _backoff(attempt: int) -> float:
     """Full jitter: spreads the retries of many reconciles that failed together."""
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
@@ -200,6 +213,9 @@ class Kube:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="cutover-kube"
         )
+        # As many as the pool has threads: a request waits here, by urgency, not in the pool's
+        # first-come queue.
+        self._slots = UrgentSlots(max_workers)
         self._retries = max(retries, 0)
         self._timeout = timeout
         self._on_request = on_request
@@ -562,16 +578,15 @@ class Kube:
         retry_conflict: bool = False,
         raw: bool = False,
     ) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         what = _describe(plural, namespace, name)
         context = {"verb": verb, "resource": plural, "namespace": namespace, "object": name}
         attempt = 0
+        urgency = _urgency(method, plural)
         while True:
-            await self._limiter.acquire()
             delay: float | None = None
             try:
-                code, headers, data = await loop.run_in_executor(
-                    self._executor, self._send, method, path, query or [], body, content_type
+                code, headers, data = await self._send_when_free(
+                    urgency, method, path, query or [], body, content_type
                 )
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 self._count(verb, plural, NO_RESPONSE)
@@ -611,6 +626,24 @@ class Kube:
             )
             attempt += 1
             await self._sleep(wait)
+
+    async def _send_when_free(
+        self,
+        urgency: Urgency,
+        method: str,
+        path: str,
+        query: builtins.list[tuple[str, str]],
+        body: Any,
+        content_type: str | None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        await self._slots.acquire(urgency)
+        try:
+            await self._limiter.acquire()
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._send, method, path, query, body, content_type
+            )
+        finally:
+            self._slots.release()
 
     def _count(self, verb: str, resource: str, code: int) -> None:
         if self._on_request is None:
