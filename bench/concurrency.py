@@ -144,6 +144,7 @@ def one_run(
             "etcd": bench.component("etcd"),
         }
         tail = bench.tail()
+        tail_start = tail.seq
         before = bench.counters()
         succeeded: set[str] = set()
         started = time.monotonic()
@@ -159,6 +160,8 @@ def one_run(
             time.sleep(1)
             tail.poll()
         after, log_text, denied, created = bench.outcome()
+        assert bench.audit is not None
+        requests = [e for e in bench.audit.entries if e["seq"] > tail_start]
     counts = delta(after, before)
     analysed = analyse(
         names,
@@ -175,6 +178,7 @@ def one_run(
         router,
     )
     return analysed | {
+        "start_breakdown_seconds": start_breakdown(names, requests, created),
         "router": router,
         "admission_webhooks": admission,
         "qps": qps,
@@ -197,6 +201,55 @@ def bench_migration(
             spec[side]["service"] = f"{name}-{side}"
         spec["traffic"] = {"router": router, "gatewayAPI": {"httpRoute": name, "rule": "main"}}
     return body
+
+
+def _owner(entry: dict[str, Any]) -> str | None:
+    """The Migration a request of the operator was about (the bench names everything after it:
+    ``m7``, ``m7-blue``, ``m7-green``, the route ``m7``); None for Events and lists."""
+    name = entry.get("name")
+    if not name or entry["resource"] in ("events", None):
+        return None
+    if entry["resource"] in ("migrations", "httproutes"):
+        return str(name)
+    if entry["resource"] in ("deployments", "services"):
+        return str(name).rsplit("-", 1)[0]
+    return None
+
+
+def start_breakdown(
+    names: list[str], requests: list[dict[str, Any]], created: dict[str, float]
+) -> dict[str, dict[str, float | int | None]]:
+    """Where each start's create -> first router write went, from the audit log (every request of
+    the operator, reads included): the Migration's POST returned -> the operator's first request
+    about it received (the watch event, Kopf, the daemon's start, a place in the operator's
+    request queue) -> its status intent received (the start's checks; without webhooks, also
+    the wait for Kopf's finalizer) -> acknowledged (the API server) -> its first Deployment write
+    received (the operator) -> acknowledged (the API server)."""
+    first: dict[str, float] = {}
+    intent: dict[str, tuple[float, float]] = {}
+    router: dict[str, tuple[float, float]] = {}
+    for entry in requests:
+        owner = _owner(entry)
+        if owner is None or owner not in created:
+            continue
+        received, acked = float(entry["received"]), float(entry["time"])
+        first.setdefault(owner, received)
+        if entry["method"] == "GET":
+            continue
+        if entry["resource"] == "migrations" and entry["subresource"] == "status":
+            intent.setdefault(owner, (received, acked))
+        elif entry["resource"] == "deployments" and owner in intent:
+            router.setdefault(owner, (received, acked))
+    parts: dict[str, list[float]] = collections.defaultdict(list)
+    for name in names:
+        if name not in created or name not in intent or name not in router:
+            continue
+        parts["1_created_to_first_request"].append(first[name] - created[name])
+        parts["2_first_request_to_intent_sent"].append(intent[name][0] - first[name])
+        parts["3_server_intent"].append(intent[name][1] - intent[name][0])
+        parts["4_intent_to_router_write_sent"].append(router[name][0] - intent[name][1])
+        parts["5_server_router_write"].append(router[name][1] - router[name][0])
+    return {k: describe(v) for k, v in sorted(parts.items())}
 
 
 def analyse(
@@ -394,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
                 f" kube-apiserver {cpu['kube-apiserver']['mean_cores']:.2f}"
                 f" (peak {cpu['kube-apiserver']['peak_cores']:.2f})"
                 f" etcd {cpu['etcd']['mean_cores']:.2f} cores",
+                flush=True,
+            )
+            start = result["start_breakdown_seconds"]
+            print(
+                "  where a start waited (p50 / p99): "
+                + "; ".join(f"{k} {ms(v['median'])} / {ms(v['p99'])}" for k, v in start.items()),
                 flush=True,
             )
             parts = result["step_latency_breakdown_seconds"]

@@ -84,6 +84,10 @@ def test_concurrency_smoke_with_a_weight_router(
     assert run["operator_reconcile_errors_logged"] == 0, run
     # Route writes carry the weights, within the same budget per weight step.
     assert 0 < run["operator_writes_per_weight_step"] <= run["budget_per_weight_step"]["writes"]
+    # Every start split into where it waited, from the operator's requests in the audit log.
+    start = run["start_breakdown_seconds"]
+    assert len(start) == 5 and all(part["n"] == 5 for part in start.values()), start
+    assert start["3_server_intent"]["min"] >= 0 and start["5_server_router_write"]["min"] >= 0
 
 
 def test_concurrency_smoke_as_a_default_install_with_admission_webhooks(
