@@ -636,7 +636,7 @@ class Reconciler:
             spec = self._with_resolved_gates(spec, prepared)
 
         if isinstance(spec, SpecInvalid):
-            writable_at = await self._writable(body, generation, now, until_writable)
+            writable_at = await self._writable(body, generation, request, now, until_writable)
             if writable_at is None:
                 return Outcome(status, 0.0, False)
             now = writable_at
@@ -646,7 +646,7 @@ class Reconciler:
         try:
             router = self.ctx.router(spec)
         except (TrafficRouterError, ValueError) as error:
-            writable_at = await self._writable(body, generation, now, until_writable)
+            writable_at = await self._writable(body, generation, request, now, until_writable)
             if writable_at is None:
                 return Outcome(status, 0.0, False)
             now = writable_at
@@ -713,7 +713,7 @@ class Reconciler:
                 step_write=self._step_write,
             )
 
-        writable_at = await self._writable(body, generation, now, until_writable)
+        writable_at = await self._writable(body, generation, request, now, until_writable)
         if writable_at is None:
             return Outcome(status, 0.0, False)
         now = writable_at
@@ -767,18 +767,22 @@ class Reconciler:
         self,
         body: Mapping[str, Any],
         generation: int,
+        request: Request | None,
         now: datetime,
         until_writable: WriteGateWait | None,
     ) -> datetime | None:
         """The time to decide at, once this reconcile may write; None: write nothing, either
-        because the daemon must end or because the spec changed while it waited (what was read
-        is decided again, on the new spec)."""
+        because the daemon must end or because the spec or the manual request changed while it
+        waited (what was read is decided again, with the change)."""
         gate = WriteGate.open if until_writable is None else await until_writable()
         if gate is WriteGate.stopped:
             return None
         if gate is WriteGate.open:
             return now
-        changed = int((body.get("metadata") or {}).get("generation") or 1) != generation
+        metadata = body.get("metadata") or {}
+        changed = int(metadata.get("generation") or 1) != generation or (
+            parse_request(metadata.get("annotations") or {}) != request
+        )
         return None if changed else self.ctx.clock()
 
     async def on_delete(

@@ -170,6 +170,41 @@ class RecordingKube(NoKube):
         self.requests.append("event")
 
 
+class StartingRun:
+    """A new run's daemon (both Deployments missing from the watch, so its start reads them)
+    on a Migration that does not carry the operator's finalizer yet."""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.kube = RecordingKube()
+        self.context = Context(kube=cast(Kube, self.kube), gates=GateChecker(cast(Kube, self.kube)))
+        self.stopped = Stop()
+        self.body: dict[str, Any] = {"metadata": {"generation": 1, **metadata}, "spec": raw()}
+        reconciler = Reconciler(self.context, "shop", "checkout", "uid-1")
+        self.daemon = asyncio.ensure_future(
+            reconciler.drive(
+                self.stopped,
+                self.body,
+                lambda ns, name: None,
+                lambda ns, name: {},
+                finalizer="cutover.io/finalizer",
+            )
+        )
+
+    async def until_sent(self, verb: str) -> None:
+        for _ in range(100):
+            if verb in self.kube.requests:
+                return
+            await asyncio.sleep(0.05)
+
+    def finalizer_lands(self) -> None:
+        self.body["metadata"].setdefault("finalizers", []).append("cutover.io/finalizer")
+        self.context.wakeups.wake("uid-1")  # the finalizer's event
+
+    async def stop(self) -> None:
+        self.stopped.event.set()
+        await asyncio.wait_for(self.daemon, timeout=10)
+
+
 async def test_a_new_run_reads_but_writes_nothing_until_kopfs_finalizer_is_on_its_migration() -> (
     None
 ):
@@ -177,98 +212,55 @@ async def test_a_new_run_reads_but_writes_nothing_until_kopfs_finalizer_is_on_it
     that moved traffic before the finalizer landed, then deleted, would be gone at once, with no
     deletion handler to put traffic back on blue. Its reads need not wait: once the finalizer is
     on, the run writes what it decided without reading again."""
-    kube = RecordingKube()
-    context = Context(kube=cast(Kube, kube), gates=GateChecker(cast(Kube, kube)))
-    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
-    stopped = Stop()
-    body: dict[str, Any] = {
-        "metadata": {"finalizers": ["someone.else/finalizer"], "generation": 1},
-        "spec": raw(),
-    }
-    daemon = asyncio.ensure_future(
-        reconciler.drive(
-            stopped,
-            body,
-            lambda ns, name: None,  # neither Deployment in the watch: the start reads them
-            lambda ns, name: {},
-            finalizer="cutover.io/finalizer",
-        )
-    )
+    run = StartingRun({"finalizers": ["someone.else/finalizer"]})
     for _ in range(3):  # the Migration's other events wake the daemon: still no write
-        context.wakeups.wake("uid-1")
+        run.context.wakeups.wake("uid-1")
         await asyncio.sleep(0.05)
-    assert "get" in kube.requests
-    assert not {"patch", "event"} & set(kube.requests), kube.requests
-    read = len(kube.requests)
+    assert "get" in run.kube.requests
+    assert not {"patch", "event"} & set(run.kube.requests), run.kube.requests
+    read = len(run.kube.requests)
 
-    body["metadata"]["finalizers"].append("cutover.io/finalizer")  # Kopf's live copy
-    context.wakeups.wake("uid-1")  # the finalizer's event
-    for _ in range(100):
-        if "patch" in kube.requests:
-            break
-        await asyncio.sleep(0.05)
+    run.finalizer_lands()
+    await run.until_sent("patch")
+    await run.stop()
     # Both Deployments missing: the run failed its start checks, said so, and read nothing
     # more for it.
-    assert kube.requests[read:][:2] == ["event", "patch"], kube.requests
-    stopped.event.set()
-    await asyncio.wait_for(daemon, timeout=10)
+    assert run.kube.requests[read:][:2] == ["event", "patch"], run.kube.requests
 
 
 async def test_a_run_stopped_while_waiting_for_its_finalizer_writes_nothing() -> None:
     """A Migration deleted before Kopf's finalizer landed: Kopf stops its daemon, and what the
     start had read and decided is never written."""
-    kube = RecordingKube()
-    context = Context(kube=cast(Kube, kube), gates=GateChecker(cast(Kube, kube)))
-    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
-    stopped = Stop()
-    body: dict[str, Any] = {"metadata": {"generation": 1}, "spec": raw()}
-    daemon = asyncio.ensure_future(
-        reconciler.drive(
-            stopped,
-            body,
-            lambda ns, name: None,
-            lambda ns, name: {},
-            finalizer="cutover.io/finalizer",
-        )
-    )
-    for _ in range(100):
-        if "get" in kube.requests:
-            break
-        await asyncio.sleep(0.05)
-    assert "get" in kube.requests  # the start's reads went ahead
-    stopped.event.set()
-    await asyncio.wait_for(daemon, timeout=10)
-    assert not {"patch", "event"} & set(kube.requests), kube.requests
+    run = StartingRun({})
+    await run.until_sent("get")
+    assert "get" in run.kube.requests  # the start's reads went ahead
+    await run.stop()
+    assert not {"patch", "event"} & set(run.kube.requests), run.kube.requests
 
 
 async def test_a_spec_changed_while_waiting_for_the_finalizer_is_what_the_run_decides_on() -> None:
     """The start read and decided on generation 1; the spec changed before the finalizer came.
     The first write is about generation 2, not the stale decision."""
-    kube = RecordingKube()
-    context = Context(kube=cast(Kube, kube), gates=GateChecker(cast(Kube, kube)))
-    reconciler = Reconciler(context, "shop", "checkout", "uid-1")
-    stopped = Stop()
-    body: dict[str, Any] = {"metadata": {"generation": 1}, "spec": raw()}
-    daemon = asyncio.ensure_future(
-        reconciler.drive(
-            stopped,
-            body,
-            lambda ns, name: None,
-            lambda ns, name: {},
-            finalizer="cutover.io/finalizer",
-        )
-    )
-    for _ in range(100):
-        if "get" in kube.requests:
-            break
-        await asyncio.sleep(0.05)
-    body["metadata"]["generation"] = 2
-    body["metadata"]["finalizers"] = ["cutover.io/finalizer"]
-    context.wakeups.wake("uid-1")
-    for _ in range(100):
-        if kube.patches:
-            break
-        await asyncio.sleep(0.05)
-    stopped.event.set()
-    await asyncio.wait_for(daemon, timeout=10)
-    assert kube.patches[0]["status"]["observedGeneration"] == 2, kube.patches[0]
+    run = StartingRun({})
+    await run.until_sent("get")
+    run.body["metadata"]["generation"] = 2
+    run.finalizer_lands()
+    await run.until_sent("patch")
+    await run.stop()
+    assert run.kube.patches[0]["status"]["observedGeneration"] == 2, run.kube.patches[0]
+
+
+async def test_a_request_made_while_waiting_for_the_finalizer_is_read_before_the_first_write() -> (
+    None
+):
+    """The start read the Migration before ``cutover abort`` annotated it; once the finalizer
+    is on, the run reads again instead of writing what it decided without the request."""
+    run = StartingRun({})
+    await run.until_sent("get")
+    read = len(run.kube.requests)
+    run.body["metadata"]["annotations"] = {"cutover.io/request": "abort:a1"}
+    run.finalizer_lands()
+    await run.until_sent("patch")
+    await run.stop()
+    assert run.kube.requests[read] == "get", run.kube.requests  # read again before any write
+    assert "patch" in run.kube.requests[read:]
