@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -586,7 +587,7 @@ class Kube:
             delay: float | None = None
             try:
                 code, headers, data = await self._send_when_free(
-                    urgency, method, path, query or [], body, content_type
+                    urgency, partial(self._send, method, path, query or [], body, content_type)
                 )
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 self._count(verb, plural, NO_RESPONSE)
@@ -628,20 +629,13 @@ class Kube:
             await self._sleep(wait)
 
     async def _send_when_free(
-        self,
-        urgency: Urgency,
-        method: str,
-        path: str,
-        query: builtins.list[tuple[str, str]],
-        body: Any,
-        content_type: str | None,
+        self, urgency: Urgency, exchange: Callable[[], tuple[int, dict[str, str], bytes]]
     ) -> tuple[int, dict[str, str], bytes]:
+        """``exchange`` (a ``_send``) on a worker thread, once a slot and a token are free."""
         await self._slots.acquire(urgency)
         try:
             await self._limiter.acquire()
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._send, method, path, query, body, content_type
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executor, exchange)
         finally:
             self._slots.release()
 
