@@ -636,23 +636,17 @@ class Reconciler:
             spec = self._with_resolved_gates(spec, prepared)
 
         if isinstance(spec, SpecInvalid):
-            writable_at = await self._writable(body, generation, request, now, until_writable)
-            if writable_at is None:
-                return Outcome(status, 0.0, False)
-            now = writable_at
-            decision = decide(spec, status, Observations(generation=generation), now)
-            return await self._record(body, status, status, [decision])
+            return await self._record_invalid(
+                body, status, spec, generation, request, now, until_writable
+            )
 
         try:
             router = self.ctx.router(spec)
         except (TrafficRouterError, ValueError) as error:
-            writable_at = await self._writable(body, generation, request, now, until_writable)
-            if writable_at is None:
-                return Outcome(status, 0.0, False)
-            now = writable_at
             invalid = SpecInvalid([f"spec.traffic.router: {error}"])
-            decision = decide(invalid, status, Observations(generation=generation), now)
-            return await self._record(body, status, status, [decision])
+            return await self._record_invalid(
+                body, status, invalid, generation, request, now, until_writable
+            )
         # The routers plan their writes from the same watch-fed index (no read before a write).
         target = Target(self.namespace, self.name, self.uid, spec, deployments=deployments)
 
@@ -762,6 +756,24 @@ class Reconciler:
             readings = {}
             observations = observe(weight, tuple(moves))
         return await self._record(body, status, written, decisions)
+
+    async def _record_invalid(
+        self,
+        body: Mapping[str, Any],
+        status: MigrationStatus,
+        invalid: SpecInvalid,
+        generation: int,
+        request: Request | None,
+        now: datetime,
+        until_writable: WriteGateWait | None,
+    ) -> Outcome:
+        """A spec the run cannot go on with, decided on and recorded once this reconcile may
+        write."""
+        writable_at = await self._writable(body, generation, request, now, until_writable)
+        if writable_at is None:
+            return Outcome(status, 0.0, False)
+        decision = decide(invalid, status, Observations(generation=generation), writable_at)
+        return await self._record(body, status, status, [decision])
 
     async def _writable(
         self,
