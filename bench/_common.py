@@ -595,13 +595,13 @@ class Bench:
 
     def published_ca(self) -> bytes | None:
         """The CA the operator put in its validating webhook configuration; None before."""
+        name = next(
+            d["metadata"]["name"]
+            for d in self.webhooks
+            if d["kind"] == "ValidatingWebhookConfiguration"
+        )
         out = self.plane.kubectl(
-            "get",
-            "validatingwebhookconfiguration",
-            f"cutover-{self.namespace}",
-            "-o",
-            "json",
-            check=False,
+            "get", "validatingwebhookconfiguration", name, "-o", "json", check=False
         ).stdout
         if not out:
             return None

@@ -236,9 +236,9 @@ def start_breakdown(
         first.setdefault(owner, received)
         if entry["method"] == "GET":
             continue
-        if entry["resource"] == "migrations" and entry["subresource"] == "status":
+        if status_of(entry) is not None:
             intent.setdefault(owner, (received, acked))
-        elif entry["resource"] == "deployments" and owner in intent:
+        elif replicas_written(entry) is not None and owner in intent:
             router.setdefault(owner, (received, acked))
     parts: dict[str, list[float]] = collections.defaultdict(list)
     for name in names:
