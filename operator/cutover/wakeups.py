@@ -30,6 +30,10 @@ class Wakeups:
     def event(self, uid: str) -> asyncio.Event:
         return self._events.setdefault(uid, asyncio.Event())
 
+    def driving(self, uid: str) -> bool:
+        """Whether a daemon runs for ``uid`` (between its ``event`` and its ``forget``)."""
+        return uid in self._events
+
     def wake(self, uid: str) -> None:
         event = self._events.get(uid)
         if event is not None:
