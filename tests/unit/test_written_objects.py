@@ -3,12 +3,18 @@ the copy is current, a read when it is not, and never a loop on a copy of a dele
 
 from __future__ import annotations
 
+import copy
 from typing import Any, cast
 
+import jsonpatch  # type: ignore[import-untyped]  # Kopf's dependency
 import pytest
 
+from cutover.api import parse_spec
 from cutover.kube import Kube, KubeError
-from cutover.routers.base import TrafficRouterError, WrittenObjects, json_patch_converge
+from cutover.routers.base import Target, TrafficRouterError, WrittenObjects, json_patch_converge
+from cutover.routers.gatewayapi import GatewayAPIRouter
+
+from .specs import raw
 
 RESOURCE = ("gateway.networking.k8s.io", "v1", "httproutes")
 KEY = ("httproutes", "shop", "checkout")
@@ -105,3 +111,80 @@ def test_past_its_limit_the_oldest_copy_is_forgotten() -> None:
         written.keep(("httproutes", "shop", name), route(0))
     assert written.get(("httproutes", "shop", "a")) is None
     assert written.get(("httproutes", "shop", "c")) == route(0)
+
+
+def test_a_kept_copy_has_no_managed_fields_and_the_answer_keeps_them() -> None:
+    """What no plan reads is not held for every run going: about half of a route."""
+    answer = route(10)
+    answer["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    written = WrittenObjects()
+    written.keep(KEY, answer)
+    assert written.get(KEY) == route(10)
+    assert "managedFields" in answer["metadata"]  # the caller's object is not changed
+
+
+class RouteKube:
+    """An HTTPRoute (JSON patches applied as the API server would) and Services, Deployments
+    that exist; every request recorded as (verb, resource)."""
+
+    def __init__(self) -> None:
+        self.route: dict[str, Any] = {
+            "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "1"},
+            "spec": {
+                "rules": [
+                    {
+                        "name": "main",
+                        "backendRefs": [
+                            {"name": "checkout-blue", "port": 80, "weight": 100},
+                            {"name": "checkout-green", "port": 80, "weight": 0},
+                        ],
+                    }
+                ]
+            },
+        }
+        self.requests: list[tuple[str, str]] = []
+
+    async def get(self, group: str, version: str, plural: str, ns: str, name: str) -> Any:
+        self.requests.append(("get", plural))
+        if plural == "httproutes":
+            return copy.deepcopy(self.route)
+        ready = {"replicas": 4, "availableReplicas": 4}
+        return {"metadata": {"name": name, "namespace": ns, "generation": 1}, "status": ready}
+
+    async def patch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.requests.append(("patch", args[2]))
+        if args[2] != "httproutes":
+            ready = {"replicas": 4, "availableReplicas": 4}
+            return {"metadata": {"name": args[4], "generation": 2}, "status": ready}
+        self.route = jsonpatch.apply_patch(self.route, args[5])  # a failed test op raises
+        meta = self.route["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return copy.deepcopy(self.route)
+
+
+async def test_a_run_s_end_keeps_no_copy_of_the_route_it_restored() -> None:
+    """A finished run's route would otherwise stay in memory for good (up to the limit); a
+    later run of the same Migration starts from its own checks' read anyway."""
+    kube = RouteKube()
+    router = GatewayAPIRouter(cast(Kube, kube))
+    spec = raw(
+        blue={"deployment": "checkout-blue", "service": "checkout-blue"},
+        green={"deployment": "checkout-green", "service": "checkout-green"},
+        traffic={"router": "gatewayapi", "gatewayAPI": {"httpRoute": "checkout", "rule": "main"}},
+        gates=[],
+    )
+    target = Target("shop", "checkout", "uid-1", parse_spec(spec))
+    assert await router.preflight(target) == []
+    await router.set_weight(target, 20, 4)
+    await router.set_weight(target, 50, 4)
+    # The checks' read, then each weight planned from the copy the last answer left.
+    assert [verb for verb, plural in kube.requests if plural == "httproutes"] == [
+        "get",
+        "patch",
+        "patch",
+    ]
+
+    await router.restore(target, 4, scale_down_green=True)
+    kube.requests.clear()
+    await router.set_weight(target, 20, 4)
+    assert next(verb for verb, plural in kube.requests if plural == "httproutes") == "get"

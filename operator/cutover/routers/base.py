@@ -474,6 +474,12 @@ class WrittenObjects:
         return self._objects.get(key)
 
     def keep(self, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
+        """Kept without its managedFields: no plan reads them, and they are about half of a
+        route as the API server returns it, kept for every run going."""
+        metadata = obj.get("metadata") or {}
+        if "managedFields" in metadata:
+            metadata = {k: v for k, v in metadata.items() if k != "managedFields"}
+            obj = {**obj, "metadata": metadata}
         self._objects.pop(key, None)
         self._objects[key] = obj
         if len(self._objects) > self._limit:
@@ -945,10 +951,12 @@ class RouteTableRouter:
 
     async def _converge(self, target: Target, move: Move, weight: int = 0) -> dict[str, Any]:
         name = self.object_name(target)
-        if move not in (Move.set, Move.mirror):
+        ending = move not in (Move.set, Move.mirror)
+        if ending:
             # A run's end plans from a read: what it restores must be from the route as it is.
             # (A run's first change may plan from the start checks' read: the original it
-            # records is guarded by the route's resourceVersion, see ``plan``.)
+            # records is guarded by the route's resourceVersion, see ``plan``.) Nor is what it
+            # wrote kept: a run's next start plans from its own checks' read.
             self._written.forget(self._written_key(target))
         return await json_patch_converge(
             self._kube,
@@ -957,7 +965,7 @@ class RouteTableRouter:
             name,
             lambda obj: self.plan(obj, target, move, weight),
             what=self.kind,
-            written=self._written,
+            written=None if ending else self._written,
         )
 
     def _written_key(self, target: Target) -> tuple[str, str, str]:
