@@ -846,6 +846,18 @@ class Sampler:
     def rss_max(self, key: str) -> float:
         return max((r[1] for r in self.samples[key]), default=0.0)
 
+    def rss_series(self, key: str, every: float = 5.0) -> list[tuple[float, float]]:
+        """(seconds since the first sample, the highest RSS in MiB in that ``every``-second
+        window): where in a run the peak came, at a size a JSON report can carry."""
+        rows = self.samples[key]
+        if not rows:
+            return []
+        windows: dict[int, float] = {}
+        for when, rss, _ in rows:
+            window = int((when - rows[0][0]) // every)
+            windows[window] = max(windows.get(window, 0.0), rss)
+        return [(w * every, round(mib(r), 1)) for w, r in sorted(windows.items())]
+
 
 def mib(value: float) -> float:
     return value / 2**20

@@ -385,6 +385,7 @@ def analyse(
         },
         "cpu_cores": cpu,
         "operator_rss_max_mib": mib(sampler.rss_max("operator")),
+        "operator_rss_series_mib": sampler.rss_series("operator"),
         "operator_reconcile_errors_logged": errors,
         "rate_limit_waits_logged": log_text.count("kube request retried"),
         "requests_by_verb_resource": flat(counts),
@@ -435,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{result['pauses_cut_short']} pauses ended early", flush=True)
             lat = result["step_latency_seconds"]
             cpu = result["cpu_cores"]
+            peak_at, peak_mib = max(result["operator_rss_series_mib"], key=lambda w: w[1])
             print(
                 f"{size} migrations run {run + 1}: {result['succeeded']}/{size} succeeded in"
                 f" {result['elapsed_seconds']:.1f}s; step latency p50 {ms(lat['median'])}"
@@ -446,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                 f" {cpu['operator']['mean_cores']:.2f} (peak {cpu['operator']['peak_cores']:.2f})"
                 f" kube-apiserver {cpu['kube-apiserver']['mean_cores']:.2f}"
                 f" (peak {cpu['kube-apiserver']['peak_cores']:.2f})"
-                f" etcd {cpu['etcd']['mean_cores']:.2f} cores",
+                f" etcd {cpu['etcd']['mean_cores']:.2f} cores; operator RSS peak"
+                f" {peak_mib:.1f} MiB at {peak_at:.0f}s",
                 flush=True,
             )
             start = result["start_breakdown_seconds"]

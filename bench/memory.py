@@ -8,6 +8,7 @@ reads its RSS and CPU times, the kube-apiserver's audit log its requests.
 2. RSS with ``--migrations`` active Migrations, each held at 10 % by an indefinite pause (one
    Kopf daemon each: the most a Migration costs);
 3. CPU of the operator over ``--idle-seconds`` with those Migrations idle;
+   then RSS once they are all promoted to the end and kept (finished runs, not deleted);
 4. soak: ``--lanes`` pairs of Deployments; each lane runs Migrations one after the other
    (A -> B, then B -> A, ...): create, wait for ``Succeeded`` in the write log, delete. Runs
    ``--cycles`` cycles or for ``--soak-seconds``; RSS is sampled after every round, growth is
@@ -23,7 +24,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from _common import Bench, bench_parser, mib, migration, save, status_of, wait_until
+from _common import (
+    Bench,
+    bench_parser,
+    mib,
+    migration,
+    parallel,
+    save,
+    status_of,
+    wait_until,
+)
+
+from cutover.heap import TRIM_INTERVAL
 
 KOPF_ALONE_MIB = 41  # anchor from the brief: a bare Kopf operator
 ARGO_MIB_PER_ROLLOUT = 1.0  # argo-rollouts#2855: 11-13k Rollouts -> 11-14 GB
@@ -101,6 +113,42 @@ def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float
     }
 
 
+def finished_and_kept(
+    bench: Bench, proc: Any, names: list[str], settle: float, trim_wait: float
+) -> dict[str, Any]:
+    """RSS once the held Migrations are promoted to the end and kept, as GitOps keeps them: a
+    finished run has no daemon, so what it still costs is what the process keeps of it. Read
+    after ``settle`` and again ``trim_wait`` seconds later (by default once the heap trimmer has
+    run)."""
+    started = time.monotonic()
+    parallel(lambda n: bench.annotate(n, {"cutover.io/request": f"promote:bench-{n}"}), names, 8)
+    done = {"Succeeded", "RolledBack", "Failed"}
+
+    def all_done() -> bool:
+        phases = bench.phases()
+        return all(phases.get(n) in done for n in names)
+
+    wait_until(all_done, 120 + 2 * len(names), interval=2)
+    finished_in = time.monotonic() - started
+    phases = bench.phases()
+    time.sleep(settle)
+    at_settle = rss(proc)
+    time.sleep(trim_wait)
+    trimmed = rss(proc)
+    print(
+        f"RSS with {len(names)} finished Migrations kept: {mib(at_settle):.1f} MiB,"
+        f" {mib(trimmed):.1f} MiB {trim_wait:.0f}s later",
+        flush=True,
+    )
+    return {
+        "seconds_to_all_finished": finished_in,
+        "phases_when_finished": {p: list(phases.values()).count(p) for p in sorted(done)},
+        "rss_finished_kept_mib": mib(at_settle),
+        "rss_finished_kept_later_mib": mib(trimmed),
+        "later_by_seconds": trim_wait,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, qps=1000, burst=2000, smoke="5 Migrations, 5 s windows")
     parser.add_argument("--migrations", type=int, default=1000, help="active Migrations (1000)")
@@ -109,10 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=10, help="parallel soak lanes (10)")
     parser.add_argument("--cycles", type=int, default=None, help="soak cycles (default: time)")
     parser.add_argument("--soak-seconds", type=float, default=120, help="soak length (120)")
+    parser.add_argument(
+        "--trim-wait",
+        type=float,
+        default=TRIM_INTERVAL + 5,
+        help="second RSS reading of the finished Migrations this much later (a trim interval)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.idle_seconds, args.settle = 5, 5, 3
-        args.lanes, args.cycles = 2, 6
+        args.lanes, args.cycles, args.trim_wait = 2, 6, 1
     report: dict[str, Any] = {"settings": vars(args) | {"output": str(args.output)}}
     with Bench(args.cluster_dir) as bench:
         proc = bench.start_operator(args.qps, args.burst)
@@ -182,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" {t_1 - t_0:.0f}s ({idle_requests} API requests)",
                 flush=True,
             )
+            report.update(finished_and_kept(bench, proc, names, args.settle, args.trim_wait))
             bench.delete_migrations(names)
             wait_until(lambda: not bench.migrations(), 120 + args.migrations, interval=2)
             time.sleep(args.settle)

@@ -53,6 +53,10 @@ def test_concurrency_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     assert 0 < run["operator_writes_per_weight_step"] <= budget["writes"], run
     assert run["operator_reads_per_weight_step"] <= budget["reads"], run
     assert set(run["cpu_cores"]) == {"operator", "kube-apiserver", "etcd"}
+    # Where in the run the operator's RSS peaked: a window every 5 s, its top the run's peak.
+    series = run["operator_rss_series_mib"]
+    assert [at for at, _ in series] == sorted({at for at, _ in series}) and len(series) >= 2
+    assert max(mib for _, mib in series) == round(run["operator_rss_max_mib"], 1)
     # Each step after a pause split into the operator's and the API server's share: nothing
     # in it negative (the audit log's receipt precedes its acknowledgement).
     parts = run["step_latency_breakdown_seconds"]
@@ -142,6 +146,9 @@ def test_memory_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     assert 0 < result["rss_idle_0_mib"] < 128, result
     assert result["rss_active_mib"] < 128, result
     assert result["cpu_idle_fraction_of_core"] < 0.05, result
+    # Promoted from their indefinite pause, all 5 finished; kept, they are measured too.
+    assert result["phases_when_finished"]["Succeeded"] == 5, result
+    assert result["rss_finished_kept_mib"] < 128, result
     soak = result["soak"]
     assert soak["cycles"] == 6
     assert soak["rss_end_mib"] < 128, soak
