@@ -29,7 +29,7 @@ from cutover.reconciler import (
     needs_attention,
     review_mutate,
     review_validate,
-    shed_settled_status,
+    shed_settled_body,
     webhooks_enabled,
 )
 
@@ -176,9 +176,9 @@ async def poke(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_
     shed_managed_fields(body)
     context.stores.migrations.apply(type, body)
     context.wakeups.wake(uid)
-    # A running daemon may still read the status (its last reconcile under way).
+    # A running daemon may still read the body (its last reconcile under way).
     if not context.wakeups.driving(uid):
-        shed_settled_status(body)
+        shed_settled_body(body)
 
 
 def shed_managed_fields(body: kopf.Body) -> None:
@@ -238,8 +238,8 @@ async def drive(
         stores.autoscalers_of,
         finalizer=api.FINALIZER,
     )
-    # Stopped because the run settled: the body Kopf keeps no longer needs its status.
-    shed_settled_status(body)
+    # Stopped because the run settled: the body Kopf keeps no longer needs its spec or status.
+    shed_settled_body(body)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)

@@ -192,7 +192,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 # The status fields ``needs_attention`` reads: nothing else of a status decides whether a
-# Migration needs a daemon, so a settled body may be shed down to them (``shed_settled_status``).
+# Migration needs a daemon, so a settled body may be shed down to them (``shed_settled_body``).
 _ATTENTION_FIELDS = ("phase", "observedGeneration", "rollbackWindowEndsAt", "preview")
 
 
@@ -215,24 +215,28 @@ def needs_attention(body: Mapping[str, Any]) -> bool:
     )
 
 
-def shed_settled_status(body: Mapping[str, Any]) -> bool:
-    """Drops, in place, all of a settled Migration's status but what ``needs_attention`` reads.
-    True when it did.
+def shed_settled_body(body: Mapping[str, Any]) -> bool:
+    """Drops, in place, a settled Migration's spec and all of its status but what
+    ``needs_attention`` reads. True when it did.
 
-    Kopf keeps the latest body of every Migration that ever had a daemon for as long as the
-    Migration exists (kopf 1.45: ``DaemonsMemory.live_fresh_body``, released only for a daemon
-    that exited on its own, which Kopf would never start again). A finished run's status (its
-    conditions, the history of every step) is most of that body, held for every finished
-    Migration the cluster keeps (GitOps keeps them all). Nothing reads it there: Kopf replaces the
-    body with each new event before any handler or daemon filter sees it, and the daemon
-    filter's answer is the same on what is left. Not while the Migration is being deleted:
-    the deletion handler reads the body Kopf keeps."""
+    Kopf keeps the latest body of every Migration for as long as the Migration exists (kopf
+    1.45: ``DaemonsMemory.live_fresh_body``, kept for any object of a kind with a daemon, and
+    released only for a daemon that exited on its own, which Kopf would never start again). A
+    finished run's status (its conditions, the history of every step) and its spec (gates,
+    hooks with their Job templates) are most of that body, held for every finished Migration
+    the cluster keeps (GitOps keeps them all). Nothing reads them there: Kopf replaces the body
+    with each new event before any handler or daemon filter sees it, and the daemon filter's
+    answer is the same on what is left. Not while the Migration is being deleted: the deletion
+    handler reads the body Kopf keeps."""
     status = body.get("status")
     metadata = body.get("metadata") or {}
     if not isinstance(status, dict) or metadata.get("deletionTimestamp") or needs_attention(body):
         return False
     for key in [key for key in status if key not in _ATTENTION_FIELDS]:
         del status[key]
+    spec = body.get("spec")
+    if isinstance(spec, dict):
+        spec.clear()
     return True
 
 

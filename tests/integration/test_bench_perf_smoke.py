@@ -149,6 +149,7 @@ def test_memory_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     # Promoted from their indefinite pause, all 5 finished; kept, they are measured too.
     assert result["phases_when_finished"]["Succeeded"] == 5, result
     assert result["rss_finished_kept_mib"] < 128, result
+    assert 0 < result["rss_restarted_among_finished_mib"] < 128, result
     soak = result["soak"]
     assert soak["cycles"] == 6
     assert soak["rss_end_mib"] < 128, soak
