@@ -8,14 +8,17 @@ reads its RSS and CPU times, the kube-apiserver's audit log its requests.
 2. RSS with ``--migrations`` active Migrations, each held at 10 % by an indefinite pause (one
    Kopf daemon each: the most a Migration costs);
 3. CPU of the operator over ``--idle-seconds`` with those Migrations idle;
-   then RSS once they are all promoted to the end and kept (finished runs, not deleted);
+   then RSS once they are all promoted to the end and kept (finished runs, not deleted), and
+   of the operator restarted among them;
 4. soak: ``--lanes`` pairs of Deployments; each lane runs Migrations one after the other
-   (A -> B, then B -> A, ...): create, wait for ``Succeeded`` in the write log, delete. Runs
+   (A -> B, then B -> A, ...): create, wait for ``Succeeded`` in the write log, delete
+   (with ``--soak-keep`` kept instead, as GitOps keeps them). Runs
    ``--cycles`` cycles or for ``--soak-seconds``; RSS is sampled after every round, growth is
    measured from the end of the warm-up (the first 20 % of cycles) and extrapolated linearly.
 
     .venv/bin/python bench/memory.py --migrations 1000 --idle-seconds 60 --soak-seconds 180
     .venv/bin/python bench/memory.py --migrations 0 --cycles 100000 --lanes 20   # long soak
+    .venv/bin/python bench/memory.py --migrations 0 --cycles 2000 --lanes 40 --soak-keep
     .venv/bin/python bench/memory.py --smoke
 """
 
@@ -50,7 +53,11 @@ def cpu_seconds(proc: Any) -> float:
     return float(times.user + times.system)
 
 
-def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float) -> dict[str, Any]:
+def soak(
+    bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float, keep: bool = False
+) -> dict[str, Any]:
+    """``keep``: the finished Migrations are not deleted, as GitOps keeps them; RSS growth is
+    then what each finished Migration the cluster keeps costs the process."""
     pairs = [(f"lane{k}-a", f"lane{k}-b") for k in range(lanes)]
     bench.create_deployments([(a, 2) for a, _ in pairs] + [(b, 0) for _, b in pairs])
     time.sleep(1)
@@ -84,7 +91,8 @@ def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float
         # A round right after 1,000 held Migrations were deleted waits behind the controller
         # manager's backlog (their 8,000 pods): over a minute on 2 cores.
         wait_until(finished, 300, interval=0.05)
-        bench.delete_migrations(names, workers=min(8, batch))
+        if not keep:
+            bench.delete_migrations(names, workers=min(8, batch))
         done += batch
         flip = not flip
         rounds.append((done, time.monotonic() - start, rss(proc)))
@@ -99,6 +107,7 @@ def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float
     per_1000 = (end[2] - warm[2]) / span * 1000 if span > 0 else 0.0
     at_100k = (warm[2] + per_1000 * (100_000 - warm[0]) / 1000 - warm[2]) / warm[2]
     return {
+        "kept": keep,
         "lanes": lanes,
         "cycles": done,
         "seconds": elapsed,
@@ -114,12 +123,16 @@ def soak(bench: Bench, proc: Any, lanes: int, cycles: int | None, seconds: float
 
 
 def finished_and_kept(
-    bench: Bench, proc: Any, names: list[str], settle: float, trim_wait: float
-) -> dict[str, Any]:
+    bench: Bench, proc: Any, names: list[str], args: Any
+) -> tuple[dict[str, Any], Any]:
     """RSS once the held Migrations are promoted to the end and kept, as GitOps keeps them: a
     finished run has no daemon, so what it still costs is what the process keeps of it. Read
     after ``settle`` and again ``trim_wait`` seconds later (by default once the heap trimmer has
-    run)."""
+    run). Then the operator is restarted among them (an upgrade, a rescheduled pod) and read
+    again: a process's RSS stays near its highest, so what it keeps of each finished
+    Migration shows best in a process that only ever had finished ones. Returns the report and
+    the restarted operator."""
+    settle, trim_wait = args.settle, args.trim_wait
     started = time.monotonic()
     parallel(lambda n: bench.annotate(n, {"cutover.io/request": f"promote:bench-{n}"}), names, 8)
     done = {"Succeeded", "RolledBack", "Failed"}
@@ -140,13 +153,26 @@ def finished_and_kept(
         f" {mib(trimmed):.1f} MiB {trim_wait:.0f}s later",
         flush=True,
     )
-    return {
+    proc = bench.start_operator(args.qps, args.burst)
+    time.sleep(settle)
+    restarted = rss(proc)
+    time.sleep(trim_wait)
+    restarted_later = rss(proc)
+    print(
+        f"RSS of an operator restarted among them: {mib(restarted):.1f} MiB,"
+        f" {mib(restarted_later):.1f} MiB {trim_wait:.0f}s later",
+        flush=True,
+    )
+    report = {
         "seconds_to_all_finished": finished_in,
         "phases_when_finished": {p: list(phases.values()).count(p) for p in sorted(done)},
         "rss_finished_kept_mib": mib(at_settle),
         "rss_finished_kept_later_mib": mib(trimmed),
         "later_by_seconds": trim_wait,
+        "rss_restarted_among_finished_mib": mib(restarted),
+        "rss_restarted_among_finished_later_mib": mib(restarted_later),
     }
+    return report, proc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=10, help="parallel soak lanes (10)")
     parser.add_argument("--cycles", type=int, default=None, help="soak cycles (default: time)")
     parser.add_argument("--soak-seconds", type=float, default=120, help="soak length (120)")
+    parser.add_argument(
+        "--soak-keep", action="store_true", help="soak without deleting the finished Migrations"
+    )
     parser.add_argument(
         "--trim-wait",
         type=float,
@@ -236,13 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                 f" {t_1 - t_0:.0f}s ({idle_requests} API requests)",
                 flush=True,
             )
-            report.update(finished_and_kept(bench, proc, names, args.settle, args.trim_wait))
+            finished, proc = finished_and_kept(bench, proc, names, args)
+            report.update(finished)
             bench.delete_migrations(names)
             wait_until(lambda: not bench.migrations(), 120 + args.migrations, interval=2)
             time.sleep(args.settle)
             report["rss_after_delete_all_mib"] = mib(rss(proc))
             print(f"RSS after deleting them: {report['rss_after_delete_all_mib']:.1f} MiB")
-        result = soak(bench, proc, args.lanes, args.cycles, args.soak_seconds)
+        result = soak(bench, proc, args.lanes, args.cycles, args.soak_seconds, args.soak_keep)
         report["soak"] = result
         print(
             f"soak: {result['cycles']} cycles in {result['seconds']:.0f}s"
