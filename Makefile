@@ -120,7 +120,7 @@ bench: install
 	  $(BIN)/python bench/breach_to_rollback.py --runs 5 --interval 1s; \
 	else echo "prometheus not installed: gate_cost.py and breach_to_rollback.py skipped"; fi
 
-# Issue 16's sizes: about 2.8 h on 2 cores (the soak alone 65-80 min), and only meaningful on
+# Issue 16's sizes: about 2.9 h on 2 cores (the soak alone 65-80 min), and only meaningful on
 # an otherwise idle machine.
 # The soak runs apart from the 1,000 idle ones: the memory those freed would hide a leak.
 .PHONY: bench-scale
@@ -136,6 +136,7 @@ bench-scale: install
 	$(BIN)/python bench/first_step.py --migrations 1000 --existing
 	$(BIN)/python bench/memory.py --migrations 1000 --idle-seconds 60 --lanes 20 --cycles 400
 	$(BIN)/python bench/memory.py --migrations 0 --lanes 40 --cycles 10000
+	$(BIN)/python bench/memory.py --migrations 0 --lanes 40 --cycles 2400 --soak-keep
 
 # Mutation testing of operator/cutover/core/ (devtools/mutation.py; mutmut in build/mutation/).
 # `mutation` runs all of core/ (about an hour on 2 cores); `mutation-ci` the subset CI keeps its
