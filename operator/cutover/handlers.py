@@ -74,6 +74,14 @@ class QuietWatchHandlers(logging.Filter):
         return record.getMessage() not in self._lines
 
 
+# Objects per page of a watch's initial listing. Kopf's default lists a kind in one response:
+# started among 2,000 Deployments, the operator's RSS stayed 9 MiB higher than with pages of
+# 200 (117 -> 108 MiB; a process's RSS stays near the highest it reached, and the whole list,
+# its text and its parsed objects, was alive at once; bench/listing.py). Pages cost one LIST
+# request each. CUTOVER_WATCH_LIST_CHUNK overrides it (0: one response, as Kopf's default).
+WATCH_LIST_CHUNK = 200
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # A real API server prunes status fields the CRD does not declare: keep Kopf's own
@@ -83,6 +91,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = api.FINALIZER
     settings.posting.enabled = False  # our own Events, one per phase change, not per log line
     settings.watching.server_timeout = int(os.environ.get("CUTOVER_WATCH_TIMEOUT") or 300)
+    page = os.environ.get("CUTOVER_WATCH_LIST_CHUNK")
+    settings.watching.chunk_size = int(page) if page else WATCH_LIST_CHUNK
     logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers(_WATCH_HANDLERS))
     try:
         shard = configure_scaleout(settings, os.environ)

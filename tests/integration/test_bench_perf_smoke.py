@@ -155,6 +155,16 @@ def test_memory_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     assert soak["rss_end_mib"] < 128, soak
 
 
+def test_listing_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
+    """The operator started among 40 Deployments with each page size: it runs and is read."""
+    result = run_bench("listing", tmp_path, control_plane)
+    assert result["rbac_denied"] == []
+    assert result["deployments"] == 40
+    for label in ("pages", "one_response"):
+        (reading,) = result["readings"][label]
+        assert 0 < reading["rss_mib"] < 128, (label, reading)
+
+
 def test_gate_cost_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     if find_prometheus() is None:
         pytest.skip("prometheus binary not installed")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cutover.handlers import WATCH_LIST_CHUNK
 from devtools.controlplane import ControlPlane
 from tests.support.controlplane import epoch
 from tests.support.manifests import migration_body
@@ -308,6 +309,29 @@ def test_spec_paused_holds_and_unpausing_resumes(
     )
     obj = wait_phase(cluster, namespace, "checkout", "Succeeded", timeout=60)
     assert obj["status"]["phase"] == "Succeeded"
+
+
+def test_the_watches_list_in_pages(
+    cluster: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    """A watch's initial listing comes in pages of ``WATCH_LIST_CHUNK``, not as one response
+    holding every object of the kind at once (the operator's memory peaks with it)."""
+
+    def lists() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in cluster.reads()
+            if e["verb"] == "list"
+            and e["resource"] in ("deployments", "migrations")
+            and str(e["user"]).startswith(f"system:serviceaccount:{namespace}:")
+        ]
+
+    wait_for(
+        lambda: {e["resource"] for e in lists()} == {"deployments", "migrations"},
+        timeout=30,
+        what="the operator's initial listings",
+    )
+    assert all(f"limit={WATCH_LIST_CHUNK}" in e["uri"] for e in lists()), lists()
 
 
 def test_kubectl_wait_works_for_rolled_back(
