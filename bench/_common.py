@@ -863,6 +863,15 @@ def mib(value: float) -> float:
     return value / 2**20
 
 
+def rss_then_later(proc: psutil.Process, settle: float, later: float) -> tuple[float, float]:
+    """A process's RSS in MiB ``settle`` seconds from now, and ``later`` seconds after that
+    (a heap trim interval: how much of a burst's high-water mark it gave back)."""
+    time.sleep(settle)
+    first = mib(proc.memory_info().rss)
+    time.sleep(later)
+    return first, mib(proc.memory_info().rss)
+
+
 def save(name: str, report: dict[str, Any], output: Path | None, smoke: bool) -> Path:
     report = {
         "benchmark": name,

@@ -11,10 +11,9 @@ then the operator is started with each page size in turn, ``--rounds`` times, an
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from _common import Bench, bench_parser, mib, save
+from _common import Bench, bench_parser, rss_then_later, save
 
 from cutover.handlers import WATCH_LIST_CHUNK
 from cutover.heap import TRIM_INTERVAL
@@ -41,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for label, chunk in chunks.items():
                 proc = bench.start_operator(args.qps, args.burst, CUTOVER_WATCH_LIST_CHUNK=chunk)
-                time.sleep(args.settle)
-                first = mib(proc.memory_info().rss)
-                time.sleep(later)
-                second = mib(proc.memory_info().rss)
+                first, second = rss_then_later(proc, args.settle, later)
                 readings[label].append({"rss_mib": first, "rss_later_mib": second})
                 print(f"{label}: RSS {first:.1f} MiB, {second:.1f} MiB {later:.0f}s later")
         denied = bench.denied()

@@ -33,6 +33,7 @@ from _common import (
     mib,
     migration,
     parallel,
+    rss_then_later,
     save,
     status_of,
     wait_until,
@@ -144,33 +145,27 @@ def finished_and_kept(
     wait_until(all_done, 120 + 2 * len(names), interval=2)
     finished_in = time.monotonic() - started
     phases = bench.phases()
-    time.sleep(settle)
-    at_settle = rss(proc)
-    time.sleep(trim_wait)
-    trimmed = rss(proc)
+    kept, kept_later = rss_then_later(proc, settle, trim_wait)
     print(
-        f"RSS with {len(names)} finished Migrations kept: {mib(at_settle):.1f} MiB,"
-        f" {mib(trimmed):.1f} MiB {trim_wait:.0f}s later",
+        f"RSS with {len(names)} finished Migrations kept: {kept:.1f} MiB,"
+        f" {kept_later:.1f} MiB {trim_wait:.0f}s later",
         flush=True,
     )
     proc = bench.start_operator(args.qps, args.burst)
-    time.sleep(settle)
-    restarted = rss(proc)
-    time.sleep(trim_wait)
-    restarted_later = rss(proc)
+    restarted, restarted_later = rss_then_later(proc, settle, trim_wait)
     print(
-        f"RSS of an operator restarted among them: {mib(restarted):.1f} MiB,"
-        f" {mib(restarted_later):.1f} MiB {trim_wait:.0f}s later",
+        f"RSS of an operator restarted among them: {restarted:.1f} MiB,"
+        f" {restarted_later:.1f} MiB {trim_wait:.0f}s later",
         flush=True,
     )
     report = {
         "seconds_to_all_finished": finished_in,
         "phases_when_finished": {p: list(phases.values()).count(p) for p in sorted(done)},
-        "rss_finished_kept_mib": mib(at_settle),
-        "rss_finished_kept_later_mib": mib(trimmed),
+        "rss_finished_kept_mib": kept,
+        "rss_finished_kept_later_mib": kept_later,
         "later_by_seconds": trim_wait,
-        "rss_restarted_among_finished_mib": mib(restarted),
-        "rss_restarted_among_finished_later_mib": mib(restarted_later),
+        "rss_restarted_among_finished_mib": restarted,
+        "rss_restarted_among_finished_later_mib": restarted_later,
     }
     return report, proc
 
