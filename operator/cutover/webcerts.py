@@ -1,43 +1,42 @@
-"""Serving the admission webhooks: an in-memory CA per operator process, the certificate it
-signs (renewed in place), and the caBundle every replica's CA is published in.
+"""Serving the admission webhooks: a CA per operator process, the certificate it signs
+(renewed in place), and the caBundle every replica's CA is published in.
 
 Apart from ``admission`` (what the webhooks decide) and imported only by a process that serves
-them: the ``cryptography`` package it needs is ~8 MB of resident memory that an operator without
-webhooks (the default) would otherwise carry."""
+them. The cryptography itself runs in a short-lived child process (``cutover.certauthority``):
+the ``cryptography`` package is ~8 MiB of resident memory that a long-lived operator would
+otherwise carry for the few seconds of its life it needs it."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import datetime as dt
-import ipaddress
+import json
 import logging
 import os
+import re
+import ssl
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kopf
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cutover.admission import Settings
 from cutover.kube import Kube, KubeError
 
 log = logging.getLogger("cutover.admission")
 
-# The serving certificate is renewed well before it expires; the CA lives as long as the process.
+# The serving certificate's life (cutover.certauthority issues it for this long); it is renewed
+# halfway through.
 CERT_DAYS = 30
-CA_DAYS = 3650
-# CAs kept in a caBundle: one per replica, and room for replicas that restarted recently.
-MAX_CAS = 8
 # How often a running operator makes sure its CA is still published (another replica's start,
 # or someone re-applying the chart, may have dropped it).
 REPUBLISH_SECONDS = 60.0
+# A child that has not answered by then is killed: an issue or a merge takes well under a second.
+AUTHORITY_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,80 +46,66 @@ class Certificates:
     key_pem: bytes
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+class AuthorityError(RuntimeError):
+    """The certificate authority's child process failed (its one line of stderr says why)."""
 
 
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
+class AuthorityProcess:
+    """This operator's CA, its operations each run by ``python -m cutover.certauthority``. The
+    CA is made by the first ``issue`` and kept here (its key in this process's memory only, as
+    a PEM), so every later certificate is signed by the CA already published."""
 
+    def __init__(self) -> None:
+        self._ca: dict[str, str] | None = None
 
-class Authority:
-    """An in-memory CA that signs the serving certificate; a new one on every operator start,
-    so a private key never outlives the process that made it."""
-
-    def __init__(self, now: dt.datetime | None = None) -> None:
-        now = now or dt.datetime.now(dt.UTC)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = _name("cutover-webhook-ca")
-        self.ca = (
-            x509.CertificateBuilder()
-            .subject_name(self._name)
-            .issuer_name(self._name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self._key, hashes.SHA256())
+    async def issue(self, hosts: Sequence[str]) -> Certificates:
+        reply = await self._call(
+            {"op": "issue", "hosts": list(hosts), "days": CERT_DAYS, "ca": self._ca}
         )
-
-    @property
-    def ca_pem(self) -> bytes:
-        return self.ca.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, hosts: Sequence[str], now: dt.datetime | None = None) -> Certificates:
-        now = now or dt.datetime.now(dt.UTC)
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(hosts[0] if hosts else "cutover-webhook"))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
-            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
+        self._ca = {"key": str(reply["ca"]["key"]), "cert": str(reply["ca"]["cert"])}
         return Certificates(
-            ca_pem=self.ca.public_bytes(serialization.Encoding.PEM),
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-            key_pem=key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
+            ca_pem=self._ca["cert"].encode(),
+            cert_pem=str(reply["cert"]).encode(),
+            key_pem=str(reply["key"]).encode(),
         )
+
+    async def merge(self, own: bytes, bundles: Sequence[str | None]) -> list[str]:
+        """Each caBundle with ``own`` first (``certauthority.merge_bundle``)."""
+        reply = await self._call({"op": "merge", "own": own.decode(), "bundles": list(bundles)})
+        return [str(bundle) for bundle in reply["bundles"]]
+
+    async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cutover.certauthority",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(
+                child.communicate(json.dumps(request).encode()), AUTHORITY_TIMEOUT
+            )
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+            raise AuthorityError(f"no answer within {AUTHORITY_TIMEOUT:g}s") from None
+        if child.returncode != 0:
+            reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            raise AuthorityError(f"exit code {child.returncode}: {reason[0]}")
+        reply: dict[str, Any] = json.loads(out)
+        return reply
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _certificates_in(pem: bytes) -> list[bytes]:
+    """The DER of every certificate in a PEM bundle; ValueError for one that is unreadable."""
+    return [ssl.PEM_cert_to_DER_cert(m.group().decode()) for m in _PEM_CERTIFICATE.finditer(pem)]
 
 
 def write_certificates(directory: Path, certs: Certificates) -> Path:
@@ -137,40 +122,23 @@ def write_certificates(directory: Path, certs: Certificates) -> Path:
     return target
 
 
-def merge_bundle(current: str | None, own: bytes, now: dt.datetime | None = None) -> str:
-    """The caBundle (base64 PEM) with ``own`` CA first, then the other CAs already there that
-    have not expired, at most ``MAX_CAS`` in all. Replicas each have a CA of their own and the
-    API server may call any of them: a bundle of all of them, not the last one started. CAs of
-    replicas that are gone drift to the end and fall off as live ones assert theirs again."""
-    now = now or dt.datetime.now(dt.UTC)
-    own_cert = x509.load_pem_x509_certificate(own)
-    others: list[x509.Certificate] = []
-    if current:
-        try:
-            others = x509.load_pem_x509_certificates(base64.b64decode(current))
-        except ValueError:
-            others = []  # unreadable: replaced by ours
-    kept = [own_cert] + [
-        cert for cert in others if cert != own_cert and cert.not_valid_after_utc > now
-    ]
-    pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in kept[:MAX_CAS])
-    return base64.b64encode(pem).decode("ascii")
-
-
 def has_ca(current: str | None, own: bytes) -> bool:
+    """Whether the caBundle ``current`` (base64 PEM) holds the CA ``own`` (PEM). Read with the
+    standard library: this check runs every minute, a merge only when it says no."""
     if not current:
         return False
     try:
-        certs = x509.load_pem_x509_certificates(base64.b64decode(current))
-    except ValueError:
+        return ssl.PEM_cert_to_DER_cert(own.decode()) in _certificates_in(base64.b64decode(current))
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors too
         return False
-    return x509.load_pem_x509_certificate(own) in certs
 
 
 WEBHOOK_KINDS = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
 
 
-async def publish_ca_bundle(kube: Kube, configuration: str, ca_pem: bytes) -> list[str]:
+async def publish_ca_bundle(
+    kube: Kube, configuration: str, ca_pem: bytes, authority: AuthorityProcess
+) -> list[str]:
     """Puts this process's CA into every webhook's caBundle of the two configurations named
     ``configuration`` (a no-op where it is already there); returns the kinds it patched. A
     missing configuration is logged, not fatal: the chart may register only one of them."""
@@ -196,13 +164,10 @@ async def publish_ca_bundle(kube: Kube, configuration: str, ca_pem: bytes) -> li
             ops: list[dict[str, Any]] = [
                 {"op": "test", "path": "/metadata/resourceVersion", "value": version}
             ]
+            merged = await authority.merge(ca_pem, bundles)
             ops += [
-                {
-                    "op": "add",
-                    "path": f"/webhooks/{index}/clientConfig/caBundle",
-                    "value": merge_bundle(bundle, ca_pem),
-                }
-                for index, bundle in enumerate(bundles)
+                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle}
+                for index, bundle in enumerate(merged)
             ]
             try:
                 await kube.patch(
@@ -237,14 +202,15 @@ class Webhooks:
     def __init__(self, settings: Settings, kube: Kube) -> None:
         self.settings = settings
         self._kube = kube
-        self._authority = Authority()
-        self._ca_pem = self._authority.ca_pem
+        self._authority = AuthorityProcess()
+        self._ca_pem = b""
         self._renewal: asyncio.Task[None] | None = None
 
     async def start(self) -> kopf.WebhookServer:
-        certs = self._authority.issue(self.settings.hosts)
+        certs = await self._authority.issue(self.settings.hosts)
+        self._ca_pem = certs.ca_pem
         pem = write_certificates(self.settings.directory, certs)
-        await publish_ca_bundle(self._kube, self.settings.configuration, certs.ca_pem)
+        await self._publish()
         self._renewal = asyncio.create_task(self._maintain())
         return kopf.WebhookServer(
             addr=self.settings.addr,
@@ -254,23 +220,29 @@ class Webhooks:
             pkeyfile=pem,
         )
 
+    async def _publish(self) -> list[str]:
+        return await publish_ca_bundle(
+            self._kube, self.settings.configuration, self._ca_pem, self._authority
+        )
+
     async def _maintain(self) -> None:
         loop = asyncio.get_running_loop()
         # Halfway through its life, well before the API server would refuse it.
         renew_at = loop.time() + CERT_DAYS * 86400 / 2
         while True:
             await asyncio.sleep(REPUBLISH_SECONDS)
-            if loop.time() >= renew_at:
-                self.renew()
-                renew_at = loop.time() + CERT_DAYS * 86400 / 2
             try:
-                await publish_ca_bundle(self._kube, self.settings.configuration, self._ca_pem)
-            except KubeError as error:
-                log.warning("webhook CA bundle not checked", extra={"error": str(error)})
+                if loop.time() >= renew_at:
+                    await self.renew()
+                    renew_at = loop.time() + CERT_DAYS * 86400 / 2
+                await self._publish()
+            except (KubeError, AuthorityError) as error:
+                # The certificate in use is valid for half its life yet: next minute, again.
+                log.warning("webhook certificate not maintained", extra={"error": str(error)})
 
-    def renew(self) -> Certificates:
+    async def renew(self) -> Certificates:
         """A new serving certificate from the same CA: the published caBundle stays valid."""
-        certs = self._authority.issue(self.settings.hosts)
+        certs = await self._authority.issue(self.settings.hosts)
         write_certificates(self.settings.directory, certs)
         log.info("webhook certificate renewed")
         return certs

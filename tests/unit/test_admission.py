@@ -9,6 +9,9 @@ import contextlib
 import datetime as dt
 import json
 import ssl
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +32,15 @@ from cutover.admission import (
     validate_spec,
 )
 from cutover.api import AUTHOR_ANNOTATION
+from cutover.certauthority import CA_DAYS, MAX_CAS, Authority, merge_bundle
 from cutover.kube import KubeError
 from cutover.scaleout import SHARD_LABEL, shard_of
 from cutover.webcerts import (
-    CA_DAYS,
-    MAX_CAS,
     WEBHOOK_KINDS,
-    Authority,
+    AuthorityError,
+    AuthorityProcess,
     Webhooks,
-    merge_bundle,
+    has_ca,
     publish_ca_bundle,
     write_certificates,
 )
@@ -151,19 +154,50 @@ def test_an_unreadable_author_is_no_author(raw_value: str | None) -> None:
 
 
 def test_the_serving_certificate_verifies_against_the_published_ca(tmp_path: Path) -> None:
-    certs = Authority().issue(["cutover-webhook.ns.svc", "127.0.0.1"])
+    certs = asyncio.run(AuthorityProcess().issue(["cutover-webhook.ns.svc", "127.0.0.1"]))
     handshake(write_certificates(tmp_path, certs), certs.ca_pem)
 
 
 def test_a_renewed_certificate_replaces_the_file_and_keeps_the_ca(tmp_path: Path) -> None:
     settings = Settings(9443, "127.0.0.1", ("cutover-webhook.ns.svc",), "cutover", tmp_path)
     webhooks = Webhooks(settings, kube=None)  # type: ignore[arg-type]
-    first = webhooks.renew()
+    first = asyncio.run(webhooks.renew())
     before = (tmp_path / "tls.pem").read_bytes()
-    second = webhooks.renew()
+    second = asyncio.run(webhooks.renew())
     assert (tmp_path / "tls.pem").read_bytes() != before
     assert second.ca_pem == first.ca_pem
     handshake(tmp_path / "tls.pem", first.ca_pem)
+
+
+def test_an_operator_serving_webhooks_never_loads_cryptography(tmp_path: Path) -> None:
+    """~8 MiB of resident memory a process never gives back: only the CA's child loads it."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from cutover.webcerts import AuthorityProcess
+        authority = AuthorityProcess()
+        certs = asyncio.run(authority.issue(["a.svc"]))
+        asyncio.run(authority.merge(certs.ca_pem, [None]))
+        print("cryptography" in sys.modules, certs.cert_pem.startswith(b"-----BEGIN"))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_failing_authority_says_why() -> None:
+    with pytest.raises(AuthorityError, match="exit code 1: ValueError"):
+        asyncio.run(AuthorityProcess().merge(b"not a certificate", [None]))
+
+
+def test_a_bundle_has_the_ca_only_when_one_of_its_certificates_is_it() -> None:
+    own, other = Authority().ca_pem, Authority().ca_pem
+    assert has_ca(merge_bundle(merge_bundle(None, own), other), own)
+    assert not has_ca(merge_bundle(None, other), own)
+    for unreadable in (None, "", "not base64!", base64.b64encode(b"no pem").decode()):
+        assert not has_ca(unreadable, own)
 
 
 def handshake(pem: Path, ca_pem: bytes) -> None:
@@ -191,7 +225,7 @@ def pems(bundle: str) -> list[bytes]:
 
 
 def test_every_replica_keeps_its_ca_in_the_bundle() -> None:
-    first, second = Authority().issue(["a"]).ca_pem, Authority().issue(["a"]).ca_pem
+    first, second = Authority().ca_pem, Authority().ca_pem
     bundle = merge_bundle(None, first)
     bundle = merge_bundle(bundle, second)
     assert pems(bundle) == [second, first]  # the newest first, the other replica's kept
@@ -200,8 +234,8 @@ def test_every_replica_keeps_its_ca_in_the_bundle() -> None:
 
 def test_the_bundle_drops_expired_and_old_cas() -> None:
     now = dt.datetime.now(dt.UTC)
-    expired = Authority(now - dt.timedelta(days=CA_DAYS + 1)).issue(["a"]).ca_pem
-    many = [Authority().issue(["a"]).ca_pem for _ in range(MAX_CAS + 2)]
+    expired = Authority(now - dt.timedelta(days=CA_DAYS + 1)).ca_pem
+    many = [Authority().ca_pem for _ in range(MAX_CAS + 2)]
     bundle = merge_bundle(None, expired, now=now - dt.timedelta(days=CA_DAYS + 2))
     for ca in many:
         bundle = merge_bundle(bundle, ca)
@@ -239,11 +273,13 @@ class FakeConfigurations:
 
 
 def test_publishing_retries_a_race_and_skips_a_bundle_that_has_the_ca() -> None:
-    ca = Authority().issue(["a"]).ca_pem
+    ca, authority = Authority().ca_pem, AuthorityProcess()
     kube = FakeConfigurations(race=True)
-    assert asyncio.run(publish_ca_bundle(kube, "cutover", ca)) == list(WEBHOOK_KINDS)  # type: ignore[arg-type]
+    published = publish_ca_bundle(kube, "cutover", ca, authority)  # type: ignore[arg-type]
+    assert asyncio.run(published) == list(WEBHOOK_KINDS)
     assert kube.patches == 2
     for obj in kube.objects.values():
         assert pems(obj["webhooks"][0]["clientConfig"]["caBundle"]) == [ca]
-    assert asyncio.run(publish_ca_bundle(kube, "cutover", ca)) == []  # type: ignore[arg-type]
+    again = publish_ca_bundle(kube, "cutover", ca, authority)  # type: ignore[arg-type]
+    assert asyncio.run(again) == []
     assert kube.patches == 2
