@@ -1,6 +1,7 @@
 """What Kopf keeps of each Migration for its daemon's life is the latest event's body, and of
-any watched object its latest event while its worker waits: the operator drops their
-managedFields (half of such a body in memory) when the event handler sees them."""
+any watched object its latest event while its worker waits: the operator drops a Migration's
+managedFields (half of such a body in memory) when the event handler sees them, and all but
+the metadata of another kind's event once its store has what a run reads."""
 
 from __future__ import annotations
 
@@ -103,12 +104,21 @@ AUTOSCALER: dict[str, Any] = {
 }
 
 
-def _stored(stores: Stores, kind: str) -> object:
+def _stored(stores: Stores, kind: str) -> tuple[object, ...]:
+    """What a run reads of the object, from its store."""
     if kind == "deployment":
-        return stores.deployment("shop", "checkout-blue")
+        state = stores.deployment("shop", "checkout-blue")
+        return (state.replicas, state.available, state.generation) if state else ()
     if kind == "job":
-        return stores.jobs("shop", "checkout") or None
-    return stores.autoscalers_of("shop", "checkout-blue") or None
+        return tuple((name, job.succeeded) for name, job in stores.jobs("shop", "checkout").items())
+    return tuple((a.name, a.min_replicas) for a in stores.autoscalers_of("shop", "checkout-blue"))
+
+
+STORED = {
+    "deployment": (4, 4, 3),
+    "job": (("checkout-expand", True),),
+    "autoscaler": (("checkout-blue", 2),),
+}
 
 
 @pytest.mark.parametrize(
@@ -120,19 +130,20 @@ def _stored(stores: Stores, kind: str) -> object:
     ],
     ids=["deployment", "hook-job", "autoscaler"],
 )
-async def test_watch_events_lose_managed_fields_once_their_store_has_them(
+async def test_watch_events_keep_only_their_metadata_once_their_store_has_them(
     kind: str, handler: Callable[..., Awaitable[None]], raw: dict[str, Any]
 ) -> None:
     """Kopf holds an object's latest event while the object's worker waits for the next: with
-    1,000 runs stepping, hundreds of Deployments' events at once."""
+    1,000 runs stepping, hundreds of Deployments' events at once, and every Deployment's during
+    a watch's initial listing."""
     stores = Stores(cast(Kube, None))  # the handlers only apply events; nothing is read
     memo = SimpleNamespace(context=SimpleNamespace(stores=stores, wakeups=Wakeups()))
     event = copy.deepcopy(raw)
 
     await handler(type="ADDED", body=kopf.Body(event), memo=memo)
 
-    assert "managedFields" not in event["metadata"]
-    assert _stored(stores, kind) is not None
+    assert _stored(stores, kind) == STORED[kind]
     expected = copy.deepcopy(raw)
     del expected["metadata"]["managedFields"]
-    assert event == expected
+    assert event["metadata"] == expected["metadata"]
+    assert not event.get("spec") and not event.get("status")
