@@ -82,6 +82,15 @@ def add_cluster_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_admission_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admission",
+        action="store_true",
+        help="as a default install: the chart's admission webhooks on (the finalizer and the"
+        " author are set at creation; runs are checked against the author's rights)",
+    )
+
+
 def bench_parser(
     doc: str | None,
     *,

@@ -40,6 +40,7 @@ from _common import (
     Bench,
     LogTail,
     Sampler,
+    add_admission_option,
     bench_parser,
     delta,
     describe,
@@ -405,12 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--progress-deadline", default=None, help="the Migrations' progressDeadline (10m)"
     )
-    parser.add_argument(
-        "--admission",
-        action="store_true",
-        help="as a default install: the chart's admission webhooks on (the finalizer and the"
-        " author are set at creation; runs are checked against the author's rights)",
-    )
+    add_admission_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.runs, args.pause = [5], 1, "1s"

@@ -17,6 +17,7 @@ reads its RSS and CPU times, the kube-apiserver's audit log its requests.
    measured from the end of the warm-up (the first 20 % of cycles) and extrapolated linearly.
 
     .venv/bin/python bench/memory.py --migrations 1000 --idle-seconds 60 --soak-seconds 180
+    .venv/bin/python bench/memory.py --migrations 1000 --admission   # as a default install
     .venv/bin/python bench/memory.py --migrations 0 --cycles 100000 --lanes 20   # long soak
     .venv/bin/python bench/memory.py --migrations 0 --cycles 2000 --lanes 40 --soak-keep
     .venv/bin/python bench/memory.py --smoke
@@ -29,6 +30,7 @@ from typing import Any
 
 from _common import (
     Bench,
+    add_admission_option,
     bench_parser,
     mib,
     migration,
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--soak-keep", action="store_true", help="soak without deleting the finished Migrations"
     )
+    add_admission_option(parser)
     parser.add_argument(
         "--trim-wait",
         type=float,
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         args.lanes, args.cycles, args.trim_wait = 2, 6, 1
     report: dict[str, Any] = {"settings": vars(args) | {"output": str(args.output)}}
     with Bench(args.cluster_dir) as bench:
-        proc = bench.start_operator(args.qps, args.burst)
+        proc = bench.start_operator(args.qps, args.burst, admission=args.admission)
         time.sleep(args.settle)
         rss_0 = rss(proc)
         print(f"RSS with 0 Migrations: {mib(rss_0):.1f} MiB", flush=True)
