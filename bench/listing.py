@@ -6,6 +6,7 @@ then the operator is started with each page size in turn, ``--rounds`` times, an
 ``--settle`` seconds after it runs and again after a heap trim interval.
 
     .venv/bin/python bench/listing.py --pairs 1000 --rounds 2
+    .venv/bin/python bench/listing.py --pairs 1000 --rounds 2 --admission   # a default install
     .venv/bin/python bench/listing.py --smoke
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import Bench, bench_parser, rss_then_later, save
+from _common import Bench, add_admission_option, bench_parser, rss_then_later, save
 
 from cutover.handlers import WATCH_LIST_CHUNK
 from cutover.heap import TRIM_INTERVAL
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=1000, help="blue/green pairs (1000)")
     parser.add_argument("--rounds", type=int, default=2, help="starts per page size (2)")
     parser.add_argument("--settle", type=float, default=10, help="first reading after (10)")
+    add_admission_option(parser)
     args = parser.parse_args(argv)
     later = TRIM_INTERVAL + 5
     if args.smoke:
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{2 * args.pairs} Deployments available after {available:.1f}s", flush=True)
         for _ in range(args.rounds):
             for label, chunk in chunks.items():
-                proc = bench.start_operator(args.qps, args.burst, CUTOVER_WATCH_LIST_CHUNK=chunk)
+                proc = bench.start_operator(
+                    args.qps, args.burst, admission=args.admission, CUTOVER_WATCH_LIST_CHUNK=chunk
+                )
                 first, second = rss_then_later(proc, args.settle, later)
                 readings[label].append({"rss_mib": first, "rss_later_mib": second})
                 print(f"{label}: RSS {first:.1f} MiB, {second:.1f} MiB {later:.0f}s later")
