@@ -94,7 +94,10 @@ class AuthorityProcess:
         if child.returncode != 0:
             reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
             raise AuthorityError(f"exit code {child.returncode}: {reason[0]}")
-        reply: dict[str, Any] = json.loads(out)
+        try:
+            reply: dict[str, Any] = json.loads(out)
+        except ValueError:
+            raise AuthorityError("an answer that is not JSON") from None
         return reply
 
 
