@@ -58,13 +58,18 @@ class AuthorityProcess:
     def __init__(self) -> None:
         self._ca: dict[str, str] | None = None
 
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA's certificate (PEM); empty before the first ``issue`` makes the CA."""
+        return self._ca["cert"].encode() if self._ca else b""
+
     async def issue(self, hosts: Sequence[str]) -> Certificates:
         reply = await self._call(
             {"op": "issue", "hosts": list(hosts), "days": CERT_DAYS, "ca": self._ca}
         )
         self._ca = {"key": str(reply["ca"]["key"]), "cert": str(reply["ca"]["cert"])}
         return Certificates(
-            ca_pem=self._ca["cert"].encode(),
+            ca_pem=self.ca_pem,
             cert_pem=str(reply["cert"]).encode(),
             key_pem=str(reply["key"]).encode(),
         )
@@ -206,12 +211,10 @@ class Webhooks:
         self.settings = settings
         self._kube = kube
         self._authority = AuthorityProcess()
-        self._ca_pem = b""
         self._renewal: asyncio.Task[None] | None = None
 
     async def start(self) -> kopf.WebhookServer:
         certs = await self._authority.issue(self.settings.hosts)
-        self._ca_pem = certs.ca_pem
         pem = write_certificates(self.settings.directory, certs)
         await self._publish()
         self._renewal = asyncio.create_task(self._maintain())
@@ -225,7 +228,7 @@ class Webhooks:
 
     async def _publish(self) -> list[str]:
         return await publish_ca_bundle(
-            self._kube, self.settings.configuration, self._ca_pem, self._authority
+            self._kube, self.settings.configuration, self._authority.ca_pem, self._authority
         )
 
     async def _maintain(self) -> None:
