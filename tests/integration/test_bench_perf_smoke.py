@@ -181,3 +181,23 @@ def test_gate_cost_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     assert per_interval["min"] > 0 and per_interval["max"] <= 1.2, per_interval
     assert result["unattributed_queries"] == 0
     assert result["proxy_count"] > 0
+
+
+def test_write_cost_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
+    """The writes are measured on the status the operator itself wrote in a run's first pause
+    (not a made-up one), and every kind of write was accepted by the API server."""
+    result = run_bench("write_cost", tmp_path, control_plane)
+    assert result["rbac_denied"] == []
+    status = result["status"]
+    assert (status["weight"], status["currentStepIndex"], status["phase"]) == (
+        10,
+        1,
+        "Progressing",
+    )
+    assert {c["type"] for c in status["conditions"]} >= {"Ready", "Progressing", "Stalled"}
+    assert result["status_bytes"] > 1000
+    kinds = {"status", "status_bare", "route", "replicas", "event", "read"}
+    assert set(result["median_per_write"]) == set(result["rounds"]) == kinds
+    for kind in kinds:
+        (reading,) = result["rounds"][kind]
+        assert reading["round_trip_ms"] > 0, (kind, reading)
