@@ -79,6 +79,7 @@ from cutover.core.observations import (
 )
 from cutover.core.templates import TemplateObject
 from cutover.core.transitions import Reason
+from cutover.eventposts import EventPoster
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import MAX_WORKERS, Kube, KubeError
@@ -425,9 +426,16 @@ class Context:
     # Sends what status writes make happen to the Migration's and the operator's notifiers.
     notify: Sender | None = None
     stores: Stores = field(init=False)
+    events: EventPoster = field(init=False)
 
     def __post_init__(self) -> None:
         self.stores = Stores(self.kube)
+        self.events = EventPoster(self._emit_event)
+
+    async def _emit_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        await self.kube.emit_event(involved, type_, reason, message)
 
     @classmethod
     def from_environment(cls) -> Context:
@@ -852,7 +860,7 @@ class Reconciler:
         involved = self._involved(body)
         for action in actions:
             if isinstance(action, EmitEvent):
-                await self.ctx.kube.emit_event(involved, action.type, action.reason, action.message)
+                self.ctx.events.post(involved, action.type, action.reason, action.message)
         log.info("deleted", extra=self._log({"actions": [repr(a) for a in actions]}))
 
     # --- observing ---
@@ -1027,7 +1035,7 @@ class Reconciler:
         metrics.count_reconcile_error("router")
         self._cluster_read = False
         if written.message != message and original.message != message:
-            await self.ctx.kube.emit_event(self._involved(body), "Warning", "RouterError", message)
+            self.ctx.events.post(self._involved(body), "Warning", "RouterError", message)
         failed = written.model_copy(deep=True)
         failed.message = message
         outcome = await self._record(body, original, written, decisions, final=failed)
@@ -1047,9 +1055,7 @@ class Reconciler:
         for decision in decisions:
             for action in decision.actions:
                 if isinstance(action, EmitEvent):
-                    await self.ctx.kube.emit_event(
-                        involved, action.type, action.reason, action.message
-                    )
+                    self.ctx.events.post(involved, action.type, action.reason, action.message)
         status = final if final is not None else decisions[-1].status
         wrote = await self._write_status(body, written, status)
         await self._clear_request(body, status)

@@ -224,8 +224,40 @@ async def test_a_new_run_reads_but_writes_nothing_until_kopfs_finalizer_is_on_it
     await run.until_sent("patch")
     await run.stop()
     # Both Deployments missing: the run failed its start checks, said so, and read nothing
-    # more for it.
-    assert run.kube.requests[read:][:2] == ["event", "patch"], run.kube.requests
+    # more for it (its Event is posted without the run waiting for it: either may go first).
+    assert sorted(run.kube.requests[read:][:2]) == ["event", "patch"], run.kube.requests
+
+
+class SlowEventKube(RecordingKube):
+    """Events wait until ``released``: an API server busy with every run's writes, which go
+    first (urgency.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+
+    async def emit_event(self, *args: Any) -> None:
+        await self.released.wait()
+        self.requests.append("event")
+
+
+async def test_a_runs_status_write_and_its_daemons_end_never_wait_for_its_event() -> None:
+    """At the end of 1,000 runs the Events waited behind other runs' writes, and every daemon
+    that awaited its "Succeeded" Event held its reconcile's state, and Kopf the Migration's
+    latest event, until it was sent: tens of MiB in the runs' last minute. The run's status
+    write goes out at once, the daemon ends when told to, and the Event is still sent."""
+    run = StartingRun({"finalizers": ["cutover.io/finalizer"]})
+    kube = SlowEventKube()
+    run.kube.requests, run.kube.patches = kube.requests, kube.patches
+    run.context.kube = cast(Kube, kube)
+    await run.until_sent("patch")
+    assert "patch" in kube.requests and "event" not in kube.requests, kube.requests
+    assert run.context.events.pending == 1
+    await run.stop()  # returns within its 10 s timeout: the Event does not hold the daemon
+    assert "event" not in kube.requests
+    kube.released.set()
+    await run.context.events.join(timeout=10)
+    assert kube.requests.count("event") == 1 and run.context.events.pending == 0
 
 
 async def test_a_run_stopped_while_waiting_for_its_finalizer_writes_nothing() -> None:
