@@ -2,11 +2,11 @@
 
 An Event is a note for people: nothing the operator decides depends on it, and under load it
 gets a connection only after every run's writes and reads (``urgency.Urgency.notes``). A
-reconcile that awaited its Event held everything it had parsed until the Event was sent, and
-its daemon could not end: at the end of 1,000 runs, Kopf stopped daemons that were waiting
-behind other runs' writes for their "Succeeded" Event, kept each Migration's latest event
-while it waited for them to end, and the operator's memory rose by tens of MiB in the runs'
-last minute (docs/performance.md). Posting an Event is now a task of its own.
+reconcile used to await its Events before its last status write (a pause's start waited for
+the run's "Started" Event), and a daemon whose run had just succeeded could not end before its
+"Succeeded" Event was sent: Kopf, told to stop it, found it still running, and kept the
+Migration's latest event while it waited (kopf 1.45 ``stop_daemons``: up to the 10 s
+cancellation back-off). Posting an Event is now a task of its own.
 """
 
 from __future__ import annotations

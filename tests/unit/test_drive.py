@@ -242,10 +242,10 @@ class SlowEventKube(RecordingKube):
 
 
 async def test_a_runs_status_write_and_its_daemons_end_never_wait_for_its_event() -> None:
-    """At the end of 1,000 runs the Events waited behind other runs' writes, and every daemon
-    that awaited its "Succeeded" Event held its reconcile's state, and Kopf the Migration's
-    latest event, until it was sent: tens of MiB in the runs' last minute. The run's status
-    write goes out at once, the daemon ends when told to, and the Event is still sent."""
+    """Under load an Event waits behind every run's writes. A reconcile that awaited it held
+    back its status write (a pause started late) and, once its run had succeeded, its daemon's
+    end, while Kopf kept the Migration's latest event. The run's status write goes out at
+    once, the daemon ends when told to, and the Event is still sent."""
     run = StartingRun({"finalizers": ["cutover.io/finalizer"]})
     kube = SlowEventKube()
     run.kube.requests, run.kube.patches = kube.requests, kube.patches
