@@ -2,8 +2,8 @@
 
 An Event is a note for people: nothing the operator decides depends on it, and under load it
 gets a connection only after every run's writes and reads (``urgency.Urgency.notes``). A
-reconcile used to await its Events before its last status write (a pause's start waited for
-the run's "Started" Event), and a daemon whose run had just succeeded could not end before its
+reconcile used to await its Events before its last status write (that write waited for the
+Events its decisions made), and a daemon whose run had just succeeded could not end before its
 "Succeeded" Event was sent: Kopf, told to stop it, found it still running, and kept the
 Migration's latest event while it waited (kopf 1.45 ``stop_daemons``: up to the 10 s
 cancellation back-off). Posting an Event is now a task of its own.

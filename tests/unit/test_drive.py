@@ -243,7 +243,7 @@ class SlowEventKube(RecordingKube):
 
 async def test_a_runs_status_write_and_its_daemons_end_never_wait_for_its_event() -> None:
     """Under load an Event waits behind every run's writes. A reconcile that awaited it held
-    back its status write (a pause started late) and, once its run had succeeded, its daemon's
+    back its last status write and, once its run had succeeded, its daemon's
     end, while Kopf kept the Migration's latest event. The run's status write goes out at
     once, the daemon ends when told to, and the Event is still sent."""
     run = StartingRun({"finalizers": ["cutover.io/finalizer"]})
