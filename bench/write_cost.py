@@ -9,7 +9,7 @@ kind of write in turn, one at a time, as the operator sends it:
   object's size costs);
 * ``route``: the router's JSON patch of the HTTPRoute's rule (test, then replace);
 * ``replicas``: a Deployment's replicas, as a JSON patch with its generation tested;
-* ``event``: an Event about the Migration;
+* ``event``: the Event the operator posts about the Migration (``kube.event_body``);
 * ``read``: a GET of the HTTPRoute, for scale.
 
 Each kind is sent ``--writes`` times per round, kinds interleaved over ``--rounds`` rounds; the CPU
@@ -45,6 +45,8 @@ from _common import (
 from concurrency import bench_migration
 from kubernetes import client
 
+from cutover.kube import event_body
+
 KINDS = ("status", "status_bare", "route", "replicas", "event", "read")
 NAME = "w0"
 BARE = "w0-bare"
@@ -56,9 +58,13 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def moment(i: int) -> datetime:
+    """The i-th write's time: a second apart, so each write changes what it stamps."""
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
+
+
 def stamp(i: int) -> str:
-    when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
-    return when.isoformat().replace("+00:00", "Z")
+    return moment(i).isoformat().replace("+00:00", "Z")
 
 
 class Writers:
@@ -68,8 +74,9 @@ class Writers:
         self.bench = bench
         self._status = status
         self.apps = client.AppsV1Api(bench.api)
-        self.core = client.CoreV1Api(bench.api)
         self.route_weight = 0
+        # group, version, namespace and plural of the bench's HTTPRoute
+        self.routes = ("gateway.networking.k8s.io", "v1", bench.namespace, "httproutes")
 
     def write(self, kind: str) -> Callable[[int], None]:
         return getattr(self, kind)  # type: ignore[no-any-return]
@@ -99,14 +106,9 @@ class Writers:
             for side, w in zip(("blue", "green"), weights, strict=True)
         ]
         rule = {"name": "main", "backendRefs": refs}
-        current = self.bench.custom.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", self.bench.namespace, "httproutes", NAME
-        )["spec"]["rules"][0]
+        current = self._route()["spec"]["rules"][0]
         self.bench.custom.patch_namespaced_custom_object(
-            "gateway.networking.k8s.io",
-            "v1",
-            self.bench.namespace,
-            "httproutes",
+            *self.routes,
             NAME,
             [
                 {"op": "test", "path": "/spec/rules/0", "value": current},
@@ -129,30 +131,35 @@ class Writers:
         )
 
     def event(self, i: int) -> None:
-        self.core.create_namespaced_event(
-            self.bench.namespace,
-            {
-                "metadata": {"generateName": f"{NAME}."},
-                "involvedObject": {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Migration",
-                    "name": NAME,
-                    "namespace": self.bench.namespace,
-                },
-                "reason": "WeightSet",
-                "message": f"green weight set to {i % 100}%",
-                "type": "Normal",
-                "source": {"component": "cutover"},
-                "firstTimestamp": stamp(i),
-                "lastTimestamp": stamp(i),
-                "count": 1,
-            },
+        involved = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Migration",
+            "name": NAME,
+            "namespace": self.bench.namespace,
+        }
+        message = f"green weight set to {i % 100}%"
+        body = event_body(involved, "Normal", "WeightSet", message, moment(i))
+        # Sent as it is: the client's Event model would re-serialize eventTime in a form the API
+        # server refuses (an offset where it wants microseconds and "Z").
+        request = self.bench.api.param_serialize(
+            "POST",
+            "/api/v1/namespaces/{namespace}/events",
+            path_params={"namespace": self.bench.namespace},
+            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
         )
+        response = self.bench.api.call_api(*request)
+        response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"Event refused: {response.status} {response.data[:300]!r}")
 
     def read(self, i: int) -> None:
-        self.bench.custom.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", self.bench.namespace, "httproutes", NAME
-        )
+        self._route()
+
+    def _route(self) -> dict[str, Any]:
+        route: dict[str, Any] = self.bench.custom.get_namespaced_custom_object(*self.routes, NAME)
+        return route
 
 
 # Reads a kind needs before its write (the route's and the Deployment's current state), sent

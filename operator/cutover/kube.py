@@ -126,6 +126,48 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def event_body(
+    involved: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """The core/v1 Event the operator posts about ``involved`` (a reference or a whole object)."""
+    meta = involved.get("metadata")
+    if isinstance(meta, Mapping):
+        ref = {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        }
+    else:
+        ref = {k: involved.get(k) for k in ("apiVersion", "kind", "name", "namespace", "uid")}
+    ref = {k: v for k, v in ref.items() if v}
+    namespace = str(ref.get("namespace") or "default")
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{str(ref.get('name') or 'cutover')[:200]}.",
+            "namespace": namespace,
+        },
+        "involvedObject": ref,
+        "type": type_,
+        "reason": reason,
+        "message": message[:_EVENT_MESSAGE_LIMIT],
+        "source": {"component": "cutover"},
+        "reportingComponent": "cutover",
+        "reportingInstance": "cutover",
+        # A real API server refuses an Event with eventTime but no action (the emulator took
+        # it): "action: Required value".
+        "action": "Reconcile",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "count": 1,
+    }
+
+
 def _resource_path(
     group: str,
     version: str,
@@ -471,43 +513,9 @@ class Kube:
 
         ``involved`` is a reference (apiVersion, kind, name, namespace, uid) or a whole object.
         """
-        meta = involved.get("metadata")
-        if isinstance(meta, Mapping):
-            ref = {
-                "apiVersion": involved.get("apiVersion"),
-                "kind": involved.get("kind"),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-            }
-        else:
-            ref = {k: involved.get(k) for k in ("apiVersion", "kind", "name", "namespace", "uid")}
-        ref = {k: v for k, v in ref.items() if v}
-        namespace = str(ref.get("namespace") or "default")
-        now = _now()
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "generateName": f"{str(ref.get('name') or 'cutover')[:200]}.",
-                "namespace": namespace,
-            },
-            "involvedObject": ref,
-            "type": type_,
-            "reason": reason,
-            "message": message[:_EVENT_MESSAGE_LIMIT],
-            "source": {"component": "cutover"},
-            "reportingComponent": "cutover",
-            "reportingInstance": "cutover",
-            # A real API server refuses an Event with eventTime but no action (the emulator took
-            # it): "action: Required value".
-            "action": "Reconcile",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "count": 1,
-        }
+        body = event_body(involved, type_, reason, message, _now())
+        namespace = str(body["metadata"]["namespace"])
+        ref = body["involvedObject"]
         try:
             await self.create("", "v1", "events", namespace, body)
         except Exception as error:  # an Event is a courtesy: it must never fail a reconcile

@@ -432,6 +432,7 @@ class Context:
         self.stores = Stores(self.kube)
         self.events = EventPoster(self._emit_event)
 
+    # Looks ``kube`` up at each Event, not once: the client is the Context's field to replace.
     async def _emit_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None:
