@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from cutover import api, metrics
-from cutover.heap import HeapTrimmer, tune_collector
+from cutover.heap import HeapTrimmer, shrink_tls_read_buffers, tune_collector
 from cutover.reconciler import (
     MUTATE_ID,
     VALIDATE_ID,
@@ -87,6 +87,7 @@ EVENTS_AT_EXIT_SECONDS = 5.0
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    shrink_tls_read_buffers()
     # A real API server prunes status fields the CRD does not declare: keep Kopf's own
     # bookkeeping in annotations instead of status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cutover.io")
@@ -133,7 +134,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     # Events the last reconciles posted get a moment to reach the API server.
     await context.events.join(timeout=EVENTS_AT_EXIT_SECONDS)
     await context.events.close()
-    context.close()
+    await context.close()
 
 
 # What the daemons read of other objects comes from these watches, kept in the Context's stores

@@ -1,9 +1,10 @@
 """The only module of the operator that talks to the Kubernetes API.
 
-The official ``kubernetes`` client is synchronous, so every request runs in a small bounded thread
-pool and never on the event loop: a slow API server must not stall Kopf's watches or the other
-Migrations. Everything is plain JSON (``dict``), never the client's generated models, so custom
-resources, Deployments and Services go through the same few generic calls.
+The official ``kubernetes`` client builds each request (URL, auth headers, refreshed tokens) and
+``cutover.kubehttp`` sends it with aiohttp on the event loop: a slow API server holds a coroutine,
+never Kopf's watches or the other Migrations, and no thread. Everything is plain JSON (``dict``),
+never the client's generated models, so custom resources, Deployments and Services go through the
+same few generic calls.
 
 Failures are classified once, here: temporary ones (5xx, 429, connection errors, timeouts) are
 retried with a bounded exponential backoff; everything else raises at once as a ``KubeError``
@@ -16,10 +17,10 @@ import asyncio
 import base64
 import binascii
 import builtins
-import concurrent.futures
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,9 +30,9 @@ from urllib.parse import quote
 
 import kubernetes.client
 import kubernetes.config
-import urllib3
 
 from . import metrics
+from .kubehttp import HttpTransport, Response
 from .urgency import Urgency, UrgentSlots
 
 log = logging.getLogger("cutover.kube")
@@ -49,11 +50,11 @@ _BACKOFF_CAP = 5.0
 # A server asking for a long pause is still not allowed to park a reconcile for minutes.
 _RETRY_AFTER_CAP = 10.0
 _EVENT_MESSAGE_LIMIT = 1024
-# Requests in flight at once (threads of the blocking client). Throughput is this over the API
-# server's latency: 8 capped the operator at ~100 requests/s with ~70 ms per request, below the
-# default QPS, and 200 Migrations starting together queued ~8 s behind each other; 32 still
-# queued 1,000 starts ~7 s for a thread (docs/performance.md, "Where a step waits").
-MAX_WORKERS = 64
+# Requests in flight at once (one connection each). Throughput is this over the API server's
+# latency: 8 capped the operator at ~100 requests/s with ~70 ms per request, below the default
+# QPS, and 200 Migrations starting together queued ~8 s behind each other; 32 still queued 1,000
+# starts ~7 s for a connection (docs/performance.md, "Where a step waits").
+MAX_IN_FLIGHT = 64
 # The code reported to ``on_request`` when no HTTP response arrived (connection error, timeout).
 NO_RESPONSE = 0
 
@@ -231,6 +232,34 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
 
+def _transport_for(configuration: Any, timeout: float, connections: int) -> HttpTransport:
+    """The TLS the official client would use (CA, client certificate, host name checks)."""
+    context: ssl.SSLContext | None = None
+    if str(configuration.host).startswith("https"):
+        context = ssl.create_default_context(
+            cafile=configuration.ssl_ca_cert or None,
+            cadata=getattr(configuration, "ca_cert_data", None) or None,
+        )
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif configuration.assert_hostname is False:
+            context.check_hostname = False
+    server_hostname = configuration.tls_server_name or (
+        configuration.assert_hostname if isinstance(configuration.assert_hostname, str) else None
+    )
+    return HttpTransport(
+        ssl_context=context,
+        server_hostname=server_hostname or None,
+        proxy=configuration.proxy or None,
+        proxy_headers=configuration.proxy_headers or None,
+        timeout=timeout,
+        connections=connections,
+    )
+
+
 class Kube:
     """Async, rate-limited, retrying access to the API server.
 
@@ -245,7 +274,7 @@ class Kube:
         *,
         qps: float = 20,
         burst: int = 40,
-        max_workers: int = MAX_WORKERS,
+        max_in_flight: int = MAX_IN_FLIGHT,
         retries: int = 5,
         timeout: float = 10.0,
         on_request: OnRequest | None = None,
@@ -253,12 +282,10 @@ class Kube:
         self._owns_client = api_client is None
         self._api: Any = api_client if api_client is not None else kubernetes.client.ApiClient()
         self._limiter = RateLimiter(qps, burst)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="cutover-kube"
-        )
-        # As many as the pool has threads: a request waits here, by urgency, not in the pool's
-        # first-come queue.
-        self._slots = UrgentSlots(max_workers)
+        self._transport = _transport_for(self._api.configuration, timeout, max_in_flight)
+        # As many as the transport has connections: a request waits here, by urgency, not in
+        # the connector's first-come queue.
+        self._slots = UrgentSlots(max_in_flight)
         self._retries = max(retries, 0)
         self._timeout = timeout
         self._on_request = on_request
@@ -281,16 +308,13 @@ class Kube:
                 client_configuration=configuration
             )
             source = "kubeconfig"
-        # One connection per request in flight: urllib3's default pool (5 per CPU) would open
-        # and drop a TLS connection for every request above it.
-        configuration.connection_pool_maxsize = int(kw.get("max_workers") or MAX_WORKERS)
         log.info("kubernetes configuration loaded", extra={"source": source})
         kube = cls(kubernetes.client.ApiClient(configuration), **kw)
         kube._owns_client = True
         return kube
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        await self._transport.aclose()
         if self._owns_client:
             self._api.close()
 
@@ -542,20 +566,20 @@ class Kube:
 
     # --- transport -----------------------------------------------------------------------------
 
-    def _send(
+    async def _send(
         self,
         method: str,
         path: str,
         query: builtins.list[tuple[str, str]],
         body: Any,
         content_type: str | None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP exchange, on a worker thread."""
+    ) -> Response:
+        """One HTTP exchange."""
         headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
         # param_serialize adds the auth headers (and refreshes expiring tokens) and the host.
-        request = self._api.param_serialize(
+        method, url, headers, body, _ = self._api.param_serialize(
             method=method,
             resource_path=path,
             query_params=query or None,
@@ -563,14 +587,8 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api.call_api(*request, _request_timeout=self._timeout)
-        try:
-            data = response.read() or b""
-            return int(response.status), dict(response.headers), bytes(data)
-        finally:
-            release = getattr(response.response, "release_conn", None)
-            if release is not None:
-                release()
+        data = None if body is None else json.dumps(body).encode()
+        return await self._transport.send(method, url, headers, data)
 
     async def _request(
         self,
@@ -597,7 +615,7 @@ class Kube:
                 code, headers, data = await self._send_when_free(
                     urgency, partial(self._send, method, path, query or [], body, content_type)
                 )
-            except (urllib3.exceptions.HTTPError, OSError) as error:
+            except OSError as error:
                 self._count(verb, plural, NO_RESPONSE)
                 failure = KubeError(f"{verb} {what}: {type(error).__name__}: {error}")
             else:
@@ -637,13 +655,13 @@ class Kube:
             await self._sleep(wait)
 
     async def _send_when_free(
-        self, urgency: Urgency, exchange: Callable[[], tuple[int, dict[str, str], bytes]]
-    ) -> tuple[int, dict[str, str], bytes]:
-        """``exchange`` (a ``_send``) on a worker thread, once a slot and a token are free."""
+        self, urgency: Urgency, exchange: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """``exchange`` (a ``_send``), once a slot and a token are free."""
         await self._slots.acquire(urgency)
         try:
             await self._limiter.acquire()
-            return await asyncio.get_running_loop().run_in_executor(self._executor, exchange)
+            return await exchange()
         finally:
             self._slots.release()
 

@@ -82,7 +82,7 @@ from cutover.core.transitions import Reason
 from cutover.eventposts import EventPoster
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
-from cutover.kube import MAX_WORKERS, Kube, KubeError
+from cutover.kube import MAX_IN_FLIGHT, Kube, KubeError
 from cutover.notify import Sender
 from cutover.previews import Previews
 from cutover.routers import router_for
@@ -445,7 +445,7 @@ class Context:
             # The chart's defaults (values.yaml says how they were sized).
             qps=_env_float("CUTOVER_API_QPS", 100.0),
             burst=int(_env_float("CUTOVER_API_BURST", 200)),
-            max_workers=int(_env_float("CUTOVER_API_CONCURRENCY", MAX_WORKERS)) or 1,
+            max_in_flight=int(_env_float("CUTOVER_API_CONCURRENCY", MAX_IN_FLIGHT)) or 1,
             on_request=metrics.count_api_request,
         )
         gates = GateChecker(kube)
@@ -496,11 +496,11 @@ class Context:
         if self.label_sweeper is not None:
             await self.label_sweeper.stop()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.notify is not None:
             self.notify.close()
         self.gates.close()
-        self.kube.close()
+        await self.kube.close()
 
     def router(self, spec: MigrationSpec) -> TrafficRouter:
         kind = spec.traffic.router.value

@@ -1,7 +1,7 @@
 """Which of the operator's waiting requests gets the next free connection.
 
-With 1,000 runs the operator has more requests ready than connections in flight, and the
-thread pool would send them in arrival order: a run's next weight waited behind other runs'
+With 1,000 runs the operator has more requests ready than connections in flight, and a
+first-come queue would send them in arrival order: a run's next weight waited behind other runs'
 start checks and Events. A free slot goes to the most urgent waiter instead, in arrival order
 within an urgency.
 """

@@ -25,7 +25,7 @@ def kube_for(kubeconfig: Path | str, **kw: Any) -> Kube:
     """A ``Kube`` that owns its API client. A generous rate limit: the tests poll the API far
     faster than the operator would."""
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
-    instance = Kube(api_client, **{"max_workers": 4, "qps": 1000, "burst": 1000, **kw})
+    instance = Kube(api_client, **{"max_in_flight": 4, "qps": 1000, "burst": 1000, **kw})
     instance._owns_client = True
     return instance
 
@@ -86,7 +86,7 @@ async def kube(
     try:
         yield instance
     finally:
-        instance.close()
+        await instance.close()
     denied = [
         request
         for request in forbidden_requests(control_plane, operator_user, since)
@@ -102,7 +102,7 @@ async def admin(control_plane: ControlPlane) -> AsyncIterator[Kube]:
     try:
         yield instance
     finally:
-        instance.close()
+        await instance.close()
 
 
 @pytest.fixture()

@@ -77,7 +77,7 @@ async def test_an_event_that_gets_no_response_is_counted_as_an_error(
             {"kind": "Migration", "name": "m", "namespace": "nowhere"}, "Normal", reason, "m"
         )
     finally:
-        kube.close()
+        await kube.close()
     assert rejected(reason, "error") == 1
     (warned,) = warnings_about_rejected_events(caplog)
     assert (warned.event_reason, warned.code) == (reason, None)  # type: ignore[attr-defined]

@@ -1,17 +1,26 @@
 """The heap trimmer hands freed heap back to the OS once a minute, off the event loop, and does
 nothing where the C library has no malloc_trim; full garbage collections are made rare and the
-start-up heap is left out of them."""
+start-up heap is left out of them; TLS connections read into 16 KiB, not 256 KiB."""
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import gc
+import ssl
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from cutover.heap import FULL_COLLECTION_EVERY, HeapTrimmer, glibc_malloc_trim, tune_collector
+from cutover.heap import (
+    FULL_COLLECTION_EVERY,
+    TLS_READ_BUFFER,
+    HeapTrimmer,
+    glibc_malloc_trim,
+    shrink_tls_read_buffers,
+    tune_collector,
+)
 
 
 async def test_the_heap_is_trimmed_every_interval_off_the_event_loop_until_stopped() -> None:
@@ -72,3 +81,24 @@ def test_tuning_keeps_start_up_objects_out_of_collections_and_full_ones_rare() -
     assert not any(o is start_up for o in gc.get_objects())
     created_later = object.__new__(type("Later", (), {}))
     assert any(o is created_later for o in gc.get_objects())
+
+
+async def test_tls_connections_made_after_start_up_hold_a_16_kib_read_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    protocol = asyncio.sslproto.SSLProtocol
+    monkeypatch.setattr(protocol, "max_size", protocol.max_size)  # restored after the test
+
+    def read_buffer() -> int:
+        made = protocol(
+            asyncio.get_running_loop(),
+            asyncio.Protocol(),
+            ssl.create_default_context(),
+            None,
+            server_hostname="api.example",
+        )
+        return len(made._ssl_buffer)
+
+    assert read_buffer() == 256 * 1024  # asyncio's own size: 16 MiB for 64 connections
+    shrink_tls_read_buffers()
+    assert read_buffer() == TLS_READ_BUFFER == 16 * 1024

@@ -4,7 +4,6 @@ runs' reads, reads before Events, each in arrival order."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import kubernetes.client
@@ -55,30 +54,32 @@ async def test_a_waiter_cancelled_in_the_queue_takes_no_slot() -> None:
 
 
 class HeldSender:
-    """Stands in for the HTTP exchange: the first request blocks until ``let_go``; every request
+    """Stands in for the HTTP exchange: the first request waits until ``let_go``; every request
     is recorded as (method, resource) in the order it was sent."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
-        self.first_sent = threading.Event()
-        self.let_go = threading.Event()
+        self.first_sent = asyncio.Event()
+        self.let_go = asyncio.Event()
 
-    def __call__(self, method: str, path: str, *args: Any) -> tuple[int, dict[str, str], bytes]:
+    async def __call__(
+        self, method: str, path: str, *args: Any
+    ) -> tuple[int, dict[str, str], bytes]:
         resource = path.split("/namespaces/", 1)[1].split("/")[1]
         self.sent.append((method, resource))
         if len(self.sent) == 1:
             self.first_sent.set()
-            self.let_go.wait(10)
+            await asyncio.wait_for(self.let_go.wait(), 10)
         return 201 if method == "POST" else 200, {}, b"{}"
 
 
 async def test_with_every_connection_busy_writes_go_before_reads_and_events_last() -> None:
-    kube = Kube(kubernetes.client.ApiClient(), max_workers=1, qps=0)
+    kube = Kube(kubernetes.client.ApiClient(), max_in_flight=1, qps=0)
     sender = HeldSender()
     kube._send = sender  # type: ignore[method-assign]
     try:
         busy = asyncio.ensure_future(kube.get("", "v1", "services", "shop", "first"))
-        await asyncio.get_running_loop().run_in_executor(None, sender.first_sent.wait, 10)
+        await asyncio.wait_for(sender.first_sent.wait(), 10)
         queued = [
             kube.emit_event(
                 {"apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": "shop"},
@@ -94,7 +95,7 @@ async def test_with_every_connection_busy_writes_go_before_reads_and_events_last
         sender.let_go.set()
         await asyncio.gather(busy, *tasks)
     finally:
-        kube.close()
+        await kube.close()
     assert [resource for _, resource in sender.sent] == [
         "services",  # the request already in flight
         "deployments",  # the run's write
