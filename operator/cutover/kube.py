@@ -29,6 +29,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import kubernetes.client
+import kubernetes.client.rest
 import kubernetes.config
 
 from . import metrics
@@ -250,10 +251,15 @@ def _transport_for(configuration: Any, timeout: float, connections: int) -> Http
     server_hostname = configuration.tls_server_name or (
         configuration.assert_hostname if isinstance(configuration.assert_hostname, str) else None
     )
+    proxy = configuration.proxy or None
+    if proxy and kubernetes.client.rest.should_bypass_proxies(
+        str(configuration.host), configuration.no_proxy or ""
+    ):
+        proxy = None
     return HttpTransport(
         ssl_context=context,
         server_hostname=server_hostname or None,
-        proxy=configuration.proxy or None,
+        proxy=proxy,
         proxy_headers=configuration.proxy_headers or None,
         timeout=timeout,
         connections=connections,
