@@ -81,9 +81,6 @@ class QuietWatchHandlers(logging.Filter):
 # request each. CUTOVER_WATCH_LIST_CHUNK overrides it (0: one response, as Kopf's default).
 WATCH_LIST_CHUNK = 200
 
-# At a graceful stop, how long the Events still queued may take to be sent.
-EVENTS_AT_EXIT_SECONDS = 5.0
-
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -131,9 +128,6 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         await trimmer.stop()
     await context.stop_shard()
     await context.stop_webhooks()
-    # Events the last reconciles posted get a moment to reach the API server.
-    await context.events.join(timeout=EVENTS_AT_EXIT_SECONDS)
-    await context.events.close()
     await context.close()
 
 

@@ -293,7 +293,6 @@ class Kube:
         # the connector's first-come queue.
         self._slots = UrgentSlots(max_in_flight)
         self._retries = max(retries, 0)
-        self._timeout = timeout
         self._on_request = on_request
         # (Event reason, HTTP status) of the Events already logged as rejected at WARNING.
         self._events_rejected: set[tuple[str, int | None]] = set()

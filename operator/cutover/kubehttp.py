@@ -60,10 +60,7 @@ class HttpTransport:
             )
             # The API server's errors come as JSON bodies with any status; none is raised here.
             self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                raise_for_status=False,
-                auto_decompress=True,
+                connector=connector, timeout=self._timeout, raise_for_status=False
             )
             self._loop = loop
         return self._session

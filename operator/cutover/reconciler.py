@@ -152,6 +152,8 @@ _RETRY_MAX = 60.0
 _NOT_READY_RETRY = 30.0
 # Also a safety net: the event of Kopf's finalizer PATCH wakes a new run's daemon first.
 _FINALIZER_RECHECK = 5.0
+# At a graceful stop, how long the Events still queued may take to be sent.
+_EVENTS_AT_EXIT_SECONDS = 5.0
 
 
 class WriteGate(StrEnum):
@@ -497,6 +499,10 @@ class Context:
             await self.label_sweeper.stop()
 
     async def close(self) -> None:
+        # Events the last reconciles posted get a moment to reach the API server, before the
+        # client they go through is closed.
+        await self.events.join(timeout=_EVENTS_AT_EXIT_SECONDS)
+        await self.events.close()
         if self.notify is not None:
             self.notify.close()
         self.gates.close()
