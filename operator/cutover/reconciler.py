@@ -135,8 +135,15 @@ def _no_autoscalers(_namespace: str, _deployment: str) -> Sequence[Autoscaler]:
     return ()
 
 
-# Decide/act rounds per wake-up: e.g. rollback -> confirm, or weight -> ready -> next weight.
-_ROUNDS = 4
+# Decide/act rounds per wake-up, beyond one per step: the start (green prepared), the end (blue
+# retired, then confirmed) and a spare. Weights with nothing to wait for between them (no pause,
+# no gate, green ready) move a step a round. A wake-up that stopped sooner left the rest to the
+# next one (its own status write's watch event), which retired blue a second time (reading the
+# route and blue) when the rounds had run out just after the first.
+_ROUNDS_BEYOND_STEPS = 4
+# Rounds ran out with moves not yet confirmed (a decision that does not settle): go on soon, not
+# after a safety net, without looping hot.
+_ROUNDS_RAN_OUT_RETRY = 1.0
 # Status fields that never justify a write alone: when the weight was seen in place costs one
 # write per step otherwise, and a restart that loses it only restarts green's deadline clock.
 _RIDES_ALONG = frozenset({"weightAcknowledgedAt"})
@@ -761,7 +768,7 @@ class Reconciler:
         current, written = prepared, status
         confirmed = False  # green read again before a progress-deadline rollback
         observations = observe(router_weight, mirror=router_mirror)
-        for round_ in range(_ROUNDS):
+        for round_ in range(len(spec.steps) + _ROUNDS_BEYOND_STEPS):
             # Each round after the first follows writes that took time: a pause or deadline
             # started now must not start at the wake-up's instant (it would end early).
             decision = decide(spec, current, observations, now if round_ == 0 else self.ctx.clock())
@@ -801,6 +808,10 @@ class Reconciler:
             # Readings and the request are consumed: the next round only confirms the writes.
             readings = {}
             observations = observe(weight, tuple(moves))
+        else:
+            outcome = await self._record(body, status, written, decisions)
+            log.warning("rounds ran out", extra=self._log({"rounds": len(decisions)}))
+            return replace(outcome, requeue_after=_ROUNDS_RAN_OUT_RETRY)
         return await self._record(body, status, written, decisions)
 
     async def _record_invalid(

@@ -465,3 +465,73 @@ def test_a_body_behind_the_last_status_write_repeats_no_step_and_one_that_caught
     caught_up = asyncio.run(reconciler.reconcile(current, kube.index()))
     assert caught_up.status.phase.value == "Paused"
     assert reconciler._written is None  # the copy the sleep would have held
+
+
+class RecordingWeightRouter:
+    """A weight router (its own object holds the weight: Gateway API's, Istio's, NGINX's
+    shape), answering from memory and recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.weight = 0
+        self.calls: list[tuple[str, int | None]] = []
+
+    async def preflight(self, target: Target) -> list[str]:
+        return []
+
+    async def prepare(self, target: Target, total_replicas: int) -> None:
+        self.calls.append(("prepare", total_replicas))
+
+    async def set_weight(self, target: Target, weight: int, total_replicas: int) -> None:
+        self.calls.append(("set_weight", weight))
+        self.weight = weight
+
+    async def get_weight(self, target: Target) -> int | None:
+        self.calls.append(("get_weight", None))
+        return self.weight
+
+    async def set_mirror(self, target: Target, percent: int) -> None:
+        self.calls.append(("set_mirror", percent))
+
+    async def get_mirror(self, target: Target) -> int | None:
+        return None
+
+    async def restore(self, target: Target, total_replicas: int, scale_down_green: bool) -> None:
+        self.calls.append(("restore", total_replicas))
+        self.weight = 0
+
+    async def hold_blue(self, target: Target, total_replicas: int) -> None:
+        self.calls.append(("hold_blue", total_replicas))
+
+    async def retire_blue(self, target: Target) -> None:
+        self.calls.append(("retire_blue", None))
+
+
+def test_weights_with_nothing_between_them_go_through_in_one_wake_up(kube: FakeKube) -> None:
+    """Weights with no pause or gate between them, green ready: each round of one wake-up
+    writes a weight's intent and the weight, up to the end. A wake-up that stopped after a
+    fixed number of rounds left the rest of the run to the next one; when it stopped just
+    after retiring blue, that one wrote one more status and retired blue again (reading the
+    route and blue)."""
+    weights = [20, 40, 60, 80, 100]
+    kube.objects[("deployments", "green")]["spec"]["replicas"] = 4
+    kube.settle()
+    body = kube.add_migration("m", [{"setWeight": w} for w in weights])
+    body["spec"]["blue"]["service"] = "blue"
+    body["spec"]["green"]["service"] = "green"
+    body["spec"]["traffic"] = {"router": "gatewayapi", "gatewayAPI": {"httpRoute": "m"}}
+    ctx = context(kube)
+    router = RecordingWeightRouter()
+    ctx.routers["gatewayapi"] = router
+    reconciler = Reconciler(ctx, NS, "m", "uid-m")
+
+    outcome = asyncio.run(reconciler.reconcile(copy.deepcopy(body), kube.index()))
+
+    assert outcome.status.phase.value == "Succeeded", outcome.status.message
+    assert router.calls == [
+        ("prepare", 4),
+        *(("set_weight", w) for w in weights),
+        ("retire_blue", None),
+    ]
+    # The run's start, one intent per weight, Succeeded.
+    assert kube.count("patch", "migrations/status") == 1 + len(weights) + 1
+    assert kube.count("get") == 0
