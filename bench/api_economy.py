@@ -4,7 +4,7 @@ Real operator (``kopf run``, the chart's RBAC) on a real control plane; the kube
 audit log, filtered to the operator's ServiceAccount (every verb, reads and watches included,
 with bodies and timestamps), is the source of truth. Phases:
 
-1. steps: ``--migrations`` Migrations 10 % -> 50 % -> 100 % (replicas router, no gates); writes
+1. steps: ``--migrations`` Migrations 10 % -> 50 % -> 100 % (no gates); writes
    and reads per weight step, split by resource (status, Deployments, Events, annotations); then
    as many through 4 weights: the difference is the cost of one more weight step alone;
 2. rollback: ``--rollbacks`` Migrations held at 50 % by an indefinite pause, then each is sent
@@ -16,6 +16,10 @@ with bodies and timestamps), is the source of truth. Phases:
 4. rate limiter: a fresh operator with ``CUTOVER_API_QPS=--limit-qps`` and
    ``CUTOVER_API_BURST=--limit-burst`` gets ``--burst-migrations`` new Migrations at once; the
    counts, sampled every 0.1 s, give the request rate after the burst allowance is spent.
+
+``--router replicas`` (the default): blue has 4 pods, each weight a replica split;
+``--router gatewayapi``: each pair has its own HTTPRoute and two Services (Gateway API's real
+CRD installed), and the weights are route writes.
 
     .venv/bin/python bench/api_economy.py --migrations 50 --rollbacks 20 --idle-seconds 60
     .venv/bin/python bench/api_economy.py --smoke
@@ -31,6 +35,7 @@ from _common import (
     READS_PER_STEP_BUDGET,
     READS_PER_STEP_GOAL,
     REPLICAS_WRITES_PER_STEP_GOAL,
+    WEIGHT_ROUTER_WRITES_PER_STEP_GOAL,
     WRITE_VERBS,
     WRITES_PER_ROLLBACK_GOAL,
     WRITES_PER_STEP_BUDGET,
@@ -38,6 +43,7 @@ from _common import (
     bench_parser,
     delta,
     flat,
+    gateway_api,
     migration,
     save,
     status_of,
@@ -47,6 +53,7 @@ from _common import (
 
 from tests.support.json_server import Answer, json_server
 
+ROUTERS = ("replicas", "gatewayapi")
 TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
 SHORT = (10, 50, 100)
 # Each weight a split of its own with blue's 4 pods (10 % and 20 % would both be one green pod:
@@ -54,10 +61,18 @@ SHORT = (10, 50, 100)
 LONG = (25, 50, 75, 100)
 
 
-def pair(bench: Bench, names: list[str], blue: int = 4) -> None:
+def pair(bench: Bench, names: list[str], router: str, blue: int = 4) -> None:
     bench.create_deployments(
         [(f"{n}-blue", blue) for n in names] + [(f"{n}-green", 0) for n in names]
     )
+    if router == "gatewayapi":
+        bench.create_routes(names)
+
+
+def body(router: str, name: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    """The Migration of ``name``'s pair (:func:`pair`), through ``router``."""
+    made = migration(name, f"{name}-blue", f"{name}-green", steps, **spec)
+    return gateway_api(made) if router == "gatewayapi" else made
 
 
 def wait_phases(bench: Bench, names: list[str], phases: set[str], timeout: float) -> None:
@@ -68,11 +83,11 @@ def wait_phases(bench: Bench, names: list[str], phases: set[str], timeout: float
     wait_until(done, timeout, interval=0.5)
 
 
-def start_paused(bench: Bench, names: list[str], first_weight: int) -> None:
+def start_paused(bench: Bench, names: list[str], first_weight: int, router: str) -> None:
     """Blue/green pairs and a Migration each that pauses (indefinitely) after ``first_weight``."""
-    pair(bench, names)
+    pair(bench, names, router)
     steps = [{"setWeight": first_weight}, {"pause": {}}, {"setWeight": 100}]
-    bench.create_migrations([migration(n, f"{n}-blue", f"{n}-green", steps) for n in names])
+    bench.create_migrations([body(router, n, steps) for n in names])
     wait_phases(bench, names, {"Paused"}, 60 + len(names))
 
 
@@ -103,20 +118,15 @@ def per(counts: dict[tuple[str, str], int], n: int) -> dict[str, float]:
 
 
 def run_steps(
-    bench: Bench, names: list[str], weights: tuple[int, ...]
+    bench: Bench, names: list[str], weights: tuple[int, ...], router: str
 ) -> tuple[dict[tuple[str, str], int], int]:
     """Runs ``names`` through ``weights`` (no gates, no pauses) to Succeeded: the operator's
     requests meanwhile, and how many of its status writes there were."""
-    pair(bench, names)
+    pair(bench, names, router)
     time.sleep(1)
     before = bench.counters()
     tail = bench.tail()
-    bench.create_migrations(
-        [
-            migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": w} for w in weights])
-            for n in names
-        ]
-    )
+    bench.create_migrations([body(router, n, [{"setWeight": w} for w in weights]) for n in names])
     wait_phases(bench, names, {"Succeeded"}, 60 + 5 * len(names))
     time.sleep(1)
     after = bench.counters()
@@ -124,12 +134,12 @@ def run_steps(
     return delta(after, before), sum(1 for e in tail.entries if status_of(e) is not None)
 
 
-def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
+def steps_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
     """Whole runs of 3 weight steps, then runs of 4: the difference is what one more weight
     step costs, without each run's start and finish (Kopf's finalizer, Started/Succeeded,
     the final status, retiring blue)."""
-    counts, status_writes = run_steps(bench, [f"s{i}" for i in range(size)], SHORT)
-    longer, _ = run_steps(bench, [f"l{i}" for i in range(size)], LONG)
+    counts, status_writes = run_steps(bench, [f"s{i}" for i in range(size)], SHORT, router)
+    longer, _ = run_steps(bench, [f"l{i}" for i in range(size)], LONG, router)
     steps = len(SHORT) * size
     added = (len(LONG) - len(SHORT)) * size
     # Watches are re-established on their own clock, not by a step: left out of the difference.
@@ -155,7 +165,9 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
             "reads": READS_PER_STEP_BUDGET,
         },
         "goal_per_added_step": {
-            "writes": REPLICAS_WRITES_PER_STEP_GOAL,
+            "writes": REPLICAS_WRITES_PER_STEP_GOAL
+            if router == "replicas"
+            else WEIGHT_ROUTER_WRITES_PER_STEP_GOAL,
             "reads": READS_PER_STEP_GOAL,
         },
         "note": "per step: each run's start and finish (status, events, annotations) spread over"
@@ -164,9 +176,9 @@ def steps_phase(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
+def rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
     names = [f"r{i}" for i in range(size)]
-    start_paused(bench, names, 50)
+    start_paused(bench, names, 50, router)
     time.sleep(1.5)
     before = bench.counters()
     for i, name in enumerate(names):
@@ -184,7 +196,7 @@ def rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def gate_rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
+def gate_rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
     """Migrations held at 50 % by a long pause while a web gate (a local JSON server) passes;
     then the server answers a failing value and each rolls back on its next check."""
     names = [f"g{i}" for i in range(size)]
@@ -197,11 +209,9 @@ def gate_rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
             "web": {"url": server.url + "/health", "jsonPath": "$.errorRate"},
             "threshold": {"max": 0.05},
         }
-        pair(bench, names)
+        pair(bench, names, router)
         steps = [{"setWeight": 50}, {"pause": {"duration": "1h"}}, {"setWeight": 100}]
-        bench.create_migrations(
-            [migration(n, f"{n}-blue", f"{n}-green", steps, gates=[gate]) for n in names]
-        )
+        bench.create_migrations([body(router, n, steps, gates=[gate]) for n in names])
 
         def checked() -> bool:
             found = {m["metadata"]["name"]: m.get("status") or {} for m in bench.migrations()}
@@ -230,9 +240,9 @@ def gate_rollback_phase(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def idle_phase(bench: Bench, paused: int, seconds: float) -> dict[str, Any]:
+def idle_phase(bench: Bench, paused: int, seconds: float, router: str) -> dict[str, Any]:
     names = [f"p{i}" for i in range(paused)]
-    start_paused(bench, names, 10)
+    start_paused(bench, names, 10, router)
     # The last writes settle, Kopf's included: it touches a Migration (an annotation PATCH) 10 s
     # after its daemon was told to stop (``cancellation_backoff`` in handlers.py), which belongs
     # to the end of a run that just ended, not to idling. A faster operator ended the previous
@@ -255,9 +265,9 @@ def idle_phase(bench: Bench, paused: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, Any]:
+def limiter_phase(bench: Bench, qps: float, burst: int, size: int, router: str) -> dict[str, Any]:
     names = [f"q{i}" for i in range(size)]
-    pair(bench, names)
+    pair(bench, names, router)
     bench.start_operator(qps, burst)  # stops the one running
     time.sleep(3)  # the restart's own reconciles (Paused ones re-read the router) are done
     samples: list[tuple[float, int]] = []
@@ -269,7 +279,7 @@ def limiter_phase(bench: Bench, qps: float, burst: int, size: int) -> dict[str, 
     base = operator_requests()
     tail = bench.tail()
     bench.create_migrations(
-        [migration(n, f"{n}-blue", f"{n}-green", [{"setWeight": 100}]) for n in names],
+        [body(router, n, [{"setWeight": 100}]) for n in names],
         workers=16,
     )
     start = time.monotonic()
@@ -353,32 +363,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-qps", type=float, default=5, help="phase 4 QPS (5)")
     parser.add_argument("--limit-burst", type=int, default=10, help="phase 4 burst (10)")
     parser.add_argument("--burst-migrations", type=int, default=20, help="phase 4 size (20)")
+    parser.add_argument(
+        "--router",
+        choices=ROUTERS,
+        default="replicas",
+        help="replicas (the default) or gatewayapi: each pair's own HTTPRoute and Services",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.migrations, args.rollbacks, args.paused = 2, 2, 2
         args.idle_seconds, args.burst_migrations = 5, 4
-    with Bench(args.cluster_dir) as bench:
+    routed = args.router != "replicas"
+    with Bench(
+        args.cluster_dir,
+        chart_values={"routers": {args.router: {"enabled": True}}} if routed else None,
+        third_party_crds=routed,
+    ) as bench:
         bench.start_operator(args.qps, args.burst)
-        steps = steps_phase(bench, args.migrations)
+        steps = steps_phase(bench, args.migrations, args.router)
         show_rates(
             "steps", "step", steps, f", status writes/step {steps['status_writes_per_step']:.2f}"
         )
         added = steps["added_steps"]
         show_rates("per added step", "added_step", added, "")
-        rollback = rollback_phase(bench, args.rollbacks)
+        rollback = rollback_phase(bench, args.rollbacks, args.router)
         show_rates("rollback", "rollback", rollback, f", phases {rollback['final_phases']}")
-        gate_rollback = gate_rollback_phase(bench, args.rollbacks)
+        gate_rollback = gate_rollback_phase(bench, args.rollbacks, args.router)
         show_rates(
             "gate rollback", "rollback", gate_rollback, f", phases {gate_rollback['final_phases']}"
         )
-        idle = idle_phase(bench, args.paused, args.idle_seconds)
+        idle = idle_phase(bench, args.paused, args.idle_seconds, args.router)
         print(
             f"idle: {idle['requests_per_second']:.3f} requests/s over {idle['seconds']:.0f}s"
             f" with {idle['phases']}; requests {idle['requests']}; watches"
             f" {idle['watch_requests']}",
             flush=True,
         )
-        limiter = limiter_phase(bench, args.limit_qps, args.limit_burst, args.burst_migrations)
+        limiter = limiter_phase(
+            bench, args.limit_qps, args.limit_burst, args.burst_migrations, args.router
+        )
         sustained = limiter["sustained_rate_after_burst"]
         print(
             f"limiter: qps {limiter['qps']} burst {limiter['burst']}:"

@@ -45,7 +45,7 @@ from _common import (
     delta,
     describe,
     flat,
-    http_route,
+    gateway_api,
     mib,
     migration,
     ms,
@@ -53,7 +53,6 @@ from _common import (
     replicas_written,
     route_weight_written,
     save,
-    service,
     status_of,
     total,
 )
@@ -130,12 +129,7 @@ def one_run(
             [(f"{n}-blue", blue_replicas) for n in names] + [(f"{n}-green", 0) for n in names]
         )
         if routed:
-            bench.create_services(
-                [service(f"{n}-{side}") for n in names for side in ("blue", "green")]
-            )
-            bench.create_custom_objects(
-                "httproutes", [http_route(n, f"{n}-blue", f"{n}-green") for n in names]
-            )
+            bench.create_routes(names)
         settled_in = bench.wait_available(timeout=600 + size * blue_replicas * 0.2)
         print(f"{size * blue_replicas} blue pods available after {settled_in:.1f}s", flush=True)
         operator = bench.start_operator(qps, burst, admission=admission)
@@ -196,12 +190,7 @@ def bench_migration(
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {"progressDeadline": progress_deadline} if progress_deadline else {}
     body = migration(name, f"{name}-blue", f"{name}-green", steps(pause), **extra)
-    if router == "gatewayapi":
-        spec = body["spec"]
-        for side in ("blue", "green"):
-            spec[side]["service"] = f"{name}-{side}"
-        spec["traffic"] = {"router": router, "gatewayAPI": {"httpRoute": name, "rule": "main"}}
-    return body
+    return gateway_api(body) if router == "gatewayapi" else body
 
 
 def _owner(entry: dict[str, Any]) -> str | None:
