@@ -114,6 +114,7 @@ bench: install
 	$(BIN)/python bench/first_step.py --migrations 20
 	$(BIN)/python bench/concurrency.py --migrations 100 --qps $(BENCH_QPS) --burst $(BENCH_BURST)
 	$(BIN)/python bench/api_economy.py --migrations 20 --rollbacks 10 --idle-seconds 30
+	$(BIN)/python bench/api_economy.py --migrations 20 --rollbacks 10 --idle-seconds 30 --router gatewayapi
 	$(BIN)/python bench/memory.py --migrations 200 --idle-seconds 30 --soak-seconds 60
 	$(BIN)/python bench/write_cost.py --writes 300 --rounds 5
 	@if [ -x /usr/bin/prometheus ] || command -v prometheus >/dev/null 2>&1; then \
