@@ -106,6 +106,12 @@ def timeline(cluster: ControlPlane, namespace: str) -> list[str]:
     return out
 
 
+def jobs(cluster: ControlPlane, namespace: str) -> dict[str, str]:
+    """The namespace's Jobs now: name -> uid."""
+    listed = json.loads(cluster.kubectl("get", "-n", namespace, "jobs", "-o", "json").stdout)
+    return {j["metadata"]["name"]: j["metadata"]["uid"] for j in listed["items"]}
+
+
 def jobs_created(cluster: ControlPlane, namespace: str) -> list[str]:
     return [
         e["body"]["metadata"]["name"]
@@ -195,13 +201,17 @@ def test_a_restart_between_job_creation_and_completion_creates_no_second_job(
 ) -> None:
     start(preShift=[hook("expand", None)])
     name = wait_for(lambda: (jobs_created(cluster, namespace) or [None])[0], timeout=30)
+    created = wait_for(lambda: jobs(cluster, namespace).get(name), timeout=30)
     operator.kill()
     operator.start()
     time.sleep(3)  # the restarted operator has seen the Job running
     decide_job(cluster, namespace, name, "succeed")
     obj = wait_phase(cluster, namespace, "orders", "Succeeded", "RolledBack", "Failed", timeout=60)
     assert obj["status"]["phase"] == "Succeeded"
-    assert jobs_created(cluster, namespace) == [name]
+    # The same Job, never replaced, and no other. (Counting POSTs in the audit log cannot say
+    # this: a create the SIGKILL cut off mid-request is audited as 504 and must count as taking
+    # effect, even when the API server was refusing it because the Job existed.)
+    assert jobs(cluster, namespace) == {name: created}
 
 
 def test_after_an_irreversible_hook_a_breach_pauses_and_does_not_roll_back(
