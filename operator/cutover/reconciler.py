@@ -739,6 +739,8 @@ class Reconciler:
         observed_jobs = jobs(self.namespace, self.name) if jobs else {}
         job_states = await with_log_tails(self.ctx.kube, self.namespace, observed_jobs, running)
 
+        jobs_created: set[str] = set()
+
         def observe(
             weight: int | None, acted: tuple[Action, ...] = (), mirror: int | None = None
         ) -> Observations:
@@ -756,6 +758,7 @@ class Reconciler:
                 template_problems=template_problems,
                 acted=acted,
                 jobs=job_states,
+                jobs_created=frozenset(jobs_created),
                 migration=self.name,
                 step_write=self._step_write,
             )
@@ -807,6 +810,7 @@ class Reconciler:
                 return await self._action_failed(body, status, written, decisions, error)
             # Readings and the request are consumed: the next round only confirms the writes.
             readings = {}
+            jobs_created.update(m.job for m in moves if isinstance(m, RunHook))
             observations = observe(weight, tuple(moves))
         else:
             outcome = await self._record(body, status, written, decisions)

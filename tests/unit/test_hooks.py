@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from cutover.api import TERMINAL_PHASES, ConditionType, HookState, Phase
 from cutover.core.gates import Reading
-from cutover.core.machine import RequestVerb, RestoreBlue, SetWeight, StopJob, job_name
+from cutover.core.machine import (
+    RequestVerb,
+    RestoreBlue,
+    RunHook,
+    SetWeight,
+    StopJob,
+    decide,
+    job_name,
+)
 
 from .sim import Sim
 from .specs import gate, spec
@@ -136,3 +145,26 @@ def test_job_names_are_deterministic_and_valid_dns_labels() -> None:
     assert name == job_name("a" * 60, "12-3", "reconcile-data", 4, 2)
     assert len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()
     assert job_name("orders", "1-1", "expand", None, 1) == "orders-1-1-expand"
+
+
+def test_a_job_created_earlier_in_the_wake_up_is_not_created_again_before_the_watch_shows_it() -> (
+    None
+):
+    """The rounds of one wake-up follow each other before the Job's watch event comes: the
+    round after a Job's creation must not create it again (refused, as it exists, and each
+    refusal cost a round, up to every round of the wake-up). A later wake-up that still does
+    not see it creates it again, in case someone deleted it."""
+    sim = Sim(hooked())
+    observed = sim.observe()
+    first = decide(sim.spec, sim.status, observed, sim.now)
+    created = [a for a in first.actions if isinstance(a, RunHook)]
+    assert [a.hook for a in created] == ["expand"]
+
+    # Even after a round that did something else: the wake-up remembers what it created.
+    after = replace(sim.observe(), jobs_created=frozenset(a.job for a in created))
+    next_round = decide(sim.spec, first.status, after, sim.now)
+    assert not [a for a in next_round.actions if isinstance(a, RunHook)]
+    assert next_round.status.hooks[0].state is HookState.running
+
+    later = decide(sim.spec, next_round.status, observed, sim.now + timedelta(seconds=5))
+    assert [a.job for a in later.actions if isinstance(a, RunHook)] == [created[0].job]

@@ -93,10 +93,15 @@ class HookRunner(RunState):
                 f" {hook.retries + 1}) failed: {run.message}",
             )
             return True
-        if job is None:
+        if job is None and not self._created_in_this_wake_up(run.job):
             # Not seen yet (or deleted by someone): creating it again is a no-op if it exists.
             self.actions.append(self._run_action(hook, run))
         return False
+
+    def _created_in_this_wake_up(self, job: str) -> bool:
+        """Created by a round before this one: the watch has not shown it yet, and asking
+        again would be refused (it exists) and would take every round of the wake-up."""
+        return job in self.obs.jobs_created
 
     def _start_hook(self, hook: Hook, stage: HookStage, step: int | None, attempt: int) -> None:
         assert self.s.run_id is not None

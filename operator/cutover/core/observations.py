@@ -93,6 +93,8 @@ class Observations:
     # Actions of the previous decision that the router acknowledged in this same wake-up.
     acted: tuple[Action, ...] = ()
     jobs: Mapping[str, JobState] = field(default_factory=dict)  # hook Jobs by name
+    # Hook Jobs created by this wake-up's earlier rounds, which the watch may not show yet.
+    jobs_created: frozenset[str] = frozenset()
     migration: str = "migration"  # the Migration's name, for hook Job names
     # This process's write that started the current step; None after a restart (a pause then
     # counts from stepStartedAt, the decision, at most that write's latency earlier).
