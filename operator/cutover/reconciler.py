@@ -739,8 +739,6 @@ class Reconciler:
         observed_jobs = jobs(self.namespace, self.name) if jobs else {}
         job_states = await with_log_tails(self.ctx.kube, self.namespace, observed_jobs, running)
 
-        jobs_created: set[str] = set()
-
         def observe(
             weight: int | None, acted: tuple[Action, ...] = (), mirror: int | None = None
         ) -> Observations:
@@ -758,7 +756,10 @@ class Reconciler:
                 template_problems=template_problems,
                 acted=acted,
                 jobs=job_states,
-                jobs_created=frozenset(jobs_created),
+                # Every decision so far was carried out: one that failed ended the wake-up.
+                jobs_created=frozenset(
+                    a.job for d in decisions for a in d.actions if isinstance(a, RunHook)
+                ),
                 migration=self.name,
                 step_write=self._step_write,
             )
@@ -810,7 +811,6 @@ class Reconciler:
                 return await self._action_failed(body, status, written, decisions, error)
             # Readings and the request are consumed: the next round only confirms the writes.
             readings = {}
-            jobs_created.update(m.job for m in moves if isinstance(m, RunHook))
             observations = observe(weight, tuple(moves))
         else:
             outcome = await self._record(body, status, written, decisions)

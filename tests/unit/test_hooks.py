@@ -160,7 +160,8 @@ def test_a_job_created_earlier_in_the_wake_up_is_not_created_again_before_the_wa
     created = [a for a in first.actions if isinstance(a, RunHook)]
     assert [a.hook for a in created] == ["expand"]
 
-    # Even after a round that did something else: the wake-up remembers what it created.
+    # Nothing in ``acted`` (the round before may have done something else): what the wake-up
+    # created is enough.
     after = replace(sim.observe(), jobs_created=frozenset(a.job for a in created))
     next_round = decide(sim.spec, first.status, after, sim.now)
     assert not [a for a in next_round.actions if isinstance(a, RunHook)]
