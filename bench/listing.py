@@ -16,8 +16,8 @@ from typing import Any
 
 from _common import Bench, add_admission_option, bench_parser, rss_then_later, save
 
-from cutover.handlers import WATCH_LIST_CHUNK
 from cutover.heap import TRIM_INTERVAL
+from cutover.kopfsettings import WATCH_LIST_CHUNK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,13 @@ wakes them.
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
 
-from cutover import api, metrics
+from cutover import api, kopfsettings, metrics
 from cutover.heap import HeapTrimmer, shrink_tls_read_buffers, tune_collector
 from cutover.reconciler import (
     MUTATE_ID,
@@ -75,38 +74,6 @@ class QuietWatchHandlers(logging.Filter):
         return record.getMessage() not in self._lines
 
 
-# Objects per page of a watch's initial listing. Kopf's default lists a kind in one response:
-# started among 2,000 Deployments, the operator's RSS stayed 9 MiB higher than with pages of
-# 200 (117 -> 108 MiB; a process's RSS stays near the highest it reached, and the whole list,
-# its text and its parsed objects, was alive at once; bench/listing.py). Pages cost one LIST
-# request each. CUTOVER_WATCH_LIST_CHUNK overrides it (0: one response, as Kopf's default).
-WATCH_LIST_CHUNK = 200
-# How long Kopf keeps an object's worker (a task, its queue and the object's latest event) after
-# its last event; Kopf's default is 5 s. While 1,000 runs moved 8,000 pods, up to 1,093 of them
-# were alive at once, mostly for Deployments the controllers were still updating, and the
-# operator's RSS rose with each such burst and stayed there (the allocator keeps the pages a
-# burst took). An object with another event after this gets a new worker.
-# CUTOVER_WORKER_IDLE_SECONDS overrides it.
-WORKER_IDLE_SECONDS = 0.5
-
-
-def worker_idle_seconds(environ: Mapping[str, str]) -> float:
-    """Kopf's ``settings.queueing.idle_timeout``: ``WORKER_IDLE_SECONDS`` unless
-    CUTOVER_WORKER_IDLE_SECONDS says otherwise."""
-    value = environ.get("CUTOVER_WORKER_IDLE_SECONDS", "").strip()
-    if not value:
-        return WORKER_IDLE_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not seconds > 0 or math.isinf(seconds):
-        raise ConfigurationError(
-            f"CUTOVER_WORKER_IDLE_SECONDS must be a number of seconds > 0, not {value!r}"
-        )
-    return seconds
-
-
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     shrink_tls_read_buffers()
@@ -116,12 +83,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = api.FINALIZER
     settings.posting.enabled = False  # our own Events, one per phase change, not per log line
-    settings.watching.server_timeout = int(os.environ.get("CUTOVER_WATCH_TIMEOUT") or 300)
-    page = os.environ.get("CUTOVER_WATCH_LIST_CHUNK")
-    settings.watching.chunk_size = int(page) if page else WATCH_LIST_CHUNK
     logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers(_WATCH_HANDLERS))
     try:
-        settings.queueing.idle_timeout = worker_idle_seconds(os.environ)
+        kopfsettings.apply_environment(settings, os.environ)
         shard = configure_scaleout(settings, os.environ)
     except ConfigurationError as error:
         raise kopf.PermanentError(str(error)) from None
@@ -221,8 +185,9 @@ async def poke(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_
 
 def shed_managed_fields(body: kopf.Body) -> None:
     """Kopf keeps a Migration's latest body for as long as its daemon runs, and any object's
-    latest event while that object's worker waits for the next (``WORKER_IDLE_SECONDS``; Kopf's
-    default of 5 s kept hundreds of Deployments' at once while 1,000 runs stepped). Their
+    latest event while that object's worker waits for the next
+    (``kopfsettings.WORKER_IDLE_SECONDS``; Kopf's default of 5 s kept hundreds of Deployments'
+    at once while 1,000 runs stepped). Their
     managedFields are about half of such a body in memory (~21 of a Migration's 41 KiB), and
     nothing in this operator reads them.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cutover.handlers import WATCH_LIST_CHUNK
+from cutover.kopfsettings import WATCH_LIST_CHUNK
 from devtools.controlplane import ControlPlane
 from tests.support.controlplane import epoch
 from tests.support.manifests import migration_body
