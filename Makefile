@@ -18,6 +18,8 @@ lint: install
 	$(BIN)/ruff format --check operator tests bench devtools
 	$(BIN)/mypy operator/cutover
 	PYTHONPATH=. $(BIN)/mypy devtools
+	# bench/ scripts import each other as top-level modules (bench/_common) and the tests' helpers.
+	MYPYPATH=bench:. $(BIN)/mypy --explicit-package-bases bench
 	$(BIN)/lint-imports
 
 # The integration suites run on a real control plane (devtools/controlplane): built from Go

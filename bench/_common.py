@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
@@ -559,7 +559,9 @@ class Bench:
                 self.plane, self.namespace, self.workdir, values=self.chart_values
             )
             self.audit = OperatorRequests(self.plane, self.user_prefix)
-            self.api = config.new_client_from_config(config_file=self.plane.kubeconfig)
+            self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=self.plane.kubeconfig
+            )
             self.apps = client.AppsV1Api(self.api)
             self.custom = client.CustomObjectsApi(self.api)
         except BaseException:
@@ -635,6 +637,7 @@ class Bench:
             self.operator.stop()
         log_path = self.workdir / f"operator-{self.namespace}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0  # a previous start's lines
+        assert self.kubeconfig is not None, "the Bench is entered before an operator starts"
         self.operator = OperatorProcess(
             self.kubeconfig,
             self.namespace,
@@ -675,7 +678,11 @@ class Bench:
 
     def create_deployments(self, specs: Iterable[tuple[str, int]], workers: int = 8) -> None:
         def one(spec: tuple[str, int]) -> None:
-            self.apps.create_namespaced_deployment(self.namespace, deployment(*spec))
+            # The client sends a dict as the body as it is; its stubs name only the model class.
+            self.apps.create_namespaced_deployment(
+                self.namespace,
+                deployment(*spec),  # type: ignore[arg-type]
+            )
 
         parallel(one, list(specs), workers)
 
@@ -700,7 +707,7 @@ class Bench:
         core = client.CoreV1Api(self.api)
 
         def one(body: dict[str, Any]) -> None:
-            core.create_namespaced_service(self.namespace, body)
+            core.create_namespaced_service(self.namespace, body)  # type: ignore[arg-type]
 
         parallel(one, bodies, workers)
 
@@ -748,7 +755,10 @@ class Bench:
         )
 
     def migrations(self) -> list[dict[str, Any]]:
-        result = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        result = cast(
+            dict[str, Any],
+            self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL),
+        )
         return list(result.get("items") or [])
 
     def phases(self) -> dict[str, str]:
@@ -758,7 +768,10 @@ class Bench:
         }
 
     def status(self, name: str) -> dict[str, Any]:
-        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        obj = cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name),
+        )
         return dict(obj.get("status") or {})
 
     def apply(self, manifest: str) -> None:

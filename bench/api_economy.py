@@ -86,7 +86,7 @@ def wait_phases(bench: Bench, names: list[str], phases: set[str], timeout: float
 def start_paused(bench: Bench, names: list[str], first_weight: int, router: str) -> None:
     """Blue/green pairs and a Migration each that pauses (indefinitely) after ``first_weight``."""
     pair(bench, names, router)
-    steps = [{"setWeight": first_weight}, {"pause": {}}, {"setWeight": 100}]
+    steps: list[dict[str, Any]] = [{"setWeight": first_weight}, {"pause": {}}, {"setWeight": 100}]
     bench.create_migrations([body(router, n, steps) for n in names])
     wait_phases(bench, names, {"Paused"}, 60 + len(names))
 
@@ -210,7 +210,11 @@ def gate_rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
             "threshold": {"max": 0.05},
         }
         pair(bench, names, router)
-        steps = [{"setWeight": 50}, {"pause": {"duration": "1h"}}, {"setWeight": 100}]
+        steps: list[dict[str, Any]] = [
+            {"setWeight": 50},
+            {"pause": {"duration": "1h"}},
+            {"setWeight": 100},
+        ]
         bench.create_migrations([body(router, n, steps, gates=[gate]) for n in names])
 
         def checked() -> bool:

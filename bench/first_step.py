@@ -40,7 +40,12 @@ from _common import (
     total,
 )
 
-STEPS = [{"setWeight": 25}, {"pause": {"duration": "1s"}}, {"setWeight": 50}, {"setWeight": 100}]
+STEPS: list[dict[str, Any]] = [
+    {"setWeight": 25},
+    {"pause": {"duration": "1s"}},
+    {"setWeight": 50},
+    {"setWeight": 100},
+]
 WEIGHT_STEPS = 3  # 25, 50, 100
 
 

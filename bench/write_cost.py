@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psutil
 from _common import (
@@ -119,12 +119,13 @@ class Writers:
 
     def replicas(self, i: int) -> None:
         name = f"{NAME}-spare"
-        generation = self.apps.read_namespaced_deployment(name, self.bench.namespace).metadata
+        metadata = self.apps.read_namespaced_deployment(name, self.bench.namespace).metadata
+        assert metadata is not None
         self.apps.patch_namespaced_deployment(
             name,
             self.bench.namespace,
             [
-                {"op": "test", "path": "/metadata/generation", "value": generation.generation},
+                {"op": "test", "path": "/metadata/generation", "value": metadata.generation},
                 {"op": "replace", "path": "/spec/replicas", "value": i % 2},
             ],
             _content_type=JSON_PATCH,
@@ -158,8 +159,9 @@ class Writers:
         self._route()
 
     def _route(self) -> dict[str, Any]:
-        route: dict[str, Any] = self.bench.custom.get_namespaced_custom_object(*self.routes, NAME)
-        return route
+        return cast(
+            dict[str, Any], self.bench.custom.get_namespaced_custom_object(*self.routes, NAME)
+        )
 
 
 # Reads a kind needs before its write (the route's and the Deployment's current state), sent
@@ -198,8 +200,11 @@ def captured_status(bench: Bench, qps: float, burst: int) -> dict[str, Any]:
     bench.create_migrations([bench_migration(NAME, "1h", router="gatewayapi")])
 
     def paused() -> dict[str, Any] | None:
-        body = bench.custom.get_namespaced_custom_object(
-            GROUP, VERSION, bench.namespace, PLURAL, NAME
+        body = cast(
+            dict[str, Any],
+            bench.custom.get_namespaced_custom_object(
+                GROUP, VERSION, bench.namespace, PLURAL, NAME
+            ),
         )
         status = body.get("status") or {}
         in_pause = status.get("weight") == 10 and status.get("currentStepIndex") == 1
