@@ -10,7 +10,8 @@ with bodies and timestamps), is the source of truth. Phases:
 2. rollback: ``--rollbacks`` Migrations held at 50 % by an indefinite pause, then each is sent
    ``cutover.io/request: abort:<id>``; operator writes per rollback until ``RolledBack``; then
    as many held at 50 % by a long pause with a passing web gate (a local JSON server) that
-   starts failing: writes per gate-triggered rollback;
+   starts failing: writes per gate-triggered rollback, and those beyond the failing check's own
+   status write (what a passing check writes, measured over 15 s of passing checks before);
 3. idle: every Migration terminal or paused indefinitely; requests per second over
    ``--idle-seconds`` (watch re-establishments listed apart);
 4. rate limiter: a fresh operator with ``CUTOVER_API_QPS=--limit-qps`` and
@@ -196,6 +197,10 @@ def rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
     }
 
 
+# Long enough for 3 checks of each Migration at the gate's 5 s interval.
+PASSING_WINDOW = 15.0
+
+
 def gate_rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
     """Migrations held at 50 % by a long pause while a web gate (a local JSON server) passes;
     then the server answers a failing value and each rolls back on its next check."""
@@ -226,6 +231,12 @@ def gate_rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
             )
 
         wait_until(checked, 60 + size, interval=0.5)
+        # What a check costs when it passes, so that the rollback's own writes can be told
+        # from the failing check's: every check records its verdict in the status.
+        passing_before, checks_before = bench.counters(), len(server.received)
+        time.sleep(PASSING_WINDOW)
+        passing = delta(bench.counters(), passing_before)
+        checks = len(server.received) - checks_before
         before = bench.counters()
         server.answer("/health", Answer({"errorRate": 1.0}))
         wait_phases(bench, names, TERMINAL, 60 + size)
@@ -233,14 +244,22 @@ def gate_rollback_phase(bench: Bench, size: int, router: str) -> dict[str, Any]:
         after = bench.counters()
     counts = delta(after, before)
     phases = bench.phases()
+    per_check = rates(passing, max(checks, 1), "passing_check")
+    result = rates(counts, size, "rollback")
     return {
         "migrations": size,
         "final_phases": sorted({phases[n] for n in names}),
-        **rates(counts, size, "rollback"),
+        **result,
+        "passing_checks": checks,
+        "passing_window_seconds": PASSING_WINDOW,
+        **per_check,
+        "writes_per_rollback_beyond_the_check": result["writes_per_rollback_without_events"]
+        - per_check["writes_per_passing_check_without_events"],
         "per_rollback_by_verb_resource": per({k: v for k, v in counts.items() if v}, size),
         "goal_writes_per_rollback": WRITES_PER_ROLLBACK_GOAL,
         "note": "from the gate's failing answer to RolledBack: the failing check's status write"
-        " (which also records the RollingBack intent), the router's writes, RolledBack, Events",
+        " (which also records the RollingBack intent), the router's writes, RolledBack, Events;"
+        " beyond the check: less what a passing check writes (measured over the window before)",
     }
 
 
@@ -395,6 +414,13 @@ def main(argv: list[str] | None = None) -> int:
         gate_rollback = gate_rollback_phase(bench, args.rollbacks, args.router)
         show_rates(
             "gate rollback", "rollback", gate_rollback, f", phases {gate_rollback['final_phases']}"
+        )
+        print(
+            f"gate rollback: {gate_rollback['writes_per_passing_check_without_events']:.2f}"
+            f" writes per passing check ({gate_rollback['passing_checks']} checks), so"
+            f" {gate_rollback['writes_per_rollback_beyond_the_check']:.2f} writes per rollback"
+            " beyond the failing check's own",
+            flush=True,
         )
         idle = idle_phase(bench, args.paused, args.idle_seconds, args.router)
         print(

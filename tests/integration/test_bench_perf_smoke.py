@@ -131,6 +131,9 @@ def test_api_economy_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     gate_rollback = result["gate_rollback"]
     assert gate_rollback["final_phases"] == ["RolledBack"]
     assert 0 < gate_rollback["writes_per_rollback_without_events"] <= 5, gate_rollback
+    # The passing checks before the failure were seen and their status writes counted.
+    assert gate_rollback["passing_checks"] > 0, gate_rollback
+    assert gate_rollback["writes_per_passing_check"] > 0, gate_rollback
     # Terminal or paused indefinitely: the operator asks the API server nothing.
     idle = result["idle"]
     assert idle["requests_per_second"] == 0, idle
