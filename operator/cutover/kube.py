@@ -32,13 +32,15 @@ import kubernetes.client
 import kubernetes.client.rest
 import kubernetes.config
 
-from . import metrics
+from . import __version__, metrics
 from .kubehttp import HttpTransport, Response
 from .urgency import Urgency, UrgentSlots
 
 log = logging.getLogger("cutover.kube")
 
 PatchType = Literal["merge", "strategic", "json"]
+# What managedFields call the operator's writes.
+FIELD_MANAGER = "cutover"
 OnRequest = Callable[[str, str, int], None]
 
 _PATCH_CONTENT_TYPES: dict[str, str] = {
@@ -56,6 +58,7 @@ _EVENT_MESSAGE_LIMIT = 1024
 # QPS, and 200 Migrations starting together queued ~8 s behind each other; 32 still queued 1,000
 # starts ~7 s for a connection (docs/performance.md, "Where a step waits").
 MAX_IN_FLIGHT = 64
+USER_AGENT = f"{FIELD_MANAGER}/{__version__}"
 # The code reported to ``on_request`` when no HTTP response arrived (connection error, timeout).
 NO_RESPONSE = 0
 
@@ -287,6 +290,11 @@ class Kube:
     ) -> None:
         self._owns_client = api_client is None
         self._api: Any = api_client if api_client is not None else kubernetes.client.ApiClient()
+        # The API server names the field manager of a write after its User-Agent (up to the
+        # first "/"): the client's default put "OpenAPI-Generator" in managedFields for every
+        # field the operator owns, where `kubectl get --show-managed-fields` and Argo CD's
+        # ignoreDifferences.managedFieldsManagers look for the operator's own name.
+        self._api.user_agent = USER_AGENT
         self._limiter = RateLimiter(qps, burst)
         self._transport = _transport_for(self._api.configuration, timeout, max_in_flight)
         # As many as the transport has connections: a request waits here, by urgency, not in

@@ -66,6 +66,20 @@ def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in obj["status"]["conditions"]}
 
 
+def field_managers(cluster: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, str]:
+    """``manager/subresource`` -> the fields that manager wrote, from the object's
+    managedFields (as ``kubectl get --show-managed-fields`` shows them)."""
+    obj = json.loads(
+        cluster.kubectl(
+            "get", "-n", namespace, kind, name, "--show-managed-fields", "-o", "json"
+        ).stdout
+    )
+    return {
+        f"{m['manager']}/{m.get('subresource', '')}": json.dumps(m.get("fieldsV1"))
+        for m in obj["metadata"]["managedFields"]
+    }
+
+
 def test_replicas_router_moves_pods_step_by_step_to_green(
     cluster: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -100,6 +114,15 @@ def test_replicas_router_moves_pods_step_by_step_to_green(
     assert "Succeeded" in events and "Started" in events
     # Every Event of the run was accepted by the API server (a refusal is logged, see kube.py).
     assert "event rejected" not in operator.log()
+
+    # The operator's writes carry its name in managedFields (what Argo CD's
+    # ignoreDifferences.managedFieldsManagers matches), not its HTTP client's.
+    status_managers = field_managers(cluster, namespace, "mig", "checkout")
+    assert '"f:phase"' in status_managers.get("cutover/status", ""), status_managers
+    for deployment in ("checkout-blue", "checkout-green"):
+        managers = field_managers(cluster, namespace, "deployment", deployment)
+        assert '"f:replicas"' in managers.get("cutover/", ""), managers
+        assert not any(m.startswith("OpenAPI-Generator") for m in managers), managers
 
 
 def test_service_router_switches_the_selector_once_green_is_ready(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cutover import api
+from cutover import __version__, api
 
 EXIT_USER = 1
 EXIT_UNREACHABLE = 4
@@ -96,6 +96,9 @@ class Cluster:
         configuration.retries = 0
         self.namespace = target.namespace or default_namespace
         self._api_client = client.ApiClient(configuration)
+        # A person's request (an annotation) is told apart from the operator's writes in
+        # managedFields and audit logs, which name the writer after the User-Agent.
+        self._api_client.user_agent = f"cutover-cli/{__version__}"
         self._custom = client.CustomObjectsApi(self._api_client)
         self.server = configuration.host
 
