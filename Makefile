@@ -141,6 +141,7 @@ bench-scale: install
 	$(BIN)/python bench/memory.py --migrations 1000 --idle-seconds 60 --lanes 20 --cycles 400
 	$(BIN)/python bench/memory.py --migrations 0 --lanes 40 --cycles 10000
 	$(BIN)/python bench/memory.py --migrations 0 --lanes 40 --cycles 2400 --soak-keep
+	$(BIN)/python bench/shards.py --migrations 10000 --shards 3 --namespaces 30
 
 # Mutation testing of operator/cutover/core/ (devtools/mutation.py; mutmut in build/mutation/).
 # `mutation` runs all of core/ (about an hour on 2 cores); `mutation-ci` the subset CI keeps its

@@ -204,3 +204,15 @@ def test_write_cost_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
     for kind in kinds:
         (reading,) = result["rounds"][kind]
         assert reading["round_trip_ms"] > 0, (kind, reading)
+
+
+def test_shards_smoke(tmp_path: Path, control_plane: ControlPlane) -> None:
+    """Three shard processes: every Migration started and held, each process holding exactly
+    its own shard's (its cutover_migrations gauge), none another's."""
+    result = run_bench("shards", tmp_path, control_plane)
+    assert result["phases"] == {"Paused": 30}, result
+    shards = result["per_shard"]
+    assert sum(s["its_migrations"] for s in shards) == 30
+    for shard in shards:
+        assert shard["migrations_reported"] == {'phase="Paused"': shard["its_migrations"]}, shard
+    assert result["each_shard_holds_only_its_own"] is True

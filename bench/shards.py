@@ -1,0 +1,266 @@
+"""Many Migrations across shard processes: every one started and held, what each shard carries.
+
+``--migrations`` Migrations spread over ``--namespaces`` namespaces, run by ``--shards``
+operator processes (``CUTOVER_SHARDS``/``CUTOVER_SHARD``, the chart's cluster-wide RBAC,
+watching the bench's namespaces). Each Migration is labelled with its namespace's shard at
+creation, as the chart's mutating webhook labels it, and is created with ``spec.paused: true``
+between two Deployments of 0 replicas: it starts (its status written, its daemon running) and
+holds, so no pods are made and the control plane can carry 10,000 on one machine. A held
+Migration costs a shard what an active one does between its steps: a Kopf daemon and its
+latest body.
+
+Reported: the time from the first creation until every Migration is Paused; per shard, the
+Migrations it reports in ``cutover_migrations`` (its /metrics: each must hold only its own
+shard's), its RSS (peak while starting, and settled), and its CPU while they all idle.
+
+    .venv/bin/python bench/shards.py --migrations 10000 --shards 3 --namespaces 30
+    .venv/bin/python bench/shards.py --smoke
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from typing import Any, cast
+
+import psutil
+from _common import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Bench,
+    bench_parser,
+    deployment,
+    mib,
+    migration,
+    parallel,
+    save,
+    wait_until,
+)
+
+from cutover.scaleout import SHARD_LABEL, shard_of
+from devtools.operator import launch_operator
+from tests.support.admission import free_port
+from tests.support.controlplane import new_namespace
+
+IDLE_SECONDS = 30.0
+
+
+def namespaces_per_shard(plane: Any, prefix: str, count: int, shards: int) -> list[str]:
+    """``count`` new namespaces named ``prefix<n>``, as evenly over the shards as their hashes
+    allow: the first candidate names that fill each shard's share in turn."""
+    share = -(-count // shards)
+    chosen: list[str] = []
+    per_shard: Counter[int] = Counter()
+    candidate = 0
+    while len(chosen) < count:
+        name = f"{prefix}{candidate}"
+        candidate += 1
+        shard = shard_of(name, shards)
+        if per_shard[shard] < share:
+            per_shard[shard] += 1
+            chosen.append(new_namespace(plane, name=name))
+    return chosen
+
+
+def held_migration(namespace: str, name: str, shards: int) -> dict[str, Any]:
+    body = migration(
+        name,
+        f"{name}-blue",
+        f"{name}-green",
+        [{"setWeight": 50}, {"setWeight": 100}],
+        paused=True,
+    )
+    body["metadata"]["labels"] = {SHARD_LABEL: str(shard_of(namespace, shards))}
+    return body
+
+
+def metric(url: str, name: str) -> dict[str, float]:
+    """``name``'s samples at ``url`` by their label text, e.g. ``{'phase="Paused"': 3334.0}``."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            found[labels] = float(value)
+    return found
+
+
+def phase_counts(bench: Bench, namespaces: list[str]) -> Counter[str]:
+    phases: Counter[str] = Counter()
+    for namespace in namespaces:
+        listed = cast(
+            dict[str, Any],
+            bench.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL),
+        )
+        for item in listed.get("items") or []:
+            phases[str((item.get("status") or {}).get("phase") or "")] += 1
+    return phases
+
+
+def run(args: Any) -> dict[str, Any]:
+    per_namespace = -(-args.migrations // args.namespaces)
+    with Bench(args.cluster_dir, chart_values={"watchNamespace": ""}) as bench:
+        assert bench.kubeconfig is not None
+        # A prefix of its own, so that the operators watch only this run's namespaces.
+        prefix = f"shards-{uuid.uuid4().hex[:6]}-"
+        namespaces = namespaces_per_shard(bench.plane, prefix, args.namespaces, args.shards)
+        pairs = [
+            (namespace, f"m{index}") for namespace in namespaces for index in range(per_namespace)
+        ][: args.migrations]
+
+        def create_pair(pair: tuple[str, str]) -> None:
+            namespace, name = pair
+            for side in ("blue", "green"):
+                bench.apps.create_namespaced_deployment(
+                    namespace,
+                    deployment(f"{name}-{side}", 0),  # type: ignore[arg-type]
+                )
+
+        started = time.monotonic()
+        parallel(create_pair, pairs, 16)
+        print(f"{2 * len(pairs)} Deployments in {time.monotonic() - started:.0f}s", flush=True)
+        operators = []
+        for index in range(args.shards):
+            log_path = bench.workdir / f"operator-shard{index}.log"
+            port = free_port()
+            with log_path.open("ab") as log:
+                proc = launch_operator(
+                    f"{prefix}*",
+                    bench.kubeconfig,
+                    log,
+                    {
+                        "CUTOVER_SHARDS": str(args.shards),
+                        "CUTOVER_SHARD": str(index),
+                        "CUTOVER_API_QPS": str(args.qps),
+                        "CUTOVER_API_BURST": str(args.burst),
+                        "CUTOVER_METRICS_PORT": str(port),
+                    },
+                    verbose=False,
+                )
+            operators.append((proc, psutil.Process(proc.pid), f"http://127.0.0.1:{port}/metrics"))
+        try:
+            return measure(args, bench, namespaces, pairs, operators)
+        finally:
+            for proc, _, _ in operators:
+                proc.terminate()
+            for proc, _, _ in operators:
+                proc.wait(30)
+
+
+def measure(
+    args: Any,
+    bench: Bench,
+    namespaces: list[str],
+    pairs: list[tuple[str, str]],
+    operators: list[tuple[Any, psutil.Process, str]],
+) -> dict[str, Any]:
+    wait_until(lambda: all(_answers(url) for _, _, url in operators), 60)
+    rss_before = [mib(p.memory_info().rss) for _, p, _ in operators]
+    peaks = list(rss_before)
+
+    def create(pair: tuple[str, str]) -> None:
+        namespace, name = pair
+        bench.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, held_migration(namespace, name, args.shards)
+        )
+
+    first_created = time.monotonic()
+    parallel(create, pairs, 16)
+    created = time.monotonic() - first_created
+    print(f"{len(pairs)} Migrations created in {created:.0f}s", flush=True)
+
+    def all_paused() -> bool:
+        for index, (_, proc, _) in enumerate(operators):
+            peaks[index] = max(peaks[index], mib(proc.memory_info().rss))
+        held = sum(
+            sum(v for k, v in metric(url, "cutover_migrations").items() if "Paused" in k)
+            for _, _, url in operators
+        )
+        return held >= len(pairs)
+
+    wait_until(all_paused, args.timeout, interval=2.0)
+    all_held = time.monotonic() - first_created
+    phases = phase_counts(bench, namespaces)
+    print(f"all {len(pairs)} Paused {all_held:.0f}s after the first creation: {phases}", flush=True)
+    time.sleep(args.settle)
+    cpu_before = [sum(p.cpu_times()[:2]) for _, p, _ in operators]
+    time.sleep(IDLE_SECONDS)
+    cpu_idle = [
+        (sum(p.cpu_times()[:2]) - before) / IDLE_SECONDS
+        for (_, p, _), before in zip(operators, cpu_before, strict=True)
+    ]
+    expected = Counter(shard_of(namespace, args.shards) for namespace, _ in pairs)
+    shards: list[dict[str, Any]] = []
+    for index, (_, proc, url) in enumerate(operators):
+        counts = metric(url, "cutover_migrations")
+        shards.append(
+            {
+                "shard": index,
+                "its_migrations": expected[index],
+                "migrations_reported": {k: v for k, v in counts.items() if v},
+                "rss_before_mib": rss_before[index],
+                "rss_peak_mib": max(peaks[index], mib(proc.memory_info().rss)),
+                "rss_settled_mib": mib(proc.memory_info().rss),
+                "cpu_idle_cores": cpu_idle[index],
+            }
+        )
+        shard = shards[-1]
+        print(
+            f"shard {index}: {expected[index]} of its own, reports"
+            f" {shard['migrations_reported']}; RSS {rss_before[index]:.1f} -> peak"
+            f" {shard['rss_peak_mib']:.1f}, settled {shard['rss_settled_mib']:.1f} MiB;"
+            f" idle CPU {100 * cpu_idle[index]:.2f} % of a core",
+            flush=True,
+        )
+    return {
+        "migrations": len(pairs),
+        "shards": args.shards,
+        "namespaces": len(namespaces),
+        "create_seconds": created,
+        "all_paused_after_seconds": all_held,
+        "phases": dict(phases),
+        "idle_seconds": IDLE_SECONDS,
+        "per_shard": shards,
+        "each_shard_holds_only_its_own": all(
+            s["migrations_reported"].get('phase="Paused"') == s["its_migrations"] for s in shards
+        ),
+    }
+
+
+def _answers(url: str) -> bool:
+    try:
+        metric(url, "cutover_migrations")
+    except OSError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(
+        __doc__,
+        qps=200,
+        burst=400,
+        smoke="30 Migrations, 3 shards, 3 namespaces",
+        qps_help="each shard's QPS (the chart's per-pod figure in the sizing table, 200)",
+        burst_help="each shard's burst",
+    )
+    parser.add_argument("--migrations", type=int, default=10_000, help="(10,000)")
+    parser.add_argument("--shards", type=int, default=3, help="operator processes (3)")
+    parser.add_argument("--namespaces", type=int, default=30, help="spread over (30)")
+    parser.add_argument("--timeout", type=float, default=1800, help="for all to be held (s)")
+    parser.add_argument("--settle", type=float, default=10, help="before the idle CPU (s)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.migrations, args.shards, args.namespaces = 30, 3, 3
+    report = run(args)
+    settings = vars(args) | {"output": str(args.output)}
+    save("shards", {"settings": settings, **report}, args.output, args.smoke)
+    return 0 if report["each_shard_holds_only_its_own"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
