@@ -124,8 +124,9 @@ bench: install
 	  $(BIN)/python bench/breach_to_rollback.py --runs 5 --interval 1s; \
 	else echo "prometheus not installed: gate_cost.py and breach_to_rollback.py skipped"; fi
 
-# Issue 16's sizes: 2-3 h on 2 cores (the 10,000-cycle soak alone took 26 min on 2026-11-30,
-# 65-80 min before), and only meaningful on an otherwise idle machine.
+# Issue 16's sizes: 2.5-3.5 h on 2 cores (the 10,000-cycle soak alone took 26 min on 2026-11-30,
+# 65-80 min before; 10,000 held over 3 shards ~12 min), and only meaningful on an otherwise idle
+# machine.
 # The soak runs apart from the 1,000 idle ones: the memory those freed would hide a leak.
 .PHONY: bench-scale
 bench-scale: install
