@@ -187,9 +187,8 @@ def shed_managed_fields(body: kopf.Body) -> None:
     """Kopf keeps a Migration's latest body for as long as its daemon runs, and any object's
     latest event while that object's worker waits for the next
     (``kopfsettings.WORKER_IDLE_SECONDS``; Kopf's default of 5 s kept hundreds of Deployments'
-    at once while 1,000 runs stepped). Their
-    managedFields are about half of such a body in memory (~21 of a Migration's 41 KiB), and
-    nothing in this operator reads them.
+    at once while 1,000 runs stepped). Their managedFields are about half of such a body in
+    memory (~21 of a Migration's 41 KiB), and nothing in this operator reads them.
 
     The body Kopf passes to a handler is a view of the very dict it keeps (the event its worker
     holds; ``DaemonsMemory.live_fresh_body``), so dropping the field here drops it there."""
