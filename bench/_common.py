@@ -902,6 +902,12 @@ class Sampler:
         return [(w * every, round(mib(r), 1)) for w, r in sorted(windows.items())]
 
 
+def cpu_seconds(proc: psutil.Process) -> float:
+    """CPU time ``proc`` has used so far, user and system."""
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
 def mib(value: float) -> float:
     return value / 2**20
 

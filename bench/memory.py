@@ -32,6 +32,7 @@ from _common import (
     Bench,
     add_admission_option,
     bench_parser,
+    cpu_seconds,
     mib,
     migration,
     parallel,
@@ -49,11 +50,6 @@ ARGO_MIB_PER_ROLLOUT = 1.0  # argo-rollouts#2855: 11-13k Rollouts -> 11-14 GB
 
 def rss(proc: Any) -> float:
     return float(proc.memory_info().rss)
-
-
-def cpu_seconds(proc: Any) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
 
 
 def soak(

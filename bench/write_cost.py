@@ -37,6 +37,7 @@ from _common import (
     VERSION,
     Bench,
     bench_parser,
+    cpu_seconds,
     http_route,
     save,
     service,
@@ -51,11 +52,6 @@ KINDS = ("status", "status_bare", "route", "replicas", "event", "read")
 NAME = "w0"
 BARE = "w0-bare"
 JSON_PATCH = "application/json-patch+json"
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
 
 
 def moment(i: int) -> datetime:
