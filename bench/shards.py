@@ -35,7 +35,9 @@ from _common import (
     PLURAL,
     VERSION,
     Bench,
+    OperatorProcess,
     bench_parser,
+    cpu_seconds,
     deployment,
     mib,
     migration,
@@ -43,9 +45,9 @@ from _common import (
     save,
     wait_until,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from cutover.scaleout import SHARD_LABEL, shard_of
-from devtools.operator import launch_operator
 from tests.support.admission import free_port
 from tests.support.controlplane import new_namespace
 
@@ -56,9 +58,9 @@ QUIET_CORES = 0.05
 
 def cpu_rate(proc: psutil.Process, seconds: float) -> float:
     """The cores ``proc`` used over the next ``seconds``."""
-    before = sum(proc.cpu_times()[:2])
+    before = cpu_seconds(proc)
     time.sleep(seconds)
-    return (sum(proc.cpu_times()[:2]) - before) / seconds
+    return (cpu_seconds(proc) - before) / seconds
 
 
 def namespaces_per_shard(plane: Any, prefix: str, count: int, shards: int) -> list[str]:
@@ -90,16 +92,16 @@ def held_migration(namespace: str, name: str, shards: int) -> dict[str, Any]:
     return body
 
 
-def metric(url: str, name: str) -> dict[str, float]:
-    """``name``'s samples at ``url`` by their label text, e.g. ``{'phase="Paused"': 3334.0}``."""
+def migrations_by_phase(url: str) -> dict[str, float]:
+    """The operator's ``cutover_migrations`` gauge at ``url`` (its /metrics), by phase."""
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    found = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
-            found[labels] = float(value)
-    return found
+    return {
+        sample.labels["phase"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "cutover_migrations"
+        for sample in family.samples
+    }
 
 
 def phase_counts(bench: Bench, namespaces: list[str]) -> Counter[str]:
@@ -141,15 +143,14 @@ def run(args: Any) -> dict[str, Any]:
         controllers = bench.component("kube-controller-manager")
         wait_until(lambda: cpu_rate(controllers, 5.0) < QUIET_CORES, args.timeout)
         print(f"controllers quiet after {time.monotonic() - started:.0f}s", flush=True)
-        operators = []
-        for index in range(args.shards):
-            log_path = bench.workdir / f"operator-shard{index}.log"
-            port = free_port()
-            with log_path.open("ab") as log:
-                proc = launch_operator(
-                    f"{prefix}*",
+        operators: list[tuple[OperatorProcess, psutil.Process, str]] = []
+        try:
+            for index in range(args.shards):
+                port = free_port()
+                shard = OperatorProcess(
                     bench.kubeconfig,
-                    log,
+                    f"{prefix}*",
+                    bench.workdir / f"operator-shard{index}.log",
                     {
                         "CUTOVER_SHARDS": str(args.shards),
                         "CUTOVER_SHARD": str(index),
@@ -157,16 +158,14 @@ def run(args: Any) -> dict[str, Any]:
                         "CUTOVER_API_BURST": str(args.burst),
                         "CUTOVER_METRICS_PORT": str(port),
                     },
-                    verbose=False,
-                )
-            operators.append((proc, psutil.Process(proc.pid), f"http://127.0.0.1:{port}/metrics"))
-        try:
+                ).start()
+                assert shard.proc is not None
+                process = psutil.Process(shard.proc.pid)
+                operators.append((shard, process, f"http://127.0.0.1:{port}/metrics"))
             return measure(args, bench, namespaces, pairs, operators)
         finally:
-            for proc, _, _ in operators:
-                proc.terminate()
-            for proc, _, _ in operators:
-                proc.wait(30)
+            for shard, _, _ in operators:
+                shard.stop()
 
 
 def measure(
@@ -174,7 +173,7 @@ def measure(
     bench: Bench,
     namespaces: list[str],
     pairs: list[tuple[str, str]],
-    operators: list[tuple[Any, psutil.Process, str]],
+    operators: list[tuple[OperatorProcess, psutil.Process, str]],
 ) -> dict[str, Any]:
     wait_until(lambda: all(_answers(url) for _, _, url in operators), 60)
     rss_before = [mib(p.memory_info().rss) for _, p, _ in operators]
@@ -194,10 +193,7 @@ def measure(
     def all_paused() -> bool:
         for index, (_, proc, _) in enumerate(operators):
             peaks[index] = max(peaks[index], mib(proc.memory_info().rss))
-        held = sum(
-            sum(v for k, v in metric(url, "cutover_migrations").items() if "Paused" in k)
-            for _, _, url in operators
-        )
+        held = sum(migrations_by_phase(url).get("Paused", 0) for _, _, url in operators)
         return held >= len(pairs)
 
     wait_until(all_paused, args.timeout, interval=2.0)
@@ -212,12 +208,9 @@ def measure(
     ]
     windows: list[list[float]] = []
     for _ in range(args.idle_windows):
-        before = [sum(p.cpu_times()[:2]) for p in watched]
+        before = [cpu_seconds(p) for p in watched]
         time.sleep(IDLE_SECONDS)
-        used = [
-            (sum(p.cpu_times()[:2]) - b) / IDLE_SECONDS
-            for p, b in zip(watched, before, strict=True)
-        ]
+        used = [(cpu_seconds(p) - b) / IDLE_SECONDS for p, b in zip(watched, before, strict=True)]
         windows.append(used)
         print(
             "CPU over 30 s, % of a core: shards "
@@ -229,15 +222,16 @@ def measure(
     expected = Counter(shard_of(namespace, args.shards) for namespace, _ in pairs)
     shards: list[dict[str, Any]] = []
     for index, (_, proc, url) in enumerate(operators):
-        counts = metric(url, "cutover_migrations")
+        counts = migrations_by_phase(url)
+        settled = mib(proc.memory_info().rss)
         shards.append(
             {
                 "shard": index,
                 "its_migrations": expected[index],
-                "migrations_reported": {k: v for k, v in counts.items() if v},
+                "migrations_reported": {phase: n for phase, n in counts.items() if n},
                 "rss_before_mib": rss_before[index],
-                "rss_peak_mib": max(peaks[index], mib(proc.memory_info().rss)),
-                "rss_settled_mib": mib(proc.memory_info().rss),
+                "rss_peak_mib": max(peaks[index], settled),
+                "rss_settled_mib": settled,
                 "cpu_idle_cores": cpu_idle[index],
             }
         )
@@ -267,14 +261,14 @@ def measure(
         ],
         "per_shard": shards,
         "each_shard_holds_only_its_own": all(
-            s["migrations_reported"].get('phase="Paused"') == s["its_migrations"] for s in shards
+            s["migrations_reported"].get("Paused") == s["its_migrations"] for s in shards
         ),
     }
 
 
 def _answers(url: str) -> bool:
     try:
-        metric(url, "cutover_migrations")
+        migrations_by_phase(url)
     except OSError:
         return False
     return True
