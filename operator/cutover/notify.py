@@ -41,7 +41,7 @@ from enum import StrEnum
 import requests
 from pydantic import TypeAdapter, ValidationError
 
-from cutover import __version__, metrics
+from cutover import metrics
 from cutover.api import Notifier, NotifierKind, SecretKeyRef, describe_errors, unique_notifiers
 from cutover.core.notifications import (
     SIGNATURE_HEADER,
@@ -55,7 +55,7 @@ from cutover.core.notifications import (
 )
 from cutover.durations import parse_duration
 from cutover.egress import EgressPolicy, EgressRefused, parse_target
-from cutover.kube import Kube, KubeError
+from cutover.kube import USER_AGENT, Kube, KubeError
 from cutover.providers.http import gate_session
 
 __all__ = [
@@ -333,7 +333,7 @@ class Sender:
         if notifier.url_from is not None:
             url = await self._secret(delivery, "urlFrom", notifier.url_from)
         assert url is not None
-        headers = {"Content-Type": "application/json", "User-Agent": f"cutover/{__version__}"}
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if notifier.kind is NotifierKind.slack:
             payload = encode(slack_body(delivery.notification))
         else:
