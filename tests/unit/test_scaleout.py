@@ -26,6 +26,16 @@ def test_a_namespace_always_lands_on_the_same_shard() -> None:
     assert spread == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("shards", [2, 3, 4])
+@pytest.mark.parametrize("pattern", ["team-{:02d}", "tenant-{:04d}", "ns-{}"])
+def test_namespaces_numbered_in_sequence_spread_over_every_shard(shards: int, pattern: str) -> None:
+    # Tenants are often numbered. A hash whose shard follows its top bits (the API server's
+    # FNV-1a ranges, bench/shard_spread.py) puts all 60 of team-00..team-59 on one shard.
+    names = [pattern.format(n) for n in range(60)]
+    per_shard = [sum(shard_of(name, shards) == index for name in names) for index in range(shards)]
+    assert min(per_shard) >= 0.5 * len(names) / shards, per_shard
+
+
 def test_the_shard_comes_from_the_environment_or_the_statefulset_ordinal() -> None:
     assert shard_from_environment({}) is None
     assert shard_from_environment({"CUTOVER_SHARDS": "1"}) is None
