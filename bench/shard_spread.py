@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import save
+from _common import save, wait_until
 from rich.console import Console
 from rich.table import Table
 
@@ -148,33 +148,43 @@ def ask_the_server(cluster_dir: Path, names: list[str], count: int) -> dict[str,
     )
     core = client.CoreV1Api(api_client)
     label = {"cutover.io/shard-spread": "1"}
-    for name in names:
-        core.create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=label))
-        )
-        core.create_namespaced_config_map(
-            name, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="probe", labels=label))
-        )
+    selector = "cutover.io/shard-spread=1"
+
+    def none_left() -> bool:
+        return not core.list_namespace(label_selector=selector).items
+
+    # A namespace being deleted (an earlier run's) cannot be created again until it is gone.
+    wait_until(none_left, timeout=180, interval=1.0)
     try:
+        for name in names:
+            core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=label))
+            )
+            core.create_namespaced_config_map(
+                name, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="probe", labels=label))
+            )
         per_shard, echoed = [], []
         for index in range(count):
-            response = api_client.call_api(
-                "/api/v1/configmaps",
-                "GET",
+            request = api_client.param_serialize(
+                method="GET",
+                resource_path="/api/v1/configmaps",
                 query_params=[
-                    ("labelSelector", "cutover.io/shard-spread=1"),
+                    ("labelSelector", selector),
                     ("shardSelector", shard_selector(index, count)),
                 ],
                 auth_settings=["BearerToken"],
-                _preload_content=False,
-            )[0]
+            )
+            response = api_client.call_api(*request)
+            response.read()
             listed = json.loads(response.data)
             per_shard.append(len(listed.get("items") or []))
             echoed.append(bool((listed.get("metadata") or {}).get("shardInfo")))
         return {"per_shard": per_shard, "server_applied_selector": all(echoed)}
     finally:
-        for name in names:
-            core.delete_namespace(name)
+        for namespace in core.list_namespace(label_selector=selector).items:
+            if namespace.metadata is not None and namespace.metadata.name:
+                core.delete_namespace(namespace.metadata.name)
+        wait_until(none_left, timeout=180, interval=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,10 +5,13 @@
 #
 #   devtools/controlplane/build.sh            # build what is missing, print the bin folder
 #   CUTOVER_CACHE_DIR=/path ... build.sh      # cache somewhere else (default ~/.cache/cutover)
+#   CUTOVER_KUBERNETES_VERSION=v1.36.3 build.sh   # another Kubernetes than the pinned one
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# Another Kubernetes release to try, without editing the pin (cluster.py reads it too).
+KUBERNETES_VERSION="${CUTOVER_KUBERNETES_VERSION:-$KUBERNETES_VERSION}"
 
 cache_root="${CUTOVER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cutover}/controlplane"
 bin="$cache_root/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"

@@ -14,6 +14,7 @@ import ctypes
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -92,13 +93,27 @@ class ControlPlaneError(RuntimeError):
 
 
 def read_versions() -> dict[str, str]:
+    """The pinned versions, with ``CUTOVER_KUBERNETES_VERSION`` (say ``v1.36.3``) in place of
+    the pinned Kubernetes: to try another release without editing the pin (build.sh reads it
+    too, and the cache keeps each release's binaries apart)."""
     versions = {}
     for line in VERSIONS_FILE.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             versions[key] = value
+    override = os.environ.get("CUTOVER_KUBERNETES_VERSION", "").strip()
+    if override:
+        if not re.fullmatch(r"v1\.[0-9]+\.[0-9]+", override):
+            raise ControlPlaneError(
+                f"CUTOVER_KUBERNETES_VERSION must be a release such as v1.36.3, not {override!r}"
+            )
+        versions["KUBERNETES_VERSION"] = override
     return versions
+
+
+def _feature_gates(raw: str) -> list[str]:
+    return [f"--feature-gates={raw.strip()}"] if raw.strip() else []
 
 
 def cache_root() -> Path:
@@ -424,6 +439,8 @@ class ControlPlane:
             "--kubelet-preferred-address-types=InternalIP",
             "--max-requests-inflight=800",
             "--max-mutating-requests-inflight=400",
+            # Features to try, e.g. ShardedListAndWatch=true on 1.36 (comma-separated).
+            *_feature_gates(os.environ.get("CUTOVER_FEATURE_GATES", "")),
         ]
 
     def _write_tokens(self) -> dict[str, str]:
