@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from cutover import api
+from cutover import api, environment
 from cutover.scaleout import shard_count, shard_label_patch
 
 log = logging.getLogger("cutover.admission")
@@ -166,16 +166,16 @@ class Settings:
     directory: Path
 
     @classmethod
-    def from_environment(cls) -> Settings | None:
-        port = os.environ.get("CUTOVER_WEBHOOK_PORT")
-        if not port:
+    def from_environment(cls, environ: Mapping[str, str]) -> Settings | None:
+        port = environment.port(environ, "CUTOVER_WEBHOOK_PORT")
+        if port is None:
             return None
-        hosts = os.environ.get("CUTOVER_WEBHOOK_HOSTS") or "localhost,127.0.0.1"
+        hosts = environ.get("CUTOVER_WEBHOOK_HOSTS") or "localhost,127.0.0.1"
         return cls(
-            port=int(port),
-            addr=os.environ.get("CUTOVER_WEBHOOK_ADDR") or "0.0.0.0",
+            port=port,
+            addr=environ.get("CUTOVER_WEBHOOK_ADDR") or "0.0.0.0",
             hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()),
-            configuration=os.environ.get("CUTOVER_WEBHOOK_CONFIGURATION") or "cutover",
+            configuration=environ.get("CUTOVER_WEBHOOK_CONFIGURATION") or "cutover",
             directory=Path(tempfile.mkdtemp(prefix="cutover-webhook-")),
         )
 

@@ -20,14 +20,13 @@ the verb, the resource and the user. docs/security.md has the threat model.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from cutover import api, providers
+from cutover import api, environment, providers
 from cutover.admission import Author
 from cutover.api import HookStage, MigrationSpec, SecretKeyRef
 from cutover.core.transitions import Reason
@@ -52,16 +51,13 @@ class Need:
         return f"{self.verb} {target} in namespace {namespace!r}"
 
 
-def enforced() -> bool:
+def enforced(environ: Mapping[str, str]) -> bool:
     """Whether runs are checked against their author's rights. ``CUTOVER_AUTHOR_RIGHTS``
     (true/false) decides; unset, it follows admission: an author is only trustworthy when this
-    operator's webhook recorded it."""
-    raw = (os.environ.get("CUTOVER_AUTHOR_RIGHTS") or "").strip().lower()
-    if raw in ("true", "1", "yes", "on"):
-        return True
-    if raw in ("false", "0", "no", "off"):
-        return False
-    return bool(os.environ.get("CUTOVER_WEBHOOK_PORT"))
+    operator's webhook recorded it. A value that is neither stops the start: this is a
+    security setting, and a typo must not quietly pick a side."""
+    chosen = environment.flag(environ, "CUTOVER_AUTHOR_RIGHTS")
+    return bool(environ.get("CUTOVER_WEBHOOK_PORT")) if chosen is None else chosen
 
 
 def _secret_needs(spec: MigrationSpec) -> list[Need]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from cutover import api, kopfsettings, metrics
+from cutover import api, environment, kopfsettings, metrics
 from cutover.heap import HeapTrimmer, shrink_tls_read_buffers, tune_collector
 from cutover.reconciler import (
     MUTATE_ID,
@@ -87,9 +87,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     try:
         kopfsettings.apply_environment(settings, os.environ)
         shard = configure_scaleout(settings, os.environ)
+        metrics_port = environment.port(os.environ, "CUTOVER_METRICS_PORT")
+        context = Context.from_environment()
     except ConfigurationError as error:
         raise kopf.PermanentError(str(error)) from None
-    context = Context.from_environment()
     # Installed for one namespace, the operator may not list namespaces; Kopf would retry that
     # listing for about a minute before it falls back to the named namespace. Ask once instead.
     cluster_wide = await context.may_list_namespaces()
@@ -102,9 +103,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if server is not None:
         settings.admission.server = server
     await context.start_shard(shard, cluster_wide)
-    port = os.environ.get("CUTOVER_METRICS_PORT")
-    if port:
-        metrics.start_metrics_server(int(port))
+    if metrics_port is not None:
+        metrics.start_metrics_server(metrics_port)
     memo.heap_trimmer = HeapTrimmer.for_this_process()
     memo.heap_trimmer.start()
     tune_collector()

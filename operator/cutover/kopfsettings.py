@@ -5,12 +5,11 @@ message naming the variable, rather than a traceback or a guess.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import kopf
 
-from cutover.scaleout import ConfigurationError
+from cutover import environment
 
 # How long a watch request may stay open before the API server ends it and Kopf starts another
 # (0: the API server's own default).
@@ -32,34 +31,18 @@ WORKER_IDLE_SECONDS = 0.5
 def apply_environment(settings: kopf.OperatorSettings, environ: Mapping[str, str]) -> None:
     """Sets the watch timeout, the listing's page size and the workers' idle time, from
     CUTOVER_WATCH_TIMEOUT, CUTOVER_WATCH_LIST_CHUNK and CUTOVER_WORKER_IDLE_SECONDS where set."""
-    settings.watching.server_timeout = _count(
+    settings.watching.server_timeout = environment.whole_number(
         environ, "CUTOVER_WATCH_TIMEOUT", WATCH_TIMEOUT_SECONDS
     )
-    settings.watching.chunk_size = _count(environ, "CUTOVER_WATCH_LIST_CHUNK", WATCH_LIST_CHUNK)
+    settings.watching.chunk_size = environment.whole_number(
+        environ, "CUTOVER_WATCH_LIST_CHUNK", WATCH_LIST_CHUNK
+    )
     settings.queueing.idle_timeout = worker_idle_seconds(environ)
 
 
 def worker_idle_seconds(environ: Mapping[str, str]) -> float:
     """Kopf's ``settings.queueing.idle_timeout``: ``WORKER_IDLE_SECONDS`` unless
     CUTOVER_WORKER_IDLE_SECONDS says otherwise."""
-    value = environ.get("CUTOVER_WORKER_IDLE_SECONDS", "").strip()
-    if not value:
-        return WORKER_IDLE_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not seconds > 0 or math.isinf(seconds):
-        raise ConfigurationError(
-            f"CUTOVER_WORKER_IDLE_SECONDS must be a number of seconds > 0, not {value!r}"
-        )
-    return seconds
-
-
-def _count(environ: Mapping[str, str], name: str, default: int) -> int:
-    value = environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isascii() or not value.isdigit():
-        raise ConfigurationError(f"{name} must be a whole number >= 0, not {value!r}")
-    return int(value)
+    return environment.number(
+        environ, "CUTOVER_WORKER_IDLE_SECONDS", WORKER_IDLE_SECONDS, unit="seconds"
+    )

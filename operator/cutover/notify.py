@@ -41,7 +41,7 @@ from enum import StrEnum
 import requests
 from pydantic import TypeAdapter, ValidationError
 
-from cutover import metrics
+from cutover import environment, metrics
 from cutover.api import Notifier, NotifierKind, SecretKeyRef, describe_errors, unique_notifiers
 from cutover.core.notifications import (
     SIGNATURE_HEADER,
@@ -259,6 +259,30 @@ def load_defaults(environ: Mapping[str, str] | None = None) -> list[Notifier]:
 _DEFAULTS = TypeAdapter(list[Notifier])
 
 
+@dataclass(frozen=True)
+class SenderSettings:
+    """What the operator's environment says about sending notifications."""
+
+    backoff: Backoff = Backoff()
+    capacity: int = 1000  # deliveries waiting at most; past it new ones are dropped
+    operator_namespace: str | None = None
+    defaults: tuple[Notifier, ...] = ()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> SenderSettings:
+        return cls(
+            backoff=Backoff(
+                attempts=environment.whole_number(
+                    environ, ATTEMPTS_ENV, Backoff.attempts, minimum=1
+                ),
+                first=environment.number(environ, BACKOFF_ENV, Backoff.first, unit="seconds"),
+            ),
+            capacity=environment.whole_number(environ, QUEUE_ENV, 1000, minimum=1),
+            operator_namespace=environ.get(NAMESPACE_ENV) or None,
+            defaults=tuple(load_defaults(environ)),
+        )
+
+
 class Sender:
     """Turns notifications into signed requests to each notifier that wants them."""
 
@@ -280,22 +304,17 @@ class Sender:
         self.queue = DeliveryQueue(self._post, backoff=backoff, capacity=capacity)
 
     @classmethod
-    def from_environment(cls, kube: Kube, egress: EgressPolicy) -> Sender:
-        backoff = Backoff(
-            attempts=max(1, int(os.environ.get(ATTEMPTS_ENV) or Backoff.attempts)),
-            first=float(os.environ.get(BACKOFF_ENV) or Backoff.first),
-        )
-        defaults = load_defaults()
-        if defaults:
-            names = [n.name for n in defaults]
+    def from_settings(cls, kube: Kube, egress: EgressPolicy, settings: SenderSettings) -> Sender:
+        if settings.defaults:
+            names = [n.name for n in settings.defaults]
             log.info("default notifiers", extra={"notifiers": names})
         return cls(
             kube,
             egress,
-            defaults=defaults,
-            operator_namespace=os.environ.get(NAMESPACE_ENV) or None,
-            backoff=backoff,
-            capacity=int(os.environ.get(QUEUE_ENV) or 1000),
+            defaults=settings.defaults,
+            operator_namespace=settings.operator_namespace,
+            backoff=settings.backoff,
+            capacity=settings.capacity,
         )
 
     def submit(self, own: Sequence[Notifier], notifications: Sequence[Notification]) -> None:

@@ -21,7 +21,7 @@ from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
-from cutover import api, metrics
+from cutover import api, environment, metrics
 
 if TYPE_CHECKING:
     import kopf
@@ -79,11 +79,12 @@ from cutover.core.observations import (
 )
 from cutover.core.templates import TemplateObject
 from cutover.core.transitions import Reason
+from cutover.environment import ConfigurationError
 from cutover.eventposts import EventPoster
 from cutover.gatecheck import GateChecker, summarize
 from cutover.hookjobs import HookJobs, observe_job, with_log_tails
 from cutover.kube import MAX_IN_FLIGHT, Kube, KubeError
-from cutover.notify import Sender
+from cutover.notify import Sender, SenderSettings
 from cutover.previews import Previews
 from cutover.routers import router_for
 from cutover.routers.base import (
@@ -94,7 +95,7 @@ from cutover.routers.base import (
     original_replicas,
     own_annotations,
 )
-from cutover.scaleout import ConfigurationError, LabelSweeper, Shard
+from cutover.scaleout import LabelSweeper, Shard
 from cutover.scaleout import configure as configure_scaleout
 from cutover.stores import Fetch, Lister, Store
 from cutover.wakeups import Stopped, Wakeups, sleep, wake_on_stop
@@ -194,11 +195,6 @@ def _gave_up_on_green(before: MigrationStatus, after: MigrationStatus) -> bool:
 def _retry_delay(failures: int) -> float:
     """After ``failures`` failed reconciles in a row: 5 s, doubling up to a minute."""
     return min(_ERROR_RETRY * 2.0 ** (failures - 1), _RETRY_MAX)
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
 
 
 # The status fields ``needs_attention`` reads: nothing else of a status decides whether a
@@ -431,6 +427,8 @@ class Context:
     # Checks hooks and gate Secrets against the author's rights (None: not checked).
     rights: Rights | None = None
     webhooks: Webhooks | None = None
+    # CUTOVER_WEBHOOK_*, read with the rest of the environment (None: no webhooks served).
+    webhook_settings: WebhookSettings | None = None
     label_sweeper: LabelSweeper | None = None
     # Sends what status writes make happen to the Migration's and the operator's notifiers.
     notify: Sender | None = None
@@ -450,20 +448,28 @@ class Context:
     @classmethod
     def from_environment(cls) -> Context:
         """Clients for the cluster the operator runs in, with the rate limits it is given."""
+        env = os.environ
+        # The chart's defaults (values.yaml says how they were sized). Every setting is read
+        # before any client is made, so a malformed one stops the start with nothing half-built.
+        qps = environment.number(env, "CUTOVER_API_QPS", 100.0, unit="requests per second")
+        burst = environment.whole_number(env, "CUTOVER_API_BURST", 200, minimum=1)
+        in_flight = environment.whole_number(
+            env, "CUTOVER_API_CONCURRENCY", MAX_IN_FLIGHT, minimum=1
+        )
+        enforce = enforced(env)
+        notify = SenderSettings.from_environment(env)
+        webhook_settings = WebhookSettings.from_environment(env)
         kube = Kube.from_environment(
-            # The chart's defaults (values.yaml says how they were sized).
-            qps=_env_float("CUTOVER_API_QPS", 100.0),
-            burst=int(_env_float("CUTOVER_API_BURST", 200)),
-            max_in_flight=int(_env_float("CUTOVER_API_CONCURRENCY", MAX_IN_FLIGHT)) or 1,
-            on_request=metrics.count_api_request,
+            qps=qps, burst=burst, max_in_flight=in_flight, on_request=metrics.count_api_request
         )
         gates = GateChecker(kube)
         return cls(
             kube=kube,
             gates=gates,
-            rights=Rights(kube, enforce=enforced()),
+            rights=Rights(kube, enforce=enforce),
             # The gates' outbound policy: notifications leave from the same network position.
-            notify=Sender.from_environment(kube, gates.egress),
+            notify=Sender.from_settings(kube, gates.egress, notify),
+            webhook_settings=webhook_settings,
         )
 
     async def may_list_namespaces(self) -> bool:
@@ -477,12 +483,11 @@ class Context:
     async def start_webhooks(self) -> kopf.WebhookServer | None:
         """The admission webhook server when CUTOVER_WEBHOOK_PORT asks for one, its certificate
         issued and its CA published; None otherwise."""
-        settings = WebhookSettings.from_environment()
-        if settings is None:
+        if self.webhook_settings is None:
             return None
         from cutover.webcerts import Webhooks  # its cryptography only where webhooks are served
 
-        self.webhooks = Webhooks(settings, self.kube)
+        self.webhooks = Webhooks(self.webhook_settings, self.kube)
         return await self.webhooks.start()
 
     async def stop_webhooks(self) -> None:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import kopf
 
-from cutover import api
+from cutover import api, environment
+from cutover.environment import ConfigurationError
 from cutover.kube import Kube, KubeError
 
 log = logging.getLogger("cutover.scaleout")
@@ -36,12 +37,8 @@ log = logging.getLogger("cutover.scaleout")
 SHARD_LABEL = f"{api.GROUP}/shard"
 # Far above any start time in microseconds, so that priorities stay positive for millennia.
 _PRIORITY_CEILING = 10**18
-_ORDINAL = re.compile(r"-(\d+)$")
+_ORDINAL = re.compile(r"-([0-9]+)$")
 LABEL_SWEEP_SECONDS = 5.0
-
-
-class ConfigurationError(ValueError):
-    """A malformed scale-out setting: the operator refuses to start rather than guess."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,7 @@ def shard_of(namespace: str, count: int) -> int:
 
 
 def shard_count(environ: Mapping[str, str]) -> int:
-    raw = environ.get("CUTOVER_SHARDS", "").strip()
-    if not raw:
-        return 1
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigurationError(f"CUTOVER_SHARDS must be a positive integer, not {raw!r}")
-    return int(raw)
+    return environment.whole_number(environ, "CUTOVER_SHARDS", 1, minimum=1)
 
 
 def shard_from_environment(environ: Mapping[str, str]) -> Shard | None:
@@ -75,43 +67,37 @@ def shard_from_environment(environ: Mapping[str, str]) -> Shard | None:
     count = shard_count(environ)
     if count == 1:
         return None
-    raw = environ.get("CUTOVER_SHARD", "").strip()
-    if not raw:
+    if environ.get("CUTOVER_SHARD", "").strip():
+        index = environment.whole_number(environ, "CUTOVER_SHARD", 0)
+    else:
         ordinal = _ORDINAL.search(environ.get("POD_ID", ""))
         if ordinal is None:
             raise ConfigurationError(
                 "CUTOVER_SHARDS is set but neither CUTOVER_SHARD nor a StatefulSet pod name "
                 "(POD_ID ending in -<ordinal>) says which shard this process is"
             )
-        raw = ordinal.group(1)
-    if not raw.isdigit() or int(raw) >= count:
-        raise ConfigurationError(f"shard {raw!r} is not one of 0..{count - 1} (CUTOVER_SHARDS)")
-    return Shard(index=int(raw), count=count)
+        index = int(ordinal.group(1))
+    if index >= count:
+        raise ConfigurationError(f"shard {index} is not one of 0..{count - 1} (CUTOVER_SHARDS)")
+    return Shard(index=index, count=count)
 
 
 def peering_priority(environ: Mapping[str, str], started: float | None = None) -> int:
     """``CUTOVER_PEERING_PRIORITY`` if set, else the older the process, the higher."""
-    raw = environ.get("CUTOVER_PEERING_PRIORITY", "").strip()
-    if raw:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigurationError(
-                f"CUTOVER_PEERING_PRIORITY must be an integer, not {raw!r}"
-            ) from None
-    return _PRIORITY_CEILING - int((time.time() if started is None else started) * 1_000_000)
+    oldest_first = _PRIORITY_CEILING - int(
+        (time.time() if started is None else started) * 1_000_000
+    )
+    return environment.integer(environ, "CUTOVER_PEERING_PRIORITY", oldest_first)
 
 
 def configure(settings: kopf.OperatorSettings, environ: Mapping[str, str]) -> Shard | None:
     """Applies peering and shard settings to Kopf's; returns this process's shard, if any."""
     settings.peering.priority = peering_priority(environ)
-    lifetime = environ.get("CUTOVER_PEERING_LIFETIME", "").strip()
-    if lifetime:
-        if not lifetime.isdigit() or int(lifetime) < 2:
-            raise ConfigurationError(
-                f"CUTOVER_PEERING_LIFETIME must be a whole number of seconds >= 2, not {lifetime!r}"
-            )
-        settings.peering.lifetime = int(lifetime)
+    # In seconds. Kopf refreshes a replica's record at least a second before it expires; with
+    # less than 2 the refresh comes as it expires, and the replicas would take turns.
+    settings.peering.lifetime = environment.whole_number(
+        environ, "CUTOVER_PEERING_LIFETIME", settings.peering.lifetime, minimum=2, unit="seconds"
+    )
     shard = shard_from_environment(environ)
     if shard is not None:
         settings.watching.label_selectors[api.GROUP, api.PLURAL] = shard.selector

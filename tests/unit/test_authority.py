@@ -12,6 +12,7 @@ import pytest
 from cutover.admission import Author
 from cutover.api import AUTHOR_ANNOTATION
 from cutover.authority import Rights, needs
+from cutover.environment import ConfigurationError
 from cutover.kube import KubeError
 
 from .specs import gate, spec
@@ -149,18 +150,23 @@ def test_off_checks_nothing() -> None:
         ({"CUTOVER_WEBHOOK_PORT": "9443"}, True),
         ({"CUTOVER_WEBHOOK_PORT": "9443", "CUTOVER_AUTHOR_RIGHTS": "false"}, False),
         ({"CUTOVER_AUTHOR_RIGHTS": "true"}, True),
+        ({"CUTOVER_AUTHOR_RIGHTS": " On "}, True),
+        ({"CUTOVER_WEBHOOK_PORT": "9443", "CUTOVER_AUTHOR_RIGHTS": "0"}, False),
     ],
 )
-def test_the_policy_follows_admission_unless_told(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool
-) -> None:
+def test_the_policy_follows_admission_unless_told(env: dict[str, str], expected: bool) -> None:
     from cutover.authority import enforced
 
-    for name in ("CUTOVER_WEBHOOK_PORT", "CUTOVER_AUTHOR_RIGHTS"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert enforced() is expected
+    assert enforced(env) is expected
+
+
+@pytest.mark.parametrize("value", ["ture", "enforce", "2"])
+def test_a_policy_that_is_neither_true_nor_false_stops_the_start(value: str) -> None:
+    # A security setting: a typo must not quietly fall back to the admission-based default.
+    from cutover.authority import enforced
+
+    with pytest.raises(ConfigurationError, match="CUTOVER_AUTHOR_RIGHTS must be true or false"):
+        enforced({"CUTOVER_WEBHOOK_PORT": "9443", "CUTOVER_AUTHOR_RIGHTS": value})
 
 
 NOTIFY = [

@@ -49,9 +49,11 @@ def test_the_shard_comes_from_the_environment_or_the_statefulset_ordinal() -> No
 @pytest.mark.parametrize(
     ("env", "says"),
     [
-        ({"CUTOVER_SHARDS": "three"}, "positive integer"),
-        ({"CUTOVER_SHARDS": "0"}, "positive integer"),
+        ({"CUTOVER_SHARDS": "three"}, "CUTOVER_SHARDS must be a whole number >= 1"),
+        ({"CUTOVER_SHARDS": "0"}, "CUTOVER_SHARDS must be a whole number >= 1"),
+        ({"CUTOVER_SHARDS": "²"}, "CUTOVER_SHARDS must be a whole number >= 1"),
         ({"CUTOVER_SHARDS": "3", "CUTOVER_SHARD": "3"}, "not one of 0..2"),
+        ({"CUTOVER_SHARDS": "3", "CUTOVER_SHARD": "-1"}, "CUTOVER_SHARD must be a whole number"),
         ({"CUTOVER_SHARDS": "3", "POD_ID": "cutover-7"}, "not one of 0..2"),
         ({"CUTOVER_SHARDS": "3", "POD_ID": "cutover-abc"}, "which shard"),
     ],
