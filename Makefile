@@ -119,6 +119,7 @@ bench: install
 	$(BIN)/python bench/api_economy.py --migrations 20 --rollbacks 10 --idle-seconds 30 --router gatewayapi
 	$(BIN)/python bench/memory.py --migrations 200 --idle-seconds 30 --soak-seconds 60
 	$(BIN)/python bench/write_cost.py --writes 300 --rounds 5
+	$(BIN)/python bench/shard_spread.py --shards 3
 	@if [ -x /usr/bin/prometheus ] || command -v prometheus >/dev/null 2>&1; then \
 	  $(BIN)/python bench/gate_cost.py --migrations 10 --interval 1s --window 20; \
 	  $(BIN)/python bench/breach_to_rollback.py --runs 5 --interval 1s; \
