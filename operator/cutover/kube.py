@@ -33,6 +33,7 @@ import kubernetes.client.rest
 import kubernetes.config
 
 from . import __version__, metrics
+from .environment import ConfigurationError
 from .kubehttp import HttpTransport, Response
 from .urgency import Urgency, UrgentSlots
 
@@ -317,9 +318,16 @@ class Kube:
             )
             source = "in-cluster"
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
+            try:
+                kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration
+                )
+            except kubernetes.config.ConfigException as error:
+                # Neither will appear by waiting: stop with the reason, not a retried startup.
+                raise ConfigurationError(
+                    "no Kubernetes configuration: not in a pod with a service account, and the "
+                    f"kubeconfig (KUBECONFIG or ~/.kube/config) failed: {error}"
+                ) from None
             source = "kubeconfig"
         log.info("kubernetes configuration loaded", extra={"source": source})
         kube = cls(kubernetes.client.ApiClient(configuration), **kw)

@@ -67,6 +67,19 @@ def test_a_malformed_value_is_refused_with_the_variable_and_the_value(
     assert repr(value) in str(refused.value)
 
 
+def _start_operator(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """The image's entrypoint, outside a pod and with no kubeconfig."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(OPERATOR_SOURCE),
+        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        **settings,
+    }
+    command = [sys.executable, "-m", "kopf", "run", "-m", "cutover.handlers", "--standalone", "-A"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -87,17 +100,19 @@ def test_a_malformed_value_is_refused_with_the_variable_and_the_value(
 def test_the_operator_stops_at_start_naming_a_malformed_variable(
     tmp_path: Path, name: str, value: str
 ) -> None:
-    # The image's entrypoint, with no cluster at all: the settings are read before any client
-    # is made, so nothing else can be the reason it stops.
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(OPERATOR_SOURCE),
-        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
-        name: value,
-    }
-    command = [sys.executable, "-m", "kopf", "run", "-m", "cutover.handlers", "--standalone", "-A"]
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    # The settings are read before any client is made: the missing kubeconfig is not what
+    # stops it.
+    finished = _start_operator(tmp_path, **{name: value})
     assert finished.returncode != 0
     assert f"{name} must be" in finished.stderr + finished.stdout
     assert repr(value) in finished.stderr + finished.stdout
+
+
+def test_without_any_kubernetes_configuration_the_operator_stops_and_says_so(
+    tmp_path: Path,
+) -> None:
+    # Not in a pod, no kubeconfig: waiting will not make one appear (it used to retry the
+    # startup every 60 s, forever).
+    finished = _start_operator(tmp_path)
+    assert finished.returncode != 0
+    assert "no Kubernetes configuration" in finished.stderr + finished.stdout
