@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -60,10 +61,10 @@ def test_well_formed_values_are_read() -> None:
     ],
 )
 def test_a_malformed_value_is_refused_with_the_variable_and_the_value(
-    read: object, value: str, says: str
+    read: Callable[[Mapping[str, str]], object], value: str, says: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=says) as refused:
-        read({"X": value})  # type: ignore[operator]
+        read({"X": value})
     assert repr(value) in str(refused.value)
 
 
