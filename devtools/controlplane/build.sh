@@ -12,6 +12,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/versions.env"
 # Another Kubernetes release to try, without editing the pin (cluster.py reads it too).
 KUBERNETES_VERSION="${CUTOVER_KUBERNETES_VERSION:-$KUBERNETES_VERSION}"
+if [[ ! "$KUBERNETES_VERSION" =~ ^v1\.[0-9]+\.[0-9]+$ ]]; then
+  echo "build.sh: CUTOVER_KUBERNETES_VERSION must be a release such as v1.36.3, not '$KUBERNETES_VERSION'" >&2
+  exit 2
+fi
 
 cache_root="${CUTOVER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cutover}/controlplane"
 bin="$cache_root/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
