@@ -112,6 +112,27 @@ def read_versions() -> dict[str, str]:
     return versions
 
 
+# Controllers the local cluster does without: no node CIDRs to hand out, a kwok node that is
+# never unhealthy, and no cloud. Kubernetes 1.37 dropped the cloud ones from the controller
+# manager, and it refuses to disable a controller it does not know.
+_DISABLED_CONTROLLERS = (
+    "node-ipam-controller",
+    "node-lifecycle-controller",
+    "cloud-node-lifecycle-controller",
+    "service-lb-controller",
+)
+
+
+def _controllers_flag(binary: Path) -> str:
+    """``--controllers=*`` minus those of ``_DISABLED_CONTROLLERS`` this release has (its
+    ``--help`` lists them all after "All controllers:")."""
+    shown = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False)
+    listed = re.search(r"All controllers: ([^\n]*)", shown.stdout + shown.stderr)
+    known = {name.strip() for name in listed.group(1).split(",")} if listed else set()
+    disabled = [name for name in _DISABLED_CONTROLLERS if name in known]
+    return "--controllers=" + ",".join(["*", *(f"-{name}" for name in disabled)])
+
+
 def _feature_gates(raw: str) -> list[str]:
     return [f"--feature-gates={raw.strip()}"] if raw.strip() else []
 
@@ -303,7 +324,7 @@ class ControlPlane:
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # The kwok node is never unhealthy; a fast GC keeps namespaces short-lived.
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller",
+                _controllers_flag(self.bin / "kube-controller-manager"),
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",
                 "--concurrent-job-syncs=10",
