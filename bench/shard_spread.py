@@ -104,9 +104,8 @@ def mixed_range_shard(namespace: str, count: int) -> int:
 
 
 def _in_range(value: int, count: int) -> int:
-    return next(
-        i for i in range(count) if range_bounds(i, count)[0] <= value < range_bounds(i, count)[1]
-    )
+    # The ranges are contiguous from 0 upwards: the first that ends above the value holds it.
+    return next(i for i in range(count) if value < range_bounds(i, count)[1])
 
 
 def shard_selector(index: int, count: int) -> str:
